@@ -1,0 +1,127 @@
+"""Named failpoints, switched on by ``TWOPC_FAILPOINTS``.
+
+A failpoint stands at a step that matters (``coordinator.after_decision_logged``)
+and does nothing unless configured. The configuration is a ``;``-separated list of
+``name=spec`` where spec is ``[P%][N*]action``:
+
+- ``crash``: ``os._exit`` at once, as abrupt as SIGKILL (no cleanup, no flush);
+- ``error``: raise :class:`FailpointError`;
+- ``delay(ms)``: sleep that long;
+- ``hang``: never return;
+- ``off``: nothing (useful to override an inherited setting).
+
+``P%`` fires with that probability, ``N*`` fires at most N times. Examples:
+``coordinator.after_decision_logged=crash``,
+``participant.after_prepare_before_reply=50%delay(200)``,
+``coordinator.before_commit_sent=1*error``.
+
+Switched off, :func:`hit` costs one dict look-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import re
+from dataclasses import dataclass, field
+
+__all__ = [
+    "ENV_VAR",
+    "Failpoint",
+    "FailpointError",
+    "active",
+    "configure",
+    "configure_from_env",
+    "hit",
+    "parse",
+]
+
+ENV_VAR = "TWOPC_FAILPOINTS"
+CRASH_EXIT_CODE = 77
+
+_SPEC = re.compile(
+    r"^(?:(?P<pct>\d+(?:\.\d+)?)%)?(?:(?P<count>\d+)\*)?"
+    r"(?P<action>crash|error|hang|off|delay\((?P<ms>\d+)\))$"
+)
+
+
+class FailpointError(RuntimeError):
+    """Raised by a failpoint whose action is ``error``."""
+
+
+@dataclass
+class Failpoint:
+    name: str
+    action: str
+    delay_ms: int = 0
+    probability: float = 1.0
+    remaining: int | None = None
+    hits: int = field(default=0, compare=False)
+
+    def should_fire(self) -> bool:
+        if self.remaining is not None and self.remaining <= 0:
+            return False
+        if self.probability < 1.0 and random.random() >= self.probability:
+            return False
+        if self.remaining is not None:
+            self.remaining -= 1
+        self.hits += 1
+        return True
+
+
+_active: dict[str, Failpoint] = {}
+
+
+def parse(text: str) -> dict[str, Failpoint]:
+    """Parse a ``TWOPC_FAILPOINTS`` value; raises ValueError naming the bad part."""
+    points: dict[str, Failpoint] = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        name, sep, spec = part.partition("=")
+        name, spec = name.strip(), spec.strip()
+        match = _SPEC.match(spec)
+        if not sep or not name or match is None:
+            raise ValueError(f"bad failpoint {part!r}: expected name=[P%][N*]crash|error|hang|delay(ms)")
+        action = match["action"]
+        if action == "off":
+            continue
+        points[name] = Failpoint(
+            name=name,
+            action="delay" if action.startswith("delay") else action,
+            delay_ms=int(match["ms"] or 0),
+            probability=float(match["pct"]) / 100 if match["pct"] else 1.0,
+            remaining=int(match["count"]) if match["count"] else None,
+        )
+    return points
+
+
+def configure(text: str | None) -> None:
+    """Replace the active failpoints (``None`` or ``""`` switches all off)."""
+    _active.clear()
+    _active.update(parse(text or ""))
+
+
+def configure_from_env() -> None:
+    configure(os.environ.get(ENV_VAR))
+
+
+def active() -> dict[str, Failpoint]:
+    return dict(_active)
+
+
+async def hit(name: str) -> None:
+    """Pass the failpoint ``name``: usually nothing, else its configured action."""
+    point = _active.get(name)
+    if point is None or not point.should_fire():
+        return
+    if point.action == "crash":
+        os._exit(CRASH_EXIT_CODE)
+    if point.action == "error":
+        raise FailpointError(f"failpoint {name} fired")
+    if point.action == "delay":
+        await asyncio.sleep(point.delay_ms / 1000)
+    elif point.action == "hang":
+        await asyncio.Event().wait()
+
+
+configure_from_env()
