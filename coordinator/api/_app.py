@@ -1,0 +1,64 @@
+"""The coordinator's aiohttp application and its lifecycle."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+import orjson
+from aiohttp import web
+
+from coordinator.api._errors import error_middleware
+from coordinator.api._openapi import openapi_document
+from coordinator.api._routes import STATE, ServiceState, routes
+from coordinator.config import Settings
+from coordinator.engine._driver import Coordinator
+from coordinator.log import DecisionLog, SQLiteLog
+from coordinator.transport import Backoff, Transport
+
+__all__ = ["build_app"]
+
+
+def _open_log(settings: Settings) -> DecisionLog:
+    return SQLiteLog(settings.log.path)
+
+
+def build_app(settings: Settings, log_factory: Callable[[Settings], DecisionLog] = _open_log) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=settings.server.max_body_bytes)
+    state = app[STATE] = ServiceState()
+    app.add_routes(routes)
+    document = orjson.dumps(openapi_document())
+
+    async def openapi(_: web.Request) -> web.Response:
+        return web.Response(body=document, content_type="application/json")
+
+    app.router.add_get("/openapi.json", openapi)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        tx = settings.transactions
+        log_store = log_factory(settings)
+        await log_store.open()
+        transport = Transport(
+            settings.participants,
+            Backoff(tx.retry_base_ms / 1000, tx.retry_cap_ms / 1000),
+            phase_two_timeout=tx.phase_two_timeout_ms / 1000,
+        )
+        await transport.start()
+        coordinator = Coordinator(
+            settings.node_id,
+            log_store,
+            transport,
+            tx,
+            retention_seconds=settings.log.retention_seconds,
+            prune_interval=settings.log.prune_interval_seconds,
+        )
+        await coordinator.start()
+        state.coordinator = coordinator
+        state.ready = True  # recovery is scheduled: inquiries get the right answers
+        yield
+        state.ready = False
+        await coordinator.close()
+        await transport.close()
+        await log_store.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app

@@ -1,0 +1,133 @@
+"""The REST API's request and response bodies; the OpenAPI document is built from them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from coordinator.engine._driver import TransactionView
+from twopc.protocol import NAME_PATTERN
+
+__all__ = [
+    "BeginRequest",
+    "BeginResponse",
+    "BranchView",
+    "EnlistRequest",
+    "ErrorResponse",
+    "ExecuteRequest",
+    "HealthResponse",
+    "ParticipantView",
+    "ParticipantsResponse",
+    "TransactionList",
+    "TransactionOut",
+]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Enlistment(_Body):
+    name: str = Field(pattern=NAME_PATTERN, description="a participant registered with the coordinator")
+    payload: Any = Field(None, description="sent to the participant with prepare")
+    prepared: bool = Field(False, description="the branch is already prepared (early prepare): it voted yes")
+
+
+class BeginRequest(_Body):
+    timeout_ms: int | None = Field(None, gt=0, description="abort the transaction if not committed by then")
+    metadata: dict[str, Any] | None = Field(None, description="kept with the transaction, for people")
+    participants: list[Enlistment] | None = Field(None, max_length=64)
+
+
+class EnlistRequest(Enlistment):
+    pass
+
+
+class ExecuteParticipant(_Body):
+    name: str = Field(pattern=NAME_PATTERN)
+    payload: Any = None
+
+
+class ExecuteRequest(_Body):
+    participants: list[ExecuteParticipant] = Field(min_length=1, max_length=64)
+    timeout_ms: int | None = Field(None, gt=0)
+    metadata: dict[str, Any] | None = None
+
+
+class BranchView(BaseModel):
+    name: str
+    state: str
+    early: bool
+    reason: str | None
+    pending: bool = Field(description="phase 2 not yet acknowledged; the coordinator keeps retrying")
+
+
+class TransactionOut(BaseModel):
+    gtid: str
+    state: Literal["active", "preparing", "committing", "committed", "aborting", "aborted"]
+    outcome: Literal["committed", "aborted"] | None = Field(description="null while undecided")
+    reason: str | None
+    created_at: datetime
+    updated_at: datetime
+    deadline: datetime
+    metadata: dict[str, Any]
+    branches: list[BranchView]
+
+    @classmethod
+    def of(cls, view: TransactionView) -> TransactionOut:
+        r = view.record
+        return cls(
+            gtid=r.gtid,
+            state=r.state,  # type: ignore[arg-type]
+            outcome=r.decision,  # type: ignore[arg-type]
+            reason=r.reason,
+            created_at=_time(r.created_at),
+            updated_at=_time(r.updated_at),
+            deadline=_time(r.deadline),
+            metadata=r.metadata,
+            branches=[
+                BranchView(name=b.name, state=b.state, early=b.early, reason=b.reason, pending=b.name in view.pending)
+                for b in r.branches
+            ],
+        )
+
+
+class BeginResponse(BaseModel):
+    gtid: str
+    state: str
+    deadline: datetime
+
+
+class TransactionList(BaseModel):
+    transactions: list[TransactionOut]
+    next_cursor: str | None
+
+
+class ParticipantView(BaseModel):
+    name: str
+    url: str
+
+
+class ParticipantsResponse(BaseModel):
+    participants: list[ParticipantView]
+
+
+class HealthResponse(BaseModel):
+    status: str
+    detail: dict[str, Any] = {}
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+def _time(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, tz=UTC)

@@ -1,0 +1,206 @@
+"""The REST API's handlers: thin translations between HTTP and the engine."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import orjson
+from aiohttp import web
+from pydantic import BaseModel
+
+from coordinator.api._errors import ApiError
+from coordinator.api._models import (
+    BeginRequest,
+    BeginResponse,
+    EnlistRequest,
+    ExecuteRequest,
+    HealthResponse,
+    ParticipantsResponse,
+    ParticipantView,
+    TransactionList,
+    TransactionOut,
+)
+from coordinator.engine._driver import Coordinator
+from coordinator.engine._machine import TxState
+from twopc.protocol import GTID_PATTERN
+
+__all__ = ["STATE", "ServiceState", "routes"]
+
+
+@dataclass
+class ServiceState:
+    """Set while the app starts; the handlers read the coordinator from here."""
+
+    coordinator: Coordinator | None = None
+    ready: bool = False
+
+    def require(self) -> Coordinator:
+        if self.coordinator is None or not self.ready:
+            raise ApiError(503, "not_ready", "the coordinator is starting or stopping")
+        return self.coordinator
+
+
+STATE = web.AppKey("state", ServiceState)
+
+routes = web.RouteTableDef()
+M = TypeVar("M", bound=BaseModel)
+
+_GTID = re.compile(GTID_PATTERN)
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+_STATES = {s.value for s in TxState}
+
+
+def _json(model: BaseModel, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status,
+        body=orjson.dumps(model.model_dump(mode="json")),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+async def _body(request: web.Request, model: type[M], allow_empty: bool = False) -> tuple[M, bytes]:
+    raw = await request.read()
+    if not raw.strip():
+        if allow_empty:
+            return model(), raw
+        raise ApiError(400, "empty_body", "the request needs a JSON body")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "invalid_json", "the body must be a JSON object")
+    return model.model_validate(data), raw
+
+
+def _gtid(request: web.Request) -> str:
+    gtid = request.match_info["gtid"]
+    if not _GTID.match(gtid):
+        raise ApiError(404, "transaction_not_found", f"no transaction {gtid!r}: not a valid gtid")
+    return gtid
+
+
+def _idempotency(request: web.Request, raw: bytes) -> tuple[str | None, str | None]:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None, None
+    if not _IDEMPOTENCY_KEY.match(key):
+        raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key must be 1 to 255 printable ASCII characters")
+    # The same key with another body is a client bug; remember what the body was.
+    return key, hashlib.sha256(request.path.encode() + b"\n" + raw).hexdigest()
+
+
+def _wait_for_phase_two(request: web.Request) -> bool:
+    wait = request.query.get("wait", "all")
+    if wait not in ("all", "decision"):
+        raise ApiError(400, "invalid_parameter", "wait must be 'all' or 'decision'", {"wait": wait})
+    return wait == "all"
+
+
+@routes.post("/v1/transactions")
+async def begin(request: web.Request) -> web.Response:
+    body, raw = await _body(request, BeginRequest, allow_empty=True)
+    key, request_hash = _idempotency(request, raw)
+    view, created = await request.app[STATE].require().begin(
+        timeout_ms=body.timeout_ms,
+        metadata=body.metadata,
+        participants=[(p.name, p.payload, p.prepared) for p in body.participants or ()],
+        idempotency_key=key,
+        request_hash=request_hash,
+    )
+    out = TransactionOut.of(view)
+    response = BeginResponse(gtid=out.gtid, state=out.state, deadline=out.deadline)
+    return _json(response, 201 if created else 200, None if created else {"Idempotent-Replayed": "true"})
+
+
+@routes.post("/v1/transactions:execute")
+async def execute(request: web.Request) -> web.Response:
+    body, raw = await _body(request, ExecuteRequest)
+    key, request_hash = _idempotency(request, raw)
+    view = await request.app[STATE].require().execute(
+        participants=[(p.name, p.payload) for p in body.participants],
+        timeout_ms=body.timeout_ms,
+        metadata=body.metadata,
+        idempotency_key=key,
+        request_hash=request_hash,
+        wait_for_phase_two=_wait_for_phase_two(request),
+    )
+    return _json(TransactionOut.of(view))
+
+
+@routes.post("/v1/transactions/{gtid}/participants")
+async def enlist(request: web.Request) -> web.Response:
+    gtid = _gtid(request)
+    body, _ = await _body(request, EnlistRequest)
+    view = await request.app[STATE].require().enlist(gtid, body.name, body.payload, body.prepared)
+    return _json(TransactionOut.of(view), 201)
+
+
+@routes.post("/v1/transactions/{gtid}/commit")
+async def commit(request: web.Request) -> web.Response:
+    gtid = _gtid(request)
+    wait = _wait_for_phase_two(request)
+    view = await request.app[STATE].require().commit(gtid, wait_for_phase_two=wait)
+    return _json(TransactionOut.of(view))
+
+
+@routes.post("/v1/transactions/{gtid}/abort")
+async def abort(request: web.Request) -> web.Response:
+    view = await request.app[STATE].require().abort(_gtid(request))
+    return _json(TransactionOut.of(view))
+
+
+@routes.get("/v1/transactions/{gtid}")
+async def get_transaction(request: web.Request) -> web.Response:
+    view = await request.app[STATE].require().get(_gtid(request))
+    return _json(TransactionOut.of(view))
+
+
+@routes.get("/v1/transactions")
+async def list_transactions(request: web.Request) -> web.Response:
+    state = request.query.get("state")
+    if state is not None and state not in _STATES:
+        raise ApiError(400, "invalid_parameter", f"state must be one of {sorted(_STATES)}", {"state": state})
+    try:
+        limit = int(request.query.get("limit", "100"))
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= 1000:
+        raise ApiError(400, "invalid_parameter", "limit must be a whole number from 1 to 1000")
+    cursor = request.query.get("cursor")
+    if cursor is not None and not _GTID.match(cursor):
+        raise ApiError(400, "invalid_parameter", "cursor is not one this API gave out")
+    views = await request.app[STATE].require().list(state, limit, cursor)
+    next_cursor = views[-1].record.gtid if len(views) == limit else None
+    return _json(TransactionList(transactions=[TransactionOut.of(v) for v in views], next_cursor=next_cursor))
+
+
+@routes.get("/v1/participants")
+async def participants(request: web.Request) -> web.Response:
+    coordinator = request.app[STATE].require()
+    views = [ParticipantView(name=p.name, url=p.url) for p in coordinator.participant_settings]
+    return _json(ParticipantsResponse(participants=views))
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return _json(HealthResponse(status="ok"))
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    coordinator = request.app[STATE].require()
+    detail: dict[str, Any] = {"active_transactions": coordinator.active_count, "recovered": coordinator.recovered}
+    return _json(HealthResponse(status="ready", detail=detail))
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    coordinator = request.app[STATE].require()
+    lines = [f"twopc_active_transactions {coordinator.active_count}"]
+    lines += [f"twopc_{name} {value}" for name, value in coordinator.log_stats().items()]
+    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")

@@ -1,0 +1,128 @@
+"""The coordinator's settings: a TOML file, overridden by ``TWOPC_*`` environment variables.
+
+``TWOPC_SERVER__PORT=7070`` sets ``[server] port``; lists such as the participants can
+be given as JSON (``TWOPC_PARTICIPANTS='[{"name": ...}]'``).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from twopc.protocol import NAME_PATTERN
+
+__all__ = ["LogSettings", "ParticipantSettings", "ServerSettings", "Settings", "TransactionSettings", "load"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(7070, ge=0, le=65535)
+    #: Largest request body the REST API accepts (413 beyond).
+    max_body_bytes: int = Field(1 << 20, gt=0)
+
+
+class LogSettings(_Section):
+    store: Literal["sqlite"] = "sqlite"
+    path: Path = Path("var/coordinator.db")
+    #: How long a finished transaction stays visible before it is pruned.
+    retention_seconds: float = Field(24 * 3600.0, ge=0)
+    prune_interval_seconds: float = Field(60.0, gt=0)
+
+
+class TransactionSettings(_Section):
+    default_timeout_ms: int = Field(30_000, gt=0)
+    max_timeout_ms: int = Field(600_000, gt=0)
+    #: A prepare that takes longer counts as a ``no`` vote.
+    prepare_timeout_ms: int = Field(10_000, gt=0)
+    #: How long a commit call waits for phase 2 before answering with branches pending.
+    commit_wait_ms: int = Field(10_000, ge=0)
+    #: Phase-2 retries: exponential backoff from base to cap, with full jitter.
+    retry_base_ms: int = Field(50, gt=0)
+    retry_cap_ms: int = Field(5_000, gt=0)
+    #: Per-call timeout of a phase-2 message.
+    phase_two_timeout_ms: int = Field(5_000, gt=0)
+    reaper_interval_ms: int = Field(500, gt=0)
+    #: How long an Idempotency-Key is remembered in memory after its transaction ends.
+    idempotency_ttl_seconds: float = Field(3600.0, ge=0)
+
+
+class ParticipantSettings(_Section):
+    name: str = Field(pattern=NAME_PATTERN)
+    #: Where the participant protocol is mounted, e.g. http://127.0.0.1:7101/twopc
+    url: str
+    secret: str = Field(min_length=1)
+    #: Most connections kept open to this participant.
+    max_connections: int = Field(64, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+(/\S*)?$", value):
+            raise ValueError("must be an http(s) URL")
+        return value.rstrip("/")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TWOPC_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    #: This coordinator's id; it is part of every gtid, so replicas need distinct ids.
+    node_id: str = Field("c1", pattern=r"^[A-Za-z0-9]{1,16}$")
+    server: ServerSettings = ServerSettings()
+    log: LogSettings = LogSettings()
+    transactions: TransactionSettings = TransactionSettings()
+    participants: list[ParticipantSettings] = []
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("participants")
+    @classmethod
+    def _unique_names(cls, value: list[ParticipantSettings]) -> list[ParticipantSettings]:
+        names = [p.name for p in value]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"participant names must be unique: {', '.join(duplicates)}")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Explicit arguments win over the environment, which wins over the file.
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+
+def load(config_file: Path | None = None, **overrides: object) -> Settings:
+    """Settings from ``config_file`` (TOML) under the environment's ``TWOPC_*`` values.
+
+    Raises FileNotFoundError for a missing file and pydantic's ValidationError for bad values.
+    """
+    if config_file is not None and not config_file.is_file():
+        raise FileNotFoundError(f"config file not found: {config_file}")
+    settings_cls: type[Settings] = Settings
+    if config_file is not None:
+        # The file is a class-level setting in pydantic-settings: bind it to a subclass.
+        settings_cls = type(
+            "Settings", (Settings,), {"model_config": {**Settings.model_config, "toml_file": config_file}}
+        )
+    return settings_cls(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,108 @@
+"""The decision log's interface: what the engine needs from a durable store.
+
+Presumed abort keeps it small: only a COMMIT decision is forced (and must name every
+branch that must hear phase 2); everything else — begin, the start of the commit
+round, aborts, the end — is written lazily, for operators and listings. The engine
+keeps active transactions in memory and never reads the log on the hot path.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["BranchRecord", "DecisionLog", "IdempotencyEntry", "LogStats", "TransactionRecord"]
+
+
+@dataclass(frozen=True)
+class BranchRecord:
+    name: str
+    state: str
+    early: bool = False
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class TransactionRecord:
+    gtid: str
+    state: str
+    decision: str | None
+    created_at: float
+    updated_at: float
+    deadline: float
+    branches: tuple[BranchRecord, ...] = ()
+    reason: str | None = None
+    one_phase: bool = False
+    #: The client asked for commit (a repeated commit answers; one after an abort is refused).
+    commit_requested: bool = False
+    #: Every branch that needed phase 2 acknowledged it: the transaction may be forgotten.
+    finished: bool = False
+    metadata: dict[str, Any] = field(default_factory=dict)
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+
+
+@dataclass(frozen=True)
+class IdempotencyEntry:
+    gtid: str
+    request_hash: str | None
+    created_at: float
+
+
+@dataclass(frozen=True)
+class LogStats:
+    commits: int
+    durable_writes: int
+
+    @property
+    def decisions_per_commit(self) -> float:
+        return self.durable_writes / self.commits if self.commits else 0.0
+
+
+class DecisionLog(abc.ABC):
+    """A durable store of transaction records, one row per gtid, last write wins."""
+
+    @abc.abstractmethod
+    async def open(self) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Make every queued write durable, then release the store."""
+
+    @abc.abstractmethod
+    def save(self, record: TransactionRecord) -> None:
+        """Queue a lazy write; it becomes durable with a later forced write or soon after."""
+
+    @abc.abstractmethod
+    async def force(self, record: TransactionRecord) -> None:
+        """Write ``record`` and return once it is durable (group-committed with others)."""
+
+    @abc.abstractmethod
+    async def sync(self) -> None:
+        """Return once every write queued so far is durable."""
+
+    @abc.abstractmethod
+    async def get(self, gtid: str) -> TransactionRecord | None: ...
+
+    @abc.abstractmethod
+    async def list(
+        self, state: str | None, limit: int, after_gtid: str | None
+    ) -> list[TransactionRecord]:
+        """Records ordered by gtid (which is time-ordered), after ``after_gtid``."""
+
+    @abc.abstractmethod
+    async def unfinished(self) -> list[TransactionRecord]:
+        """Every record not yet finished: what recovery must look at after a restart."""
+
+    @abc.abstractmethod
+    async def idempotency_keys(self, since: float) -> dict[str, IdempotencyEntry]:
+        """Idempotency keys of transactions begun after ``since``, to preload at start."""
+
+    @abc.abstractmethod
+    def prune(self, finished_before: float) -> None:
+        """Queue the removal of finished transactions last updated before the given time."""
+
+    @property
+    @abc.abstractmethod
+    def stats(self) -> LogStats: ...

@@ -1,0 +1,183 @@
+"""The decision log on SQLite: WAL, ``synchronous=FULL``, group-committed writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiosqlite
+import orjson
+
+from coordinator.log._base import (
+    BranchRecord,
+    DecisionLog,
+    IdempotencyEntry,
+    LogStats,
+    TransactionRecord,
+)
+from twopc.groupcommit import GroupCommitter, open_sqlite
+
+__all__ = ["SQLiteLog"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS transactions (
+    gtid TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    decision TEXT,
+    reason TEXT,
+    one_phase INTEGER NOT NULL DEFAULT 0,
+    commit_requested INTEGER NOT NULL DEFAULT 0,
+    finished INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    deadline REAL NOT NULL,
+    idempotency_key TEXT,
+    request_hash TEXT,
+    metadata BLOB NOT NULL,
+    branches BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS transactions_unfinished ON transactions (finished, gtid);
+CREATE UNIQUE INDEX IF NOT EXISTS transactions_idempotency_key
+    ON transactions (idempotency_key) WHERE idempotency_key IS NOT NULL;
+"""
+
+_COLUMNS = (
+    "gtid, state, decision, reason, one_phase, commit_requested, finished, created_at, updated_at, deadline,"
+    " idempotency_key, request_hash, metadata, branches"
+)
+
+_UPSERT = f"""
+INSERT INTO transactions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (gtid) DO UPDATE SET
+    state = excluded.state, decision = excluded.decision, reason = excluded.reason,
+    one_phase = excluded.one_phase, commit_requested = excluded.commit_requested, finished = excluded.finished,
+    updated_at = excluded.updated_at, deadline = excluded.deadline,
+    metadata = excluded.metadata, branches = excluded.branches
+"""
+
+_PRUNE = "DELETE FROM transactions WHERE finished = 1 AND updated_at < ?"
+
+
+def _to_row(record: TransactionRecord) -> tuple[object, ...]:
+    branches = [
+        {"name": b.name, "state": b.state, "early": b.early, "reason": b.reason} for b in record.branches
+    ]
+    return (
+        record.gtid,
+        record.state,
+        record.decision,
+        record.reason,
+        int(record.one_phase),
+        int(record.commit_requested),
+        int(record.finished),
+        record.created_at,
+        record.updated_at,
+        record.deadline,
+        record.idempotency_key,
+        record.request_hash,
+        orjson.dumps(record.metadata),
+        orjson.dumps(branches),
+    )
+
+
+def _from_row(row: aiosqlite.Row) -> TransactionRecord:
+    return TransactionRecord(
+        gtid=row["gtid"],
+        state=row["state"],
+        decision=row["decision"],
+        reason=row["reason"],
+        one_phase=bool(row["one_phase"]),
+        commit_requested=bool(row["commit_requested"]),
+        finished=bool(row["finished"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        deadline=row["deadline"],
+        idempotency_key=row["idempotency_key"],
+        request_hash=row["request_hash"],
+        metadata=orjson.loads(row["metadata"]),
+        branches=tuple(BranchRecord(**b) for b in orjson.loads(row["branches"])),
+    )
+
+
+class SQLiteLog(DecisionLog):
+    def __init__(self, path: Path | str) -> None:
+        self._path = Path(path)
+        self._writer_conn: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._writer: GroupCommitter | None = None
+
+    async def open(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer_conn = await open_sqlite(str(self._path))
+        await self._writer_conn.executescript(_SCHEMA)
+        # Reads use their own connection so they never land inside the writer's batch.
+        self._reader = await open_sqlite(str(self._path))
+        self._reader.row_factory = aiosqlite.Row
+        self._writer = GroupCommitter(self._writer_conn)
+        self._writer.start()
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            await self._writer.close()
+        for conn in (self._reader, self._writer_conn):
+            if conn is not None:
+                await conn.close()
+        self._writer = self._reader = self._writer_conn = None
+
+    def save(self, record: TransactionRecord) -> None:
+        self._committer.write(_UPSERT, _to_row(record))
+
+    async def force(self, record: TransactionRecord) -> None:
+        await self._committer.write_durable(_UPSERT, _to_row(record))
+
+    async def sync(self) -> None:
+        await self._committer.flush()
+
+    async def get(self, gtid: str) -> TransactionRecord | None:
+        async with self._read.execute(f"SELECT {_COLUMNS} FROM transactions WHERE gtid = ?", (gtid,)) as cur:
+            row = await cur.fetchone()
+        return _from_row(row) if row is not None else None
+
+    async def list(self, state: str | None, limit: int, after_gtid: str | None) -> list[TransactionRecord]:
+        sql = f"SELECT {_COLUMNS} FROM transactions WHERE gtid > ?"
+        params: list[object] = [after_gtid or ""]
+        if state is not None:
+            sql += " AND state = ?"
+            params.append(state)
+        sql += " ORDER BY gtid LIMIT ?"
+        params.append(limit)
+        async with self._read.execute(sql, params) as cur:
+            return [_from_row(row) for row in await cur.fetchall()]
+
+    async def unfinished(self) -> list[TransactionRecord]:
+        sql = f"SELECT {_COLUMNS} FROM transactions WHERE finished = 0 ORDER BY gtid"
+        async with self._read.execute(sql) as cur:
+            return [_from_row(row) for row in await cur.fetchall()]
+
+    async def idempotency_keys(self, since: float) -> dict[str, IdempotencyEntry]:
+        sql = (
+            "SELECT idempotency_key, gtid, request_hash, created_at FROM transactions"
+            " WHERE idempotency_key IS NOT NULL AND created_at >= ?"
+        )
+        async with self._read.execute(sql, (since,)) as cur:
+            rows = await cur.fetchall()
+        return {row[0]: IdempotencyEntry(row[1], row[2], row[3]) for row in rows}
+
+    def prune(self, finished_before: float) -> None:
+        self._committer.write(_PRUNE, (finished_before,))
+
+    @property
+    def stats(self) -> LogStats:
+        s = self._committer.stats
+        return LogStats(commits=s.commits, durable_writes=s.durable_writes)
+
+    @property
+    def _committer(self) -> GroupCommitter:
+        if self._writer is None:
+            raise RuntimeError("the log is not open")
+        return self._writer
+
+    @property
+    def _read(self) -> aiosqlite.Connection:
+        if self._reader is None:
+            raise RuntimeError("the log is not open")
+        return self._reader

@@ -1,0 +1,24 @@
+"""The ``twopc`` command line: serve, participants, transactions, the demo."""
+
+from __future__ import annotations
+
+import typer
+
+from twopc.cli import _demo, _mockqueue, _serve, _txn
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    help="twopc: a two-phase-commit coordinator, participant SDK and adapters.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("serve")(_serve.serve)
+app.command("demo")(_demo.demo)
+app.add_typer(_mockqueue.app, name="mockqueue")
+app.add_typer(_txn.app, name="txn")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,3 @@
+from twopc.cli import main
+
+main()

@@ -1,0 +1,99 @@
+"""``twopc txn list`` and ``twopc txn show``: what the coordinator knows, for people."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="Inspect transactions.", no_args_is_help=True)
+
+Coordinator = Annotated[str, typer.Option("--coordinator", envvar="TWOPC_COORDINATOR", help="coordinator base URL")]
+AsJson = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
+
+_STATE_STYLE = {
+    "committed": "green",
+    "aborted": "red",
+    "committing": "yellow",
+    "aborting": "yellow",
+    "preparing": "cyan",
+    "active": "cyan",
+}
+
+
+def _call(coro_fn: Any) -> Any:
+    from participant_sdk.client import CoordinatorError
+
+    try:
+        return asyncio.run(coro_fn())
+    except CoordinatorError as exc:
+        typer.echo(f"twopc: {exc.message} ({exc.status} {exc.code})", err=True)
+        raise typer.Exit(1) from None
+    except OSError as exc:
+        typer.echo(f"twopc: cannot reach the coordinator: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command("list")
+def list_transactions(
+    coordinator: Coordinator = "http://127.0.0.1:7070",
+    state: Annotated[str | None, typer.Option(help="only transactions in this state")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    cursor: Annotated[str | None, typer.Option(help="continue after this gtid")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """List transactions, oldest first."""
+    from participant_sdk.client import CoordinatorClient
+
+    async def fetch() -> dict[str, Any]:
+        async with CoordinatorClient(coordinator) as client:
+            return await client.list(state=state, limit=limit, cursor=cursor)
+
+    page = _call(fetch)
+    if as_json:
+        typer.echo(orjson.dumps(page, option=orjson.OPT_INDENT_2).decode())
+        return
+    table = Table("gtid", "state", "outcome", "branches", "created", title="transactions")
+    for tx in page["transactions"]:
+        branches = ", ".join(f"{b['name']}:{b['state']}{'*' if b['pending'] else ''}" for b in tx["branches"])
+        style = _STATE_STYLE.get(tx["state"], "")
+        table.add_row(tx["gtid"], f"[{style}]{tx['state']}[/]", tx["outcome"] or "-", branches, tx["created_at"])
+    console = Console()
+    console.print(table)
+    if page.get("next_cursor"):
+        console.print(f"more: --cursor {page['next_cursor']}")
+
+
+@app.command("show")
+def show(
+    gtid: Annotated[str, typer.Argument(help="the transaction's gtid")],
+    coordinator: Coordinator = "http://127.0.0.1:7070",
+    as_json: AsJson = False,
+) -> None:
+    """Show one transaction and its branches (* = phase 2 still pending)."""
+    from participant_sdk.client import CoordinatorClient
+
+    async def fetch() -> dict[str, Any]:
+        async with CoordinatorClient(coordinator) as client:
+            return await client.get(gtid)
+
+    tx = _call(fetch)
+    if as_json:
+        typer.echo(orjson.dumps(tx, option=orjson.OPT_INDENT_2).decode())
+        return
+    console = Console()
+    style = _STATE_STYLE.get(tx["state"], "")
+    console.print(f"[bold]{tx['gtid']}[/]  [{style}]{tx['state']}[/]  outcome: {tx['outcome'] or 'undecided'}")
+    for key in ("reason", "created_at", "updated_at", "deadline"):
+        if tx.get(key):
+            console.print(f"  {key}: {tx[key]}")
+    if tx.get("metadata"):
+        console.print(f"  metadata: {orjson.dumps(tx['metadata']).decode()}")
+    table = Table("branch", "state", "early", "pending", "reason")
+    for b in tx["branches"]:
+        table.add_row(b["name"], b["state"], "yes" if b["early"] else "", "yes" if b["pending"] else "", b["reason"] or "")
+    console.print(table)

@@ -1,0 +1,44 @@
+"""Logging and tracing set-up shared by the coordinator and participant services.
+
+Logs are structlog key-value lines on stderr. Tracing uses the OpenTelemetry SDK, so
+every coordinator→participant call carries a W3C ``traceparent``; spans are exported
+only when ``OTEL_TRACES_EXPORTER=console`` asks for it (an OTLP exporter is the
+user's to add).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import structlog
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+__all__ = ["setup"]
+
+
+def setup(service_name: str, level: str = "info") -> None:
+    numeric = logging.getLevelName(level.upper())
+    logging.basicConfig(level=numeric, stream=sys.stderr, format="%(message)s")
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.dev.ConsoleRenderer(colors=False) if sys.stderr.isatty() else structlog.processors.KeyValueRenderer(
+                key_order=["timestamp", "level", "event"]
+            ),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    if os.environ.get("OTEL_TRACES_EXPORTER") == "console":
+        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+    trace.set_tracer_provider(provider)
