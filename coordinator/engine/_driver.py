@@ -315,8 +315,12 @@ class Coordinator:
 
     async def _one_phase(self, entry: _Entry, name: str) -> None:
         branch = entry.tx.branches[name]
-        # The outcome will live only at the participant: make sure recovery knows to ask it.
-        await self._log.force(entry.record())
+        try:
+            # The outcome will live only at the participant: make sure recovery knows to ask it.
+            await self._log.force(entry.record())
+        except Exception as exc:  # nothing was sent yet, so aborting is safe
+            await self._apply(entry, lambda: entry.tx.one_phase_result(Outcome.ABORTED, f"log write failed: {exc!r}"))
+            return
         attempt = 0
         while True:
             timeout = max(0.05, min(self._settings.prepare_timeout_ms / 1000, entry.deadline - self._clock()))
@@ -331,11 +335,11 @@ class Coordinator:
 
     async def _force_decision(self, entry: _Entry) -> None:
         tx = entry.tx
-        await failpoints.hit("coordinator.before_decision_logged")
         entry.updated_at = self._clock()
         # The record says COMMITTING although the machine only moves there once it is durable.
         decision = entry.record(state=TxState.COMMITTING, decision=Outcome.COMMITTED)
         try:
+            await failpoints.hit("coordinator.before_decision_logged")
             with tracer.start_as_current_span("coordinator.force_decision"):
                 await self._log.force(decision)
             self.decisions_logged += 1
@@ -347,8 +351,14 @@ class Coordinator:
         await self._apply(entry, tx.decision_logged)
 
     async def _deliver(self, entry: _Entry, name: str, outcome: Outcome) -> None:
-        if outcome is Outcome.COMMITTED:
-            await failpoints.hit("coordinator.before_commit_sent")
+        attempt = 0
+        while outcome is Outcome.COMMITTED:
+            try:
+                await failpoints.hit("coordinator.before_commit_sent")
+                break
+            except failpoints.FailpointError:  # stands for a send that failed: retry
+                await asyncio.sleep(self._backoff.delay(attempt))
+                attempt += 1
         await self._transport.deliver(name, entry.tx.gtid, outcome)
         if outcome is Outcome.COMMITTED and not any(
             b.state is BranchState.COMMITTED for b in entry.tx.branches.values()
