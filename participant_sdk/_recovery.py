@@ -1,0 +1,144 @@
+"""The in-doubt loop: a prepared branch that hears no phase 2 asks the coordinator.
+
+The participant never decides on its own: it applies the coordinator's outcome,
+or, for a transaction the coordinator has no record of, the presumed abort.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+import structlog
+
+from participant_sdk._core import BranchHandler
+from participant_sdk.client import CoordinatorClient, CoordinatorError
+from twopc.protocol import Outcome
+
+__all__ = ["InDoubtResolver", "InquiryRound"]
+
+logger = structlog.get_logger("participant_sdk")
+
+
+@dataclass
+class InquiryRound:
+    """What one round of inquiries found."""
+
+    asked: int = 0
+    committed: int = 0
+    aborted: int = 0
+    undecided: int = 0
+    unreachable: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def resolved(self) -> int:
+        return self.committed + self.aborted
+
+
+class InDoubtResolver:
+    def __init__(
+        self,
+        handler: BranchHandler,
+        client: CoordinatorClient,
+        interval: float,
+        *,
+        concurrency: int = 16,
+        after_round: Callable[[], None] | None = None,
+    ) -> None:
+        self._handler = handler
+        self._client = client
+        self._interval = interval
+        self._concurrency = concurrency
+        self._after_round = after_round
+        #: Rounds the background loop has finished (for health reports and tests).
+        self.rounds = 0
+
+    async def run(self) -> None:
+        """Forever: ask about every prepared branch once (right after start), then
+        every interval about those prepared longer than the interval."""
+        min_age = 0.0
+        while True:
+            try:
+                await self.round(min_age)
+            except Exception:
+                logger.exception("in-doubt round failed")
+            self.rounds += 1
+            if self._after_round is not None:
+                self._after_round()
+            min_age = self._interval
+            await asyncio.sleep(self._interval)
+
+    async def round(self, min_age: float = 0.0) -> InquiryRound:
+        by_gtid: dict[str, list[str]] = {}
+        for row in self._handler.log.prepared(min_age):
+            by_gtid.setdefault(row.gtid, []).append(row.branch)
+        result = InquiryRound()
+        if not by_gtid:
+            return result
+        limit = asyncio.Semaphore(self._concurrency)
+
+        async def settle(gtid: str, branches: list[str]) -> None:
+            async with limit:
+                await self._settle(gtid, branches, result)
+
+        await asyncio.gather(*(settle(gtid, branches) for gtid, branches in by_gtid.items()))
+        if result.unreachable:
+            logger.warning(
+                "coordinator unreachable; in-doubt branches wait for the next round",
+                branches=result.unreachable,
+                error=result.errors[0] if result.errors else None,
+            )
+        return result
+
+    async def _settle(self, gtid: str, branches: list[str], result: InquiryRound) -> None:
+        result.asked += len(branches)
+        try:
+            view = await self._client.get(gtid)
+        except CoordinatorError as exc:
+            if exc.status != 404:
+                result.unreachable += len(branches)
+                result.errors.append(str(exc))
+                return
+            outcome: Outcome | None = Outcome.ABORTED  # no record: presumed abort
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            result.unreachable += len(branches)
+            result.errors.append(repr(exc))
+            return
+        else:
+            outcome = _outcome_of(view)
+            if outcome is None:
+                result.undecided += len(branches)
+                return
+        for branch in branches:
+            try:
+                applied = await self._handler.resolve(gtid, branch, outcome)
+            except Exception as exc:
+                result.failed += 1
+                result.errors.append(repr(exc))
+                logger.warning(
+                    "applying the coordinator's outcome failed; retrying next round",
+                    gtid=gtid, branch=branch, outcome=outcome.value, error=repr(exc),
+                )
+                continue
+            if applied:
+                logger.info("in-doubt branch resolved", gtid=gtid, branch=branch, outcome=outcome.value)
+                if outcome is Outcome.COMMITTED:
+                    result.committed += 1
+                else:
+                    result.aborted += 1
+
+
+def _outcome_of(view: object) -> Outcome | None:
+    if not isinstance(view, dict):
+        return None
+    try:
+        return Outcome(view.get("outcome"))
+    except ValueError:
+        # null means undecided; anything else we cannot act on, so we wait as well
+        if view.get("outcome") is not None:
+            logger.warning("coordinator sent an unknown outcome", outcome=view.get("outcome"))
+        return None

@@ -1,0 +1,221 @@
+"""The participant: a resource, its log, the protocol app and the in-doubt loop, wired.
+
+Embedding it in an aiohttp service::
+
+    participant = Participant("queue-a", resource, secret, "http://127.0.0.1:7070", "var/a.db")
+    app = web.Application()
+    app.add_subapp("/twopc", participant.app())   # starts and stops with ``app``
+
+``app()`` hooks :meth:`Participant.start` and :meth:`Participant.close` into the
+application's start-up and clean-up; pass ``manage_lifecycle=False`` to call them
+yourself (or use ``async with participant:``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import structlog
+from aiohttp import web
+from opentelemetry import trace
+
+from participant_sdk._core import BranchHandler
+from participant_sdk._http import Middleware, build_protocol_app
+from participant_sdk._recovery import InDoubtResolver, InquiryRound
+from participant_sdk.client import CoordinatorClient
+from participant_sdk.errors import ParticipantError
+from participant_sdk.log import ParticipantLog
+from participant_sdk.resource import Resource
+from twopc.protocol import (
+    AbortRequest,
+    CommitRequest,
+    Outcome,
+    OutcomeResponse,
+    PrepareRequest,
+    PrepareResponse,
+    StatusRequest,
+    StatusResponse,
+)
+
+__all__ = ["Participant"]
+
+logger = structlog.get_logger("participant_sdk")
+
+
+class Participant:
+    """A participant in global transactions, around one :class:`Resource`.
+
+    ``inquiry_interval``: how long a prepared branch waits for phase 2 before asking
+    the coordinator, and how often the in-doubt loop runs. ``retention``: how long a
+    finished branch is remembered (a repeated call within it answers as the first).
+    ``clock`` (unix seconds) is used for the log and for signature freshness.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        resource: Resource,
+        secret: str,
+        coordinator_url: str,
+        log_path: str | Path,
+        inquiry_interval: float = 5.0,
+        *,
+        retention: float = 3600.0,
+        clock: Callable[[], float] = time.time,
+        tracer_provider: trace.TracerProvider | None = None,
+        session: aiohttp.ClientSession | None = None,
+        inquiry_timeout: float = 10.0,
+    ) -> None:
+        if inquiry_interval <= 0:
+            raise ValueError("inquiry_interval must be positive")
+        self.name = name
+        self.resource = resource
+        self.coordinator_url = coordinator_url
+        self.inquiry_interval = inquiry_interval
+        self.retention = retention
+        self._secret = secret
+        self._clock = clock
+        self._tracer = trace.get_tracer("participant_sdk", tracer_provider=tracer_provider)
+        self.log = ParticipantLog(log_path, clock=clock)
+        self._handler = BranchHandler(resource, self.log)
+        self._client = CoordinatorClient(coordinator_url, session, timeout=inquiry_timeout)
+        self._resolver = InDoubtResolver(
+            self._handler, self._client, inquiry_interval, after_round=self._housekeeping
+        )
+        self._loop_task: asyncio.Task[None] | None = None
+        self._last_prune = 0.0
+        self._started = False
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the resource, load the log, reconcile them, start the in-doubt loop."""
+        if self._started:
+            raise RuntimeError(f"participant {self.name} is already started")
+        self._started = True
+        await self.resource.start()
+        await self.log.open()
+        await self._handler.reconcile()
+        self._last_prune = self._clock()
+        self._loop_task = asyncio.create_task(self._resolver.run(), name=f"in-doubt:{self.name}")
+        logger.info(
+            "participant started",
+            participant=self.name,
+            branches=len(self.log),
+            in_doubt=self.in_doubt_count,
+        )
+
+    async def close(self) -> None:
+        """Stop the in-doubt loop, write what is queued, close the log and the resource."""
+        if not self._started:
+            return
+        self._started = False
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+            self._loop_task = None
+        await self.log.close()
+        await self.resource.close()
+        await self._client.close()
+
+    async def __aenter__(self) -> Participant:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def app(
+        self, *, middlewares: Iterable[Middleware] = (), manage_lifecycle: bool = True
+    ) -> web.Application:
+        """The protocol as an aiohttp application, to mount with ``add_subapp``.
+
+        ``middlewares`` wrap the protocol handlers (after signature checks are
+        possible: they see every request and response of the protocol).
+        """
+        app = build_protocol_app(
+            self._handler,
+            secret=self._secret,
+            clock=self._clock,
+            tracer=self._tracer,
+            middlewares=middlewares,
+        )
+        if manage_lifecycle:
+            app.cleanup_ctx.append(self._lifecycle)
+        return app
+
+    async def _lifecycle(self, _app: web.Application) -> AsyncIterator[None]:
+        await self.start()
+        yield
+        await self.close()
+
+    # -- the protocol, callable without HTTP -----------------------------------------
+
+    async def prepare(self, request: PrepareRequest) -> PrepareResponse:
+        return await self._handler.prepare(request)
+
+    async def commit(self, request: CommitRequest) -> OutcomeResponse:
+        return await self._handler.commit(request)
+
+    async def abort(self, request: AbortRequest) -> OutcomeResponse:
+        return await self._handler.abort(request)
+
+    async def status(self, request: StatusRequest) -> StatusResponse:
+        return await self._handler.status(request)
+
+    async def batch(self, ops: Sequence[Any]) -> list[dict[str, Any]]:
+        return await self._handler.batch(ops)
+
+    # -- in doubt --------------------------------------------------------------------
+
+    @property
+    def in_doubt_count(self) -> int:
+        """Branches prepared here that have not heard their outcome yet."""
+        return len(self.log.prepared())
+
+    @property
+    def inquiry_rounds(self) -> int:
+        """Rounds the background in-doubt loop has finished since start."""
+        return self._resolver.rounds
+
+    def in_doubt(self) -> list[tuple[str, str]]:
+        return [row.key for row in self.log.prepared()]
+
+    async def resolve_in_doubt(self, min_age: float = 0.0) -> InquiryRound:
+        """Run one round of inquiries now, about branches prepared ``min_age`` seconds
+        ago or earlier (by default all of them)."""
+        return await self._resolver.round(min_age)
+
+    async def force_outcome(self, gtid: str, branch: str, outcome: Outcome | str) -> None:
+        """An operator's heuristic decision for an in-doubt branch.
+
+        Recorded as heuristic: ``status`` reports it, and a coordinator decision that
+        differs is answered with what was done here so the coordinator can report it.
+        """
+        outcome = Outcome(outcome)
+        if not await self._handler.resolve(gtid, branch, outcome, heuristic=True):
+            raise ParticipantError(
+                409, "not_in_doubt", f"branch {branch} of {gtid} is not prepared here"
+            )
+        logger.warning("heuristic outcome forced", gtid=gtid, branch=branch, outcome=outcome.value)
+
+    # -- retention -------------------------------------------------------------------
+
+    def prune(self) -> int:
+        """Forget finished branches older than the retention; return how many."""
+        self._last_prune = self._clock()
+        return self.log.forget_finished(self._clock() - self.retention)
+
+    def _housekeeping(self) -> None:
+        # Pruning scans every row: every tenth of the retention is often enough.
+        if self._clock() - self._last_prune >= min(self.retention / 10, 600.0):
+            forgotten = self.prune()
+            if forgotten:
+                logger.debug("finished branches forgotten", count=forgotten)

@@ -1,0 +1,79 @@
+"""The resource interface: what a participant's local resource manager implements.
+
+The SDK owns the protocol (signatures, idempotency, the participant log, in-doubt
+recovery); a resource only has to stage, apply and drop one branch's work.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any
+
+from twopc.protocol import Vote
+
+__all__ = ["PrepareResult", "Resource"]
+
+
+@dataclass(frozen=True, slots=True)
+class PrepareResult:
+    vote: Vote
+    reason: str | None = None
+
+    @classmethod
+    def yes(cls) -> PrepareResult:
+        return cls(Vote.YES)
+
+    @classmethod
+    def no(cls, reason: str) -> PrepareResult:
+        return cls(Vote.NO, reason)
+
+    @classmethod
+    def read_only(cls) -> PrepareResult:
+        return cls(Vote.READ_ONLY)
+
+
+class Resource(abc.ABC):
+    """A local resource manager taking part in global transactions.
+
+    Each branch is keyed by ``(gtid, branch)``. The SDK serialises calls per branch,
+    so an implementation need not guard against two calls for one branch at once.
+    """
+
+    async def start(self) -> None:
+        """Open connections, files, ...; called before the participant serves."""
+
+    async def close(self) -> None:
+        """Release what :meth:`start` acquired; called after the participant stops."""
+
+    @abc.abstractmethod
+    async def prepare(self, gtid: str, branch: str, payload: Any) -> PrepareResult:
+        """Durably stage the branch's work and vote.
+
+        A YES vote promises that :meth:`commit` will succeed even after a crash.
+        Raising counts as a NO vote with the exception as the reason; after a NO
+        vote or an exception the SDK calls :meth:`abort` to drop any partial work.
+        """
+
+    @abc.abstractmethod
+    async def commit(self, gtid: str, branch: str) -> None:
+        """Make the staged work visible. Idempotent: a committed branch stays committed."""
+
+    @abc.abstractmethod
+    async def abort(self, gtid: str, branch: str) -> None:
+        """Drop the staged work. Idempotent; an unknown branch is not an error."""
+
+    @abc.abstractmethod
+    async def recover(self) -> list[tuple[str, str]]:
+        """The ``(gtid, branch)`` pairs this resource holds prepared (after a restart)."""
+
+    async def commit_one_phase(self, gtid: str, branch: str, payload: Any) -> PrepareResult:
+        """Prepare and commit in one step (the transaction has this branch only).
+
+        Vote YES means committed, READ_ONLY means nothing to commit, NO means aborted.
+        Override when the resource can do it cheaper than prepare + commit.
+        """
+        result = await self.prepare(gtid, branch, payload)
+        if result.vote is Vote.YES:
+            await self.commit(gtid, branch)
+        return result

@@ -1,0 +1,145 @@
+"""Tools for testing participants: an in-memory resource, a stub coordinator that
+answers in-doubt inquiries, and signed protocol calls."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from participant_sdk.resource import PrepareResult, Resource
+from twopc.protocol import Vote
+from twopc.signing import signed_headers
+
+__all__ = ["InMemoryResource", "StubCoordinator", "call_participant"]
+
+
+class InMemoryResource(Resource):
+    """A resource that keeps branches in dicts and records every call.
+
+    Steer it from a test: ``vote``/``reason`` set the next votes, ``errors[op]``
+    makes ``op`` ("prepare", "commit", "abort", "recover") raise, and ``gate``, when
+    set, holds every prepare until the event is set. The state is plain Python, so
+    handing the same instance to a new participant simulates a durable resource
+    surviving a restart.
+    """
+
+    def __init__(self, vote: Vote = Vote.YES, reason: str | None = None) -> None:
+        self.vote = vote
+        self.reason = reason
+        self.errors: dict[str, BaseException] = {}
+        self.gate: asyncio.Event | None = None
+        self.prepared: dict[tuple[str, str], Any] = {}
+        self.committed: dict[tuple[str, str], Any] = {}
+        self.aborted: set[tuple[str, str]] = set()
+        self.calls: list[tuple[str, str, str]] = []
+        self.started = False
+        self.closed = False
+
+    def calls_of(self, op: str) -> list[tuple[str, str]]:
+        return [(gtid, branch) for name, gtid, branch in self.calls if name == op]
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def close(self) -> None:
+        self.closed = True
+
+    def _maybe_fail(self, op: str) -> None:
+        error = self.errors.get(op)
+        if error is not None:
+            raise error
+
+    async def prepare(self, gtid: str, branch: str, payload: Any) -> PrepareResult:
+        self.calls.append(("prepare", gtid, branch))
+        if self.gate is not None:
+            await self.gate.wait()
+        self._maybe_fail("prepare")
+        if self.vote is Vote.YES:
+            self.prepared[(gtid, branch)] = payload
+        return PrepareResult(self.vote, self.reason)
+
+    async def commit(self, gtid: str, branch: str) -> None:
+        self.calls.append(("commit", gtid, branch))
+        self._maybe_fail("commit")
+        key = (gtid, branch)
+        if key in self.prepared:
+            self.committed[key] = self.prepared.pop(key)
+
+    async def abort(self, gtid: str, branch: str) -> None:
+        self.calls.append(("abort", gtid, branch))
+        self._maybe_fail("abort")
+        key = (gtid, branch)
+        self.prepared.pop(key, None)
+        if key not in self.committed:  # aborting a committed branch changes nothing
+            self.aborted.add(key)
+
+    async def recover(self) -> list[tuple[str, str]]:
+        self._maybe_fail("recover")
+        return list(self.prepared)
+
+
+async def call_participant(
+    client: Any,
+    url: str,
+    operation: str,
+    body: Any,
+    secret: str,
+    *,
+    now: float | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any]:
+    """POST a signed protocol request as the coordinator would; return (status, JSON).
+
+    ``client`` is anything with aiohttp's ``post(url, data=, headers=)``: a
+    ``ClientSession`` with a full URL, or a test client with a path.
+    """
+    data = body if isinstance(body, bytes) else orjson.dumps(body)
+    all_headers = {"Content-Type": "application/json", **signed_headers(secret, operation, data, now)}
+    all_headers.update(headers or {})
+    async with client.post(url, data=data, headers=all_headers) as response:
+        raw = await response.read()
+        try:
+            return response.status, orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return response.status, raw
+
+
+class StubCoordinator:
+    """Answers ``GET /v1/transactions/{gtid}`` the way a test says, and nothing else.
+
+    ``decide(gtid, "committed" | "aborted" | None)`` sets the outcome (``None`` is
+    undecided); a gtid never decided is answered 404, as by a coordinator that has
+    no record of it. ``unavailable = True`` answers 503 to everything.
+    ``inquiries`` lists the gtids asked about, in order.
+    """
+
+    def __init__(self) -> None:
+        self.outcomes: dict[str, str | None] = {}
+        self.unavailable = False
+        self.inquiries: list[str] = []
+
+    def decide(self, gtid: str, outcome: str | None) -> None:
+        self.outcomes[gtid] = outcome
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/v1/transactions/{gtid}", self._get)
+        return app
+
+    async def _get(self, request: web.Request) -> web.Response:
+        gtid = request.match_info["gtid"]
+        self.inquiries.append(gtid)
+        if self.unavailable:
+            return _json({"error": {"code": "not_ready", "message": "stub unavailable", "details": None}}, 503)
+        if gtid not in self.outcomes:
+            return _json({"error": {"code": "not_found", "message": f"no transaction {gtid}", "details": None}}, 404)
+        outcome = self.outcomes[gtid]
+        state = {"committed": "committed", "aborted": "aborted"}.get(outcome or "", "preparing")
+        return _json({"gtid": gtid, "state": state, "outcome": outcome, "branches": []})
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
