@@ -1,0 +1,73 @@
+"""A batch carries many protocol operations in one exchange, each answered as if
+sent alone, in order."""
+
+from __future__ import annotations
+
+from sdk_harness import Harness, branch_body, prepare_body
+
+
+def op(name: str, body: dict) -> dict:
+    return {"op": name, **body}
+
+
+async def test_batch_answers_each_op_in_order(harness: Harness) -> None:
+    ops = [
+        op("prepare", prepare_body("g1", {"n": 1})),
+        op("prepare", prepare_body("g2", {"n": 2})),
+        op("commit", branch_body("g1")),
+        op("abort", branch_body("g2")),
+        op("status", branch_body("g1")),
+        op("status", branch_body("g2")),
+        op("commit", branch_body("g3", one_phase=True, payload={"n": 3})),
+    ]
+    status, body = await harness.call("batch", {"ops": ops})
+
+    assert status == 200
+    assert body["results"] == [
+        {"vote": "yes", "reason": None},
+        {"vote": "yes", "reason": None},
+        {"status": "committed", "reason": None},
+        {"status": "aborted", "reason": None},
+        {"status": "committed", "heuristic": False},
+        {"status": "aborted", "heuristic": False},
+        {"status": "committed", "reason": None},
+    ]
+    assert harness.resource.committed == {("g1", "p1"): {"n": 1}, ("g3", "p1"): {"n": 3}}
+
+
+async def test_batch_op_error_fills_only_its_own_slot(harness: Harness) -> None:
+    ops = [
+        op("commit", branch_body("never-prepared")),
+        {"op": "explode", "gtid": "g1", "branch": "p1"},
+        op("prepare", prepare_body("g2")),
+    ]
+    status, body = await harness.call("batch", {"ops": ops})
+
+    assert status == 200
+    first, second, third = body["results"]
+    assert first["error"]["code"] == "not_prepared"
+    assert second["error"]["code"] == "invalid_request"
+    assert third == {"vote": "yes", "reason": None}
+
+
+async def test_batch_answers_a_repeated_op_as_the_first(harness: Harness) -> None:
+    ops = [op("prepare", prepare_body("g1")), op("prepare", prepare_body("g1"))]
+    status, body = await harness.call("batch", {"ops": ops})
+
+    assert status == 200
+    assert body["results"] == [{"vote": "yes", "reason": None}] * 2
+    assert harness.resource.calls_of("prepare") == [("g1", "p1")]
+
+
+async def test_batch_body_must_be_an_ops_list(harness: Harness) -> None:
+    status, body = await harness.call("batch", {"operations": []})
+
+    assert status == 400
+    assert body["error"]["code"] == "invalid_request"
+
+
+async def test_batch_with_malformed_json_is_a_400(harness: Harness) -> None:
+    status, body = await harness.call("batch", b"[[[")
+
+    assert status == 400
+    assert body["error"]["code"] == "invalid_json"

@@ -1,0 +1,180 @@
+"""Restarts keep prepared branches, and the in-doubt loop settles them by asking the
+coordinator: committed, aborted, unknown (presumed abort) or still undecided."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from sdk_harness import Harness, branch_body
+
+from participant_sdk.testing import StubCoordinator
+from twopc.testing import FakeClock, wait_until
+
+
+async def test_restart_keeps_prepared_branches(harness: Harness, stub: StubCoordinator) -> None:
+    await harness.prepare("g1", {"k": 1})
+    stub.decide("g1", None)
+    await harness.restart()
+
+    assert await harness.state("g1") == "prepared"
+    assert harness.participant.in_doubt() == [("g1", "p1")]
+    assert await harness.prepare("g1", {"k": 1}) == (200, {"vote": "yes", "reason": None})
+    assert harness.resource.calls_of("prepare") == [("g1", "p1")]
+
+
+async def test_in_doubt_branch_commits_when_the_coordinator_decided_commit(
+    harness: Harness, stub: StubCoordinator
+) -> None:
+    await harness.prepare("g1", {"k": 1})
+    stub.decide("g1", "committed")
+    await harness.restart()
+
+    assert harness.resource.committed == {("g1", "p1"): {"k": 1}}
+    assert await harness.state("g1") == "committed"
+    assert harness.participant.in_doubt_count == 0
+
+
+async def test_in_doubt_branch_aborts_when_the_coordinator_decided_abort(
+    harness: Harness, stub: StubCoordinator
+) -> None:
+    await harness.prepare("g1")
+    stub.decide("g1", "aborted")
+    await harness.restart()
+
+    assert ("g1", "p1") in harness.resource.aborted
+    assert await harness.state("g1") == "aborted"
+
+
+async def test_transaction_unknown_to_the_coordinator_is_presumed_aborted(
+    harness: Harness, stub: StubCoordinator
+) -> None:
+    await harness.prepare("g1")
+    result = await harness.participant.resolve_in_doubt()
+
+    assert "g1" in stub.inquiries
+    assert result.aborted == 1
+    assert ("g1", "p1") in harness.resource.aborted
+    assert await harness.state("g1") == "aborted"
+
+
+async def test_undecided_transaction_waits_until_the_coordinator_decides(
+    harness: Harness, stub: StubCoordinator
+) -> None:
+    await harness.prepare("g1")
+    stub.decide("g1", None)
+    waiting = await harness.participant.resolve_in_doubt()
+
+    assert waiting.undecided == 1
+    assert await harness.state("g1") == "prepared"
+    assert harness.resource.calls_of("abort") == []
+
+    stub.decide("g1", "committed")
+    await harness.participant.resolve_in_doubt()
+    assert await harness.state("g1") == "committed"
+
+
+async def test_unreachable_coordinator_leaves_the_branch_prepared_for_the_next_round(
+    harness: Harness, stub: StubCoordinator
+) -> None:
+    await harness.prepare("g1")
+    stub.unavailable = True
+    result = await harness.participant.resolve_in_doubt()
+
+    assert result.unreachable == 1
+    assert await harness.state("g1") == "prepared"
+
+    stub.unavailable = False
+    stub.decide("g1", "committed")
+    await harness.participant.resolve_in_doubt()
+    assert await harness.state("g1") == "committed"
+
+
+async def test_coordinator_not_listening_counts_as_unreachable(
+    harness_factory: Callable[[], Harness], unused_tcp_port: int
+) -> None:
+    h = harness_factory()
+    h.coordinator_url = f"http://127.0.0.1:{unused_tcp_port}"
+    await h.start()
+    try:
+        await h.prepare("g1")
+        result = await h.participant.resolve_in_doubt()
+    finally:
+        await h.stop()
+
+    assert result.unreachable == 1
+    assert result.resolved == 0
+
+
+async def test_branches_of_one_transaction_share_one_inquiry(
+    harness: Harness, stub: StubCoordinator
+) -> None:
+    for branch in ("a", "b"):
+        await harness.call(
+            "prepare", {"gtid": "g1", "branch": branch, "deadline": time.time() + 30}
+        )
+    stub.decide("g1", "committed")
+    stub.inquiries.clear()
+    result = await harness.participant.resolve_in_doubt()
+
+    assert stub.inquiries == ["g1"]
+    assert result.committed == 2
+
+
+async def test_branch_held_only_by_the_resource_is_asked_about_after_a_restart(
+    harness: Harness, stub: StubCoordinator
+) -> None:
+    # Staged, then a crash before the YES reached the log.
+    harness.resource.prepared[("g9", "p1")] = {"k": 9}
+    stub.decide("g9", None)
+    await harness.restart()
+
+    assert "g9" in stub.inquiries
+    assert harness.participant.in_doubt() == [("g9", "p1")]
+    stub.decide("g9", "aborted")
+    await harness.participant.resolve_in_doubt()
+    assert ("g9", "p1") in harness.resource.aborted
+
+
+async def test_loop_asks_again_every_interval_without_being_told(
+    harness_factory: Callable[[], Harness], stub: StubCoordinator
+) -> None:
+    h = await harness_factory().start(inquiry_interval=0.05)
+    try:
+        await h.prepare("g1")
+        stub.decide("g1", "committed")
+        await wait_until(lambda: h.resource.committed, timeout=5, message="loop commits g1")
+        assert await h.state("g1") == "committed"
+    finally:
+        await h.stop()
+
+
+async def test_branch_is_not_asked_about_before_its_inquiry_interval(
+    harness_factory: Callable[[], Harness], stub: StubCoordinator
+) -> None:
+    clock = FakeClock(time.time())
+    h = harness_factory()
+    h.clock = clock.now
+    await h.start(inquiry_interval=30.0)
+    try:
+        await h.prepare("g1")
+        early = await h.participant.resolve_in_doubt(min_age=30.0)
+        clock.advance(31)
+        late = await h.participant.resolve_in_doubt(min_age=30.0)
+    finally:
+        await h.stop()
+
+    assert early.asked == 0
+    assert late.asked == 1
+
+
+async def test_operator_heuristic_outcome_is_recorded_and_reported(harness: Harness) -> None:
+    await harness.prepare("g1")
+    await harness.participant.force_outcome("g1", "p1", "aborted")
+    status = await harness.call("status", branch_body("g1"))
+    commit = await harness.call("commit", branch_body("g1"))
+
+    assert status == (200, {"status": "aborted", "heuristic": True})
+    assert commit == (200, {"status": "aborted", "reason": "heuristic aborted by operator"})
+    await harness.restart()
+    assert (await harness.call("status", branch_body("g1")))[1]["heuristic"] is True
