@@ -142,7 +142,8 @@ class CoordinatorClient:
         try:
             return orjson.loads(raw) if raw else {}
         except orjson.JSONDecodeError:
-            raise CoordinatorError(status, "invalid_response", "response body is not JSON", raw[:200].decode(errors="replace")) from None
+            excerpt = raw[:200].decode(errors="replace")
+            raise CoordinatorError(status, "invalid_response", "response body is not JSON", excerpt) from None
 
 
 def _segment(value: str) -> str:
@@ -156,7 +157,8 @@ def _without_none(**fields: Any) -> JSON:
 def _error_from(status: int, raw: bytes) -> CoordinatorError:
     try:
         error = orjson.loads(raw)["error"]
-        return CoordinatorError(status, str(error["code"]), str(error.get("message", "")), error.get("details"))
+        code, message = str(error["code"]), str(error.get("message", ""))
+        return CoordinatorError(status, code, message, error.get("details"))
     except (orjson.JSONDecodeError, KeyError, TypeError):
         # Not the coordinator's error shape (a proxy, a crash page): keep a short excerpt.
         return CoordinatorError(status, f"http_{status}", raw[:200].decode(errors="replace"))

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from participant_sdk.errors import error_body
 from participant_sdk.resource import PrepareResult, Resource
 from twopc.protocol import Vote
 from twopc.signing import signed_headers
@@ -133,9 +134,9 @@ class StubCoordinator:
         gtid = request.match_info["gtid"]
         self.inquiries.append(gtid)
         if self.unavailable:
-            return _json({"error": {"code": "not_ready", "message": "stub unavailable", "details": None}}, 503)
+            return _json(error_body("not_ready", "stub unavailable"), 503)
         if gtid not in self.outcomes:
-            return _json({"error": {"code": "not_found", "message": f"no transaction {gtid}", "details": None}}, 404)
+            return _json(error_body("not_found", f"no transaction {gtid}"), 404)
         outcome = self.outcomes[gtid]
         state = {"committed": "committed", "aborted": "aborted"}.get(outcome or "", "preparing")
         return _json({"gtid": gtid, "state": state, "outcome": outcome, "branches": []})

@@ -1,0 +1,146 @@
+"""The coordinator REST client sends the documented shapes and turns error bodies
+into CoordinatorError."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from participant_sdk.client import CoordinatorClient, CoordinatorError
+
+
+class Recorder:
+    """A coordinator that records each request and answers with the next canned reply."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.reply: tuple[int, bytes] = (200, b'{"ok": true}')
+
+    async def handle(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        self.requests.append(
+            {
+                "method": request.method,
+                "path": request.path,
+                "query": dict(request.query),
+                "idempotency_key": request.headers.get("Idempotency-Key"),
+                "body": orjson.loads(raw) if raw else None,
+            }
+        )
+        status, body = self.reply
+        return web.Response(status=status, body=body, content_type="application/json")
+
+    @property
+    def last(self) -> dict[str, Any]:
+        return self.requests[-1]
+
+
+@pytest.fixture
+async def rest() -> AsyncIterator[tuple[Recorder, CoordinatorClient]]:
+    recorder = Recorder()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", recorder.handle)
+    server = TestServer(app)
+    await server.start_server()
+    client = CoordinatorClient(str(server.make_url("/")))
+    yield recorder, client
+    await client.close()
+    await server.close()
+
+
+async def test_begin_sends_the_body_and_the_idempotency_key(rest: tuple[Recorder, CoordinatorClient]) -> None:
+    recorder, client = rest
+    recorder.reply = (201, b'{"gtid": "g1", "state": "active", "deadline": "2030-01-01T00:00:00Z"}')
+    answer = await client.begin(timeout_ms=500, metadata={"who": "t"}, idempotency_key="k1")
+
+    assert answer["gtid"] == "g1"
+    assert recorder.last == {
+        "method": "POST",
+        "path": "/v1/transactions",
+        "query": {},
+        "idempotency_key": "k1",
+        "body": {"timeout_ms": 500, "metadata": {"who": "t"}},
+    }
+
+
+async def test_enlist_sends_only_the_fields_given(rest: tuple[Recorder, CoordinatorClient]) -> None:
+    recorder, client = rest
+    await client.enlist("g1", "queue-a")
+    plain = recorder.last["body"]
+    await client.enlist("g1", "queue-b", payload={"items": [1]}, prepared=True)
+
+    assert plain == {"name": "queue-a"}
+    assert recorder.last["path"] == "/v1/transactions/g1/participants"
+    assert recorder.last["body"] == {"name": "queue-b", "payload": {"items": [1]}, "prepared": True}
+
+
+async def test_commit_waits_for_all_unless_told_decision(rest: tuple[Recorder, CoordinatorClient]) -> None:
+    recorder, client = rest
+    await client.commit("g1")
+    default_query = recorder.last["query"]
+    await client.commit("g1", wait="decision")
+
+    assert default_query == {}
+    assert recorder.last["path"] == "/v1/transactions/g1/commit"
+    assert recorder.last["query"] == {"wait": "decision"}
+
+
+async def test_commit_refuses_an_unknown_wait(rest: tuple[Recorder, CoordinatorClient]) -> None:
+    _, client = rest
+    with pytest.raises(ValueError, match="wait"):
+        await client.commit("g1", wait="forever")  # type: ignore[arg-type]
+
+
+async def test_abort_get_and_list_use_their_paths(rest: tuple[Recorder, CoordinatorClient]) -> None:
+    recorder, client = rest
+    await client.abort("g1")
+    abort = (recorder.last["method"], recorder.last["path"])
+    await client.get("g1")
+    get = (recorder.last["method"], recorder.last["path"])
+    await client.list(state="committed", limit=10, cursor="c2")
+
+    assert abort == ("POST", "/v1/transactions/g1/abort")
+    assert get == ("GET", "/v1/transactions/g1")
+    assert recorder.last["path"] == "/v1/transactions"
+    assert recorder.last["query"] == {"state": "committed", "limit": "10", "cursor": "c2"}
+
+
+async def test_execute_sends_participants_in_one_call(rest: tuple[Recorder, CoordinatorClient]) -> None:
+    recorder, client = rest
+    participants = [{"name": "queue-a", "payload": {"items": [1]}}]
+    await client.execute(participants, timeout_ms=1000, idempotency_key="k2")
+
+    assert recorder.last["path"] == "/v1/transactions:execute"
+    assert recorder.last["body"] == {"participants": participants, "timeout_ms": 1000}
+    assert recorder.last["idempotency_key"] == "k2"
+
+
+async def test_error_body_becomes_a_coordinator_error(rest: tuple[Recorder, CoordinatorClient]) -> None:
+    recorder, client = rest
+    error_body = {"error": {"code": "wrong_state", "message": "already aborted", "details": {"x": 1}}}
+    recorder.reply = (409, orjson.dumps(error_body))
+    with pytest.raises(CoordinatorError) as caught:
+        await client.commit("g1")
+
+    error = caught.value
+    assert (error.status, error.code, error.message, error.details) == (
+        409,
+        "wrong_state",
+        "already aborted",
+        {"x": 1},
+    )
+
+
+async def test_error_without_a_json_body_keeps_the_status(rest: tuple[Recorder, CoordinatorClient]) -> None:
+    recorder, client = rest
+    recorder.reply = (502, b"<html>bad gateway</html>")
+    with pytest.raises(CoordinatorError) as caught:
+        await client.get("g1")
+
+    assert caught.value.status == 502
+    assert caught.value.code == "http_502"

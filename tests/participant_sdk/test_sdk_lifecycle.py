@@ -1,0 +1,77 @@
+"""Mounting the participant's sub-app is all an embedding service has to do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from participant_sdk import Participant, PrepareResult, Resource, Vote
+from participant_sdk.testing import InMemoryResource
+
+
+async def test_mounted_sub_app_starts_and_closes_the_participant(tmp_path: Path) -> None:
+    resource = InMemoryResource()
+    participant = Participant("p1", resource, "s", "http://127.0.0.1:9", tmp_path / "p.db")
+    app = web.Application()
+    app.add_subapp("/twopc", participant.app())
+
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    started = resource.started and (tmp_path / "p.db").exists()
+    await client.close()
+
+    assert started
+    assert resource.closed
+
+
+async def test_participant_can_be_used_as_an_async_context_manager(tmp_path: Path) -> None:
+    resource = InMemoryResource()
+    async with Participant("p1", resource, "s", "http://127.0.0.1:9", tmp_path / "p.db"):
+        assert resource.started
+    assert resource.closed
+
+
+async def test_starting_twice_is_refused(tmp_path: Path) -> None:
+    participant = Participant("p1", InMemoryResource(), "s", "http://127.0.0.1:9", tmp_path / "p.db")
+    async with participant:
+        with pytest.raises(RuntimeError, match="already started"):
+            await participant.start()
+
+
+class _TwoStep(Resource):
+    def __init__(self, vote: Vote) -> None:
+        self.vote = vote
+        self.steps: list[str] = []
+
+    async def prepare(self, gtid: str, branch: str, payload: object) -> PrepareResult:
+        self.steps.append("prepare")
+        return PrepareResult(self.vote, None if self.vote is not Vote.NO else "no")
+
+    async def commit(self, gtid: str, branch: str) -> None:
+        self.steps.append("commit")
+
+    async def abort(self, gtid: str, branch: str) -> None:
+        self.steps.append("abort")
+
+    async def recover(self) -> list[tuple[str, str]]:
+        return []
+
+
+async def test_default_one_phase_commit_prepares_then_commits() -> None:
+    resource = _TwoStep(Vote.YES)
+    result = await resource.commit_one_phase("g1", "b", None)
+
+    assert result.vote is Vote.YES
+    assert resource.steps == ["prepare", "commit"]
+
+
+@pytest.mark.parametrize("vote", [Vote.NO, Vote.READ_ONLY])
+async def test_default_one_phase_commit_commits_nothing_without_a_yes(vote: Vote) -> None:
+    resource = _TwoStep(vote)
+    result = await resource.commit_one_phase("g1", "b", None)
+
+    assert result.vote is vote
+    assert resource.steps == ["prepare"]
