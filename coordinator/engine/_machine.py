@@ -249,6 +249,8 @@ class Transaction:
             return []
         if self.state in (TxState.COMMITTING, TxState.COMMITTED):
             raise WrongState(f"cannot abort a transaction that is {self.state}")
+        if self.deciding:
+            raise WrongState("the commit decision is already being made")
         if self.one_phase:
             raise WrongState("a one-phase commit is in progress")
         self.decision = Outcome.ABORTED
