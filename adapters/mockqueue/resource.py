@@ -1,0 +1,72 @@
+"""The mock queue as a 2PC resource: prepare stages items, commit appends them."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from adapters.mockqueue.faults import FaultSwitch
+from adapters.mockqueue.store import QueueStore
+from participant_sdk import PrepareResult, Resource
+
+__all__ = ["MockQueueResource", "validate_payload"]
+
+
+def validate_payload(payload: Any) -> list[Any]:
+    """The items of a ``{"items": [...]}`` payload; ValueError saying what is wrong."""
+    if not isinstance(payload, dict):
+        raise ValueError(f'payload must be an object {{"items": [...]}}, not {type(payload).__name__}')
+    if set(payload) != {"items"}:
+        unexpected = sorted(set(payload) - {"items"})
+        if unexpected:
+            raise ValueError(f'payload has unexpected fields {unexpected}; expected only "items"')
+        raise ValueError('payload has no "items"')
+    items = payload["items"]
+    if not isinstance(items, list):
+        raise ValueError(f'payload "items" must be a list, not {type(items).__name__}')
+    return items
+
+
+class MockQueueResource(Resource):
+    def __init__(self, store: QueueStore, faults: FaultSwitch | None = None) -> None:
+        self.store = store
+        self.faults = faults or FaultSwitch()
+
+    async def start(self) -> None:
+        await self.store.open()
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    async def prepare(self, gtid: str, branch: str, payload: Any) -> PrepareResult:
+        await self._delay()
+        try:
+            items = validate_payload(payload)
+        except ValueError as exc:
+            return PrepareResult.no(str(exc))
+        if self.faults.current.vote == "no":
+            return PrepareResult.no("fault injected: vote no")
+        if not items:
+            return PrepareResult.read_only()
+        try:
+            await self.store.stage(gtid, branch, items)
+        except ValueError as exc:
+            return PrepareResult.no(str(exc))
+        self.faults.crash_if("prepare")
+        return PrepareResult.yes()
+
+    async def commit(self, gtid: str, branch: str) -> None:
+        await self._delay()
+        await self.store.commit(gtid, branch)
+        self.faults.crash_if("commit")
+
+    async def abort(self, gtid: str, branch: str) -> None:
+        await self.store.drop(gtid, branch)
+
+    async def recover(self) -> list[tuple[str, str]]:
+        return self.store.staged()
+
+    async def _delay(self) -> None:
+        delay_ms = self.faults.current.delay_ms
+        if delay_ms:
+            await asyncio.sleep(delay_ms / 1000)

@@ -1,0 +1,127 @@
+"""The mock queue service: the participant protocol at ``/twopc``, the queue's consumer
+API at ``/queue/items``, fault switches at ``/queue/faults`` and ``/healthz``.
+
+Files in the data directory: ``queue.db`` (staged and committed items) and
+``participant.db`` (the participant log).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import web
+from pydantic import ValidationError
+
+from adapters.mockqueue.faults import FaultSwitch, Faults, garbage_middleware
+from adapters.mockqueue.resource import MockQueueResource
+from adapters.mockqueue.store import QueueStore
+from participant_sdk import Participant
+
+__all__ = ["FAULTS", "PARTICIPANT", "STORE", "build_app", "run"]
+
+logger = structlog.get_logger("adapters.mockqueue")
+
+FAULTS = web.AppKey("mockqueue.faults", FaultSwitch)
+STORE = web.AppKey("mockqueue.store", QueueStore)
+PARTICIPANT = web.AppKey("mockqueue.participant", Participant)
+
+#: Large enough for a batch of thousands of prepares.
+_MAX_BODY = 16 * 1024 * 1024
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+def _error(status: int, code: str, message: str, details: Any = None) -> web.Response:
+    return _json({"error": {"code": code, "message": message, "details": details}}, status)
+
+
+def build_app(
+    name: str,
+    data_dir: str | Path,
+    coordinator_url: str,
+    secret: str,
+    inquiry_interval: float = 5.0,
+    *,
+    retention: float = 3600.0,
+    faults: FaultSwitch | None = None,
+) -> web.Application:
+    """The whole service as an aiohttp application (the participant starts with it)."""
+    data = Path(data_dir)
+    switch = faults or FaultSwitch()
+    store = QueueStore(data / "queue.db")
+    participant = Participant(
+        name,
+        MockQueueResource(store, switch),
+        secret,
+        coordinator_url,
+        data / "participant.db",
+        inquiry_interval,
+        retention=retention,
+    )
+    app = web.Application(client_max_size=_MAX_BODY)
+    app[FAULTS], app[STORE], app[PARTICIPANT] = switch, store, participant
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/queue/items", _items)
+    app.router.add_get("/queue/faults", _get_faults)
+    app.router.add_post("/queue/faults", _set_faults)
+    app.add_subapp("/twopc", participant.app(middlewares=[garbage_middleware(switch)]))
+    return app
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    participant = request.app[PARTICIPANT]
+    return _json({"status": "ok", "name": participant.name, "in_doubt": participant.in_doubt_count})
+
+
+async def _items(request: web.Request) -> web.Response:
+    """Committed items in queue order: ``?after=SEQ`` to page on, ``?limit=N``."""
+    try:
+        after = int(request.query.get("after", "0"))
+        limit = int(request.query["limit"]) if "limit" in request.query else None
+    except ValueError:
+        return _error(400, "invalid_request", "after and limit must be integers")
+    if after < 0 or (limit is not None and limit < 0):
+        return _error(400, "invalid_request", "after and limit must not be negative")
+    items = await request.app[STORE].items(after, limit)
+    return _json({"items": [{"seq": i.seq, "gtid": i.gtid, "value": i.value} for i in items]})
+
+
+async def _get_faults(request: web.Request) -> web.Response:
+    return _json(request.app[FAULTS].current.model_dump())
+
+
+async def _set_faults(request: web.Request) -> web.Response:
+    body = await request.read()
+    try:
+        faults = Faults.model_validate_json(body or b"{}")
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_context=False, include_input=False)
+        if any(error["type"] == "json_invalid" for error in errors):
+            return _error(400, "invalid_json", "faults body is not JSON")
+        return _error(400, "invalid_request", f"invalid faults: {exc.error_count()} error(s)", errors)
+    current = request.app[FAULTS].set(faults)
+    logger.warning("faults set", participant=request.app[PARTICIPANT].name, **current.model_dump())
+    return _json(current.model_dump())
+
+
+def run(
+    name: str,
+    host: str,
+    port: int,
+    data_dir: str | Path,
+    coordinator_url: str,
+    secret: str,
+    inquiry_interval: float = 5.0,
+) -> None:
+    """Serve the mock queue until SIGINT or SIGTERM."""
+    app = build_app(name, data_dir, coordinator_url, secret, inquiry_interval)
+
+    def listening(*_args: object, **_kwargs: object) -> None:
+        logger.info("listening", participant=name, url=f"http://{host}:{port}", data=str(data_dir))
+
+    web.run_app(app, host=host, port=port, print=listening, access_log=None)
