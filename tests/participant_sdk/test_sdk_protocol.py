@@ -7,7 +7,7 @@ import asyncio
 import sqlite3
 
 import pytest
-from sdk_harness import Harness, branch_body, prepare_body
+from sdk_harness import Harness, branch_body
 
 from twopc.protocol import Vote
 from twopc.testing import wait_until
