@@ -18,7 +18,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
-__all__ = ["setup"]
+__all__ = ["ensure_tracing", "setup"]
 
 
 def setup(service_name: str, level: str = "info") -> None:
@@ -38,6 +38,17 @@ def setup(service_name: str, level: str = "info") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+    ensure_tracing(service_name)
+
+
+def ensure_tracing(service_name: str) -> None:
+    """Install an SDK tracer provider unless the application installed one already.
+
+    Without one, OpenTelemetry's default provider makes no spans and so no
+    ``traceparent``; with one, every call carries it even when nothing is exported.
+    """
+    if isinstance(trace.get_tracer_provider(), TracerProvider):
+        return
     provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
     if os.environ.get("OTEL_TRACES_EXPORTER") == "console":
         provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))

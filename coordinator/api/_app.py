@@ -14,6 +14,7 @@ from coordinator.config import Settings
 from coordinator.engine._driver import Coordinator
 from coordinator.log import DecisionLog, SQLiteLog
 from coordinator.transport import Backoff, Transport
+from twopc import telemetry
 
 __all__ = ["build_app"]
 
@@ -23,6 +24,7 @@ def _open_log(settings: Settings) -> DecisionLog:
 
 
 def build_app(settings: Settings, log_factory: Callable[[Settings], DecisionLog] = _open_log) -> web.Application:
+    telemetry.ensure_tracing("twopc-coordinator")
     app = web.Application(middlewares=[error_middleware], client_max_size=settings.server.max_body_bytes)
     state = app[STATE] = ServiceState()
     app.add_routes(routes)

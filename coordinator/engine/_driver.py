@@ -218,10 +218,15 @@ class Coordinator:
                 self._save(entry)
                 self._run(entry, actions)
         await entry.decided.wait()
-        if wait_for_phase_two and self._settings.commit_wait_ms > 0:
+        if wait_for_phase_two:
+            await self._wait_for_phase_two(entry)
+        return self._view(entry)
+
+    async def _wait_for_phase_two(self, entry: _Entry) -> None:
+        """Wait, within the configured bound, until every branch acknowledged phase 2."""
+        if self._settings.commit_wait_ms > 0:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(entry.finished.wait(), self._settings.commit_wait_ms / 1000)
-        return self._view(entry)
 
     async def abort(self, gtid: str, reason: str = "aborted by the client") -> TransactionView:
         entry = self._active.get(gtid)
@@ -232,6 +237,7 @@ class Coordinator:
             if actions:
                 self._save(entry)
                 self._run(entry, actions)
+        await self._wait_for_phase_two(entry)
         return self._view(entry)
 
     async def execute(

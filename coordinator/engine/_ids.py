@@ -1,18 +1,22 @@
-"""Global transaction ids: the node's id, then time-ordered randomness.
+"""Global transaction ids: the node's id, then time, a counter and randomness.
 
-``{node}-{12 hex digits of milliseconds}{16 random hex digits}``: URL-safe, at most 64
-characters, unique across replicas (node ids differ) and restarts (time and 64 random
-bits), and sortable by start time within a node, which is what paging relies on.
+``{node}-{12 hex: milliseconds}{6 hex: counter}{10 hex: random}``: URL-safe, at most 64
+characters, unique across replicas (node ids differ) and restarts (time and random
+bits), and ordered by start within a node — paging relies on that — even for ids
+made in the same millisecond.
 """
 
 from __future__ import annotations
 
+import itertools
 import secrets
 import time
 
 __all__ = ["new_gtid"]
 
+_counter = itertools.count()
+
 
 def new_gtid(node_id: str, now: float | None = None) -> str:
     millis = int((time.time() if now is None else now) * 1000)
-    return f"{node_id}-{millis:012x}{secrets.randbits(64):016x}"
+    return f"{node_id}-{millis:012x}{next(_counter) % (1 << 24):06x}{secrets.randbits(40):010x}"

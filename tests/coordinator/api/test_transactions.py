@@ -1,0 +1,160 @@
+"""The REST API against stub participants: the protocol's rounds as a client sees them."""
+
+from __future__ import annotations
+
+from tests.coordinator.conftest import Harness
+
+TWO = [{"name": "p1", "payload": {"n": 1}}, {"name": "p2", "payload": {"n": 2}}]
+
+
+async def test_execute_commits_across_two_participants(harness: Harness) -> None:
+    status, body = await harness.call("POST", "/v1/transactions:execute", json={"participants": TWO})
+    assert status == 200
+    assert body["outcome"] == "committed"
+    assert body["state"] == "committed"
+    assert [b["state"] for b in body["branches"]] == ["committed", "committed"]
+    for stub in harness.participants.values():
+        assert [c["gtid"] for c in stub.ops("prepare")] == [body["gtid"]]
+        assert body["gtid"] in stub.committed
+
+
+async def test_prepare_carries_the_payload_and_a_traceparent(harness: Harness) -> None:
+    await harness.call("POST", "/v1/transactions:execute", json={"participants": TWO})
+    stub = harness.participants["p1"]
+    assert stub.ops("prepare")[0]["payload"] == {"n": 1}
+    assert any("traceparent" in h for h in stub.headers)
+
+
+async def test_a_no_vote_aborts_and_tells_the_other_branch(harness: Harness) -> None:
+    harness.participants["p2"].vote = "no"
+    status, body = await harness.call("POST", "/v1/transactions:execute", json={"participants": TWO})
+    assert status == 200
+    assert body["outcome"] == "aborted"
+    assert "stub says no" in body["reason"]
+    assert body["gtid"] in harness.participants["p1"].aborted
+    assert not harness.participants["p1"].committed
+
+
+async def test_single_branch_commits_in_one_phase(harness: Harness) -> None:
+    status, body = await harness.call("POST", "/v1/transactions:execute", json={"participants": TWO[:1]})
+    assert status == 200 and body["outcome"] == "committed"
+    stub = harness.participants["p1"]
+    assert stub.ops("prepare") == []
+    assert stub.ops("commit")[0]["one_phase"] is True
+
+
+async def test_all_read_only_votes_commit_without_phase_two(harness: Harness) -> None:
+    for stub in harness.participants.values():
+        stub.vote = "read_only"
+    status, body = await harness.call("POST", "/v1/transactions:execute", json={"participants": TWO})
+    assert status == 200 and body["outcome"] == "committed"
+    assert all(stub.ops("commit") == [] for stub in harness.participants.values())
+
+
+async def test_garbage_from_a_participant_is_a_no_vote(harness: Harness) -> None:
+    harness.participants["p2"].mode = "garbage"
+    status, body = await harness.call("POST", "/v1/transactions:execute", json={"participants": TWO})
+    assert status == 200
+    assert body["outcome"] == "aborted"
+    assert "not the protocol" in body["reason"]
+
+
+async def test_a_participant_that_hangs_is_a_no_vote_after_the_prepare_timeout(harness: Harness) -> None:
+    harness.participants["p2"].mode = "hang"
+    status, body = await harness.call("POST", "/v1/transactions:execute", json={"participants": TWO})
+    assert status == 200
+    assert body["outcome"] == "aborted"
+    assert "no answer" in body["reason"]
+
+
+async def test_step_by_step_begin_enlist_commit(harness: Harness) -> None:
+    status, begun = await harness.call("POST", "/v1/transactions", json={"timeout_ms": 5000, "metadata": {"who": "t"}})
+    assert status == 201 and begun["state"] == "active"
+    gtid = begun["gtid"]
+    for p in TWO:
+        status, _ = await harness.call("POST", f"/v1/transactions/{gtid}/participants", json=p)
+        assert status == 201
+    status, body = await harness.call("POST", f"/v1/transactions/{gtid}/commit")
+    assert status == 200 and body["outcome"] == "committed"
+    status, shown = await harness.call("GET", f"/v1/transactions/{gtid}")
+    assert status == 200 and shown["outcome"] == "committed" and shown["metadata"] == {"who": "t"}
+
+
+async def test_repeated_commit_answers_the_same_outcome_without_a_second_round(harness: Harness) -> None:
+    _, begun = await harness.call("POST", "/v1/transactions", json={"participants": TWO})
+    gtid = begun["gtid"]
+    _, first = await harness.call("POST", f"/v1/transactions/{gtid}/commit")
+    _, second = await harness.call("POST", f"/v1/transactions/{gtid}/commit")
+    assert first["outcome"] == second["outcome"] == "committed"
+    assert len(harness.participants["p1"].ops("prepare")) == 1
+
+
+async def test_execute_with_the_same_idempotency_key_is_one_transaction(harness: Harness) -> None:
+    headers = {"Idempotency-Key": "order-42"}
+    _, first = await harness.call("POST", "/v1/transactions:execute", json={"participants": TWO}, headers=headers)
+    _, second = await harness.call("POST", "/v1/transactions:execute", json={"participants": TWO}, headers=headers)
+    assert first["gtid"] == second["gtid"]
+    assert len(harness.participants["p1"].ops("prepare")) == 1
+
+
+async def test_begin_with_the_same_idempotency_key_replays_the_gtid(harness: Harness) -> None:
+    headers = {"Idempotency-Key": "begin-7"}
+    s1, first = await harness.call("POST", "/v1/transactions", json={}, headers=headers)
+    s2, second = await harness.call("POST", "/v1/transactions", json={}, headers=headers)
+    assert (s1, s2) == (201, 200)
+    assert first["gtid"] == second["gtid"]
+
+
+async def test_abort_then_the_transaction_is_aborted_and_early_branches_hear_it(harness: Harness) -> None:
+    _, begun = await harness.call(
+        "POST", "/v1/transactions", json={"participants": [{"name": "p1", "prepared": True}, TWO[1]]}
+    )
+    gtid = begun["gtid"]
+    status, body = await harness.call("POST", f"/v1/transactions/{gtid}/abort")
+    assert status == 200 and body["outcome"] == "aborted"
+    assert gtid in harness.participants["p1"].aborted  # it held prepared work
+    assert harness.participants["p2"].calls == []  # it never heard of the transaction
+
+
+async def test_early_prepared_branches_are_not_sent_prepare(harness: Harness) -> None:
+    _, begun = await harness.call(
+        "POST", "/v1/transactions", json={"participants": [{"name": "p1", "prepared": True}, TWO[1]]}
+    )
+    _, body = await harness.call("POST", f"/v1/transactions/{begun['gtid']}/commit")
+    assert body["outcome"] == "committed"
+    assert harness.participants["p1"].ops("prepare") == []
+    assert begun["gtid"] in harness.participants["p1"].committed
+
+
+async def test_a_transaction_past_its_deadline_is_aborted_by_the_reaper(harness: Harness) -> None:
+    from twopc.testing import wait_until
+
+    _, begun = await harness.call("POST", "/v1/transactions", json={"timeout_ms": 50, "participants": TWO})
+    gtid = begun["gtid"]
+
+    async def aborted() -> bool:
+        _, body = await harness.call("GET", f"/v1/transactions/{gtid}")
+        return body["outcome"] == "aborted"
+
+    await wait_until(aborted, timeout=5, message="the reaper to abort the expired transaction")
+    status, body = await harness.call("POST", f"/v1/transactions/{gtid}/commit")
+    assert status == 409 and body["error"]["code"] == "wrong_state"
+
+
+async def test_list_pages_through_transactions_by_state(harness: Harness) -> None:
+    gtids = []
+    for _ in range(3):
+        _, begun = await harness.call("POST", "/v1/transactions", json={})
+        gtids.append(begun["gtid"])
+    await harness.call("POST", f"/v1/transactions/{gtids[0]}/abort")
+    status, page = await harness.call("GET", "/v1/transactions?state=active&limit=1")
+    assert status == 200
+    assert [t["gtid"] for t in page["transactions"]] == [gtids[1]]
+    _, rest = await harness.call("GET", f"/v1/transactions?state=active&cursor={page['next_cursor']}")
+    assert [t["gtid"] for t in rest["transactions"]] == [gtids[2]]
+
+
+async def test_participants_are_listed_by_name(harness: Harness) -> None:
+    status, body = await harness.call("GET", "/v1/participants")
+    assert status == 200
+    assert [p["name"] for p in body["participants"]] == ["p1", "p2"]

@@ -1,0 +1,109 @@
+"""An in-process coordinator against stub participants whose behaviour a test sets."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from coordinator.api import build_app
+from coordinator.config import Settings
+from twopc.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+
+SECRET = "test-secret"
+
+
+@dataclass
+class StubParticipant:
+    """Answers the participant protocol the way a test tells it to, and records the calls."""
+
+    name: str
+    vote: str = "yes"
+    #: "json" (the protocol), "garbage" (200 with a body that is not the protocol), "hang".
+    mode: str = "json"
+    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
+    committed: set[str] = field(default_factory=set)
+    aborted: set[str] = field(default_factory=set)
+
+    def ops(self, op: str) -> list[dict[str, Any]]:
+        return [body for name, body in self.calls if name == op]
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/twopc/{op}", self._handle)
+        return app
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        op = request.match_info["op"]
+        raw = await request.read()
+        verify(SECRET, op, raw, request.headers.get(TIMESTAMP_HEADER), request.headers.get(SIGNATURE_HEADER))
+        body = orjson.loads(raw)
+        self.calls.append((op, body))
+        self.headers.append(dict(request.headers))
+        if self.mode == "hang":
+            await asyncio.Event().wait()
+        if self.mode == "garbage" and op in ("prepare", "commit"):
+            return web.Response(text="<html>surprise</html>", content_type="text/html")
+        gtid = body["gtid"]
+        if op == "prepare":
+            if self.vote == "no":
+                self.aborted.add(gtid)
+                return web.json_response({"vote": "no", "reason": "stub says no"})
+            return web.json_response({"vote": self.vote})
+        if op == "commit":
+            if body.get("one_phase") and self.vote == "no":
+                return web.json_response({"status": "aborted", "reason": "stub says no"})
+            self.committed.add(gtid)
+            return web.json_response({"status": "committed"})
+        if op == "abort":
+            self.aborted.add(gtid)
+            return web.json_response({"status": "aborted"})
+        if op == "status":
+            status = "committed" if gtid in self.committed else "aborted" if gtid in self.aborted else "unknown"
+            return web.json_response({"status": status})
+        return web.json_response({"error": {"code": "unknown_op", "message": op}}, status=404)
+
+
+@dataclass
+class Harness:
+    client: TestClient
+    participants: dict[str, StubParticipant]
+
+    async def call(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+        response = await self.client.request(method, path, **kwargs)
+        text = await response.text()
+        assert response.content_type == "application/json", f"{method} {path} answered {response.content_type}"
+        return response.status, orjson.loads(text)
+
+
+@pytest.fixture
+async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    stubs = {name: StubParticipant(name) for name in ("p1", "p2")}
+    servers = {name: TestServer(stub.app()) for name, stub in stubs.items()}
+    for server in servers.values():
+        await server.start_server()
+    settings = Settings(
+        log={"path": tmp_path / "coordinator.db"},
+        transactions={"prepare_timeout_ms": 500, "phase_two_timeout_ms": 300, "retry_base_ms": 10, "retry_cap_ms": 50},
+        participants=[
+            {"name": name, "url": str(server.make_url("/twopc")), "secret": SECRET}
+            for name, server in servers.items()
+        ],
+        server={"max_body_bytes": 4096},
+    )
+    client = TestClient(TestServer(build_app(settings)))
+    await client.start_server()
+    try:
+        yield Harness(client, stubs)
+    finally:
+        await client.close()
+        for server in servers.values():
+            await server.close()
