@@ -154,6 +154,9 @@ class QueueStore:
         if self._writer is None:
             raise RuntimeError("queue store is not open")
         writer = self._writer
+        if len(statements) == 1:
+            await writer.write_durable(*statements[0])
+            return
         # Queued together, they usually share one SQLite transaction; each is
         # idempotent, so a batch boundary between them is harmless.
         await asyncio.gather(*(writer.write_durable(sql, params) for sql, params in statements))
