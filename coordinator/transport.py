@@ -92,7 +92,7 @@ class _Endpoint:
                 ) as response:
                     raw = await response.read()
                     status = response.status
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise CallFailed(f"no answer within {timeout:.3g}s") from None
             except aiohttp.ClientError as exc:
                 raise CallFailed(f"unreachable: {exc.__class__.__name__}: {exc}") from None
@@ -146,9 +146,7 @@ class Transport:
             return Vote.NO, f"prepare failed: {exc}"
         return answer.vote, answer.reason
 
-    async def one_phase(
-        self, name: str, gtid: str, payload: Any, timeout: float
-    ) -> tuple[Outcome | None, str | None]:
+    async def one_phase(self, name: str, gtid: str, payload: Any, timeout: float) -> tuple[Outcome | None, str | None]:
         """Prepare and commit in one step; ``None`` when the outcome is not known."""
         request = CommitRequest(gtid=gtid, branch=name, one_phase=True, payload=payload)
         try:

@@ -101,8 +101,13 @@ class BranchHandler:
             if result.vote is Vote.YES:
                 try:
                     await self.log.record(
-                        gtid, branch, BranchState.PREPARED, durable=True,
-                        vote=Vote.YES, reason=None, payload_hash=digest,
+                        gtid,
+                        branch,
+                        BranchState.PREPARED,
+                        durable=True,
+                        vote=Vote.YES,
+                        reason=None,
+                        payload_hash=digest,
                     )
                 except Exception as exc:
                     # A YES not on disk would not survive a restart: take it back.
@@ -114,15 +119,25 @@ class BranchHandler:
             if result.vote is Vote.READ_ONLY:
                 # Nothing staged, so nothing is lost if this row is: a lazy write will do.
                 await self.log.record(
-                    gtid, branch, BranchState.READ_ONLY, durable=False,
-                    vote=Vote.READ_ONLY, reason=result.reason, payload_hash=digest,
+                    gtid,
+                    branch,
+                    BranchState.READ_ONLY,
+                    durable=False,
+                    vote=Vote.READ_ONLY,
+                    reason=result.reason,
+                    payload_hash=digest,
                 )
                 return PrepareResponse(vote=Vote.READ_ONLY, reason=result.reason)
             reason = result.reason or "resource voted no"
             await self._drop_quietly(gtid, branch)
             await self.log.record(
-                gtid, branch, BranchState.ABORTED, durable=False,
-                vote=Vote.NO, reason=reason, payload_hash=digest,
+                gtid,
+                branch,
+                BranchState.ABORTED,
+                durable=False,
+                vote=Vote.NO,
+                reason=reason,
+                payload_hash=digest,
             )
             return PrepareResponse(vote=Vote.NO, reason=reason)
 
@@ -195,9 +210,7 @@ class BranchHandler:
             except Exception as exc:
                 # Keep the answer in memory so a retry is not applied twice by this process.
                 await self.log.record(gtid, branch, status, durable=False, **fields)
-                raise ParticipantError(
-                    503, "log_error", f"participant log write failed: {_describe(exc)}"
-                ) from exc
+                raise ParticipantError(503, "log_error", f"participant log write failed: {_describe(exc)}") from exc
         await failpoints.hit("participant.after_commit_before_reply")
         return OutcomeResponse(status=Outcome(status.value), reason=reason)
 
@@ -294,9 +307,7 @@ class BranchHandler:
 
     # -- outcomes learnt elsewhere (in-doubt inquiry, operator) ---------------------
 
-    async def resolve(
-        self, gtid: str, branch: str, outcome: Outcome, *, heuristic: bool = False
-    ) -> bool:
+    async def resolve(self, gtid: str, branch: str, outcome: Outcome, *, heuristic: bool = False) -> bool:
         """Apply ``outcome`` to a branch still prepared; False if it no longer is."""
         async with self.locks.hold((gtid, branch)):
             row = self.log.get(gtid, branch)
@@ -352,7 +363,10 @@ class BranchHandler:
             row = self.log.get(gtid, branch)
             if row is None:
                 await self.log.record(
-                    gtid, branch, BranchState.PREPARED, durable=True,
+                    gtid,
+                    branch,
+                    BranchState.PREPARED,
+                    durable=True,
                     reason="found prepared in the resource at start",
                 )
             elif row.status is BranchState.COMMITTED:

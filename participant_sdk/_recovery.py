@@ -121,7 +121,10 @@ class InDoubtResolver:
                 result.errors.append(repr(exc))
                 logger.warning(
                     "applying the coordinator's outcome failed; retrying next round",
-                    gtid=gtid, branch=branch, outcome=outcome.value, error=repr(exc),
+                    gtid=gtid,
+                    branch=branch,
+                    outcome=outcome.value,
+                    error=repr(exc),
                 )
                 continue
             if applied:

@@ -103,13 +103,9 @@ class CoordinatorClient:
     ) -> JSON:
         """Begin, enlist ``[{"name", "payload"}, ...]`` and commit in one call."""
         body = _without_none(participants=builtins.list(participants), timeout_ms=timeout_ms)
-        return await self._request(
-            "POST", "/v1/transactions:execute", body, idempotency_key=idempotency_key
-        )
+        return await self._request("POST", "/v1/transactions:execute", body, idempotency_key=idempotency_key)
 
-    async def list(
-        self, state: str | None = None, limit: int | None = None, cursor: str | None = None
-    ) -> JSON:
+    async def list(self, state: str | None = None, limit: int | None = None, cursor: str | None = None) -> JSON:
         """One page: ``{"transactions": [...], "next_cursor": str | None}``."""
         params = {k: str(v) for k, v in _without_none(state=state, limit=limit, cursor=cursor).items()}
         return await self._request("GET", "/v1/transactions", params=params or None)

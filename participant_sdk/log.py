@@ -93,8 +93,7 @@ class ParticipantLog:
         self._conn = await open_sqlite(str(self.path))
         await self._conn.execute(_SCHEMA)
         async with self._conn.execute(
-            "SELECT gtid, branch, status, vote, reason, payload_hash, created_at, updated_at, heuristic"
-            " FROM branches"
+            "SELECT gtid, branch, status, vote, reason, payload_hash, created_at, updated_at, heuristic FROM branches"
         ) as cursor:
             async for gtid, branch, status, vote, reason, phash, created, updated, heuristic in cursor:
                 self._rows[(gtid, branch)] = BranchRecord(
@@ -132,9 +131,7 @@ class ParticipantLog:
     def prepared(self, min_age: float = 0.0) -> list[BranchRecord]:
         """Branches prepared at least ``min_age`` seconds ago (in doubt until phase 2)."""
         cutoff = self._clock() - min_age
-        return [
-            r for r in self._rows.values() if r.status is BranchState.PREPARED and r.updated_at <= cutoff
-        ]
+        return [r for r in self._rows.values() if r.status is BranchState.PREPARED and r.updated_at <= cutoff]
 
     async def record(
         self,
@@ -143,9 +140,9 @@ class ParticipantLog:
         status: BranchState,
         *,
         durable: bool,
-        vote: Vote | None | object = _UNSET,
-        reason: str | None | object = _UNSET,
-        payload_hash: str | None | object = _UNSET,
+        vote: Vote | object | None = _UNSET,
+        reason: str | object | None = _UNSET,
+        payload_hash: str | object | None = _UNSET,
         heuristic: bool | object = _UNSET,
     ) -> BranchRecord:
         """Write a branch's new status; fields not given keep their logged value.

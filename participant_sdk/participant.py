@@ -85,9 +85,7 @@ class Participant:
         self.log = ParticipantLog(log_path, clock=clock)
         self._handler = BranchHandler(resource, self.log)
         self._client = CoordinatorClient(coordinator_url, session, timeout=inquiry_timeout)
-        self._resolver = InDoubtResolver(
-            self._handler, self._client, inquiry_interval, after_round=self._housekeeping
-        )
+        self._resolver = InDoubtResolver(self._handler, self._client, inquiry_interval, after_round=self._housekeeping)
         self._loop_task: asyncio.Task[None] | None = None
         self._last_prune = 0.0
         self._started = False
@@ -132,9 +130,7 @@ class Participant:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    def app(
-        self, *, middlewares: Iterable[Middleware] = (), manage_lifecycle: bool = True
-    ) -> web.Application:
+    def app(self, *, middlewares: Iterable[Middleware] = (), manage_lifecycle: bool = True) -> web.Application:
         """The protocol as an aiohttp application, to mount with ``add_subapp``.
 
         ``middlewares`` wrap the protocol handlers (after signature checks are
@@ -201,9 +197,7 @@ class Participant:
         """
         outcome = Outcome(outcome)
         if not await self._handler.resolve(gtid, branch, outcome, heuristic=True):
-            raise ParticipantError(
-                409, "not_in_doubt", f"branch {branch} of {gtid} is not prepared here"
-            )
+            raise ParticipantError(409, "not_in_doubt", f"branch {branch} of {gtid} is not prepared here")
         logger.warning("heuristic outcome forced", gtid=gtid, branch=branch, outcome=outcome.value)
 
     # -- retention -------------------------------------------------------------------

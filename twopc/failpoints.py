@@ -27,6 +27,7 @@ import re
 from dataclasses import dataclass, field
 
 __all__ = [
+    "CRASH_EXIT_CODE",
     "ENV_VAR",
     "Failpoint",
     "FailpointError",

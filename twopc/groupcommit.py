@@ -54,7 +54,8 @@ class GroupCommitter:
     def __init__(self, conn: aiosqlite.Connection, max_batch: int = 2000) -> None:
         self._conn = conn
         self._max_batch = max_batch
-        self._queue: list[_Write] = []
+        # Each entry commits whole: a batch is never cut inside one.
+        self._queue: list[list[_Write]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -72,13 +73,28 @@ class GroupCommitter:
 
     def write(self, sql: str, params: Sequence[Any]) -> None:
         """Queue a lazy write: durable with the next batch, nobody waits for it."""
-        self._queue.append(_Write(sql, params, None))
+        self._queue.append([_Write(sql, params, None)])
         self._wakeup.set()
 
     async def write_durable(self, sql: str, params: Sequence[Any]) -> None:
         """Queue a forced write and return once it is committed to disk."""
         waiter = asyncio.get_running_loop().create_future()
-        self._queue.append(_Write(sql, params, waiter))
+        self._queue.append([_Write(sql, params, waiter)])
+        self._wakeup.set()
+        await asyncio.shield(waiter)
+
+    async def write_durable_many(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        """Queue several statements that must commit together; return once they have.
+
+        A batch is never cut between them, so they land in one SQLite transaction.
+        """
+        if not statements:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        writes = [_Write(sql, params, None) for sql, params in statements[:-1]]
+        sql, params = statements[-1]
+        writes.append(_Write(sql, params, waiter))
+        self._queue.append(writes)
         self._wakeup.set()
         await asyncio.shield(waiter)
 
@@ -92,9 +108,9 @@ class GroupCommitter:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._queue:
-                batch = self._queue[: self._max_batch]
-                del self._queue[: len(batch)]
-                await self._commit(batch)
+                entries = self._queue[: self._max_batch]
+                del self._queue[: len(entries)]
+                await self._commit([write for entry in entries for write in entry])
             if self._closing:
                 return
 

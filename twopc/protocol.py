@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "AbortRequest",
+    "BatchOp",
     "BatchRequest",
     "BatchResponse",
     "BranchStatus",

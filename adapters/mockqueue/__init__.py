@@ -5,7 +5,7 @@ order and exactly once, to the committed list that ``GET /queue/items`` serves. 
 (vote no, delays, crashes, garbled answers) can be switched on at run time.
 """
 
-from adapters.mockqueue.faults import FaultSwitch, Faults
+from adapters.mockqueue.faults import Faults, FaultSwitch
 from adapters.mockqueue.resource import MockQueueResource, validate_payload
 from adapters.mockqueue.service import build_app, run
 from adapters.mockqueue.store import QueueItem, QueueStore

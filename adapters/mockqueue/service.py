@@ -15,7 +15,7 @@ import structlog
 from aiohttp import web
 from pydantic import ValidationError
 
-from adapters.mockqueue.faults import FaultSwitch, Faults, garbage_middleware
+from adapters.mockqueue.faults import Faults, FaultSwitch, garbage_middleware
 from adapters.mockqueue.resource import MockQueueResource
 from adapters.mockqueue.store import QueueStore
 from participant_sdk import Participant

@@ -8,7 +8,6 @@ land in two group commits around a crash, still adds each item exactly once.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,9 +84,7 @@ class QueueStore:
         self._conn = await open_sqlite(str(self.path))
         for statement in _SCHEMA:
             await self._conn.execute(statement)
-        async with self._conn.execute(
-            "SELECT gtid, branch, count(*) FROM staged GROUP BY gtid, branch"
-        ) as cursor:
+        async with self._conn.execute("SELECT gtid, branch, count(*) FROM staged GROUP BY gtid, branch") as cursor:
             async for gtid, branch, count in cursor:
                 self._staged[(gtid, branch)] = count
         self._writer = GroupCommitter(self._conn)
@@ -153,10 +150,4 @@ class QueueStore:
     async def _durably(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
         if self._writer is None:
             raise RuntimeError("queue store is not open")
-        writer = self._writer
-        if len(statements) == 1:
-            await writer.write_durable(*statements[0])
-            return
-        # Queued together, they usually share one SQLite transaction; each is
-        # idempotent, so a batch boundary between them is harmless.
-        await asyncio.gather(*(writer.write_durable(sql, params) for sql, params in statements))
+        await self._writer.write_durable_many(statements)

@@ -92,7 +92,9 @@ def openapi_document() -> dict[str, Any]:
                 ),
             },
             "/v1/transactions:execute": {
-                "post": _op("Begin, enlist and commit in one call", TransactionOut, body=ExecuteRequest, params=[_KEY, _WAIT])
+                "post": _op(
+                    "Begin, enlist and commit in one call", TransactionOut, body=ExecuteRequest, params=[_KEY, _WAIT]
+                )
             },
             "/v1/transactions/{gtid}": {"get": _op("A transaction's state", TransactionOut, params=[_GTID])},
             "/v1/transactions/{gtid}/participants": {

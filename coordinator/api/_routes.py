@@ -105,12 +105,16 @@ def _wait_for_phase_two(request: web.Request) -> bool:
 async def begin(request: web.Request) -> web.Response:
     body, raw = await _body(request, BeginRequest, allow_empty=True)
     key, request_hash = _idempotency(request, raw)
-    view, created = await request.app[STATE].require().begin(
-        timeout_ms=body.timeout_ms,
-        metadata=body.metadata,
-        participants=[(p.name, p.payload, p.prepared) for p in body.participants or ()],
-        idempotency_key=key,
-        request_hash=request_hash,
+    view, created = (
+        await request.app[STATE]
+        .require()
+        .begin(
+            timeout_ms=body.timeout_ms,
+            metadata=body.metadata,
+            participants=[(p.name, p.payload, p.prepared) for p in body.participants or ()],
+            idempotency_key=key,
+            request_hash=request_hash,
+        )
     )
     out = TransactionOut.of(view)
     response = BeginResponse(gtid=out.gtid, state=out.state, deadline=out.deadline)
@@ -121,13 +125,17 @@ async def begin(request: web.Request) -> web.Response:
 async def execute(request: web.Request) -> web.Response:
     body, raw = await _body(request, ExecuteRequest)
     key, request_hash = _idempotency(request, raw)
-    view = await request.app[STATE].require().execute(
-        participants=[(p.name, p.payload) for p in body.participants],
-        timeout_ms=body.timeout_ms,
-        metadata=body.metadata,
-        idempotency_key=key,
-        request_hash=request_hash,
-        wait_for_phase_two=_wait_for_phase_two(request),
+    view = (
+        await request.app[STATE]
+        .require()
+        .execute(
+            participants=[(p.name, p.payload) for p in body.participants],
+            timeout_ms=body.timeout_ms,
+            metadata=body.metadata,
+            idempotency_key=key,
+            request_hash=request_hash,
+            wait_for_phase_two=_wait_for_phase_two(request),
+        )
     )
     return _json(TransactionOut.of(view))
 

@@ -95,9 +95,7 @@ class _Entry:
             metadata=self.metadata,
             idempotency_key=self.idempotency_key,
             request_hash=self.request_hash,
-            branches=tuple(
-                BranchRecord(b.name, b.state.value, b.early, b.reason) for b in tx.branches.values()
-            ),
+            branches=tuple(BranchRecord(b.name, b.state.value, b.early, b.reason) for b in tx.branches.values()),
         )
 
 
@@ -325,7 +323,8 @@ class Coordinator:
             # The outcome will live only at the participant: make sure recovery knows to ask it.
             await self._log.force(entry.record())
         except Exception as exc:  # nothing was sent yet, so aborting is safe
-            await self._apply(entry, lambda: entry.tx.one_phase_result(Outcome.ABORTED, f"log write failed: {exc!r}"))
+            reason = f"log write failed: {exc!r}"
+            await self._apply(entry, lambda: entry.tx.one_phase_result(Outcome.ABORTED, reason))
             return
         attempt = 0
         while True:
@@ -350,8 +349,9 @@ class Coordinator:
                 await self._log.force(decision)
             self.decisions_logged += 1
         except Exception as exc:
-            log.error("decision could not be logged", gtid=tx.gtid, error=repr(exc))
-            await self._apply(entry, lambda: tx.decision_failed(repr(exc)))
+            reason = repr(exc)
+            log.error("decision could not be logged", gtid=tx.gtid, error=reason)
+            await self._apply(entry, lambda: tx.decision_failed(reason))
             return
         await failpoints.hit("coordinator.after_decision_logged")
         await self._apply(entry, tx.decision_logged)
@@ -454,7 +454,7 @@ class Coordinator:
             try:
                 await asyncio.wait_for(self._transport.deliver(name, gtid, Outcome.ABORTED), 10)
                 return
-            except (asyncio.TimeoutError, CallFailed):
+            except (TimeoutError, CallFailed):
                 await asyncio.sleep(self._backoff.delay(attempt))
 
     def _ended(self, record: TransactionRecord, outcome: Outcome, reason: str | None) -> TransactionRecord:

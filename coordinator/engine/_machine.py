@@ -283,9 +283,7 @@ class Transaction:
             return tuple(b.name for b in self.branches.values() if b.state is BranchState.PREPARED)
         if self.state is TxState.ABORTING:
             return tuple(
-                b.name
-                for b in self.branches.values()
-                if b.state in (BranchState.PREPARED, BranchState.ENLISTED)
+                b.name for b in self.branches.values() if b.state in (BranchState.PREPARED, BranchState.ENLISTED)
             )
         return ()
 

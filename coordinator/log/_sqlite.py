@@ -58,9 +58,7 @@ _PRUNE = "DELETE FROM transactions WHERE finished = 1 AND updated_at < ?"
 
 
 def _to_row(record: TransactionRecord) -> tuple[object, ...]:
-    branches = [
-        {"name": b.name, "state": b.state, "early": b.early, "reason": b.reason} for b in record.branches
-    ]
+    branches = [{"name": b.name, "state": b.state, "early": b.early, "reason": b.reason} for b in record.branches]
     return (
         record.gtid,
         record.state,

@@ -94,8 +94,7 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
         log={"path": tmp_path / "coordinator.db"},
         transactions={"prepare_timeout_ms": 500, "phase_two_timeout_ms": 300, "retry_base_ms": 10, "retry_cap_ms": 50},
         participants=[
-            {"name": name, "url": str(server.make_url("/twopc")), "secret": SECRET}
-            for name, server in servers.items()
+            {"name": name, "url": str(server.make_url("/twopc")), "secret": SECRET} for name, server in servers.items()
         ],
         server={"max_body_bytes": 4096},
     )

@@ -24,9 +24,7 @@ async def coordinator() -> AsyncIterator[tuple[StubCoordinator, str]]:
 
 
 @pytest.fixture
-def harness_factory(
-    tmp_path: Path, coordinator: tuple[StubCoordinator, str]
-) -> Callable[[], Harness]:
+def harness_factory(tmp_path: Path, coordinator: tuple[StubCoordinator, str]) -> Callable[[], Harness]:
     return lambda: Harness(tmp_path, coordinator[1])
 
 

@@ -106,13 +106,9 @@ async def test_coordinator_not_listening_counts_as_unreachable(
     assert result.resolved == 0
 
 
-async def test_branches_of_one_transaction_share_one_inquiry(
-    harness: Harness, stub: StubCoordinator
-) -> None:
+async def test_branches_of_one_transaction_share_one_inquiry(harness: Harness, stub: StubCoordinator) -> None:
     for branch in ("a", "b"):
-        await harness.call(
-            "prepare", {"gtid": "g1", "branch": branch, "deadline": time.time() + 30}
-        )
+        await harness.call("prepare", {"gtid": "g1", "branch": branch, "deadline": time.time() + 30})
     stub.decide("g1", "committed")
     stub.inquiries.clear()
     result = await harness.participant.resolve_in_doubt()

@@ -30,9 +30,7 @@ async def test_malformed_json_is_a_400_json_error(harness: Harness) -> None:
         ([1, 2, 3], "body"),
     ],
 )
-async def test_invalid_request_is_a_400_naming_the_problem(
-    harness: Harness, body: object, field: str
-) -> None:
+async def test_invalid_request_is_a_400_naming_the_problem(harness: Harness, body: object, field: str) -> None:
     status, answer = await harness.call("prepare", body)
 
     assert status == 400

@@ -51,9 +51,7 @@ async def test_signature_made_for_another_operation_is_refused(harness: Harness)
 async def test_batch_signed_as_another_operation_is_refused(harness: Harness) -> None:
     assert harness.client is not None
     data = orjson.dumps({"ops": [{"op": "prepare", **prepare_body("g1")}]})
-    response = await harness.client.post(
-        "/twopc/batch", data=data, headers=signed_headers(SECRET, "prepare", data)
-    )
+    response = await harness.client.post("/twopc/batch", data=data, headers=signed_headers(SECRET, "prepare", data))
 
     assert response.status == 401
     assert harness.resource.calls == []

@@ -95,5 +95,7 @@ def show(
         console.print(f"  metadata: {orjson.dumps(tx['metadata']).decode()}")
     table = Table("branch", "state", "early", "pending", "reason")
     for b in tx["branches"]:
-        table.add_row(b["name"], b["state"], "yes" if b["early"] else "", "yes" if b["pending"] else "", b["reason"] or "")
+        table.add_row(
+            b["name"], b["state"], "yes" if b["early"] else "", "yes" if b["pending"] else "", b["reason"] or ""
+        )
     console.print(table)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from adapters.mockqueue import FaultSwitch, Faults, MockQueueResource, QueueStore
+from adapters.mockqueue import Faults, FaultSwitch, MockQueueResource, QueueStore
 from twopc.failpoints import CRASH_EXIT_CODE
 from twopc.protocol import Vote
 
@@ -92,9 +92,7 @@ async def test_vote_no_fault_refuses_without_staging(resource: MockQueueResource
     assert await resource.recover() == []
 
 
-async def test_crash_on_prepare_exits_once_the_items_are_staged(
-    resource: MockQueueResource, exits: Exits
-) -> None:
+async def test_crash_on_prepare_exits_once_the_items_are_staged(resource: MockQueueResource, exits: Exits) -> None:
     resource.faults.set(Faults(crash_on="prepare"))
     with pytest.raises(Crashed):
         await resource.prepare("g1", "q", {"items": [1]})
@@ -103,9 +101,7 @@ async def test_crash_on_prepare_exits_once_the_items_are_staged(
     assert resource.store.is_staged("g1", "q")
 
 
-async def test_crash_on_commit_exits_once_the_items_are_committed(
-    resource: MockQueueResource, exits: Exits
-) -> None:
+async def test_crash_on_commit_exits_once_the_items_are_committed(resource: MockQueueResource, exits: Exits) -> None:
     await resource.prepare("g1", "q", {"items": [1]})
     resource.faults.set(Faults(crash_on="commit"))
     with pytest.raises(Crashed):

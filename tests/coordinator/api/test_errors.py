@@ -62,7 +62,9 @@ async def test_commit_after_abort_is_409(harness: Harness) -> None:
 
 
 async def test_abort_after_commit_is_409(harness: Harness) -> None:
-    _, body = await harness.call("POST", "/v1/transactions:execute", json={"participants": [{"name": "p1"}, {"name": "p2"}]})
+    _, body = await harness.call(
+        "POST", "/v1/transactions:execute", json={"participants": [{"name": "p1"}, {"name": "p2"}]}
+    )
     status, err = await harness.call("POST", f"/v1/transactions/{body['gtid']}/abort")
     assert status == 409 and err["error"]["code"] == "wrong_state"
 

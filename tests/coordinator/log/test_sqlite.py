@@ -7,7 +7,9 @@ from pathlib import Path
 from coordinator.log import BranchRecord, SQLiteLog, TransactionRecord
 
 
-def record(gtid: str, state: str = "active", decision: str | None = None, finished: bool = False, **kw: object) -> TransactionRecord:
+def record(
+    gtid: str, state: str = "active", decision: str | None = None, finished: bool = False, **kw: object
+) -> TransactionRecord:
     return TransactionRecord(
         gtid=gtid,
         state=state,

@@ -1,0 +1,84 @@
+"""Real processes on loopback: a coordinator and two mock queues, killed and restarted."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from participant_sdk.client import CoordinatorClient
+from twopc.localcluster import LocalCluster
+from twopc.testing import wait_until
+
+QUEUES = ("queue-a", "queue-b")
+
+# Short timeouts and retries so that recovery happens within a test's patience.
+FAST = """
+[transactions]
+prepare_timeout_ms = 3000
+phase_two_timeout_ms = 1000
+commit_wait_ms = 2000
+retry_base_ms = 20
+retry_cap_ms = 300
+"""
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    """A cluster not yet started: a test may set a node's env (failpoints) first."""
+    local = LocalCluster(tmp_path / "cluster", queues=QUEUES, coordinator_toml=FAST, inquiry_interval=0.3)
+    try:
+        yield local
+    finally:
+        local.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+async def client(cluster: LocalCluster) -> AsyncIterator[CoordinatorClient]:
+    async with CoordinatorClient(cluster.coordinator_url, timeout=20) as c:
+        yield c
+
+
+def payloads(tag: str) -> list[dict[str, Any]]:
+    return [{"name": q, "payload": {"items": [f"{tag}@{q}"]}} for q in QUEUES]
+
+
+async def items(http: aiohttp.ClientSession, cluster: LocalCluster, queue: str) -> list[dict[str, Any]]:
+    async with http.get(f"{cluster.url(queue)}/queue/items") as response:
+        assert response.status == 200
+        return (await response.json())["items"]
+
+
+async def gtids_at(http: aiohttp.ClientSession, cluster: LocalCluster, queue: str) -> list[str]:
+    return [item["gtid"] for item in await items(http, cluster, queue)]
+
+
+async def in_doubt(http: aiohttp.ClientSession, cluster: LocalCluster, queue: str) -> int:
+    async with http.get(f"{cluster.url(queue)}/healthz") as response:
+        return int((await response.json())["in_doubt"])
+
+
+async def settle(
+    http: aiohttp.ClientSession, cluster: LocalCluster, client: CoordinatorClient, timeout: float = 30
+) -> None:
+    """Wait until no participant is in doubt and the coordinator has nothing unfinished."""
+
+    async def quiet() -> bool:
+        for queue in QUEUES:
+            if await in_doubt(http, cluster, queue):
+                return False
+        for state in ("active", "preparing", "committing", "aborting"):
+            if (await client.list(state=state, limit=1))["transactions"]:
+                return False
+        return True
+
+    await wait_until(quiet, timeout=timeout, interval=0.1, message="every transaction to be finished everywhere")
