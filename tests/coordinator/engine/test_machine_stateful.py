@@ -64,9 +64,7 @@ class TransactionMachine(RuleBasedStateMachine):
 
     @initialize(
         recovered=st.sampled_from([False, False, False, True]),
-        branches=st.lists(
-            st.tuples(names, st.booleans(), payloads), unique_by=lambda b: b[0], min_size=1, max_size=4
-        ),
+        branches=st.lists(st.tuples(names, st.booleans(), payloads), unique_by=lambda b: b[0], min_size=1, max_size=4),
         commit_at_once=st.booleans(),
     )
     def start(self, recovered: bool, branches: list[tuple[str, bool, object]], commit_at_once: bool) -> None:
@@ -215,9 +213,9 @@ class TransactionMachine(RuleBasedStateMachine):
                     assert set(branches) == yes | (self.early & set(self.tx.branches)), (
                         f"decision names {branches}, expected yes voters {yes} and early {self.early}"
                     )
-                    assert all(
-                        n in self.first_vote or n in self.early for n in self.tx.branches
-                    ), "decision forced before every vote was in"
+                    assert all(n in self.first_vote or n in self.early for n in self.tx.branches), (
+                        "decision forced before every vote was in"
+                    )
                     self.forced = branches
                 case SendCommit(branches):
                     assert event in ("decision_logged", "recovered")
