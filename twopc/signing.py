@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import time
 
 __all__ = [
@@ -61,9 +62,12 @@ def verify(
         sent_at = float(timestamp)
     except ValueError:
         raise SignatureError("malformed signature timestamp") from None
+    if not math.isfinite(sent_at):  # "nan" would pass any staleness check
+        raise SignatureError("malformed signature timestamp")
     current = time.time() if now is None else now
     if abs(current - sent_at) > MAX_SKEW_SECONDS:
         raise SignatureError("signature timestamp is stale")
     expected = sign(secret, timestamp, operation, body)
-    if not hmac.compare_digest(expected, signature):
+    # compare_digest raises TypeError for non-ASCII str; such a signature never matches.
+    if not signature.isascii() or not hmac.compare_digest(expected, signature):
         raise SignatureError("signature does not match")
