@@ -18,6 +18,7 @@ run: setup
 	$(BIN)/twopc demo
 
 test: setup
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

@@ -2,8 +2,8 @@
 
 ``{node}-{12 hex: milliseconds}{6 hex: counter}{10 hex: random}``: URL-safe, at most 64
 characters, unique across replicas (node ids differ) and restarts (time and random
-bits), and ordered by start within a node — paging relies on that — even for ids
-made in the same millisecond.
+bits), and ordered by start within a process — paging relies on that — even for ids
+made in the same millisecond or across a step back of the wall clock.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ import time
 __all__ = ["new_gtid"]
 
 _counter = itertools.count()
+_last_millis = 0
 
 
 def new_gtid(node_id: str, now: float | None = None) -> str:
-    millis = int((time.time() if now is None else now) * 1000)
-    return f"{node_id}-{millis:012x}{next(_counter) % (1 << 24):06x}{secrets.randbits(40):010x}"
+    global _last_millis
+    _last_millis = max(_last_millis, int((time.time() if now is None else now) * 1000))
+    return f"{node_id}-{_last_millis:012x}{next(_counter) % (1 << 24):06x}{secrets.randbits(40):010x}"

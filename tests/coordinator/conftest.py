@@ -26,7 +26,8 @@ class StubParticipant:
 
     name: str
     vote: str = "yes"
-    #: "json" (the protocol), "garbage" (200 with a body that is not the protocol), "hang".
+    #: "json" (the protocol), "garbage" (200 with a body that is not the protocol), "hang",
+    #: "hang_commit" (votes, then never answers phase 2).
     mode: str = "json"
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
@@ -48,7 +49,7 @@ class StubParticipant:
         body = orjson.loads(raw)
         self.calls.append((op, body))
         self.headers.append(dict(request.headers))
-        if self.mode == "hang":
+        if self.mode == "hang" or (self.mode == "hang_commit" and op == "commit"):
             await asyncio.Event().wait()
         if self.mode == "garbage" and op in ("prepare", "commit"):
             return web.Response(text="<html>surprise</html>", content_type="text/html")
@@ -92,7 +93,13 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
         await server.start_server()
     settings = Settings(
         log={"path": tmp_path / "coordinator.db"},
-        transactions={"prepare_timeout_ms": 500, "phase_two_timeout_ms": 300, "retry_base_ms": 10, "retry_cap_ms": 50},
+        transactions={
+            "prepare_timeout_ms": 500,
+            "phase_two_timeout_ms": 300,
+            "commit_wait_ms": 1000,
+            "retry_base_ms": 10,
+            "retry_cap_ms": 50,
+        },
         participants=[
             {"name": name, "url": str(server.make_url("/twopc")), "secret": SECRET} for name, server in servers.items()
         ],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import Annotated, Any
 
 import orjson
@@ -38,6 +39,11 @@ def _call(coro_fn: Any) -> Any:
         raise typer.Exit(1) from None
 
 
+def _console() -> Console:
+    # Piped output gets room for whole gtids instead of the 80 columns rich assumes.
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
 @app.command("list")
 def list_transactions(
     coordinator: Coordinator = "http://127.0.0.1:7070",
@@ -57,12 +63,21 @@ def list_transactions(
     if as_json:
         typer.echo(orjson.dumps(page, option=orjson.OPT_INDENT_2).decode())
         return
-    table = Table("gtid", "state", "outcome", "branches", "created", title="transactions")
+    table = Table(title="transactions")
+    table.add_column("gtid", no_wrap=True, min_width=31)
+    for column in ("state", "outcome", "branches", "created"):
+        table.add_column(column)
     for tx in page["transactions"]:
         branches = ", ".join(f"{b['name']}:{b['state']}{'*' if b['pending'] else ''}" for b in tx["branches"])
         style = _STATE_STYLE.get(tx["state"], "")
-        table.add_row(tx["gtid"], f"[{style}]{tx['state']}[/]", tx["outcome"] or "-", branches, tx["created_at"])
-    console = Console()
+        table.add_row(
+            tx["gtid"],
+            f"[{style}]{tx['state']}[/]",
+            tx["outcome"] or "-",
+            branches,
+            tx["created_at"][:19].replace("T", " "),
+        )
+    console = _console()
     console.print(table)
     if page.get("next_cursor"):
         console.print(f"more: --cursor {page['next_cursor']}")
@@ -85,7 +100,7 @@ def show(
     if as_json:
         typer.echo(orjson.dumps(tx, option=orjson.OPT_INDENT_2).decode())
         return
-    console = Console()
+    console = _console()
     style = _STATE_STYLE.get(tx["state"], "")
     console.print(f"[bold]{tx['gtid']}[/]  [{style}]{tx['state']}[/]  outcome: {tx['outcome'] or 'undecided'}")
     for key in ("reason", "created_at", "updated_at", "deadline"):

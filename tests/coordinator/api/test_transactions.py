@@ -158,3 +158,24 @@ async def test_participants_are_listed_by_name(harness: Harness) -> None:
     status, body = await harness.call("GET", "/v1/participants")
     assert status == 200
     assert [p["name"] for p in body["participants"]] == ["p1", "p2"]
+
+
+async def test_commit_answers_after_the_bounded_wait_with_the_slow_branch_pending(harness: Harness) -> None:
+    harness.participants["p2"].mode = "hang_commit"
+    status, body = await harness.call("POST", "/v1/transactions:execute", json={"participants": TWO})
+    assert status == 200
+    assert (body["outcome"], body["state"]) == ("committed", "committing")
+    assert {b["name"]: b["pending"] for b in body["branches"]} == {"p1": False, "p2": True}
+
+
+async def test_wait_decision_answers_once_the_decision_is_durable(harness: Harness) -> None:
+    import time
+
+    harness.participants["p2"].mode = "hang_commit"
+    _, begun = await harness.call("POST", "/v1/transactions", json={"participants": TWO})
+    started = time.monotonic()
+    status, body = await harness.call("POST", f"/v1/transactions/{begun['gtid']}/commit?wait=decision")
+    assert status == 200 and body["outcome"] == "committed"
+    assert time.monotonic() - started < 1.0  # did not sit out the phase-2 wait (1 s here)
+    _, shown = await harness.call("GET", f"/v1/transactions/{begun['gtid']}")
+    assert shown["outcome"] == "committed"  # an inquiring participant would hear committed

@@ -1,0 +1,60 @@
+"""The twopc command line, run as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from participant_sdk.client import CoordinatorClient
+from tests.e2e.conftest import payloads
+from twopc.localcluster import LocalCluster
+from twopc.supervisor import twopc_command
+
+pytestmark = pytest.mark.slow
+
+
+def twopc(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    import os
+
+    return subprocess.run(
+        twopc_command(*args), capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})}
+    )
+
+
+async def test_txn_show_and_list_print_json_and_tables(cluster: LocalCluster, client: CoordinatorClient) -> None:
+    cluster.start()
+    committed = await client.execute(payloads("cli"))
+    url = cluster.coordinator_url
+
+    shown = twopc("txn", "show", committed["gtid"], "--coordinator", url, "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["outcome"] == "committed"
+
+    listed = twopc("txn", "list", "--state", "committed", "--coordinator", url, "--json")
+    assert [t["gtid"] for t in json.loads(listed.stdout)["transactions"]] == [committed["gtid"]]
+
+    table = twopc("txn", "list", "--coordinator", url)
+    assert committed["gtid"] in table.stdout and "committed" in table.stdout
+
+
+def test_txn_show_of_an_unknown_gtid_says_so_and_fails(cluster: LocalCluster) -> None:
+    cluster.start()
+    shown = twopc("txn", "show", "c1-nothing", "--coordinator", cluster.coordinator_url)
+    assert shown.returncode == 1
+    assert "no transaction" in shown.stderr and "Traceback" not in shown.stderr
+
+
+def test_txn_commands_say_when_the_coordinator_is_unreachable() -> None:
+    shown = twopc("txn", "list", "--coordinator", "http://127.0.0.1:9")
+    assert shown.returncode == 1 and "cannot reach the coordinator" in shown.stderr
+
+
+def test_serve_refuses_a_bad_configuration_naming_the_problem(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text("[server]\nport = 'seventy'\n")
+    served = twopc("serve", "--config", str(config))
+    assert served.returncode == 2
+    assert "server.port" in served.stderr and "Traceback" not in served.stderr

@@ -1,0 +1,115 @@
+"""README.md's quickstart works as printed: `twopc demo`, then its curl examples."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from twopc.supervisor import Node, twopc_command
+
+pytestmark = pytest.mark.slow
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def three_free_ports() -> int:
+    """A port P such that P, P+1 and P+2 are free on loopback (the demo's layout)."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        if base + 2 > 65535:
+            continue
+        sockets = []
+        try:
+            for port in (base, base + 1, base + 2):
+                s = socket.socket()
+                sockets.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+    raise RuntimeError("no three consecutive free ports")
+
+
+def shell_blocks() -> list[str]:
+    return re.findall(r"```sh\n(.*?)```", README.read_text(), flags=re.DOTALL)
+
+
+def localize(block: str, port: int) -> str:
+    """Point the README's commands at this test's demo and this interpreter's twopc."""
+    for readme_port, offset in (("7070", 0), ("7071", 1), ("7072", 2)):
+        block = block.replace(f"127.0.0.1:{readme_port}", f"127.0.0.1:{port + offset}")
+    twopc = " ".join(twopc_command())
+    return block.replace(".venv/bin/twopc txn", f"TWOPC_COORDINATOR=http://127.0.0.1:{port} {twopc} txn")
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Iterator[int]:
+    port = three_free_ports()
+    node = Node(
+        "demo",
+        twopc_command("demo", "--port", str(port), "--dir", str(tmp_path / "demo")),
+        ready_url=f"http://127.0.0.1:{port}/readyz",
+        log_path=tmp_path / "demo.log",
+    )
+    node.start()
+    try:
+        node.wait_ready(timeout=60)
+        # The demo reports ready once all three are; the queues must answer too.
+        Node("a", [], f"http://127.0.0.1:{port + 1}/healthz", tmp_path / "a").wait_ready()
+        Node("b", [], f"http://127.0.0.1:{port + 2}/healthz", tmp_path / "b").wait_ready()
+        yield port
+    finally:
+        node.stop()
+        assert "Traceback" not in node.log_text()
+
+
+def run(script: str) -> str:
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_the_readme_names_the_two_setup_commands() -> None:
+    setup = shell_blocks()[0]
+    assert "make run" in setup and "make test" in setup
+    ci = (README.parent / ".ci" / "run").read_text()
+    assert "make test" in ci
+
+
+def test_the_quickstart_commits_one_item_on_each_queue_exactly_once(demo: int) -> None:
+    quickstart = localize(shell_blocks()[1], demo)
+    execute, list_a, list_b = (line for line in _commands(quickstart))
+    answer = json.loads(run(execute))
+    assert answer["outcome"] == "committed"
+    again = json.loads(run(execute))  # the same Idempotency-Key: the same transaction
+    assert again["gtid"] == answer["gtid"]
+    items_a = json.loads(run(list_a))["items"]
+    items_b = json.loads(run(list_b))["items"]
+    assert [(i["gtid"], i["value"]) for i in items_a] == [(answer["gtid"], "hello")]
+    assert [(i["gtid"], i["value"]) for i in items_b] == [(answer["gtid"], "world")]
+
+
+def test_the_step_by_step_example_commits_and_shows_the_transaction(demo: int) -> None:
+    out = run(localize(shell_blocks()[2], demo))
+    assert '"outcome":"committed"' in out
+    gtid = re.search(r'"gtid":"([^"]+)"', out)
+    assert gtid is not None
+    assert gtid.group(1)[:20] in out.split('"outcome":"committed"', 1)[1]  # txn show / list print it
+    items_a = json.loads(run(f"curl -s http://127.0.0.1:{demo + 1}/queue/items"))["items"]
+    assert [i["value"] for i in items_a] == [1, 2]
+
+
+def _commands(block: str) -> list[str]:
+    """Shell commands of a block, joining backslash-continued lines."""
+    return [c.strip() for c in block.replace("\\\n", " ").splitlines() if c.strip() and not c.startswith("#")]
