@@ -85,6 +85,7 @@ def parse(text: str) -> dict[str, Failpoint]:
             raise ValueError(f"bad failpoint {part!r}: expected name=[P%][N*]crash|error|hang|delay(ms)")
         action = match["action"]
         if action == "off":
+            points.pop(name, None)
             continue
         points[name] = Failpoint(
             name=name,
