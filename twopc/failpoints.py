@@ -81,7 +81,7 @@ def parse(text: str) -> dict[str, Failpoint]:
         name, sep, spec = part.partition("=")
         name, spec = name.strip(), spec.strip()
         match = _SPEC.match(spec)
-        if not sep or not name or match is None:
+        if not sep or not name or match is None or float(match["pct"] or 0) > 100:
             raise ValueError(f"bad failpoint {part!r}: expected name=[P%][N*]crash|error|hang|delay(ms)")
         action = match["action"]
         if action == "off":
