@@ -99,8 +99,9 @@ def parse(text: str) -> dict[str, Failpoint]:
 
 def configure(text: str | None) -> None:
     """Replace the active failpoints (``None`` or ``""`` switches all off)."""
+    points = parse(text or "")  # a bad spec leaves the active points as they were
     _active.clear()
-    _active.update(parse(text or ""))
+    _active.update(points)
 
 
 def configure_from_env() -> None:
