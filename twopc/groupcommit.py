@@ -59,6 +59,8 @@ class GroupCommitter:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        #: The writer has taken a batch off the queue and not yet committed it.
+        self._committing = False
         self.stats = GroupCommitStats()
 
     def start(self) -> None:
@@ -100,7 +102,7 @@ class GroupCommitter:
 
     async def flush(self) -> None:
         """Return once everything queued so far is committed."""
-        if self._queue:
+        if self._queue or self._committing:
             await self.write_durable("SELECT 1", ())
 
     async def _run(self) -> None:
@@ -110,7 +112,11 @@ class GroupCommitter:
             while self._queue:
                 entries = self._queue[: self._max_batch]
                 del self._queue[: len(entries)]
-                await self._commit([write for entry in entries for write in entry])
+                self._committing = True
+                try:
+                    await self._commit([write for entry in entries for write in entry])
+                finally:
+                    self._committing = False
             if self._closing:
                 return
 
