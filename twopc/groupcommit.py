@@ -143,7 +143,7 @@ class GroupCommitter:
         for write in batch:
             if write.waiter is None:
                 continue
-            self.stats.durable_writes += write.sql != "SELECT 1"
+            self.stats.durable_writes += error is None and write.sql != "SELECT 1"
             if write.waiter.done():
                 continue
             if error is None:
