@@ -1,0 +1,194 @@
+"""Group commit for SQLite: one writer task, one transaction and one commit per batch."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiosqlite
+import pytest
+
+from twopc.groupcommit import GroupCommitter, open_sqlite
+from twopc.testing import wait_until
+
+SCHEMA = "CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT NOT NULL)"
+INSERT = "INSERT INTO t (k, v) VALUES (?, ?)"
+UPDATE = "UPDATE t SET v = ? WHERE k = ?"
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> str:
+    path = str(tmp_path / "log.db")
+    conn = await open_sqlite(path)
+    await conn.execute(SCHEMA)
+    await conn.close()
+    return path
+
+
+@pytest.fixture
+async def conn(db: str) -> AsyncIterator[aiosqlite.Connection]:
+    conn = await open_sqlite(db)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+async def committer(conn: aiosqlite.Connection) -> AsyncIterator[GroupCommitter]:
+    committer = GroupCommitter(conn)
+    committer.start()
+    yield committer
+    await committer.close()
+
+
+async def rows(path: str) -> list[tuple[int, str]]:
+    """What another connection sees."""
+    async with aiosqlite.connect(path) as reader, reader.execute("SELECT k, v FROM t ORDER BY k") as cursor:
+        return [(k, v) for k, v in await cursor.fetchall()]
+
+
+async def test_durable_write_is_visible_to_another_connection(committer: GroupCommitter, db: str) -> None:
+    await committer.write_durable(INSERT, (1, "a"))
+    assert await rows(db) == [(1, "a")]
+    assert committer.stats.commits == 1
+    assert committer.stats.durable_writes == 1
+
+
+async def test_concurrent_durable_writes_share_commits(committer: GroupCommitter, db: str) -> None:
+    writes = 200
+    await asyncio.gather(*(committer.write_durable(INSERT, (k, f"v{k}")) for k in range(writes)))
+    assert await rows(db) == [(k, f"v{k}") for k in range(writes)]
+    assert committer.stats.durable_writes == writes
+    assert committer.stats.commits < writes
+    assert committer.stats.durable_per_commit > 1
+
+
+async def test_max_batch_bounds_the_writes_in_one_commit(conn: aiosqlite.Connection, db: str) -> None:
+    committer = GroupCommitter(conn, max_batch=5)
+    committer.start()
+    try:
+        await asyncio.gather(*(committer.write_durable(INSERT, (k, "v")) for k in range(20)))
+    finally:
+        await committer.close()
+    assert len(await rows(db)) == 20
+    assert committer.stats.commits >= 4
+
+
+async def test_writes_are_applied_in_the_order_they_were_queued(committer: GroupCommitter, db: str) -> None:
+    # One batch: an update before its row exists changes nothing; one after does.
+    await asyncio.gather(
+        committer.write_durable(UPDATE, ("early", 1)),
+        committer.write_durable(INSERT, (1, "a")),
+        committer.write_durable(INSERT, (2, "b")),
+        committer.write_durable(UPDATE, ("late", 2)),
+    )
+    assert committer.stats.commits == 1
+    assert await rows(db) == [(1, "a"), (2, "late")]
+
+
+async def test_failing_statement_fails_the_waiters_of_its_batch(committer: GroupCommitter, db: str) -> None:
+    await committer.write_durable(INSERT, (1, "a"))
+    results = await asyncio.gather(
+        committer.write_durable(INSERT, (2, "b")),
+        committer.write_durable(INSERT, (1, "duplicate")),
+        committer.write_durable(INSERT, (3, "c")),
+        return_exceptions=True,
+    )
+    assert all(isinstance(r, sqlite3.IntegrityError) for r in results), results
+    # One transaction: none of the batch is kept.
+    assert await rows(db) == [(1, "a")]
+    assert committer.stats.commits == 1
+    assert committer.stats.durable_writes == 1, "failed writes were counted as durable"
+
+
+async def test_writer_keeps_working_after_a_failed_batch(committer: GroupCommitter, db: str) -> None:
+    with pytest.raises(sqlite3.IntegrityError):
+        await committer.write_durable(INSERT, (1, None))  # NOT NULL
+    await committer.write_durable(INSERT, (2, "b"))
+    assert await rows(db) == [(2, "b")]
+
+
+async def test_write_durable_many_commits_together(conn: aiosqlite.Connection, db: str) -> None:
+    # Even with one entry per batch, the statements of one call are never cut apart.
+    committer = GroupCommitter(conn, max_batch=1)
+    committer.start()
+    try:
+        await committer.write_durable_many([(INSERT, (1, "a")), (INSERT, (2, "b")), (UPDATE, ("c", 1))])
+        assert committer.stats.commits == 1
+        assert await rows(db) == [(1, "c"), (2, "b")]
+        with pytest.raises(sqlite3.IntegrityError):
+            await committer.write_durable_many([(INSERT, (10, "x")), (INSERT, (11, "y")), (INSERT, (10, "dup"))])
+        assert await rows(db) == [(1, "c"), (2, "b")], "part of a failed write_durable_many was kept"
+    finally:
+        await committer.close()
+
+
+async def test_write_durable_many_of_nothing_returns_at_once(committer: GroupCommitter) -> None:
+    await committer.write_durable_many([])
+    assert committer.stats.commits == 0
+
+
+async def test_lazy_writes_ride_along_with_the_next_durable_write(committer: GroupCommitter, db: str) -> None:
+    committer.write(INSERT, (1, "lazy"))
+    await committer.write_durable(INSERT, (2, "forced"))
+    assert await rows(db) == [(1, "lazy"), (2, "forced")]
+    assert committer.stats.commits == 1
+    assert committer.stats.durable_writes == 1
+
+
+async def test_lazy_write_is_committed_without_anyone_waiting(committer: GroupCommitter, db: str) -> None:
+    committer.write(INSERT, (1, "lazy"))
+    await wait_until(lambda: committer.stats.commits == 1, timeout=5, message="the lazy write to commit")
+    assert await rows(db) == [(1, "lazy")]
+
+
+async def test_close_drains_lazy_writes(conn: aiosqlite.Connection, db: str) -> None:
+    committer = GroupCommitter(conn)
+    committer.start()
+    for k in range(50):
+        committer.write(INSERT, (k, "lazy"))
+    await committer.close()
+    assert len(await rows(db)) == 50
+
+
+async def test_cancelled_durable_write_is_still_committed(committer: GroupCommitter, db: str) -> None:
+    # Once queued, a write belongs to a batch: cancelling its caller does not tear it out.
+    task = asyncio.create_task(committer.write_durable(INSERT, (1, "a")))
+    await asyncio.sleep(0)  # one turn of the loop: the task queues its write
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await committer.flush()
+    assert await rows(db) == [(1, "a")]
+
+
+async def test_flush_commits_queued_lazy_writes(committer: GroupCommitter, db: str) -> None:
+    committer.write(INSERT, (1, "a"))
+    committer.write(INSERT, (2, "b"))
+    await committer.flush()
+    assert await rows(db) == [(1, "a"), (2, "b")]
+    assert committer.stats.durable_writes == 0, "the flush marker counted as a durable write"
+
+
+async def test_flush_with_nothing_queued_costs_no_commit(committer: GroupCommitter) -> None:
+    await committer.flush()
+    assert committer.stats.commits == 0
+
+
+async def test_flush_waits_for_a_batch_already_being_committed(committer: GroupCommitter, db: str) -> None:
+    # Another connection holds the write lock, so the writer's batch stays in flight.
+    blocker = await aiosqlite.connect(db, isolation_level=None)
+    try:
+        await blocker.execute("BEGIN IMMEDIATE")
+        committer.write(INSERT, (1, "a"))
+        await wait_until(lambda: not committer._queue, timeout=5, message="the writer to take the batch")
+        flushing = asyncio.create_task(committer.flush())
+        for _ in range(5):  # turns of the loop in which a flush that waits for nothing returns
+            await asyncio.sleep(0)
+        assert not flushing.done(), "flush returned while the batch was not committed"
+        await blocker.execute("ROLLBACK")
+        await asyncio.wait_for(flushing, timeout=10)
+        assert await rows(db) == [(1, "a")]
+    finally:
+        await blocker.close()
