@@ -3,8 +3,11 @@
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
+# Real services the test suite needs; `twopc dev up` starts them (or reuses running
+# ones) and `twopc dev down` stops them afterwards.
+DEV_SERVICES ?=
 
-.PHONY: run test setup clean
+.PHONY: run test setup services clean
 
 setup: $(VENV)/.installed
 
@@ -19,7 +22,12 @@ run: setup
 
 test: setup
 	$(BIN)/ruff check .
+ifneq ($(strip $(DEV_SERVICES)),)
+	$(BIN)/twopc dev up $(DEV_SERVICES)
+	$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; $(BIN)/twopc dev down $(DEV_SERVICES); exit $$status
+else
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+endif
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis
