@@ -202,22 +202,28 @@ async def test_hit_zero_percent_never_fires() -> None:
 
 
 _CRASH_SCRIPT = """
-import asyncio
+import asyncio, atexit
 from twopc import failpoints
 failpoints.configure("coordinator.after_decision_logged=crash")
+atexit.register(print, "atexit", flush=True)
 print("before", flush=True)
-asyncio.run(failpoints.hit("coordinator.after_decision_logged"))
-print("after", flush=True)
+print("buffered")  # stdout is a pipe: this stays in the buffer unless someone flushes it
+try:
+    asyncio.run(failpoints.hit("coordinator.after_decision_logged"))
+    print("after", flush=True)
+finally:
+    print("finally", flush=True)
 """
 
 
 def _run(script: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if k not in ("PYTHONUNBUFFERED", failpoints.ENV_VAR)}
     return subprocess.run(
         [sys.executable, "-c", script],
         capture_output=True,
         text=True,
         timeout=30,
-        env={**os.environ, **(env or {})},
+        env={**environ, **(env or {})},
         check=False,
     )
 
@@ -227,6 +233,10 @@ def test_hit_crash_exits_the_process_at_once() -> None:
     assert result.returncode == CRASH_EXIT_CODE, result.stderr
     assert "before" in result.stdout
     assert "after" not in result.stdout
+    # Abrupt, like SIGKILL: no finally blocks, no exit handlers, no buffer flush.
+    assert "finally" not in result.stdout
+    assert "atexit" not in result.stdout
+    assert "buffered" not in result.stdout
 
 
 def test_crash_configured_from_the_environment_exits_the_process() -> None:
