@@ -1,0 +1,101 @@
+"""The benchmark's report: JSON for machines, a table and a plot for people."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["machine", "plot", "print_report", "process_cpu_seconds"]
+
+
+def process_cpu_seconds(pid: int | None) -> float:
+    """User plus system CPU seconds a process has used, from /proc (0 where unknown)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "system": f"{platform.system()} {platform.machine()}",
+    }
+
+
+def print_report(report: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console()
+    table = Table(title=f"twopc bench: {report['workload']} workload, {report['participants']} participants")
+    table.add_column("")
+    table.add_column("through the coordinator", justify="right")
+    table.add_column("baseline (no coordinator)", justify="right")
+    lat, base = report["latency_ms"], report["baseline_latency_ms"]
+    table.add_row("committed / s", f"{report['throughput_tps']:.0f}", f"{report['baseline_tps']:.0f}")
+    for key in ("p50", "p95", "p99", "max"):
+        table.add_row(f"latency {key} (ms)", f"{lat[key]:.1f}", f"{base[key]:.1f}")
+    table.add_row("aborted / errors", f"{report['aborted']} / {report['errors']}", "")
+    console.print(table)
+    console.print(
+        f"concurrency {report['concurrency']}, {report['duration_s']:.0f} s measured; "
+        f"throughput vs baseline: {report['overhead_ratio']:.2f}; "
+        f"coordinator CPU {report['coordinator_cpu_percent']:.0f}%; "
+        f"decisions per log commit {report['decisions_per_log_commit']:.1f}"
+    )
+    if report["sweep"]:
+        console.print(
+            "throughput by concurrency: "
+            + ", ".join(f"{p['concurrency']}: {p['throughput_tps']:.0f}/s" for p in report["sweep"])
+        )
+    for sample in report.get("error_samples", []):
+        console.print(f"[red]error:[/] {sample}")
+
+
+def plot(report: dict[str, Any], latencies: dict[str, list[float]], path: Path) -> None:
+    """Latency distributions (CDF) and throughput against concurrency, in one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for label, values in latencies.items():
+        if not values:
+            continue
+        ordered = sorted(values)
+        fractions = [(i + 1) / len(ordered) for i in range(len(ordered))]
+        left.plot(ordered, fractions, label=label)
+    for key in ("p50", "p99"):
+        left.axvline(report["latency_ms"][key], linestyle=":", color="grey")
+        left.annotate(key, (report["latency_ms"][key], 0.02), rotation=90, color="grey")
+    left.set_xscale("log")
+    left.set_xlabel("latency (ms, log scale)")
+    left.set_ylabel("fraction of committed transactions")
+    left.set_title("commit latency, cumulative")
+    left.legend()
+    left.grid(True, which="both", alpha=0.3)
+
+    points = sorted(report["sweep"], key=lambda p: p["concurrency"])
+    right.plot(
+        [p["concurrency"] for p in points], [p["throughput_tps"] for p in points], marker="o", label="coordinator"
+    )
+    right.axhline(report["baseline_tps"], linestyle="--", color="grey", label=f"baseline at {report['concurrency']}")
+    right.set_xscale("log", base=2)
+    right.set_xlabel("concurrent clients")
+    right.set_ylabel("committed transactions / s")
+    right.set_title("throughput against concurrency")
+    right.legend()
+    right.grid(True, alpha=0.3)
+    fig.suptitle(f"twopc bench — {report['workload']} workload, {report['participants']} participants")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
