@@ -66,6 +66,8 @@ class ParticipantSettings(_Section):
     secret: str = Field(min_length=1)
     #: Most connections kept open to this participant.
     max_connections: int = Field(64, gt=0)
+    #: Most exchanges in flight to it at once; calls queued meanwhile go as one batch.
+    max_inflight_exchanges: int = Field(4, gt=0)
 
     @field_validator("url")
     @classmethod

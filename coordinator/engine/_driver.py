@@ -282,6 +282,7 @@ class Coordinator:
             "log_commits": commits,
             "decisions_logged": self.decisions_logged,
             "decisions_per_log_commit": self.decisions_logged / commits if commits else 0.0,
+            **self._transport.exchange_stats(),
         }
 
     # -- running the machine ------------------------------------------------------------

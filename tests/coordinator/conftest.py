@@ -33,6 +33,12 @@ class StubParticipant:
     headers: list[dict[str, str]] = field(default_factory=list)
     committed: set[str] = field(default_factory=set)
     aborted: set[str] = field(default_factory=set)
+    #: gtids this participant votes no for, whatever ``vote`` says.
+    no_for: set[str] = field(default_factory=set)
+    #: gtids this participant answers with a protocol error.
+    error_for: set[str] = field(default_factory=set)
+    #: Sizes of the batch exchanges received.
+    batches: list[int] = field(default_factory=list)
 
     def ops(self, op: str) -> list[dict[str, Any]]:
         return [body for name, body in self.calls if name == op]
@@ -46,31 +52,41 @@ class StubParticipant:
         op = request.match_info["op"]
         raw = await request.read()
         verify(SECRET, op, raw, request.headers.get(TIMESTAMP_HEADER), request.headers.get(SIGNATURE_HEADER))
-        body = orjson.loads(raw)
-        self.calls.append((op, body))
         self.headers.append(dict(request.headers))
+        body = orjson.loads(raw)
+        if self.mode == "garbage" and op in ("prepare", "commit", "batch"):
+            return web.Response(text="<html>surprise</html>", content_type="text/html")
+        if op == "batch":
+            self.batches.append(len(body["ops"]))
+            results = await asyncio.gather(*(self._answer(o.pop("op"), o) for o in body["ops"]))
+            return web.json_response({"results": results})
+        answer = await self._answer(op, body)
+        return web.json_response(answer, status=409 if "error" in answer else 200)
+
+    async def _answer(self, op: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append((op, body))
         if self.mode == "hang" or (self.mode == "hang_commit" and op == "commit"):
             await asyncio.Event().wait()
-        if self.mode == "garbage" and op in ("prepare", "commit"):
-            return web.Response(text="<html>surprise</html>", content_type="text/html")
         gtid = body["gtid"]
+        if gtid in self.error_for:
+            return {"error": {"code": "boom", "message": "stub error"}}
         if op == "prepare":
-            if self.vote == "no":
+            if self.vote == "no" or gtid in self.no_for:
                 self.aborted.add(gtid)
-                return web.json_response({"vote": "no", "reason": "stub says no"})
-            return web.json_response({"vote": self.vote})
+                return {"vote": "no", "reason": "stub says no"}
+            return {"vote": self.vote}
         if op == "commit":
             if body.get("one_phase") and self.vote == "no":
-                return web.json_response({"status": "aborted", "reason": "stub says no"})
+                return {"status": "aborted", "reason": "stub says no"}
             self.committed.add(gtid)
-            return web.json_response({"status": "committed"})
+            return {"status": "committed"}
         if op == "abort":
             self.aborted.add(gtid)
-            return web.json_response({"status": "aborted"})
+            return {"status": "aborted"}
         if op == "status":
             status = "committed" if gtid in self.committed else "aborted" if gtid in self.aborted else "unknown"
-            return web.json_response({"status": status})
-        return web.json_response({"error": {"code": "unknown_op", "message": op}}, status=404)
+            return {"status": status}
+        return {"error": {"code": "unknown_op", "message": op}}
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """The coordinator's HTTP client to participants.
 
 Pooled keep-alive connections (one pool per participant), a deadline on every call,
-a signature and a ``traceparent`` on every request, and phase-2 delivery retried with
+a signature and a ``traceparent`` on every request, calls to one participant coalesced
+into batch exchanges under load (see ``_endpoint``), and phase-2 delivery retried with
 capped exponential backoff and full jitter until the participant acknowledges.
 
 A participant that times out, is unreachable or answers something that is not the
@@ -14,15 +15,13 @@ import asyncio
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
-import aiohttp
-import orjson
 import structlog
-from opentelemetry import propagate, trace
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from coordinator.config import ParticipantSettings
+from coordinator.transport._endpoint import CallFailed, Endpoint
 from twopc.protocol import (
     AbortRequest,
     BranchStatus,
@@ -35,22 +34,14 @@ from twopc.protocol import (
     StatusResponse,
     Vote,
 )
-from twopc.signing import signed_headers
 
 __all__ = ["Backoff", "CallFailed", "Transport", "UnknownParticipant"]
 
 log = structlog.get_logger(__name__)
-tracer = trace.get_tracer(__name__)
-
-R = TypeVar("R", bound=BaseModel)
 
 
 class UnknownParticipant(KeyError):
     pass
-
-
-class CallFailed(Exception):
-    """A call got no usable answer: timeout, connection error, bad status or bad body."""
 
 
 @dataclass(frozen=True)
@@ -63,47 +54,6 @@ class Backoff:
         return random.uniform(0, min(self.cap, self.base * (2 ** min(attempt, 32))))
 
 
-class _Endpoint:
-    def __init__(self, settings: ParticipantSettings) -> None:
-        self.settings = settings
-        connector = aiohttp.TCPConnector(limit=settings.max_connections, enable_cleanup_closed=True)
-        self.session = aiohttp.ClientSession(
-            connector=connector,
-            json_serialize=lambda obj: orjson.dumps(obj).decode(),
-            raise_for_status=False,
-        )
-
-    async def call(self, operation: str, message: BaseModel, response_type: type[R], timeout: float) -> R:
-        body = orjson.dumps(message.model_dump(mode="json", exclude_defaults=True))
-        headers = {"Content-Type": "application/json"}
-        headers.update(signed_headers(self.settings.secret, operation, body))
-        with tracer.start_as_current_span(
-            f"participant.{operation}",
-            kind=trace.SpanKind.CLIENT,
-            attributes={"twopc.participant": self.settings.name},
-        ):
-            propagate.inject(headers)
-            try:
-                async with self.session.post(
-                    f"{self.settings.url}/{operation}",
-                    data=body,
-                    headers=headers,
-                    timeout=aiohttp.ClientTimeout(total=timeout),
-                ) as response:
-                    raw = await response.read()
-                    status = response.status
-            except TimeoutError:
-                raise CallFailed(f"no answer within {timeout:.3g}s") from None
-            except aiohttp.ClientError as exc:
-                raise CallFailed(f"unreachable: {exc.__class__.__name__}: {exc}") from None
-        if status != 200:
-            raise CallFailed(f"answered HTTP {status}: {_error_message(raw)}")
-        try:
-            return response_type.model_validate(orjson.loads(raw))
-        except (orjson.JSONDecodeError, ValidationError) as exc:
-            raise CallFailed(f"answered something that is not the protocol: {_first_line(exc)}") from None
-
-
 class Transport:
     """Calls to the registered participants, by name."""
 
@@ -114,7 +64,7 @@ class Transport:
         phase_two_timeout: float,
     ) -> None:
         self._settings = {p.name: p for p in participants}
-        self._endpoints: dict[str, _Endpoint] = {}
+        self._endpoints: dict[str, Endpoint] = {}
         self._backoff = backoff
         self._phase_two_timeout = phase_two_timeout
 
@@ -123,13 +73,13 @@ class Transport:
         return self._settings
 
     async def start(self) -> None:
-        self._endpoints = {name: _Endpoint(s) for name, s in self._settings.items()}
+        self._endpoints = {name: Endpoint(s, s.max_inflight_exchanges) for name, s in self._settings.items()}
 
     async def close(self) -> None:
-        await asyncio.gather(*(e.session.close() for e in self._endpoints.values()))
+        await asyncio.gather(*(e.close() for e in self._endpoints.values()))
         self._endpoints = {}
 
-    def _endpoint(self, name: str) -> _Endpoint:
+    def _endpoint(self, name: str) -> Endpoint:
         try:
             return self._endpoints[name]
         except KeyError:
@@ -160,7 +110,14 @@ class Transport:
         answer = await self._endpoint(name).call("status", request, StatusResponse, self._phase_two_timeout)
         return answer.status
 
-    async def deliver(self, name: str, gtid: str, outcome: Outcome, one_phase_payload: Any = None) -> Outcome:
+    def exchange_stats(self) -> dict[str, int]:
+        """Calls made and HTTP exchanges that carried them, over all participants."""
+        return {
+            "participant_calls": sum(e.calls for e in self._endpoints.values()),
+            "participant_exchanges": sum(e.exchanges for e in self._endpoints.values()),
+        }
+
+    async def deliver(self, name: str, gtid: str, outcome: Outcome) -> Outcome:
         """Send phase 2 until the participant acknowledges; returns what it acknowledged.
 
         Retries for ever with capped, jittered backoff: a decided transaction must reach
@@ -191,14 +148,3 @@ class Transport:
                 )
                 attempt += 1
                 await asyncio.sleep(delay)
-
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).splitlines()[0][:200]
-
-
-def _error_message(raw: bytes) -> str:
-    try:
-        return str(orjson.loads(raw)["error"]["message"])[:200]
-    except Exception:
-        return raw[:120].decode(errors="replace") or "(empty body)"

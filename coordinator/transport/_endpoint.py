@@ -1,0 +1,187 @@
+"""One participant's endpoint: pooled keep-alive HTTP, signed calls, coalesced into batches.
+
+Calls bound for one participant wait in a queue. Up to ``max_inflight`` exchanges run
+at once; whatever is queued when a slot frees up goes in the next exchange — alone as
+its own operation, or several together as one ``batch``. An idle system therefore sends
+each call at once, with no timer, and a loaded one sends few, large exchanges: one
+HTTP round trip and one signature for many transactions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import aiohttp
+import orjson
+from opentelemetry import propagate, trace
+from pydantic import BaseModel, ValidationError
+
+from coordinator.config import ParticipantSettings
+from twopc.signing import signed_headers
+
+__all__ = ["CallFailed", "Endpoint"]
+
+tracer = trace.get_tracer(__name__)
+
+R = TypeVar("R", bound=BaseModel)
+
+#: Most operations one batch exchange carries.
+MAX_BATCH = 512
+
+
+class CallFailed(Exception):
+    """A call got no usable answer: timeout, connection error, bad status or bad body."""
+
+
+@dataclass(eq=False)
+class _Call:
+    operation: str
+    body: dict[str, Any]
+    response_type: type[BaseModel]
+    timeout: float
+    future: asyncio.Future[Any]
+
+    def fail(self, reason: str) -> None:
+        if not self.future.done():
+            self.future.set_exception(CallFailed(reason))
+
+    def answer(self, raw: Any) -> None:
+        if self.future.done():
+            return
+        try:
+            self.future.set_result(self.response_type.model_validate(raw))
+        except ValidationError as exc:
+            self.fail(f"answered something that is not the protocol: {_first_line(exc)}")
+
+
+class Endpoint:
+    def __init__(self, settings: ParticipantSettings, max_inflight: int = 4) -> None:
+        self.settings = settings
+        self._max_inflight = max_inflight
+        self._queue: list[_Call] = []
+        self._inflight = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        connector = aiohttp.TCPConnector(limit=settings.max_connections, enable_cleanup_closed=True)
+        self.session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
+        self.exchanges = 0
+        self.calls = 0
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.session.close()
+
+    async def call(self, operation: str, message: BaseModel, response_type: type[R], timeout: float) -> R:
+        loop = asyncio.get_running_loop()
+        call = _Call(
+            operation,
+            message.model_dump(mode="json", exclude_defaults=True),
+            response_type,
+            timeout,
+            loop.create_future(),
+        )
+        # Each call keeps its own deadline, whatever exchange carries it.
+        expiry = loop.call_later(timeout, call.fail, f"no answer within {timeout:.3g}s")
+        self._queue.append(call)
+        self.calls += 1
+        self._pump()
+        try:
+            return await call.future
+        finally:
+            expiry.cancel()
+
+    def _pump(self) -> None:
+        while self._queue and self._inflight < self._max_inflight:
+            calls = self._queue[:MAX_BATCH]
+            del self._queue[: len(calls)]
+            live = [c for c in calls if not c.future.done()]  # expired while queued
+            if not live:
+                continue
+            self._inflight += 1
+            task = asyncio.create_task(self._exchange(live))
+            self._tasks.add(task)
+            task.add_done_callback(self._exchange_done)
+
+    def _exchange_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._inflight -= 1
+        self._pump()
+
+    async def _exchange(self, calls: list[_Call]) -> None:
+        self.exchanges += 1
+        if len(calls) == 1:
+            (call,) = calls
+            operation, body = call.operation, call.body
+        else:
+            operation = "batch"
+            body = {"ops": [{"op": c.operation, **c.body} for c in calls]}
+        try:
+            answer = await self._post(operation, orjson.dumps(body), max(c.timeout for c in calls))
+        except CallFailed as exc:
+            for call in calls:
+                call.fail(str(exc))
+            return
+        except BaseException:
+            for call in calls:
+                call.fail("the coordinator is shutting down")
+            raise
+        if len(calls) == 1:
+            calls[0].answer(answer)
+            return
+        results = answer.get("results") if isinstance(answer, dict) else None
+        if not isinstance(results, list) or len(results) != len(calls):
+            for call in calls:
+                call.fail("answered a batch that is not the protocol")
+            return
+        for call, result in zip(calls, results, strict=True):
+            if isinstance(result, dict) and isinstance(result.get("error"), dict):
+                call.fail(f"answered error: {_error_text(result['error'])}")
+            else:
+                call.answer(result)
+
+    async def _post(self, operation: str, body: bytes, timeout: float) -> Any:
+        headers = {"Content-Type": "application/json"}
+        headers.update(signed_headers(self.settings.secret, operation, body))
+        with tracer.start_as_current_span(
+            f"participant.{operation}",
+            kind=trace.SpanKind.CLIENT,
+            attributes={"twopc.participant": self.settings.name},
+        ):
+            propagate.inject(headers)
+            try:
+                async with self.session.post(
+                    f"{self.settings.url}/{operation}",
+                    data=body,
+                    headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=timeout),
+                ) as response:
+                    raw = await response.read()
+                    status = response.status
+            except TimeoutError:
+                raise CallFailed(f"no answer within {timeout:.3g}s") from None
+            except aiohttp.ClientError as exc:
+                raise CallFailed(f"unreachable: {exc.__class__.__name__}: {exc}") from None
+        if status != 200:
+            raise CallFailed(f"answered HTTP {status}: {_error_message(raw)}")
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise CallFailed(f"answered something that is not the protocol: {_first_line(exc)}") from None
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0][:200]
+
+
+def _error_text(error: dict[str, Any]) -> str:
+    return f"{error.get('code', '?')}: {str(error.get('message', ''))[:200]}"
+
+
+def _error_message(raw: bytes) -> str:
+    try:
+        return _error_text(orjson.loads(raw)["error"])
+    except Exception:
+        return raw[:120].decode(errors="replace") or "(empty body)"
