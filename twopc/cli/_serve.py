@@ -9,6 +9,7 @@ import typer
 from pydantic import ValidationError
 
 from twopc import telemetry
+from twopc.eventloop import new_event_loop
 
 
 def serve(
@@ -43,4 +44,5 @@ def serve(
         print=None,
         access_log=None,
         handle_signals=True,
+        loop=new_event_loop(),
     )
