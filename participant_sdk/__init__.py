@@ -2,12 +2,13 @@
 
 Implement a :class:`Resource` (stage, commit, abort, recover one branch's work), wrap
 it in a :class:`Participant`, and mount ``participant.app()`` under ``/twopc`` in your
-aiohttp application. The SDK answers the coordinator's signed protocol calls
+aiohttp application; ``participant.branch(gtid)`` does a branch's work early (XA style)
+for resources that support it. The SDK answers the coordinator's signed protocol calls
 idempotently from its local log and resolves branches left in doubt by asking the
 coordinator. :class:`CoordinatorClient` talks to the coordinator's REST API.
 """
 
-from participant_sdk._recovery import InquiryRound
+from participant_sdk._recovery import InquiryRound, outcome_for_branch
 from participant_sdk.client import CoordinatorClient, CoordinatorError
 from participant_sdk.errors import ParticipantError
 from participant_sdk.log import BranchRecord, BranchState, ParticipantLog
@@ -29,4 +30,5 @@ __all__ = [
     "PrepareResult",
     "Resource",
     "Vote",
+    "outcome_for_branch",
 ]

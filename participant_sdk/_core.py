@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
@@ -349,27 +350,66 @@ class BranchHandler:
         except Exception as exc:
             logger.warning("abort after a no vote failed", gtid=gtid, branch=branch, error=repr(exc))
 
-    # -- start-up ------------------------------------------------------------------
+    # -- early prepare ---------------------------------------------------------------
 
-    async def reconcile(self) -> None:
-        """Line the log up with what the resource holds prepared after a restart.
-
-        A branch the resource holds but the log does not know was staged before a
-        crash took the YES off the wire: log it prepared so the in-doubt loop asks
-        the coordinator. A branch the log finished but the resource still holds gets
-        the logged outcome again.
-        """
-        for gtid, branch in await self.resource.recover():
+    @asynccontextmanager
+    async def early_branch(self, gtid: str, branch: str) -> AsyncIterator[Any]:
+        """The application's work inside the resource's branch; on a clean exit the
+        branch is prepared and logged as voted YES (durably, before anyone hears it)."""
+        async with self.locks.hold((gtid, branch)):
             row = self.log.get(gtid, branch)
-            if row is None:
+            if row is not None:
+                raise ParticipantError(
+                    409,
+                    "branch_exists",
+                    f"branch {branch} of {gtid} is already {row.status.value} here",
+                    {"gtid": gtid, "branch": branch, "status": row.status.value},
+                )
+            async with self.resource.branch(gtid, branch) as handle:
+                yield handle
+            try:
                 await self.log.record(
                     gtid,
                     branch,
                     BranchState.PREPARED,
                     durable=True,
-                    reason="found prepared in the resource at start",
+                    vote=Vote.YES,
+                    reason=None,
+                    payload_hash=None,
                 )
-            elif row.status is BranchState.COMMITTED:
-                await self.resource.commit(gtid, branch)
-            elif row.status is not BranchState.PREPARED:
-                await self.resource.abort(gtid, branch)
+            except Exception as exc:
+                # Nobody has heard of this YES yet: taking it back is still allowed.
+                await self._drop_quietly(gtid, branch)
+                raise ParticipantError(503, "log_error", f"participant log write failed: {_describe(exc)}") from exc
+
+    # -- start-up and sweeps -----------------------------------------------------------
+
+    async def reconcile(self) -> int:
+        """Line the log up with what the resource holds prepared; return how many
+        branches were found that the log did not know.
+
+        A branch the resource holds but the log does not know was staged before a
+        crash took the YES off the wire: log it prepared so the in-doubt loop asks
+        the coordinator. A branch the log finished but the resource still holds gets
+        the logged outcome again. Runs at start and then periodically, so each branch
+        is looked at under its lock: a prepare in flight is never mistaken for one
+        that was lost.
+        """
+        found = 0
+        for gtid, branch in await self.resource.recover():
+            async with self.locks.hold((gtid, branch)):
+                row = self.log.get(gtid, branch)
+                if row is None:
+                    found += 1
+                    await self.log.record(
+                        gtid,
+                        branch,
+                        BranchState.PREPARED,
+                        durable=True,
+                        reason="found prepared in the resource",
+                    )
+                elif row.status is BranchState.COMMITTED:
+                    await self.resource.commit(gtid, branch)
+                elif row.status is not BranchState.PREPARED:
+                    await self.resource.abort(gtid, branch)
+        return found

@@ -1,14 +1,17 @@
 """The in-doubt loop: a prepared branch that hears no phase 2 asks the coordinator.
 
 The participant never decides on its own: it applies the coordinator's outcome,
-or, for a transaction the coordinator has no record of, the presumed abort.
+or, for a transaction the coordinator has no record of, the presumed abort. A
+committed transaction that does not name the branch never counted its vote (an early
+prepare whose enlistment was lost): for that branch the outcome is abort.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 import structlog
@@ -17,7 +20,7 @@ from participant_sdk._core import BranchHandler
 from participant_sdk.client import CoordinatorClient, CoordinatorError
 from twopc.protocol import Outcome
 
-__all__ = ["InDoubtResolver", "InquiryRound"]
+__all__ = ["InDoubtResolver", "InquiryRound", "outcome_for_branch"]
 
 logger = structlog.get_logger("participant_sdk")
 
@@ -47,7 +50,7 @@ class InDoubtResolver:
         interval: float,
         *,
         concurrency: int = 16,
-        after_round: Callable[[], None] | None = None,
+        after_round: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._handler = handler
         self._client = client
@@ -68,7 +71,10 @@ class InDoubtResolver:
                 logger.exception("in-doubt round failed")
             self.rounds += 1
             if self._after_round is not None:
-                self._after_round()
+                try:
+                    await self._after_round()
+                except Exception:
+                    logger.exception("participant housekeeping failed")
             min_age = self._interval
             await asyncio.sleep(self._interval)
 
@@ -103,17 +109,16 @@ class InDoubtResolver:
                 result.unreachable += len(branches)
                 result.errors.append(str(exc))
                 return
-            outcome: Outcome | None = Outcome.ABORTED  # no record: presumed abort
+            view = None  # no record: presumed abort
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             result.unreachable += len(branches)
             result.errors.append(repr(exc))
             return
-        else:
-            outcome = _outcome_of(view)
-            if outcome is None:
-                result.undecided += len(branches)
-                return
         for branch in branches:
+            outcome = outcome_for_branch(view, branch)
+            if outcome is None:
+                result.undecided += 1
+                continue
             try:
                 applied = await self._handler.resolve(gtid, branch, outcome)
             except Exception as exc:
@@ -133,6 +138,24 @@ class InDoubtResolver:
                     result.committed += 1
                 else:
                     result.aborted += 1
+
+
+def outcome_for_branch(view: dict[str, Any] | None, branch: str) -> Outcome | None:
+    """What a branch prepared here must do, from the coordinator's view of its
+    transaction (``None`` when the coordinator has no record of it): the outcome, or
+    ``None`` while the transaction is undecided.
+
+    A committed transaction whose view names its branches but not this one decided
+    without this branch's vote, so the branch aborts.
+    """
+    if view is None:
+        return Outcome.ABORTED  # presumed abort
+    outcome = _outcome_of(view)
+    if outcome is Outcome.COMMITTED:
+        branches = view.get("branches")
+        if isinstance(branches, list) and branch not in {b.get("name") for b in branches if isinstance(b, dict)}:
+            return Outcome.ABORTED
+    return outcome
 
 
 def _outcome_of(view: object) -> Outcome | None:

@@ -9,6 +9,12 @@ Embedding it in an aiohttp service::
 ``app()`` hooks :meth:`Participant.start` and :meth:`Participant.close` into the
 application's start-up and clean-up; pass ``manage_lifecycle=False`` to call them
 yourself (or use ``async with participant:``).
+
+Early prepare, for a resource that supports it (:meth:`Resource.branch`)::
+
+    async with participant.branch(gtid) as conn:   # the branch's work, done here
+        await conn.execute("UPDATE ...")
+    # prepared, logged as voted YES and enlisted with the coordinator
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from opentelemetry import trace
 from participant_sdk._core import BranchHandler
 from participant_sdk._http import Middleware, build_protocol_app
 from participant_sdk._recovery import InDoubtResolver, InquiryRound
-from participant_sdk.client import CoordinatorClient
+from participant_sdk.client import CoordinatorClient, CoordinatorError
 from participant_sdk.errors import ParticipantError
 from participant_sdk.log import ParticipantLog
 from participant_sdk.resource import Resource
@@ -54,6 +60,8 @@ class Participant:
     ``inquiry_interval``: how long a prepared branch waits for phase 2 before asking
     the coordinator, and how often the in-doubt loop runs. ``retention``: how long a
     finished branch is remembered (a repeated call within it answers as the first).
+    ``sweep_interval``: how often the resource is asked again for the branches it
+    holds prepared (as at start), to find any the log does not know.
     ``clock`` (unix seconds) is used for the log and for signature freshness.
     """
 
@@ -71,14 +79,18 @@ class Participant:
         tracer_provider: trace.TracerProvider | None = None,
         session: aiohttp.ClientSession | None = None,
         inquiry_timeout: float = 10.0,
+        sweep_interval: float = 60.0,
     ) -> None:
         if inquiry_interval <= 0:
             raise ValueError("inquiry_interval must be positive")
+        if sweep_interval <= 0:
+            raise ValueError("sweep_interval must be positive")
         self.name = name
         self.resource = resource
         self.coordinator_url = coordinator_url
         self.inquiry_interval = inquiry_interval
         self.retention = retention
+        self.sweep_interval = sweep_interval
         self._secret = secret
         self._clock = clock
         self._tracer = trace.get_tracer("participant_sdk", tracer_provider=tracer_provider)
@@ -88,6 +100,7 @@ class Participant:
         self._resolver = InDoubtResolver(self._handler, self._client, inquiry_interval, after_round=self._housekeeping)
         self._loop_task: asyncio.Task[None] | None = None
         self._last_prune = 0.0
+        self._last_sweep = 0.0
         self._started = False
 
     # -- lifecycle -------------------------------------------------------------------
@@ -100,7 +113,7 @@ class Participant:
         await self.resource.start()
         await self.log.open()
         await self._handler.reconcile()
-        self._last_prune = self._clock()
+        self._last_prune = self._last_sweep = self._clock()
         self._loop_task = asyncio.create_task(self._resolver.run(), name=f"in-doubt:{self.name}")
         logger.info(
             "participant started",
@@ -169,6 +182,52 @@ class Participant:
     async def batch(self, ops: Sequence[Any]) -> list[dict[str, Any]]:
         return await self._handler.batch(ops)
 
+    # -- early prepare ---------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def branch(self, gtid: str, *, enlist: bool = True) -> AsyncIterator[Any]:
+        """Do this participant's branch of ``gtid`` here and now (early prepare).
+
+        Yields what the resource offers to work with (see :meth:`Resource.branch`).
+        On a clean exit the branch is prepared, logged as voted YES and, unless
+        ``enlist=False``, enlisted with the coordinator as already prepared; on an
+        exception the work is dropped and the exception propagates.
+
+        If the coordinator refuses the enlistment (unknown or finished transaction,
+        unknown participant), the branch is aborted here and :class:`ParticipantError`
+        (409) is raised. If the coordinator cannot be reached, the branch stays
+        prepared and the in-doubt loop settles it (it aborts unless the coordinator
+        committed the transaction with this branch in it); ParticipantError (503) is
+        raised.
+        """
+        async with self._handler.early_branch(gtid, self.name) as handle:
+            yield handle
+        if enlist:
+            await self._enlist_prepared(gtid)
+
+    async def _enlist_prepared(self, gtid: str) -> None:
+        try:
+            await self._client.enlist(gtid, self.name, prepared=True)
+        except CoordinatorError as exc:
+            if exc.status not in (404, 409, 422):
+                raise ParticipantError(
+                    503, "enlist_failed", f"enlisting {self.name} in {gtid} failed: {exc}; the branch stays in doubt"
+                ) from exc
+            # A definite refusal: the coordinator will never commit with this branch.
+            await self._handler.resolve(gtid, self.name, Outcome.ABORTED)
+            raise ParticipantError(
+                409,
+                "enlist_refused",
+                f"the coordinator refused to enlist {self.name} in {gtid}: {exc.message}; the branch was aborted",
+                {"gtid": gtid, "branch": self.name, "coordinator_error": exc.code},
+            ) from exc
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise ParticipantError(
+                503,
+                "coordinator_unreachable",
+                f"enlisting {self.name} in {gtid} failed: {exc!r}; the branch stays in doubt",
+            ) from exc
+
     # -- in doubt --------------------------------------------------------------------
 
     @property
@@ -207,9 +266,21 @@ class Participant:
         self._last_prune = self._clock()
         return self.log.forget_finished(self._clock() - self.retention)
 
-    def _housekeeping(self) -> None:
+    async def sweep(self) -> int:
+        """Ask the resource now for the branches it holds prepared, log those the log
+        does not know (the in-doubt loop then asks about them) and re-apply logged
+        outcomes it still holds; return how many unknown branches were found."""
+        self._last_sweep = self._clock()
+        found = await self._handler.reconcile()
+        if found:
+            logger.warning("prepared branches found that the log did not know", count=found)
+        return found
+
+    async def _housekeeping(self) -> None:
         # Pruning scans every row: every tenth of the retention is often enough.
         if self._clock() - self._last_prune >= min(self.retention / 10, 600.0):
             forgotten = self.prune()
             if forgotten:
                 logger.debug("finished branches forgotten", count=forgotten)
+        if self._clock() - self._last_sweep >= self.sweep_interval:
+            await self.sweep()

@@ -7,6 +7,7 @@ recovery); a resource only has to stage, apply and drop one branch's work.
 from __future__ import annotations
 
 import abc
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,7 +66,23 @@ class Resource(abc.ABC):
 
     @abc.abstractmethod
     async def recover(self) -> list[tuple[str, str]]:
-        """The ``(gtid, branch)`` pairs this resource holds prepared (after a restart)."""
+        """The ``(gtid, branch)`` pairs this resource holds prepared.
+
+        Called at start (after a restart) and then periodically, to find branches
+        prepared here that the participant log does not know.
+        """
+
+    def branch(self, gtid: str, branch: str) -> AbstractAsyncContextManager[Any]:
+        """Early prepare (optional): the context in which the application does a
+        branch's work itself, before the coordinator asks for a vote.
+
+        Entering yields what the application works with (for a database, a connection
+        inside the branch's local transaction). A clean exit must durably prepare that
+        work, the same promise as a YES vote from :meth:`prepare`; an exception must
+        drop it and propagate. Use it through :meth:`Participant.branch`, which logs
+        the vote and enlists the branch with the coordinator.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not support early prepare")
 
     async def commit_one_phase(self, gtid: str, branch: str, payload: Any) -> PrepareResult:
         """Prepare and commit in one step (the transaction has this branch only).

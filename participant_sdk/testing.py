@@ -111,19 +111,24 @@ async def call_participant(
 class StubCoordinator:
     """Answers ``GET /v1/transactions/{gtid}`` the way a test says, and nothing else.
 
-    ``decide(gtid, "committed" | "aborted" | None)`` sets the outcome (``None`` is
-    undecided); a gtid never decided is answered 404, as by a coordinator that has
-    no record of it. ``unavailable = True`` answers 503 to everything.
+    ``decide(gtid, "committed" | "aborted" | None, branches=None)`` sets the outcome
+    (``None`` is undecided) and, if given, the branch names the view lists (a real
+    coordinator always lists them; a participant whose branch is missing from a
+    committed view aborts it). A gtid never decided is answered 404, as by a
+    coordinator that has no record of it. ``unavailable = True`` answers 503 to everything.
     ``inquiries`` lists the gtids asked about, in order.
     """
 
     def __init__(self) -> None:
         self.outcomes: dict[str, str | None] = {}
+        self.branches: dict[str, list[str]] = {}
         self.unavailable = False
         self.inquiries: list[str] = []
 
-    def decide(self, gtid: str, outcome: str | None) -> None:
+    def decide(self, gtid: str, outcome: str | None, branches: list[str] | None = None) -> None:
         self.outcomes[gtid] = outcome
+        if branches is not None:
+            self.branches[gtid] = list(branches)
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -139,7 +144,10 @@ class StubCoordinator:
             return _json(error_body("not_found", f"no transaction {gtid}"), 404)
         outcome = self.outcomes[gtid]
         state = {"committed": "committed", "aborted": "aborted"}.get(outcome or "", "preparing")
-        return _json({"gtid": gtid, "state": state, "outcome": outcome, "branches": []})
+        view: dict[str, Any] = {"gtid": gtid, "state": state, "outcome": outcome}
+        if gtid in self.branches:
+            view["branches"] = [{"name": name} for name in self.branches[gtid]]
+        return _json(view)
 
 
 def _json(body: Any, status: int = 200) -> web.Response:
