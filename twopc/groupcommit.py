@@ -73,13 +73,19 @@ class GroupCommitter:
         if self._task is not None:
             await self._task
 
+    def _check_open(self) -> None:
+        if self._task is None or self._closing:
+            raise RuntimeError("the group-commit writer is not running")
+
     def write(self, sql: str, params: Sequence[Any]) -> None:
         """Queue a lazy write: durable with the next batch, nobody waits for it."""
+        self._check_open()
         self._queue.append([_Write(sql, params, None)])
         self._wakeup.set()
 
     async def write_durable(self, sql: str, params: Sequence[Any]) -> None:
         """Queue a forced write and return once it is committed to disk."""
+        self._check_open()
         waiter = asyncio.get_running_loop().create_future()
         self._queue.append([_Write(sql, params, waiter)])
         self._wakeup.set()
@@ -92,6 +98,7 @@ class GroupCommitter:
         """
         if not statements:
             return
+        self._check_open()
         waiter = asyncio.get_running_loop().create_future()
         writes = [_Write(sql, params, None) for sql, params in statements[:-1]]
         sql, params = statements[-1]
@@ -102,7 +109,7 @@ class GroupCommitter:
 
     async def flush(self) -> None:
         """Return once everything queued so far is committed."""
-        if self._queue or self._committing:
+        if (self._queue or self._committing) and not self._closing:
             await self.write_durable("SELECT 1", ())
 
     async def _run(self) -> None:
@@ -114,14 +121,21 @@ class GroupCommitter:
                 del self._queue[: len(entries)]
                 self._committing = True
                 try:
-                    await self._commit([write for entry in entries for write in entry])
+                    writes = [write for entry in entries for write in entry]
+                    error = await self._commit(writes)
+                    if error is not None and len(entries) > 1:
+                        # One bad entry must not fail the others: commit them one by one.
+                        for entry in entries:
+                            self._settle(entry, await self._commit(entry))
+                    else:
+                        self._settle(writes, error)
                 finally:
                     self._committing = False
             if self._closing:
                 return
 
-    async def _commit(self, batch: list[_Write]) -> None:
-        error: BaseException | None = None
+    async def _commit(self, batch: list[_Write]) -> BaseException | None:
+        """Run ``batch`` in one transaction; return the error instead of raising it."""
         try:
             await self._conn.execute("BEGIN IMMEDIATE")
             # Consecutive writes of one statement go as one executemany: fewer hops
@@ -133,13 +147,17 @@ class GroupCommitter:
                 self.stats.statements += len(rows)
             await self._conn.execute("COMMIT")
             self.stats.commits += 1
-        except Exception as exc:  # the waiters learn of it; the writer goes on
-            error = exc
+            return None
+        except Exception as exc:
             log.error("log commit failed", error=repr(exc), batch=len(batch))
             try:
                 await self._conn.execute("ROLLBACK")
             except Exception:
                 pass
+            return exc
+
+    def _settle(self, batch: list[_Write], error: BaseException | None) -> None:
+        """Release the waiters of a committed (or failed) batch."""
         for write in batch:
             if write.waiter is None:
                 continue
