@@ -7,6 +7,7 @@ not skew the percentiles. Progress is reported once a second.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -44,8 +45,8 @@ def percentile(sorted_values: list[float], pct: float) -> float:
     """Nearest-rank percentile of already sorted values."""
     if not sorted_values:
         return 0.0
-    rank = max(0, min(len(sorted_values) - 1, round(pct / 100 * len(sorted_values) + 0.5) - 1))
-    return sorted_values[rank]
+    rank = math.ceil(pct / 100 * len(sorted_values))  # 1-based
+    return sorted_values[max(0, min(len(sorted_values), rank) - 1)]
 
 
 async def run_load(
