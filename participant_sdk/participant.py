@@ -38,6 +38,7 @@ from participant_sdk.client import CoordinatorClient, CoordinatorError
 from participant_sdk.errors import ParticipantError
 from participant_sdk.log import ParticipantLog
 from participant_sdk.resource import Resource
+from twopc import failpoints
 from twopc.protocol import (
     AbortRequest,
     CommitRequest,
@@ -115,6 +116,7 @@ class Participant:
         await self._handler.reconcile()
         self._last_prune = self._last_sweep = self._clock()
         self._loop_task = asyncio.create_task(self._resolver.run(), name=f"in-doubt:{self.name}")
+        self._failpoints_task = asyncio.create_task(failpoints.watch_file(), name="failpoints-file")
         logger.info(
             "participant started",
             participant=self.name,
@@ -132,6 +134,7 @@ class Participant:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
             self._loop_task = None
+        self._failpoints_task.cancel()
         await self.log.close()
         await self.resource.close()
         await self._client.close()

@@ -10,7 +10,11 @@ and does nothing unless configured. The configuration is a ``;``-separated list 
 - ``hang``: never return;
 - ``off``: nothing (useful to override an inherited setting).
 
-``P%`` fires with that probability, ``N*`` fires at most N times. Examples:
+``P%`` fires with that probability, ``N*`` fires at most N times.
+
+``TWOPC_FAILPOINTS_FILE`` names a file holding the same text; a running service that
+calls :func:`watch_file` re-reads it when it changes, so a chaos run can arm a
+failpoint in a live process without restarting it. Examples:
 ``coordinator.after_decision_logged=crash``,
 ``participant.after_prepare_before_reply=50%delay(200)``,
 ``coordinator.before_commit_sent=1*error``.
@@ -24,7 +28,9 @@ import asyncio
 import os
 import random
 import re
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 __all__ = [
     "CRASH_EXIT_CODE",
@@ -36,9 +42,11 @@ __all__ = [
     "configure_from_env",
     "hit",
     "parse",
+    "watch_file",
 ]
 
 ENV_VAR = "TWOPC_FAILPOINTS"
+FILE_ENV_VAR = "TWOPC_FAILPOINTS_FILE"
 CRASH_EXIT_CODE = 77
 
 _SPEC = re.compile(
@@ -125,6 +133,30 @@ async def hit(name: str) -> None:
         await asyncio.sleep(point.delay_ms / 1000)
     elif point.action == "hang":
         await asyncio.Event().wait()
+
+
+async def watch_file(path: str | None = None, interval: float = 0.1) -> None:
+    """Re-read the failpoints file whenever it changes; runs until cancelled.
+
+    The file's text replaces the active failpoints (the environment's included). A
+    bad text is reported on stderr and leaves the active failpoints as they were.
+    """
+    path = path or os.environ.get(FILE_ENV_VAR)
+    if not path:
+        return
+    seen: tuple[float, int] | None = None
+    while True:
+        try:
+            stat = os.stat(path)
+            stamp = (stat.st_mtime, stat.st_size)
+            if stamp != seen:
+                seen = stamp
+                configure(await asyncio.to_thread(Path(path).read_text))
+        except FileNotFoundError:
+            seen = None
+        except ValueError as exc:
+            print(f"failpoints file {path}: {exc}", file=sys.stderr)
+        await asyncio.sleep(interval)
 
 
 configure_from_env()

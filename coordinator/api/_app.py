@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 
 import orjson
@@ -14,7 +15,7 @@ from coordinator.config import Settings
 from coordinator.engine._driver import Coordinator
 from coordinator.log import DecisionLog, SQLiteLog
 from coordinator.transport import Backoff, Transport
-from twopc import telemetry
+from twopc import failpoints, telemetry
 
 __all__ = ["build_app"]
 
@@ -54,10 +55,12 @@ def build_app(settings: Settings, log_factory: Callable[[Settings], DecisionLog]
             prune_interval=settings.log.prune_interval_seconds,
         )
         await coordinator.start()
+        watcher = asyncio.create_task(failpoints.watch_file(), name="failpoints-file")
         state.coordinator = coordinator
         state.ready = True  # recovery is scheduled: inquiries get the right answers
         yield
         state.ready = False
+        watcher.cancel()
         await coordinator.close()
         await transport.close()
         await log_store.close()

@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -249,3 +250,20 @@ def test_crash_configured_from_the_environment_exits_the_process() -> None:
     result = _run(script, {failpoints.ENV_VAR: "participant.after_prepare_before_reply=crash"})
     assert result.returncode == CRASH_EXIT_CODE, result.stderr
     assert "after" not in result.stdout
+
+
+async def test_watch_file_arms_and_disarms_failpoints_in_a_running_process(tmp_path: Path) -> None:
+    from twopc.testing import wait_until
+
+    path = tmp_path / "failpoints"
+    path.write_text("coordinator.after_decision_logged=1*crash")
+    watcher = asyncio.create_task(failpoints.watch_file(str(path), interval=0.01))
+    try:
+        await wait_until(lambda: "coordinator.after_decision_logged" in failpoints.active(), timeout=5)
+        path.write_text("participant.before_commit_applied=error")
+        await wait_until(lambda: set(failpoints.active()) == {"participant.before_commit_applied"}, timeout=5)
+        path.write_text("")
+        await wait_until(lambda: failpoints.active() == {}, timeout=5)
+    finally:
+        watcher.cancel()
+        failpoints.configure(None)
