@@ -5,7 +5,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 # Real services the test suite needs; `twopc dev up` starts them (or reuses running
 # ones) and `twopc dev down` stops them afterwards.
-DEV_SERVICES ?= kafka
+DEV_SERVICES ?= postgres kafka
 
 .PHONY: run test setup services clean
 

@@ -116,12 +116,16 @@ class StubCoordinator:
     coordinator always lists them; a participant whose branch is missing from a
     committed view aborts it). A gtid never decided is answered 404, as by a
     coordinator that has no record of it. ``unavailable = True`` answers 503 to everything.
+    ``POST /v1/transactions/{gtid}/participants`` (an early-prepared branch enlisting)
+    is recorded in ``enlisted``, or answered 409 for a gtid in ``refuse_enlist``.
     ``inquiries`` lists the gtids asked about, in order.
     """
 
     def __init__(self) -> None:
         self.outcomes: dict[str, str | None] = {}
         self.branches: dict[str, list[str]] = {}
+        self.enlisted: dict[str, list[dict[str, Any]]] = {}
+        self.refuse_enlist: set[str] = set()
         self.unavailable = False
         self.inquiries: list[str] = []
 
@@ -133,7 +137,18 @@ class StubCoordinator:
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/v1/transactions/{gtid}", self._get)
+        app.router.add_post("/v1/transactions/{gtid}/participants", self._enlist)
         return app
+
+    async def _enlist(self, request: web.Request) -> web.Response:
+        gtid = request.match_info["gtid"]
+        if self.unavailable:
+            return _json(error_body("not_ready", "stub unavailable"), 503)
+        if gtid in self.refuse_enlist:
+            return _json(error_body("wrong_state", f"cannot enlist in {gtid}"), 409)
+        body = orjson.loads(await request.read())
+        self.enlisted.setdefault(gtid, []).append(body)
+        return _json({"gtid": gtid, "state": "active", "outcome": None}, 201)
 
     async def _get(self, request: web.Request) -> web.Response:
         gtid = request.match_info["gtid"]

@@ -1,0 +1,44 @@
+"""A participant whose resource is a PostgreSQL database, in one call."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from adapters.postgres.resource import PostgresResource, PrepareHandler
+from participant_sdk import Participant
+
+__all__ = ["postgres_participant"]
+
+
+def postgres_participant(
+    name: str,
+    dsn: str,
+    secret: str,
+    coordinator_url: str,
+    log_path: str | Path,
+    *,
+    handler: PrepareHandler | None = None,
+    gid_prefix: str | None = None,
+    pool_size: int = 10,
+    lock_timeout_ms: int = 5000,
+    **participant_options: Any,
+) -> Participant:
+    """``Participant(name, PostgresResource(dsn, ...), ...)``.
+
+    Work at prepare goes through ``handler``; early prepare through
+    ``participant.branch(gtid)``, which yields a psycopg connection inside the branch::
+
+        pg = postgres_participant("bank-a", dsn, secret, coordinator_url, "var/bank-a.db")
+        async with pg.branch(gtid) as conn:
+            await conn.execute("UPDATE accounts SET balance = balance - 10 WHERE id = 'alice'")
+    """
+    resource = PostgresResource(
+        dsn,
+        name,
+        handler=handler,
+        gid_prefix=gid_prefix,
+        pool_size=pool_size,
+        lock_timeout_ms=lock_timeout_ms,
+    )
+    return Participant(name, resource, secret, coordinator_url, log_path, **participant_options)
