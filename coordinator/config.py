@@ -57,6 +57,9 @@ class TransactionSettings(_Section):
     reaper_interval_ms: int = Field(500, gt=0)
     #: How long an Idempotency-Key is remembered in memory after its transaction ends.
     idempotency_ttl_seconds: float = Field(3600.0, ge=0)
+    #: BROKEN ON PURPOSE: send phase 2 before the COMMIT decision is durable. Exists only
+    #: so that chaos runs can prove their checkers catch a coordinator that does this.
+    unsafe_lazy_decision: bool = False
 
 
 class ParticipantSettings(_Section):

@@ -344,6 +344,10 @@ class Coordinator:
         entry.updated_at = self._clock()
         # The record says COMMITTING although the machine only moves there once it is durable.
         decision = entry.record(state=TxState.COMMITTING, decision=Outcome.COMMITTED)
+        if self._settings.unsafe_lazy_decision:
+            # Deliberately wrong (see the setting): phase 2 starts before anything is durable.
+            await self._apply(entry, tx.decision_logged)
+            return
         try:
             await failpoints.hit("coordinator.before_decision_logged")
             with tracer.start_as_current_span("coordinator.force_decision"):

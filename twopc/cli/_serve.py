@@ -37,6 +37,10 @@ def serve(
         f" (log: {settings.log.store} {settings.log.path}; participants: {names})",
         err=True,
     )
+    if settings.transactions.unsafe_lazy_decision:
+        typer.echo(
+            "twopc: WARNING: transactions.unsafe_lazy_decision is on: this coordinator is broken on purpose", err=True
+        )
     web.run_app(
         build_app(settings),
         host=settings.server.host,

@@ -1,0 +1,115 @@
+"""The processes of a chaos run: a coordinator and participants, each link through a
+fault proxy, each process armed by its own failpoints file."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from chaos.participants import KINDS, ParticipantKind
+from chaos.proxy import FaultProxy
+from chaos.scenario import Scenario
+from twopc.supervisor import Node, free_port, twopc_command
+
+__all__ = ["Topology"]
+
+SECRET = "chaos-secret"
+
+# Loopback timeouts short enough that recovery shows within a run.
+_COORDINATOR = """node_id = "c1"
+[server]
+host = "127.0.0.1"
+port = {port}
+[log]
+store = "sqlite"
+path = "{log}"
+[transactions]
+default_timeout_ms = 10000
+prepare_timeout_ms = 3000
+phase_two_timeout_ms = 1000
+commit_wait_ms = 3000
+retry_base_ms = 20
+retry_cap_ms = 500
+reaper_interval_ms = 200
+"""
+
+_PARTICIPANT = """
+[[participants]]
+name = "{name}"
+url = "http://127.0.0.1:{port}/twopc"
+secret = "{secret}"
+"""
+
+
+class Topology:
+    def __init__(self, scenario: Scenario, directory: Path) -> None:
+        self.scenario = scenario
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "failpoints").mkdir(exist_ok=True)
+        coordinator_port = free_port()
+        self.coordinator_url = f"http://127.0.0.1:{coordinator_port}"
+        self.participants: dict[str, ParticipantKind] = {}
+        self.proxies: dict[str, list[FaultProxy]] = {}
+        config = _COORDINATOR.format(port=coordinator_port, log=directory / "coordinator.db")
+        if scenario.broken_build:
+            config += "unsafe_lazy_decision = true\n"
+        for spec in scenario.participants:
+            port, inbound, outbound = free_port(), free_port(), free_port()
+            # Coordinator → participant goes through one proxy, inquiries back through another.
+            self.proxies[spec.name] = [FaultProxy(inbound, port), FaultProxy(outbound, coordinator_port)]
+            self.participants[spec.name] = KINDS[spec.kind](
+                name=spec.name,
+                port=port,
+                data_dir=directory / spec.name,
+                coordinator_url=f"http://127.0.0.1:{outbound}",
+                secret=SECRET,
+            )
+            config += _PARTICIPANT.format(name=spec.name, port=inbound, secret=SECRET)
+        (directory / "twopc.toml").write_text(config)
+        env = {
+            f"TWOPC_{section.upper()}__{key.upper()}": value if isinstance(value, str) else json.dumps(value)
+            for section, values in scenario.coordinator.items()
+            for key, value in values.items()
+        }
+        self.nodes: dict[str, Node] = {
+            "coordinator": Node(
+                "coordinator",
+                twopc_command("serve", "--config", str(directory / "twopc.toml")),
+                ready_url=f"{self.coordinator_url}/readyz",
+                log_path=directory / "coordinator.log",
+                env=env,
+            )
+        }
+        for name, participant in self.participants.items():
+            self.nodes[name] = Node(name, participant.argv(), participant.ready_url, directory / f"{name}.log")
+        for name, node in self.nodes.items():
+            node.env["TWOPC_FAILPOINTS_FILE"] = str(self.failpoints_file(name))
+            self.failpoints_file(name).write_text("")
+
+    def failpoints_file(self, node: str) -> Path:
+        return self.directory / "failpoints" / node
+
+    async def start(self) -> None:
+        for proxies in self.proxies.values():
+            for proxy in proxies:
+                await proxy.start()
+        for node in self.nodes.values():
+            node.start()
+        await asyncio.gather(*(asyncio.to_thread(node.wait_ready, 60) for node in self.nodes.values()))
+
+    async def restart(self, name: str) -> None:
+        node = self.nodes[name]
+        node.start()
+        await asyncio.to_thread(node.wait_ready, 60)
+
+    async def stop(self) -> None:
+        import signal
+
+        for node in self.nodes.values():
+            node.kill(signal.SIGCONT)
+            node.stop()
+        for proxies in self.proxies.values():
+            for proxy in proxies:
+                await proxy.close()
