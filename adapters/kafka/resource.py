@@ -1,0 +1,271 @@
+"""Kafka as a 2PC resource: stage at prepare, publish atomically at commit.
+
+- start: make sure the stage topic exists; per shard, start the producer with the fixed
+  transactional id ``{participant}-{shard}`` (fencing any zombie of a previous run);
+  then read every stage partition ``read_committed`` to its end to learn each branch's
+  state. Only then does the participant take calls.
+- prepare: check the messages' shape, then ask the broker whether it would take them
+  (topic exists, partition in range, size under the limits, key present for compacted
+  topics); stage them in one short Kafka transaction; vote yes once it is committed.
+- commit: one Kafka transaction sends the staged messages to their topics and the
+  branch's COMMITTED marker to the stage: ``read_committed`` consumers see both or
+  neither, so a crash leaves either nothing published (commit again) or all of it
+  with the marker (nothing to do).
+- abort: an ABORTED marker; nothing ever reached the target topics.
+- markers older than the retention are tombstoned (forgotten) in the background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
+
+import structlog
+
+from adapters.kafka.clients import ensure_stage_topic, make_admin, read_stage, stop_quietly
+from adapters.kafka.limits import TopicCatalog, check_messages
+from adapters.kafka.messages import OutgoingMessage, PayloadError, encode_messages, parse_payload
+from adapters.kafka.settings import KafkaSettings
+from adapters.kafka.shard import Shard
+from adapters.kafka.stage import BranchEntry, BranchState, chunk_records, digest_of
+from participant_sdk import PrepareResult, Resource, Vote
+
+__all__ = ["KafkaResource", "MessageBatch"]
+
+logger = structlog.get_logger("adapters.kafka")
+
+#: Room a stage record needs beyond its chunk: key, headers, batch overhead.
+_RECORD_OVERHEAD = 1024
+#: Markers forgotten per Kafka transaction.
+_FORGET_BATCH = 1000
+
+
+class MessageBatch:
+    """The messages of an early-prepared branch, in the payload's form (see
+    :mod:`adapters.kafka.messages`): ``batch.add({"topic": "orders", "value": {...}})``."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+
+    def add(self, message: dict[str, Any]) -> None:
+        self.messages.append(message)
+
+    def extend(self, messages: Iterable[dict[str, Any]]) -> None:
+        self.messages.extend(messages)
+
+
+class KafkaResource(Resource):
+    def __init__(self, settings: KafkaSettings, *, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.shards: list[Shard] = []
+        self._clock = clock
+        self._admin: Any = None
+        self._catalog: TopicCatalog | None = None
+        self._housekeeper: asyncio.Task[None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        settings = self.settings
+        admin = make_admin(settings)
+        try:
+            async with asyncio.timeout(settings.request_timeout):
+                await admin.start()
+            count = await ensure_stage_topic(admin, settings)
+            self._admin, self._catalog = admin, TopicCatalog(admin, settings.metadata_ttl)
+            await self._check_stage_limits()
+            shards = [Shard(index, settings, self._clock) for index in range(count)]
+            self.shards = shards
+            # Fence first, read after: once every zombie is fenced, nothing can be added
+            # to a partition behind our backs while we read it.
+            await asyncio.gather(*(shard.fence() for shard in shards))
+            folds = await read_stage(settings, range(count))
+        except BaseException:
+            await self.close()
+            raise
+        for shard in shards:
+            fold = folds[shard.index]
+            entries = fold.finish()
+            for problem in fold.problems:
+                logger.error("stage record not understood", shard=shard.index, problem=problem)
+            shard.start(entries)
+        self._housekeeper = asyncio.create_task(self._housekeeping(), name="kafka-housekeeping")
+        logger.info(
+            "kafka participant ready",
+            participant=settings.participant,
+            stage_topic=settings.topic,
+            shards=count,
+            prepared=len(self._prepared()),
+        )
+
+    async def close(self) -> None:
+        if self._housekeeper is not None:
+            self._housekeeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeper
+            self._housekeeper = None
+        await asyncio.gather(*(shard.close() for shard in self.shards))
+        self.shards = []
+        if self._admin is not None:
+            await stop_quietly(self._admin, self.settings.request_timeout)
+            self._admin = None
+
+    async def _check_stage_limits(self) -> None:
+        assert self._catalog is not None
+        info = (await self._catalog.describe([self.settings.topic]))[self.settings.topic]
+        if info is None:
+            raise RuntimeError(f"the stage topic {self.settings.topic!r} vanished")
+        if not info.compacted:
+            logger.warning("the stage topic is not compacted: it will grow without bound", topic=info.name)
+        limit = min(self.settings.max_request_size, info.max_message_bytes)
+        if self.settings.chunk_bytes + _RECORD_OVERHEAD > limit:
+            raise ValueError(
+                f"chunk_bytes {self.settings.chunk_bytes} does not fit a stage record: "
+                f"keep it under {limit - _RECORD_OVERHEAD} (max_request_size and the topic's max.message.bytes)"
+            )
+
+    # -- validation ------------------------------------------------------------------
+
+    async def validate(self, payload: Any) -> list[OutgoingMessage]:
+        """The payload's messages if Kafka would take them all; ValueError saying why not."""
+        messages = parse_payload(payload)
+        if self._catalog is None:
+            raise RuntimeError("the Kafka participant is not started")
+        topics = await self._catalog.describe(m.topic for m in messages)
+        reason = check_messages(messages, topics, self.settings.max_request_size, self.settings.topic)
+        if reason is not None:
+            raise PayloadError(reason)
+        return messages
+
+    # -- the resource ----------------------------------------------------------------
+
+    async def prepare(self, gtid: str, branch: str, payload: Any) -> PrepareResult:
+        try:
+            messages = await self.validate(payload)
+        except PayloadError as exc:
+            return PrepareResult.no(str(exc))
+        if not messages:
+            return PrepareResult.read_only()
+        blob = encode_messages(messages)
+        if len(blob) > self.settings.max_branch_bytes:
+            return PrepareResult.no(
+                f"the branch's messages take {len(blob)} bytes staged, over max_branch_bytes "
+                f"{self.settings.max_branch_bytes}"
+            )
+        digest = digest_of(blob)
+        shard, entry = self._find(gtid, branch)
+        if entry is not None:
+            return self._repeat_prepare(entry, digest)
+        records = chunk_records(branch, gtid, blob, self.settings.chunk_bytes)
+        staged = BranchEntry(gtid, branch, BranchState.PREPARED, digest, len(records), self._clock(), messages)
+        await shard.stage(staged, records, len(blob))
+        return PrepareResult.yes()
+
+    @staticmethod
+    def _repeat_prepare(entry: BranchEntry, digest: str) -> PrepareResult:
+        if entry.state is BranchState.ABORTED:
+            return PrepareResult.no("this branch was already aborted")
+        if entry.digest and entry.digest != digest:
+            return PrepareResult.no("this branch was already prepared with other messages")
+        return PrepareResult.yes()
+
+    @contextlib.asynccontextmanager
+    async def branch(self, gtid: str, branch: str) -> AsyncIterator[MessageBatch]:
+        """Early prepare: the application adds messages to the batch; a clean exit stages
+        them (as a YES vote would), an invalid message raises :class:`PayloadError`."""
+        batch = MessageBatch()
+        yield batch
+        if not batch.messages:
+            # A YES with nothing staged would leave the commit nothing to publish.
+            raise PayloadError("an early-prepared Kafka branch needs at least one message")
+        result = await self.prepare(gtid, branch, {"messages": batch.messages})
+        if result.vote is Vote.NO:
+            raise PayloadError(result.reason or "Kafka would not take these messages")
+
+    async def commit(self, gtid: str, branch: str) -> None:
+        shard, entry = self._find(gtid, branch)
+        if entry is None:
+            raise RuntimeError(
+                f"nothing is staged for branch {branch} of {gtid}, and no marker says it was committed "
+                f"(markers are forgotten after {self.settings.marker_retention:.0f}s)"
+            )
+        if entry.state is BranchState.COMMITTED:
+            return
+        await shard.commit((gtid, branch))
+
+    async def abort(self, gtid: str, branch: str) -> None:
+        shard, entry = self._find(gtid, branch)
+        if entry is None or entry.state is BranchState.ABORTED:
+            return  # nothing staged: nothing to drop, and nothing to remember
+        await shard.abort((gtid, branch))
+
+    async def recover(self) -> list[tuple[str, str]]:
+        return self._prepared()
+
+    # -- what it holds -----------------------------------------------------------------
+
+    def entry(self, gtid: str, branch: str) -> BranchEntry | None:
+        return self._find(gtid, branch)[1]
+
+    def counts(self) -> dict[str, int]:
+        """Branches per state, over every shard."""
+        counts = {state.value: 0 for state in BranchState}
+        for shard in self.shards:
+            for entry in shard.entries.values():
+                counts[entry.state.value] += 1
+        return counts
+
+    def _prepared(self) -> list[tuple[str, str]]:
+        return [
+            key for shard in self.shards for key, entry in shard.entries.items() if entry.state is BranchState.PREPARED
+        ]
+
+    def shard_of(self, gtid: str) -> int:
+        """The shard a new branch of ``gtid`` is staged in (stable across processes)."""
+        return zlib.crc32(gtid.encode()) % len(self.shards)
+
+    def _find(self, gtid: str, branch: str) -> tuple[Shard, BranchEntry | None]:
+        if not self.shards:
+            raise RuntimeError("the Kafka participant is not started")
+        # A branch stays in the shard it was staged in, even if the partition count grew.
+        home = self.shards[self.shard_of(gtid)]
+        key = (gtid, branch)
+        if key in home.entries:
+            return home, home.entries[key]
+        for shard in self.shards:
+            if key in shard.entries:
+                return shard, shard.entries[key]
+        return home, None
+
+    # -- forgetting --------------------------------------------------------------------
+
+    async def forget_finished(self, older_than: float) -> int:
+        """Tombstone the markers of branches finished before ``older_than`` (unix time)."""
+        forgotten = 0
+        for shard in self.shards:
+            old = [
+                key
+                for key, entry in shard.entries.items()
+                if entry.state is not BranchState.PREPARED and entry.at < older_than
+            ]
+            for start in range(0, len(old), _FORGET_BATCH):
+                batch = old[start : start + _FORGET_BATCH]
+                await shard.forget(batch)
+                forgotten += len(batch)
+        return forgotten
+
+    async def _housekeeping(self) -> None:
+        interval = min(self.settings.marker_retention / 10, 600.0)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                forgotten = await self.forget_finished(self._clock() - self.settings.marker_retention)
+            except Exception as exc:
+                logger.warning("forgetting old markers failed", error=repr(exc))
+            else:
+                if forgotten:
+                    logger.info("old markers forgotten", count=forgotten)
