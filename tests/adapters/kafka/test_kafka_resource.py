@@ -1,0 +1,257 @@
+"""The Kafka participant on the real test broker, through the signed protocol: what a
+``read_committed`` consumer sees after prepare, commit, abort, restarts and failures."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+
+import orjson
+from kafka_harness import EventsService
+
+from adapters.kafka import BranchState
+from adapters.kafka.testing import create_topic, read_committed, unique_name
+from participant_sdk.testing import StubCoordinator
+from twopc import failpoints
+
+
+def order(n: int, topic: str, **extra: object) -> dict[str, object]:
+    return {"topic": topic, "key": f"order-{n}", "value": {"order": n}, **extra}
+
+
+async def values(kafka: str, topic: str) -> list[object]:
+    return [orjson.loads(m.value) for m in await read_committed(kafka, [topic]) if m.value is not None]
+
+
+async def test_commit_publishes_every_message_exactly_once(events: EventsService, kafka: str, topic: str) -> None:
+    assert await events.vote("g1", [order(1, topic), order(2, topic)]) == "yes"
+    assert await read_committed(kafka, [topic]) == []  # prepared: staged, not published
+
+    assert (await events.commit("g1"))[1]["status"] == "committed"
+    assert await events.commit("g1") == (200, {"status": "committed", "reason": None})  # repeated: answered the same
+    assert sorted(v["order"] for v in await values(kafka, topic)) == [1, 2]
+    assert events.resource.entry("g1", events.name).state is BranchState.COMMITTED
+
+
+async def test_keys_headers_partitions_and_byte_values_arrive_as_given(
+    events: EventsService, kafka: str, topic: str
+) -> None:
+    messages = [
+        {"topic": topic, "key": "k", "value_text": "plain", "headers": {"source": "shop", "empty": None}},
+        {"topic": topic, "key_b64": base64.b64encode(b"\x00\x01").decode(), "value_b64": "/w==", "partition": 2},
+        {"topic": topic, "key": "gone", "partition": 1, "headers": [["h", "1"], ["h", "2"]]},  # a tombstone
+    ]
+    assert await events.vote("g-shapes", messages) == "yes"
+    await events.commit("g-shapes")
+
+    read = await read_committed(kafka, [topic])
+    by_key = {m.key: m for m in read}
+    assert len(read) == 3
+    assert by_key[b"k"].value == b"plain"
+    assert by_key[b"k"].headers == (("source", b"shop"), ("empty", None))
+    assert (by_key[b"\x00\x01"].value, by_key[b"\x00\x01"].partition) == (b"\xff", 2)
+    assert (by_key[b"gone"].value, by_key[b"gone"].partition) == (None, 1)
+    assert by_key[b"gone"].headers == (("h", b"1"), ("h", b"2"))
+
+
+async def test_abort_leaves_nothing_visible(events: EventsService, kafka: str, topic: str) -> None:
+    assert await events.vote("g-abort", [order(1, topic)]) == "yes"
+    assert (await events.abort("g-abort"))[1]["status"] == "aborted"
+    assert await events.vote("g-kept", [order(2, topic)]) == "yes"
+    await events.commit("g-kept")
+
+    assert [v["order"] for v in await values(kafka, topic)] == [2]
+    assert events.resource.entry("g-abort", events.name).state is BranchState.ABORTED
+    status, body = await events.commit("g-abort")
+    assert (status, body["status"]) == (200, "aborted")  # the log answers: no publication
+
+
+async def test_a_prepared_branch_survives_a_restart_and_commits_once(
+    events: EventsService, kafka: str, topic: str, stub: StubCoordinator
+) -> None:
+    assert await events.vote("g-restart", [order(1, topic), order(2, topic)]) == "yes"
+    stub.decide("g-restart", None)  # undecided: the restarted participant waits
+    await events.restart()
+    assert events.participant.in_doubt() == [("g-restart", events.name)]
+    assert await events.resource.recover() == [("g-restart", events.name)]
+
+    assert (await events.commit("g-restart"))[1]["status"] == "committed"
+    await events.restart()  # the COMMITTED marker is read back: nothing is published again
+    assert await events.resource.recover() == []
+    await events.commit("g-restart")
+    assert sorted(v["order"] for v in await values(kafka, topic)) == [1, 2]
+
+
+async def test_a_restarted_participant_learns_the_decision_and_publishes_once(
+    events: EventsService, kafka: str, topic: str, stub: StubCoordinator
+) -> None:
+    assert await events.vote("g-asks", [order(7, topic)]) == "yes"
+    stub.decide("g-asks", "committed")
+    await events.restart()
+    await events.participant.resolve_in_doubt()
+    assert [v["order"] for v in await values(kafka, topic)] == [7]
+    assert events.participant.in_doubt() == []
+
+
+async def test_messages_kafka_would_refuse_vote_no_at_prepare(events: EventsService, kafka: str, topic: str) -> None:
+    compacted = await create_topic(kafka, unique_name("compacted"), configs={"cleanup.policy": "compact"})
+    small = await create_topic(kafka, unique_name("small"), configs={"max.message.bytes": "2000"})
+    reasons = {
+        "unknown topic": await events.vote_reason("n1", [order(1, unique_name("missing"))]),
+        "partition": await events.vote_reason("n2", [order(1, topic, partition=3)]),
+        "over max_request_size": await events.vote_reason(
+            "n3", [{"topic": topic, "value_text": "x" * (2 * 1024 * 1024)}]
+        ),
+        "over max.message.bytes": await events.vote_reason("n4", [{"topic": small, "value_text": "x" * 3000}]),
+        "compacted without key": await events.vote_reason("n5", [{"topic": compacted, "value": 1}]),
+        "stage topic": await events.vote_reason("n6", [{"topic": events.resource.settings.topic, "value": 1}]),
+        "bad shape": await events.vote_reason("n7", {"messages": [{"topic": topic, "value": 1, "colour": "red"}]}),
+    }
+    assert "does not exist" in reasons["unknown topic"]
+    assert "partitions 0..2, not 3" in reasons["partition"]
+    assert "too large" in reasons["over max_request_size"] and "max_request_size" in reasons["over max_request_size"]
+    assert "max.message.bytes" in reasons["over max.message.bytes"]
+    assert "compacted" in reasons["compacted without key"]
+    assert "internal" in reasons["stage topic"]
+    assert "colour" in reasons["bad shape"]
+    assert all(events.resource.entry(g, events.name) is None for g in ("n1", "n2", "n3", "n4", "n5", "n6", "n7"))
+    assert await read_committed(kafka, [topic, compacted, small]) == []
+
+
+async def test_a_message_just_under_the_limit_is_taken_and_published(
+    events: EventsService, kafka: str, topic: str
+) -> None:
+    big = {"topic": topic, "key": "big", "value_b64": base64.b64encode(b"\x01" * 900_000).decode()}
+    assert await events.vote("g-big", [big]) == "yes"
+    assert events.resource.entry("g-big", events.name).chunks == 3  # 1.2 MB of base64 in 512 KiB pieces
+    await events.commit("g-big")
+    [read] = await read_committed(kafka, [topic])
+    assert read.value == b"\x01" * 900_000
+
+
+async def test_an_empty_branch_is_read_only(events: EventsService) -> None:
+    assert await events.vote("g-empty", []) == "read_only"
+    assert events.resource.entry("g-empty", events.name) is None
+
+
+async def test_a_large_batch_is_chunked_staged_and_published_in_order(
+    make_events, kafka: str, topic: str, stub: StubCoordinator
+) -> None:
+    events = await make_events(chunk_bytes=64 * 1024)
+    messages = [{"topic": topic, "key": "same", "value": {"n": n, "pad": "p" * 200}} for n in range(3000)]
+    assert await events.vote("g-large", messages) == "yes"
+    chunks = events.resource.entry("g-large", events.name).chunks
+    assert chunks > 10
+    stub.decide("g-large", None)
+    await events.restart()  # reassembled from its chunks
+    await events.commit("g-large")
+    assert [v["n"] for v in await values(kafka, topic)] == list(range(3000))  # one key: one partition, in order
+
+
+async def test_an_outcome_unknown_commit_that_happened_is_not_repeated(
+    events: EventsService, kafka: str, topic: str
+) -> None:
+    assert await events.vote("g-unknown", [order(1, topic)]) == "yes"
+    shard = next(s for s in events.resource.shards if ("g-unknown", events.name) in s.entries)
+    # Kafka commits, then the answer is "lost": the shard fences, re-reads, finds the marker.
+    failpoints.configure("kafka.after_transaction_committed=1*error")
+    assert (await events.commit("g-unknown"))[1]["status"] == "committed"
+    assert shard.recoveries == 1
+    assert [v["order"] for v in await values(kafka, topic)] == [1]
+
+
+async def test_a_commit_that_failed_before_the_kafka_commit_is_retried_once(
+    events: EventsService, kafka: str, topic: str
+) -> None:
+    assert await events.vote("g-retry", [order(1, topic), order(2, topic)]) == "yes"
+    shard = next(s for s in events.resource.shards if ("g-retry", events.name) in s.entries)
+    # Data sent, Kafka transaction still open: fencing aborts it, the retry publishes.
+    failpoints.configure("kafka.after_publish_before_marker=1*error")
+    assert (await events.commit("g-retry"))[1]["status"] == "committed"
+    assert shard.recoveries == 1
+    assert sorted(v["order"] for v in await values(kafka, topic)) == [1, 2]
+
+
+async def test_a_commit_that_keeps_failing_is_refused_and_the_branch_stays_prepared(
+    events: EventsService, kafka: str, topic: str
+) -> None:
+    assert await events.vote("g-stuck", [order(1, topic)]) == "yes"
+    failpoints.configure("kafka.after_publish_before_marker=3*error")
+    status, body = await events.commit("g-stuck")
+    assert (status, body["error"]["code"]) == (503, "resource_error")
+    assert "did not take the commit" in body["error"]["message"]
+    assert await read_committed(kafka, [topic]) == []
+    assert events.resource.entry("g-stuck", events.name).state is BranchState.PREPARED
+    assert (await events.commit("g-stuck"))[1]["status"] == "committed"  # the coordinator's retry
+    assert [v["order"] for v in await values(kafka, topic)] == [1]
+
+
+async def test_concurrent_branches_share_kafka_transactions_and_each_publishes_once(
+    make_events, kafka: str, topic: str
+) -> None:
+    events = await make_events(shards=1)
+    gtids = [f"c{n}" for n in range(40)]
+    votes = await asyncio.gather(*(events.vote(g, [order(n, topic)]) for n, g in enumerate(gtids)))
+    assert set(votes) == {"yes"}
+    answers = await asyncio.gather(*(events.commit(g) for g in gtids))
+    assert {body["status"] for _, body in answers} == {"committed"}
+    assert sorted(v["order"] for v in await values(kafka, topic)) == list(range(40))
+    [shard] = events.resource.shards
+    assert shard.transactions < 80  # 40 stages and 40 commits, grouped
+
+
+async def test_forgotten_markers_are_gone_after_a_restart(
+    events: EventsService, topic: str, stub: StubCoordinator
+) -> None:
+    assert await events.vote("g-old", [order(1, topic)]) == "yes"
+    await events.commit("g-old")
+    assert await events.vote("g-open", [order(2, topic)]) == "yes"
+    stub.decide("g-open", None)
+    forgotten = await events.resource.forget_finished(older_than=events.resource.entry("g-old", events.name).at + 1)
+    assert forgotten == 1
+    await events.restart()
+    assert events.resource.entry("g-old", events.name) is None
+    assert events.resource.entry("g-open", events.name).state is BranchState.PREPARED  # prepared ones stay
+
+
+async def test_healthz_counts_branches(events: EventsService, topic: str) -> None:
+    await events.vote("h1", [order(1, topic)])
+    await events.vote("h2", [order(2, topic)])
+    await events.commit("h2")
+    response = await events.http.get("/healthz")
+    body = await response.json()
+    assert body["branches"] == {"prepared": 1, "committed": 1, "aborted": 0}
+    assert (body["in_doubt"], body["shards"]) == (1, 2)
+
+
+async def test_events_endpoint_refuses_bad_requests_before_staging(events: EventsService, topic: str) -> None:
+    cases = [
+        (b"not json", 400),
+        (orjson.dumps({"gtid": "g"}), 422),
+        (orjson.dumps({"gtid": "no spaces", "messages": []}), 422),
+        (orjson.dumps({"gtid": "g-bad", "messages": [{"topic": unique_name("missing"), "value": 1}]}), 422),
+        (orjson.dumps({"gtid": "g-none", "messages": []}), 422),
+    ]
+    for body, expected in cases:
+        response = await events.http.post("/events", data=body)
+        assert response.status == expected, await response.text()
+    assert events.resource.counts() == {"prepared": 0, "committed": 0, "aborted": 0}
+
+
+async def test_read_endpoint_shows_committed_messages(events: EventsService, topic: str) -> None:
+    await events.vote("r1", [order(1, topic), {"topic": topic, "key": "t", "value_text": "hi"}])
+    await events.commit("r1")
+    response = await events.http.get(f"/events/{topic}")
+    shown = (await response.json())["messages"]
+    assert sorted((m["key"], str(m["value"])) for m in shown) == [("order-1", "{'order': 1}"), ("t", "hi")]
+    assert (await events.http.get(f"/events/{topic}?limit=0")).status == 400
+    assert (await events.http.get(f"/events/{unique_name('missing')}")).status == 404
+
+
+async def test_the_stage_topic_is_made_compacted_with_the_configured_partitions(make_events, kafka: str) -> None:
+    events = await make_events(shards=3)
+    catalog = events.resource._catalog
+    assert catalog is not None
+    info = (await catalog.describe([events.resource.settings.topic]))[events.resource.settings.topic]
+    assert info is not None and (info.partitions, info.compacted) == (3, True)
+    assert len(events.resource.shards) == 3
