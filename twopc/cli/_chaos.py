@@ -49,3 +49,54 @@ def run(
     result = run_scenario(loaded, seed, duration, report, directory, progress=lambda line: typer.echo(line, err=True))
     if not result.ok:
         raise typer.Exit(1)
+
+
+@app.command("suite")
+def suite(
+    seeds: Annotated[str, typer.Option(help="comma-separated seeds; every scenario runs with each")] = "1,2,3",
+    duration: Annotated[float | None, typer.Option(min=1, help="seconds of faults per run")] = None,
+    reports: Annotated[Path | None, typer.Option(help="a directory for every run's JSON report and PNG")] = None,
+) -> None:
+    """Run every scenario with several seeds; the broken-build ones must be caught.
+
+    Exit status 1 when a scenario shows a violation or injects no fault, or when a
+    deliberately broken build goes unnoticed.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from chaos import list_scenarios as scenarios
+    from chaos import run_scenario
+
+    try:
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        raise typer.BadParameter("a comma-separated list of whole numbers", param_hint="--seeds") from None
+    table = Table("scenario", "seed", "committed", "faults", "recovery max (s)", "verdict", title="chaos suite")
+    failed = 0
+    for scenario in scenarios():
+        for seed in seed_list:
+            report_path = reports / f"{scenario.name}-{seed}.json" if reports else None
+            result = run_scenario(
+                scenario, seed, duration, report_path, show=False, progress=lambda line: typer.echo(line, err=True)
+            )
+            report = result.report
+            caught = bool(report["violations"]) and report["faults_injected"] > 0
+            good = caught if scenario.broken_build else result.ok
+            failed += not good
+            if scenario.broken_build:
+                verdict = "[green]caught[/]" if caught else "[red]NOT CAUGHT[/]"
+            else:
+                verdict = "[green]ok[/]" if good else f"[red]{len(report['violations'])} violations[/]"
+            recoveries = report["recovery_seconds"]
+            table.add_row(
+                scenario.name,
+                str(seed),
+                str(report["transactions"]["committed"]),
+                str(report["faults_injected"]),
+                f"{max(recoveries):.2f}" if recoveries else "-",
+                verdict,
+            )
+    Console().print(table)
+    if failed:
+        raise typer.Exit(1)
