@@ -269,7 +269,10 @@ class Shard:
         await producer.commit_transaction()
         self.transactions += 1
         # Committed, but the caller does not know it yet: the "outcome unknown" case.
-        await failpoints.hit("kafka.after_transaction_committed")
+        if publishing:
+            await failpoints.hit("kafka.after_publish_committed")
+        if staging:
+            await failpoints.hit("kafka.after_stage_committed")
 
     def _apply(self, work: _Work) -> None:
         now = self._clock()
