@@ -154,7 +154,7 @@ async def test_an_outcome_unknown_commit_that_happened_is_not_repeated(
     assert await events.vote("g-unknown", [order(1, topic)]) == "yes"
     shard = next(s for s in events.resource.shards if ("g-unknown", events.name) in s.entries)
     # Kafka commits, then the answer is "lost": the shard fences, re-reads, finds the marker.
-    failpoints.configure("kafka.after_transaction_committed=1*error")
+    failpoints.configure("kafka.after_publish_committed=1*error")
     assert (await events.commit("g-unknown"))[1]["status"] == "committed"
     assert shard.recoveries == 1
     assert [v["order"] for v in await values(kafka, topic)] == [1]
