@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import resource
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -75,9 +76,9 @@ def _run(
         await load.open(max([concurrency, *sweep]))
         try:
             progress(f"through the coordinator: {concurrency} clients, {warmup:.0f}s warm-up + {duration:.0f}s")
-            before, cpu_before = await load.metrics(), process_cpu_seconds(load.coordinator_pid)
+            before, cpu_before = await load.metrics(), _cpu(load)
             main = await run_load(load.transaction, concurrency, duration, warmup, progress)
-            after, cpu_after = await load.metrics(), process_cpu_seconds(load.coordinator_pid)
+            after, cpu_after = await load.metrics(), _cpu(load)
             progress(f"baseline, the same work without a coordinator: {concurrency} clients")
             base = await run_load(load.baseline, concurrency, duration, warmup, progress)
             points: list[dict[str, Any]] = []
@@ -88,6 +89,8 @@ def _run(
             points.append(_point(concurrency, main))
         finally:
             await load.close()
+        calls = after.get("participant_calls", 0) - before.get("participant_calls", 0)
+        exchanges = after.get("participant_exchanges", 0) - before.get("participant_exchanges", 0)
         commits = after.get("log_commits", 0) - before.get("log_commits", 0)
         decisions = after.get("decisions_logged", 0) - before.get("decisions_logged", 0)
         report = {
@@ -102,8 +105,13 @@ def _run(
             "aborted": main.aborted,
             "errors": main.errors,
             "error_samples": main.error_samples + base.error_samples,
-            "coordinator_cpu_percent": 100 * (cpu_after - cpu_before) / (main.seconds + warmup),
+            # CPU over the measured run and its warm-up, in percent of one core.
+            **{
+                f"{who}_cpu_percent": 100 * (cpu_after[who] - cpu_before[who]) / (main.seconds + warmup)
+                for who in cpu_after
+            },
             "decisions_per_log_commit": decisions / commits if commits else 0.0,
+            "calls_per_exchange": calls / exchanges if exchanges else 0.0,
             "baseline_tps": base.throughput,
             "baseline_latency_ms": base.latency(),
             "overhead_ratio": main.throughput / base.throughput if base.throughput else 0.0,
@@ -113,6 +121,16 @@ def _run(
         return report, {"coordinator": main.latencies_ms, "baseline": base.latencies_ms}
 
     return _event_loop_run(measure())
+
+
+def _cpu(load: MockWorkload) -> dict[str, float]:
+    """CPU seconds used so far by the coordinator, the participants and this load generator."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "coordinator": process_cpu_seconds(load.coordinator_pid),
+        "participants": sum(process_cpu_seconds(pid) for pid in load.participant_pids),
+        "load_generator": usage.ru_utime + usage.ru_stime,
+    }
 
 
 def _point(concurrency: int, result: LoadResult) -> dict[str, Any]:

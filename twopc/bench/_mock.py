@@ -36,6 +36,10 @@ class MockWorkload:
     def coordinator_pid(self) -> int | None:
         return self.cluster.nodes["coordinator"].pid
 
+    @property
+    def participant_pids(self) -> list[int | None]:
+        return [self.cluster.nodes[q].pid for q in self.queues]
+
     async def open(self, concurrency: int) -> None:
         connector = aiohttp.TCPConnector(limit=concurrency * (len(self.queues) + 1), force_close=False)
         self._session = aiohttp.ClientSession(connector=connector)

@@ -48,7 +48,10 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
     console.print(
         f"concurrency {report['concurrency']}, {report['duration_s']:.0f} s measured; "
         f"throughput vs baseline: {report['overhead_ratio']:.2f}; "
-        f"coordinator CPU {report['coordinator_cpu_percent']:.0f}%; "
+        f"CPU (% of a core): coordinator {report['coordinator_cpu_percent']:.0f}, "
+        f"participants {report['participants_cpu_percent']:.0f}, "
+        f"load generator {report['load_generator_cpu_percent']:.0f}; "
+        f"participant calls per exchange {report['calls_per_exchange']:.1f}; "
         f"decisions per log commit {report['decisions_per_log_commit']:.1f}"
     )
     if report["sweep"]:
