@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +48,9 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 tracer = trace.get_tracer(__name__)
+
+#: How many finished transactions stay answerable from memory.
+_FINISHED_IN_MEMORY = 10_000
 
 
 class NotFound(LookupError):
@@ -128,6 +132,9 @@ class Coordinator:
         self._settings = settings
         self._clock = clock
         self._active: dict[str, _Entry] = {}
+        #: Recently finished transactions, answered from memory while their END record
+        #: (written lazily) reaches the log.
+        self._finished: OrderedDict[str, TransactionRecord] = OrderedDict()
         self._idempotency: dict[str, IdempotencyEntry] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._backoff = Backoff(settings.retry_base_ms / 1000, settings.retry_cap_ms / 1000)
@@ -169,8 +176,12 @@ class Coordinator:
         participants: list[tuple[str, Any, bool]] = (),  # type: ignore[assignment]
         idempotency_key: str | None = None,
         request_hash: str | None = None,
+        save: bool = True,
     ) -> tuple[TransactionView, bool]:
-        """Start a transaction; returns its view and whether it was created now."""
+        """Start a transaction; returns its view and whether it was created now.
+
+        ``save=False`` skips the lazy BEGIN record when a commit follows at once.
+        """
         if idempotency_key is not None:
             known = self._idempotency.get(idempotency_key)
             if known is not None:
@@ -196,7 +207,8 @@ class Coordinator:
         self._active[entry.tx.gtid] = entry
         if idempotency_key is not None:
             self._idempotency[idempotency_key] = IdempotencyEntry(entry.tx.gtid, request_hash, now)
-        self._save(entry)
+        if save:
+            self._save(entry)
         return self._view(entry), True
 
     async def enlist(self, gtid: str, name: str, payload: Any = None, prepared: bool = False) -> TransactionView:
@@ -212,9 +224,9 @@ class Coordinator:
             return await self._finished_view(gtid, wanted=Outcome.COMMITTED)
         async with entry.lock:
             actions = entry.tx.commit()
-            if actions:
+            if actions and not isinstance(actions[0], SendOnePhase):  # one-phase forces its own record
                 self._save(entry)
-                self._run(entry, actions)
+            self._run(entry, actions)
         await entry.decided.wait()
         if wait_for_phase_two:
             await self._wait_for_phase_two(entry)
@@ -254,6 +266,7 @@ class Coordinator:
             [(name, payload, False) for name, payload in participants],
             idempotency_key,
             request_hash,
+            save=False,
         )
         return await self.commit(view.record.gtid, wait_for_phase_two)
 
@@ -261,7 +274,7 @@ class Coordinator:
         entry = self._active.get(gtid)
         if entry is not None:
             return self._view(entry)
-        record = await self._log.get(gtid)
+        record = await self._lookup(gtid)
         if record is None:
             raise NotFound(gtid)
         return TransactionView(record, frozenset())
@@ -378,19 +391,16 @@ class Coordinator:
         await self._apply(entry, lambda: entry.tx.acknowledged(name))
 
     def _finish(self, entry: _Entry) -> None:
+        """Every branch acknowledged: write END lazily and leave the active set."""
         entry.decided.set()
         entry.finished.set()
-        self._spawn(self._retire(entry), f"retire {entry.tx.gtid}")
-
-    async def _retire(self, entry: _Entry) -> None:
-        """Write END, then forget the transaction from memory (the log answers from now)."""
         entry.updated_at = self._clock()
-        try:
-            await self._log.force(entry.record())
-        except Exception as exc:
-            log.error("END record not written", gtid=entry.tx.gtid, error=repr(exc))
-            return
-        self._active.pop(entry.tx.gtid, None)
+        record = entry.record()
+        self._log.save(record)  # lost in a crash, recovery merely resends phase 2
+        self._finished[record.gtid] = record
+        while len(self._finished) > _FINISHED_IN_MEMORY:
+            self._finished.popitem(last=False)
+        self._active.pop(record.gtid, None)
 
     def _save(self, entry: _Entry) -> None:
         entry.updated_at = self._clock()
@@ -530,18 +540,23 @@ class Coordinator:
         if name not in self._transport.participants:
             raise UnknownParticipantError(f"no participant named {name!r} is registered")
 
+    async def _lookup(self, gtid: str) -> TransactionRecord | None:
+        """A transaction no longer active: from memory if it finished lately, else the log."""
+        record = self._finished.get(gtid)
+        return record if record is not None else await self._log.get(gtid)
+
     async def _entry_or_raise(self, gtid: str) -> _Entry:
         entry = self._active.get(gtid)
         if entry is not None:
             return entry
-        record = await self._log.get(gtid)
+        record = await self._lookup(gtid)
         if record is None:
             raise NotFound(gtid)
         raise WrongState(f"cannot enlist in a transaction that is {record.state}")
 
     async def _finished_view(self, gtid: str, wanted: Outcome) -> TransactionView:
-        """Commit or abort of a transaction no longer in memory: answer what happened."""
-        record = await self._log.get(gtid)
+        """Commit or abort of a transaction no longer active: answer what happened."""
+        record = await self._lookup(gtid)
         if record is None:
             raise NotFound(gtid)
         if wanted is Outcome.ABORTED and record.decision == Outcome.COMMITTED:
