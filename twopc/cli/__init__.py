@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from twopc.cli import _bank, _bench, _demo, _dev, _events, _mockqueue, _pg, _serve, _txn
+from twopc.cli import _bank, _bench, _chaos, _demo, _dev, _events, _mockqueue, _pg, _serve, _txn
 
 __all__ = ["app", "main"]
 
@@ -20,6 +20,7 @@ app.command("bench")(_bench.bench)
 app.add_typer(_mockqueue.app, name="mockqueue")
 app.add_typer(_events.app, name="events")
 app.add_typer(_txn.app, name="txn")
+app.add_typer(_chaos.app, name="chaos")
 app.add_typer(_dev.app, name="dev")
 app.add_typer(_pg.app, name="pg")
 app.add_typer(_bank.app, name="bank")
