@@ -79,16 +79,25 @@ def unique_name(label: str) -> str:
 
 
 async def create_topic(
-    bootstrap: str, name: str, partitions: int = 1, configs: Mapping[str, str] | None = None, timeout: float = 30.0
+    bootstrap: str,
+    name: str,
+    partitions: int = 1,
+    configs: Mapping[str, str] | None = None,
+    timeout: float = 30.0,
+    *,
+    replication_factor: int = 1,
 ) -> str:
     """Create ``name`` and wait until every partition has a leader; return the name."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        response = await admin.create_topics([NewTopic(name, partitions, 1, topic_configs=dict(configs or {}))])
+        response = await admin.create_topics(
+            [NewTopic(name, partitions, replication_factor, topic_configs=dict(configs or {}))]
+        )
         for error in response.topic_errors:
             if error[1] != 0:
-                raise RuntimeError(f"creating topic {name!r} failed: error {error[1]}")
+                message = error[2] if len(error) > 2 and error[2] else f"error {error[1]}"
+                raise RuntimeError(f"creating topic {name!r} failed: {message}")
         deadline = time.monotonic() + timeout
         while True:
             described = (await admin.describe_topics([name]))[0]

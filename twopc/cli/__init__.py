@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from twopc.cli import _bank, _bench, _chaos, _demo, _dev, _events, _mockqueue, _pg, _serve, _txn
+from twopc.cli import _bank, _bench, _chaos, _demo, _dev, _events, _kafka, _mockqueue, _pg, _serve, _txn
 
 __all__ = ["app", "main"]
 
@@ -19,6 +19,7 @@ app.command("demo")(_demo.demo)
 app.command("bench")(_bench.bench)
 app.add_typer(_mockqueue.app, name="mockqueue")
 app.add_typer(_events.app, name="events")
+app.add_typer(_kafka.app, name="kafka")
 app.add_typer(_txn.app, name="txn")
 app.add_typer(_chaos.app, name="chaos")
 app.add_typer(_dev.app, name="dev")
