@@ -126,6 +126,13 @@ class PostgresResource(Resource):
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
+        # One plain connection first: a wrong DSN fails at once with the server's reason,
+        # where the pools would retry until their timeout.
+        try:
+            probe = await psycopg.AsyncConnection.connect(self.dsn, connect_timeout=max(1, int(self.connect_timeout)))
+        except psycopg.OperationalError as exc:
+            raise PostgresSetupError(f"cannot connect to PostgreSQL ({_redacted(self.dsn)}): {exc}") from exc
+        await probe.close()
         try:
             await self._control.open(wait=True, timeout=self.connect_timeout)
             await self._branches.open(wait=True, timeout=self.connect_timeout)

@@ -3,6 +3,7 @@ allowed, too few of them."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 from adapters.postgres import PostgresResource, PostgresSetupError
 from adapters.postgres.testing import database_dsn
 from twopc.dev import postgres as dev_postgres
-from twopc.supervisor import free_port
+from twopc.supervisor import free_port, twopc_command
 
 
 async def test_a_server_allowing_fewer_prepared_transactions_than_the_pool_is_refused(database: str) -> None:
@@ -20,6 +21,13 @@ async def test_a_server_allowing_fewer_prepared_transactions_than_the_pool_is_re
 
     with pytest.raises(PostgresSetupError, match=r"allows 200 prepared transactions .* fewer than the 500"):
         await resource.start()
+
+
+async def test_a_database_that_does_not_exist_is_refused_at_once_with_the_servers_reason(database: str) -> None:
+    resource = PostgresResource(database_dsn(database, "no_such_database"), "p")
+
+    with pytest.raises(PostgresSetupError, match='database "no_such_database" does not exist'):
+        await asyncio.wait_for(resource.start(), timeout=10)
 
 
 async def test_an_unreachable_server_is_refused_naming_it_without_the_password() -> None:
@@ -49,7 +57,7 @@ def server_without_prepared_transactions(tmp_path: Path) -> Iterator[str]:
 
 @pytest.mark.slow
 async def test_max_prepared_transactions_zero_is_refused_with_what_to_do(
-    server_without_prepared_transactions: str,
+    server_without_prepared_transactions: str, tmp_path: Path
 ) -> None:
     resource = PostgresResource(server_without_prepared_transactions, "p")
 
@@ -59,3 +67,15 @@ async def test_max_prepared_transactions_zero_is_refused_with_what_to_do(
     message = str(refused.value)
     assert "max_prepared_transactions = 0" in message
     assert "set max_prepared_transactions to at least 10" in message
+
+    # The bank service says the same and exits, instead of serving votes it cannot keep.
+    bank = await asyncio.create_subprocess_exec(
+        *twopc_command("bank", "serve", "--name", "bank-z", "--port", str(free_port()),
+                       "--dsn", server_without_prepared_transactions, "--coordinator", "http://127.0.0.1:9",
+                       "--secret", "s", "--data", str(tmp_path / "bank-z")),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(bank.communicate(), timeout=60)
+    assert bank.returncode == 2
+    assert "max_prepared_transactions = 0" in err.decode()
