@@ -150,7 +150,10 @@ def up(state_dir: Path) -> dict[str, Any]:
 def down(state_dir: Path) -> None:
     """Stop the server ``up`` started (fast shutdown: sessions are ended, data is kept)."""
     server = _server(state_dir)
-    if not server.data.exists() or not _running(server):
+    if not server.data.exists():
+        return
+    _remove_stale_pid_file(server)  # so that pg_ctl never signals a program that reused the pid
+    if not _running(server):
         return
     server.run("pg_ctl", "stop", "-D", str(server.data), "-m", "fast", "-w", "-t", "60")
 
@@ -299,7 +302,26 @@ def _answers(port: int, database: str = "postgres") -> bool:
         return False
 
 
+def _remove_stale_pid_file(server: _Server) -> None:
+    """A server killed with its machine leaves postmaster.pid behind; if its pid now
+    belongs to another program, PostgreSQL would refuse to start (and pg_ctl would
+    signal that program)."""
+    pid_file = server.data / "postmaster.pid"
+    try:
+        pid = int(pid_file.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return
+    try:
+        program = Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        program = ""  # no such process: PostgreSQL copes with that itself
+    if program and program not in ("postgres", "postmaster"):
+        _progress(f"removing a stale postmaster.pid (its pid {pid} is now {program!r})")
+        pid_file.unlink(missing_ok=True)
+
+
 def _start(server: _Server, port: int) -> None:
+    _remove_stale_pid_file(server)
     _progress(f"starting on 127.0.0.1:{port} (log: {server.log})")
     # -W: we wait ourselves, with progress and a look at the log if the server dies.
     server.run("pg_ctl", "start", "-D", str(server.data), "-l", str(server.log), "-W")

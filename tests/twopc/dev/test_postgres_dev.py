@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import pwd
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -83,6 +85,40 @@ def test_down_stops_it_and_the_next_up_keeps_the_port_and_the_data(state_dir: Pa
     assert back["port"] == info["port"]
     with psycopg.connect(back["dsn"]) as conn:
         assert conn.execute("SELECT n FROM survives").fetchall() == [(42,)]
+
+
+def test_up_after_a_crash_ignores_a_stale_pid_file_whose_pid_was_reused(state_dir: Path) -> None:
+    info = postgres.up(state_dir)
+    pid_file = Path(info["data_dir"], "postmaster.pid")
+    left_behind = pid_file.read_text()
+    postgres.down(state_dir)
+    # As after the machine stopped: the file is back, and its pid now belongs to another
+    # program of the server's own user (which PostgreSQL would take for a live server).
+    as_server_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    squatter = subprocess.Popen([*as_server_user, "sleep", "60"])
+    try:
+        squatter_pid = _child_pid(squatter.pid) if as_server_user else squatter.pid
+        pid_file.write_text(f"{squatter_pid}\n" + left_behind.split("\n", 1)[1])
+
+        again = postgres.up(state_dir)
+
+        assert postmaster_pid(again) != squatter_pid
+        with psycopg.connect(again["dsn"]) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        squatter.kill()
+        squatter.wait()
+
+
+def _child_pid(parent: int) -> int:
+    """The pid of runuser's child (the program it runs as the other user)."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        children = Path(f"/proc/{parent}/task/{parent}/children")
+        if children.exists() and children.read_text().split():
+            return int(children.read_text().split()[0])
+        time.sleep(0.01)  # polling /proc for the child to exist, bounded by the deadline
+    raise TimeoutError("runuser started no child")
 
 
 def test_find_bindir_honours_the_override_and_refuses_a_directory_without_a_server(
