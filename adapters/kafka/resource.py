@@ -73,8 +73,11 @@ class KafkaResource(Resource):
         settings = self.settings
         admin = make_admin(settings)
         try:
-            async with asyncio.timeout(settings.request_timeout):
-                await admin.start()
+            try:
+                async with asyncio.timeout(settings.request_timeout):
+                    await admin.start()
+            except Exception as exc:
+                raise RuntimeError(f"cannot reach Kafka at {settings.bootstrap_servers}: {exc!r}") from exc
             count = await ensure_stage_topic(admin, settings)
             self._admin, self._catalog = admin, TopicCatalog(admin, settings.metadata_ttl)
             await self._check_stage_limits()

@@ -164,8 +164,15 @@ class Shard:
 
     def _take(self) -> list[_Work]:
         group = [self._queue.popleft()]
+        if group[0].attempts:
+            return group  # a retry goes alone, so that one bad branch cannot fail its neighbours again
         size = group[0].size
-        while self._queue and len(group) < self.settings.max_group and size + self._queue[0].size <= _GROUP_BYTES:
+        while (
+            self._queue
+            and not self._queue[0].attempts
+            and len(group) < self.settings.max_group
+            and size + self._queue[0].size <= _GROUP_BYTES
+        ):
             work = self._queue.popleft()
             size += work.size
             group.append(work)
