@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 
 import orjson
+import pytest
 from kafka_harness import EventsService
 
-from adapters.kafka import BranchState
+from adapters.kafka import BranchState, KafkaResource, KafkaSettings
 from adapters.kafka.testing import create_topic, read_committed, unique_name
 from participant_sdk.testing import StubCoordinator
 from twopc import failpoints
+from twopc.supervisor import free_port
 
 
 def order(n: int, topic: str, **extra: object) -> dict[str, object]:
@@ -255,3 +258,26 @@ async def test_the_stage_topic_is_made_compacted_with_the_configured_partitions(
     info = (await catalog.describe([events.resource.settings.topic]))[events.resource.settings.topic]
     assert info is not None and (info.partitions, info.compacted) == (3, True)
     assert len(events.resource.shards) == 3
+
+
+async def test_a_failed_group_of_commits_is_retried_and_each_branch_publishes_once(
+    make_events, kafka: str, topic: str
+) -> None:
+    events = await make_events(shards=1)
+    for n in range(6):
+        assert await events.vote(f"s{n}", [order(n, topic)]) == "yes"
+    # The first (grouped) commit transaction fails: every branch in it is retried, alone.
+    failpoints.configure("kafka.after_publish_before_marker=1*error")
+    answers = await asyncio.gather(*(events.commit(f"s{n}") for n in range(6)))
+    assert {body["status"] for _, body in answers} == {"committed"}
+    assert sorted(v["order"] for v in await values(kafka, topic)) == list(range(6))
+    [shard] = events.resource.shards
+    assert shard.recoveries == 1
+
+
+async def test_an_unreachable_broker_is_named_at_start() -> None:
+    nowhere = f"127.0.0.1:{free_port()}"
+    resource = KafkaResource(KafkaSettings(bootstrap_servers=nowhere, participant="nowhere", request_timeout=2))
+    with pytest.raises(RuntimeError, match=re.escape(f"cannot reach Kafka at {nowhere}")):
+        await resource.start()
+    assert resource.shards == []
