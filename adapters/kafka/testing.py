@@ -1,5 +1,5 @@
-"""Tools for tests that need a real Kafka broker: find it, make topics, read what a
-``read_committed`` consumer sees.
+"""Tools for tests that need a real Kafka broker: find it, name things uniquely, make
+topics and read what a ``read_committed`` consumer sees (from :mod:`adapters.kafka.topics`).
 
 The broker is the one ``TWOPC_TEST_KAFKA_BOOTSTRAP`` names, else the one ``twopc dev up
 kafka`` started (``var/dev/services.json``). There is no skipping: without a broker that
@@ -11,13 +11,10 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient
 
+from adapters.kafka.topics import ReadMessage, create_topic, read_committed
 from twopc.dev import read_services
 
 __all__ = [
@@ -30,16 +27,6 @@ __all__ = [
 ]
 
 BOOTSTRAP_ENV_VAR = "TWOPC_TEST_KAFKA_BOOTSTRAP"
-
-
-@dataclass(frozen=True, slots=True)
-class ReadMessage:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes], ...]
 
 
 def bootstrap_servers(timeout: float = 10.0) -> str:
@@ -76,82 +63,3 @@ async def _describe(bootstrap: str, timeout: float) -> None:
 def unique_name(label: str) -> str:
     """A topic or participant name no other test uses (the broker outlives a test)."""
     return f"{label}-{secrets.token_hex(4)}"
-
-
-async def create_topic(
-    bootstrap: str,
-    name: str,
-    partitions: int = 1,
-    configs: Mapping[str, str] | None = None,
-    timeout: float = 30.0,
-    *,
-    replication_factor: int = 1,
-) -> str:
-    """Create ``name`` and wait until every partition has a leader; return the name."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        response = await admin.create_topics(
-            [NewTopic(name, partitions, replication_factor, topic_configs=dict(configs or {}))]
-        )
-        for error in response.topic_errors:
-            if error[1] != 0:
-                message = error[2] if len(error) > 2 and error[2] else f"error {error[1]}"
-                raise RuntimeError(f"creating topic {name!r} failed: {message}")
-        deadline = time.monotonic() + timeout
-        while True:
-            described = (await admin.describe_topics([name]))[0]
-            parts = described["partitions"]
-            if described["error_code"] == 0 and len(parts) == partitions and all(p["leader"] >= 0 for p in parts):
-                return name
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"topic {name!r} has no leader for every partition after {timeout}s")
-            await asyncio.sleep(0.05)
-    finally:
-        await admin.close()
-
-
-async def read_committed(bootstrap: str, topics: Iterable[str], timeout: float = 30.0) -> list[ReadMessage]:
-    """Everything a ``read_committed`` consumer sees in ``topics`` now, from the start to
-    the last stable offset, in (topic, partition, offset) order."""
-    tps = [
-        TopicPartition(topic, p)
-        for topic, count in (await _partitions(bootstrap, topics)).items()
-        for p in range(count)
-    ]
-    if not tps:
-        return []
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, isolation_level="read_committed", enable_auto_commit=False, group_id=None
-    )
-    await consumer.start()
-    found: list[ReadMessage] = []
-    try:
-        async with asyncio.timeout(timeout):
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            ends = await consumer.end_offsets(tps)
-            remaining = [tp for tp in tps if ends[tp] > 0]
-            while remaining:
-                batch = await consumer.getmany(*remaining, timeout_ms=200)
-                for tp, records in batch.items():
-                    found.extend(
-                        ReadMessage(tp.topic, tp.partition, r.offset, r.key, r.value, tuple(r.headers)) for r in records
-                    )
-                remaining = [tp for tp in remaining if await consumer.position(tp) < ends[tp]]
-    finally:
-        await consumer.stop()
-    return sorted(found, key=lambda m: (m.topic, m.partition, m.offset))
-
-
-async def _partitions(bootstrap: str, topics: Iterable[str]) -> dict[str, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        described = await admin.describe_topics(list(topics))
-    finally:
-        await admin.close()
-    missing = [t["topic"] for t in described if t["error_code"] != 0]
-    if missing:
-        raise RuntimeError(f"no such topics: {missing}")
-    return {t["topic"]: len(t["partitions"]) for t in described}

@@ -21,7 +21,7 @@ def create_topic(
     replication_factor: Annotated[int, typer.Option(help="replicas of each partition (production: 3)", min=1)] = 1,
 ) -> None:
     """Create a topic (the dev broker does not create topics on first use)."""
-    from adapters.kafka.testing import create_topic as create
+    from adapters.kafka.topics import create_topic as create
 
     try:
         asyncio.run(create(bootstrap, name, partitions, replication_factor=replication_factor))

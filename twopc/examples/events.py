@@ -30,7 +30,7 @@ import structlog
 from aiohttp import web
 
 from adapters.kafka import KafkaResource, KafkaSettings, PayloadError
-from adapters.kafka.testing import read_committed
+from adapters.kafka.topics import read_committed
 from participant_sdk import Participant, ParticipantError
 from twopc.protocol import GTID_PATTERN
 
