@@ -57,9 +57,17 @@ async def create_topic(
         await admin.close()
 
 
-async def read_committed(bootstrap: str, topics: Iterable[str], timeout: float = 30.0) -> list[ReadMessage]:
-    """Everything a ``read_committed`` consumer sees in ``topics`` now, from the start to
-    the last stable offset, in (topic, partition, offset) order."""
+async def read_committed(
+    bootstrap: str, topics: Iterable[str], timeout: float = 30.0, *, settled: bool = False
+) -> list[ReadMessage]:
+    """Everything a ``read_committed`` consumer sees in ``topics``, from the start to the
+    last stable offset, in (topic, partition, offset) order.
+
+    A Kafka transaction's commit returns before its markers are written to every
+    partition, so a read right after it may not see it yet. ``settled=True`` first waits
+    (up to ``timeout``) until no partition has a transaction in flight (its last stable
+    offset is its high watermark): what tests want after a commit.
+    """
     tps = [
         TopicPartition(topic, p)
         for topic, count in (await _partitions(bootstrap, topics)).items()
@@ -77,6 +85,8 @@ async def read_committed(bootstrap: str, topics: Iterable[str], timeout: float =
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
             ends = await consumer.end_offsets(tps)
+            if settled:
+                ends = await _settle(bootstrap, consumer, tps, ends)
             remaining = [tp for tp in tps if ends[tp] > 0]
             while remaining:
                 batch = await consumer.getmany(*remaining, timeout_ms=200)
@@ -88,6 +98,23 @@ async def read_committed(bootstrap: str, topics: Iterable[str], timeout: float =
     finally:
         await consumer.stop()
     return sorted(found, key=lambda m: (m.topic, m.partition, m.offset))
+
+
+async def _settle(
+    bootstrap: str, consumer: AIOKafkaConsumer, tps: list[TopicPartition], stable: dict[TopicPartition, int]
+) -> dict[TopicPartition, int]:
+    """Wait until every partition's last stable offset reaches its high watermark."""
+    uncommitted = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    await uncommitted.start()
+    try:
+        while True:
+            high = await uncommitted.end_offsets(tps)
+            if all(stable[tp] >= high[tp] for tp in tps):
+                return stable
+            await asyncio.sleep(0.02)
+            stable = await consumer.end_offsets(tps)
+    finally:
+        await uncommitted.stop()
 
 
 async def _partitions(bootstrap: str, topics: Iterable[str]) -> dict[str, int]:
