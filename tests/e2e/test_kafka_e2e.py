@@ -109,7 +109,7 @@ async def run_transaction(
 
 
 async def gtids_in_kafka(kafka: str, topic: str) -> list[str]:
-    return [m.key.decode() for m in await read_committed(kafka, [topic]) if m.key is not None]
+    return [m.key.decode() for m in await read_committed(kafka, [topic], settled=True) if m.key is not None]
 
 
 async def gtids_in_queue(http: aiohttp.ClientSession, cluster: LocalCluster) -> list[str]:
@@ -215,7 +215,7 @@ async def test_kafka_killed_during_its_commit_publishes_exactly_once_after_resta
     cluster.nodes["events"].env.clear()
     cluster.restart("events")
     await settle(http, cluster, client)
-    read = await read_committed(kafka, [topic])
+    read = await read_committed(kafka, [topic], settled=True)
     assert [orjson.loads(m.value) for m in read] == [0, 1, 2, 3, 4]  # once each, in order
     assert await gtids_in_queue(http, cluster) == [gtid]
 

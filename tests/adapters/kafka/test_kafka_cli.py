@@ -25,7 +25,7 @@ async def test_create_topic_makes_a_topic_the_participant_can_publish_to(events:
     assert result.exit_code == 0, result.output
     assert await events.vote("g-cli", [{"topic": name, "partition": 1, "value": 1}]) == "yes"
     await events.commit("g-cli")
-    assert [(m.partition, m.value) for m in await read_committed(kafka, [name])] == [(1, b"1")]
+    assert [(m.partition, m.value) for m in await read_committed(kafka, [name], settled=True)] == [(1, b"1")]
 
     again = await twopc(["kafka", "create-topic", name, "--bootstrap", kafka])
     assert again.exit_code == 1 and "already exists" in again.output

@@ -23,12 +23,12 @@ def order(n: int, topic: str, **extra: object) -> dict[str, object]:
 
 
 async def values(kafka: str, topic: str) -> list[object]:
-    return [orjson.loads(m.value) for m in await read_committed(kafka, [topic]) if m.value is not None]
+    return [orjson.loads(m.value) for m in await read_committed(kafka, [topic], settled=True) if m.value is not None]
 
 
 async def test_commit_publishes_every_message_exactly_once(events: EventsService, kafka: str, topic: str) -> None:
     assert await events.vote("g1", [order(1, topic), order(2, topic)]) == "yes"
-    assert await read_committed(kafka, [topic]) == []  # prepared: staged, not published
+    assert await read_committed(kafka, [topic], settled=True) == []  # prepared: staged, not published
 
     assert (await events.commit("g1"))[1]["status"] == "committed"
     assert await events.commit("g1") == (200, {"status": "committed", "reason": None})  # repeated: answered the same
@@ -47,7 +47,7 @@ async def test_keys_headers_partitions_and_byte_values_arrive_as_given(
     assert await events.vote("g-shapes", messages) == "yes"
     await events.commit("g-shapes")
 
-    read = await read_committed(kafka, [topic])
+    read = await read_committed(kafka, [topic], settled=True)
     by_key = {m.key: m for m in read}
     assert len(read) == 3
     assert by_key[b"k"].value == b"plain"
@@ -118,7 +118,7 @@ async def test_messages_kafka_would_refuse_vote_no_at_prepare(events: EventsServ
     assert "internal" in reasons["stage topic"]
     assert "colour" in reasons["bad shape"]
     assert all(events.resource.entry(g, events.name) is None for g in ("n1", "n2", "n3", "n4", "n5", "n6", "n7"))
-    assert await read_committed(kafka, [topic, compacted, small]) == []
+    assert await read_committed(kafka, [topic, compacted, small], settled=True) == []
 
 
 async def test_a_message_just_under_the_limit_is_taken_and_published(
@@ -128,7 +128,7 @@ async def test_a_message_just_under_the_limit_is_taken_and_published(
     assert await events.vote("g-big", [big]) == "yes"
     assert events.resource.entry("g-big", events.name).chunks == 3  # 1.2 MB of base64 in 512 KiB pieces
     await events.commit("g-big")
-    [read] = await read_committed(kafka, [topic])
+    [read] = await read_committed(kafka, [topic], settled=True)
     assert read.value == b"\x01" * 900_000
 
 
@@ -183,7 +183,7 @@ async def test_a_commit_that_keeps_failing_is_refused_and_the_branch_stays_prepa
     status, body = await events.commit("g-stuck")
     assert (status, body["error"]["code"]) == (503, "resource_error")
     assert "did not take the commit" in body["error"]["message"]
-    assert await read_committed(kafka, [topic]) == []
+    assert await read_committed(kafka, [topic], settled=True) == []
     assert events.resource.entry("g-stuck", events.name).state is BranchState.PREPARED
     assert (await events.commit("g-stuck"))[1]["status"] == "committed"  # the coordinator's retry
     assert [v["order"] for v in await values(kafka, topic)] == [1]
