@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from chaos.participants import BankKind
 from chaos.topology import Topology
 from chaos.workload import Txn
 from participant_sdk.client import CoordinatorClient, CoordinatorError
@@ -48,7 +49,7 @@ async def settle(topology: Topology, http: aiohttp.ClientSession, bound: float) 
                     if (await client.list(state=state, limit=1))["transactions"]:
                         busy = True
                 for participant in topology.participants.values():
-                    if await participant.in_doubt(http):
+                    if await participant.in_doubt(http) != 0:
                         busy = True
                 if not busy:
                     return loop.time() - start
@@ -64,7 +65,14 @@ async def check(
     result = CheckResult()
     wanted = set(invariants)
     names = list(topology.participants)
-    effects = {name: await p.effects(http) for name, p in topology.participants.items()}
+    gtid_of = {txn.tag: txn.gtid for txn in history if txn.gtid is not None}
+    effects: dict[str, Counter[str]] = {}
+    for name, participant in topology.participants.items():
+        counted = await participant.effects(http)
+        if participant.effects_key == "tag":
+            # A tag whose transaction never got a gtid cannot have been committed.
+            counted = Counter({gtid_of.get(tag, f"tag:{tag}"): n for tag, n in counted.items()})
+        effects[name] = counted
     result.effects = sum(sum(c.values()) for c in effects.values())
 
     def report(invariant: str, message: str) -> None:
@@ -98,9 +106,14 @@ async def check(
             report("no_effect_of_aborted", f"{txn.gtid} is aborted at the coordinator but took effect")
 
     for participant in topology.participants.values():
-        for message in await participant.extra_violations(http):
-            invariant, _, text = message.partition(": ")
-            report(invariant, text)
+        for invariant, message in await participant.violations(http):
+            report(invariant, message)
+    banks = [p for p in topology.participants.values() if isinstance(p, BankKind)]
+    if banks:
+        total = sum([await bank.total(http) for bank in banks])
+        opening = sum(bank.ACCOUNTS * bank.OPENING_BALANCE for bank in banks)
+        if total != opening:
+            report("conservation", f"the banks hold {total} in all, not the {opening} they opened with")
     return result
 
 

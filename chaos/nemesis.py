@@ -112,6 +112,9 @@ class Nemesis:
             await asyncio.sleep(self.spec.downtime_s)
             for proxy in self.topology.proxies[target]:
                 proxy.set_cut(False)
+        elif kind == "restart-service":
+            fault = self._record(target, f"{target} restarted")
+            await asyncio.to_thread(_restart_service, target, self.spec.downtime_s)
         else:
             raise ValueError(f"nemesis {kind!r} is not available in this topology")
         fault.healed = self._now()
@@ -145,6 +148,19 @@ class Nemesis:
                 except Exception:  # the coordinator may still be down
                     pass
                 await asyncio.sleep(0.1)
+
+
+def _restart_service(name: str, downtime: float) -> None:
+    """Stop and start a dev service (``twopc dev``): PostgreSQL or the Kafka broker."""
+    import importlib
+
+    from twopc.dev import default_state_dir, write_service
+
+    module = importlib.import_module(f"twopc.dev.{name}")
+    state_dir = default_state_dir()
+    module.down(state_dir)
+    time.sleep(downtime)
+    write_service(state_dir, name, module.up(state_dir))
 
 
 async def _unfinished_before(client: CoordinatorClient, loop_time: float) -> bool:

@@ -1,14 +1,19 @@
-"""Participant kinds a chaos topology can hold: how to start one, what a transaction
-asks of it, and how to read back what it did.
+"""Participant kinds a chaos topology can hold: how to provision and start one, what a
+transaction asks of it, and how to read back what it did.
 
-Each kind reports effects as ``{gtid: count}``: how many times each transaction's work
-is visible there. Exactly-once means every count is 1; atomicity means a gtid is
-visible at every participant of its transaction or at none.
+Each kind reports effects as a count per key: how many times each transaction's work is
+visible there, keyed by gtid where the participant records it (queue items, bank
+transfers) or by the workload's tag where it cannot (Kafka messages carry the tag).
+Exactly once means every count is 1; atomicity means a transaction is visible at every
+participant or at none.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import random
+import secrets
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +23,7 @@ import aiohttp
 
 from twopc.supervisor import twopc_command
 
-__all__ = ["KINDS", "MockQueueKind", "ParticipantKind"]
+__all__ = ["KINDS", "BankKind", "EventsKind", "MockQueueKind", "ParticipantKind"]
 
 
 @dataclass
@@ -33,9 +38,27 @@ class ParticipantKind:
     inquiry_interval: float = 0.5
 
     kind: ClassVar[str]
+    #: What :meth:`effects` counts by: "gtid" or "tag".
+    effects_key: ClassVar[str] = "gtid"
+
+    async def provision(self) -> None:
+        """Make what the service needs before it starts (a database, a topic)."""
+
+    async def populate(self, http: aiohttp.ClientSession) -> None:
+        """Set the service up once it answers (accounts)."""
+
+    async def release(self) -> None:
+        """Remove what :meth:`provision` made."""
 
     def argv(self) -> list[str]:
-        raise NotImplementedError
+        return twopc_command(
+            self.kind, "serve", "--name", self.name, "--port", str(self.port), "--data", str(self.data_dir),
+            "--coordinator", self.coordinator_url, "--secret", self.secret,
+            "--inquiry-interval", str(self.inquiry_interval), *self.extra_args(),
+        )  # fmt: skip
+
+    def extra_args(self) -> list[str]:
+        return []
 
     @property
     def url(self) -> str:
@@ -51,24 +74,20 @@ class ParticipantKind:
     async def effects(self, http: aiohttp.ClientSession) -> Counter[str]:
         raise NotImplementedError
 
-    async def in_doubt(self, http: aiohttp.ClientSession) -> int:
+    async def in_doubt(self, http: aiohttp.ClientSession) -> int | None:
+        """Branches in doubt here; None while the service cannot say (it is unhealthy)."""
         async with http.get(self.ready_url) as response:
+            if response.status != 200:
+                return None
             return int((await response.json())["in_doubt"])
 
-    async def extra_violations(self, http: aiohttp.ClientSession) -> list[str]:
-        """Checks of the kind's own (leftover prepared work, conservation, ...)."""
+    async def violations(self, http: aiohttp.ClientSession) -> list[tuple[str, str]]:
+        """The kind's own checks, as (invariant, message) pairs."""
         return []
 
 
 class MockQueueKind(ParticipantKind):
     kind = "mockqueue"
-
-    def argv(self) -> list[str]:
-        return twopc_command(
-            "mockqueue", "serve", "--name", self.name, "--port", str(self.port), "--data", str(self.data_dir),
-            "--coordinator", self.coordinator_url, "--secret", self.secret,
-            "--inquiry-interval", str(self.inquiry_interval),
-        )  # fmt: skip
 
     def payload(self, tag: str, rng: random.Random) -> Any:
         return {"items": [tag]}
@@ -79,4 +98,111 @@ class MockQueueKind(ParticipantKind):
         return Counter(item["gtid"] for item in items)
 
 
-KINDS: dict[str, type[ParticipantKind]] = {"mockqueue": MockQueueKind}
+class BankKind(ParticipantKind):
+    """A bank on a database of its own; two banks make each transaction a transfer."""
+
+    kind = "bank"
+    ACCOUNTS = 100
+    OPENING_BALANCE = 1_000
+    #: Which side of a transfer this bank is (0 or 1), set by the topology.
+    role: int = 0
+    dsn: str = ""
+    _database: str = ""
+    _server_dsn: str = ""
+
+    async def provision(self) -> None:
+        from adapters.postgres.testing import database_dsn, server_dsn
+
+        self._server_dsn = await asyncio.to_thread(server_dsn)
+        self._database = f"twopc_chaos_{self.name.replace('-', '_')}_{secrets.token_hex(3)}"
+        await self._admin(f'CREATE DATABASE "{self._database}"')
+        self.dsn = database_dsn(self._server_dsn, self._database)
+
+    async def release(self) -> None:
+        if not self._database:
+            return
+        import psycopg
+
+        async with await psycopg.AsyncConnection.connect(self.dsn, autocommit=True) as conn:
+            for xid in await conn.tpc_recover():
+                if xid.database == self._database:
+                    await conn.tpc_rollback(xid)
+        await self._admin(f'DROP DATABASE "{self._database}" WITH (FORCE)')
+
+    async def _admin(self, statement: str) -> None:
+        import psycopg
+
+        async with await psycopg.AsyncConnection.connect(self._server_dsn, autocommit=True) as admin:
+            await admin.execute(statement)  # type: ignore[arg-type]
+
+    async def populate(self, http: aiohttp.ClientSession) -> None:
+        for n in range(self.ACCOUNTS):
+            body = {"id": f"acct-{n}", "balance": self.OPENING_BALANCE}
+            async with http.post(f"{self.url}/accounts", json=body) as response:
+                if response.status not in (201, 409):
+                    raise RuntimeError(f"{self.name}: opening an account failed: {await response.text()}")
+
+    def extra_args(self) -> list[str]:
+        return ["--dsn", self.dsn, "--sweep-interval", "2"]
+
+    def payload(self, tag: str, rng: random.Random) -> Any:
+        # Both banks derive the transfer from the tag alone, so their entries cancel out.
+        digest = int.from_bytes(hashlib.sha256(tag.encode()).digest()[:8], "big")
+        amount = 1 + digest % 50
+        debit = digest >> 8 & 1
+        account = f"acct-{rng.randrange(self.ACCOUNTS)}"
+        return {"account": account, "delta": -amount if self.role == debit else amount}
+
+    async def effects(self, http: aiohttp.ClientSession) -> Counter[str]:
+        async with http.get(f"{self.url}/transfers") as response:
+            transfers = (await response.json())["transfers"]
+        return Counter(t["gtid"] for t in transfers)
+
+    async def total(self, http: aiohttp.ClientSession) -> int:
+        async with http.get(f"{self.url}/accounts") as response:
+            return int((await response.json())["total"])
+
+    async def violations(self, http: aiohttp.ClientSession) -> list[tuple[str, str]]:
+        async with http.get(self.ready_url) as response:
+            prepared = (await response.json())["prepared"]
+        if prepared.get("count"):
+            return [("no_prepared_left", f"{self.name} still holds {prepared['count']} prepared transactions")]
+        return []
+
+
+class EventsKind(ParticipantKind):
+    """Kafka messages: each transaction publishes one event carrying its tag."""
+
+    kind = "events"
+    effects_key = "tag"
+    bootstrap: str = ""
+    topic: str = ""
+
+    async def provision(self) -> None:
+        from adapters.kafka.testing import bootstrap_servers
+        from adapters.kafka.topics import create_topic
+
+        self.bootstrap = await asyncio.to_thread(bootstrap_servers)
+        self.topic = await create_topic(self.bootstrap, f"chaos-{self.name}-{secrets.token_hex(3)}", partitions=3)
+
+    def extra_args(self) -> list[str]:
+        return ["--bootstrap", self.bootstrap, "--stage-topic", f"_twopc_stage.chaos.{self.topic}"]
+
+    def payload(self, tag: str, rng: random.Random) -> Any:
+        return {"messages": [{"topic": self.topic, "key": tag, "value": {"tag": tag}}]}
+
+    async def effects(self, http: aiohttp.ClientSession) -> Counter[str]:
+        from adapters.kafka.topics import read_committed
+
+        messages = await read_committed(self.bootstrap, [self.topic], settled=True)
+        return Counter(m.key.decode() for m in messages if m.key is not None)
+
+    async def violations(self, http: aiohttp.ClientSession) -> list[tuple[str, str]]:
+        async with http.get(self.ready_url) as response:
+            branches = (await response.json())["branches"]
+        if branches.get("prepared"):
+            return [("no_prepared_left", f"{self.name} still holds {branches['prepared']} staged branches undecided")]
+        return []
+
+
+KINDS: dict[str, type[ParticipantKind]] = {k.kind: k for k in (MockQueueKind, BankKind, EventsKind)}

@@ -63,8 +63,9 @@ def run_scenario(
 async def _run(scenario: Scenario, directory: Path, progress: Callable[[str], None]) -> dict[str, Any]:
     topology = Topology(scenario, directory)
     rng = random.Random(scenario.seed)
-    progress(f"{scenario.name}: starting {', '.join(topology.nodes)} in {directory} ...")
-    await topology.start()
+    progress(f"{scenario.name}: starting the coordinator and {', '.join(topology.participants)} in {directory} ...")
+    async with aiohttp.ClientSession() as http:
+        await topology.start(http)
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     workload = Workload(topology, scenario.workload.clients, scenario.seed, scenario.workload.request_timeout_s, t0)

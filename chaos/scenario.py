@@ -79,6 +79,16 @@ class Scenario(_Spec):
     def kinds(self) -> set[str]:
         return {p.kind for p in self.participants}
 
+    @model_validator(mode="after")
+    def _banks_come_in_pairs(self) -> Scenario:
+        banks = sum(p.kind == "bank" for p in self.participants)
+        if banks not in (0, 2):
+            raise ValueError("a transfer needs exactly two banks (or none)")
+        names = [p.name for p in self.participants]
+        if len(set(names)) != len(names):
+            raise ValueError("participant names must be unique")
+        return self
+
 
 def _scenario_dir() -> Path:
     return Path(str(resources.files("chaos") / "scenarios"))

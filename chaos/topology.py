@@ -7,7 +7,9 @@ import asyncio
 import json
 from pathlib import Path
 
-from chaos.participants import KINDS, ParticipantKind
+import aiohttp
+
+from chaos.participants import KINDS, BankKind, ParticipantKind
 from chaos.proxy import FaultProxy
 from chaos.scenario import Scenario
 from twopc.supervisor import Node, free_port, twopc_command
@@ -55,17 +57,21 @@ class Topology:
         config = _COORDINATOR.format(port=coordinator_port, log=directory / "coordinator.db")
         if scenario.broken_build:
             config += "unsafe_lazy_decision = true\n"
+        banks = 0
         for spec in scenario.participants:
             port, inbound, outbound = free_port(), free_port(), free_port()
             # Coordinator → participant goes through one proxy, inquiries back through another.
             self.proxies[spec.name] = [FaultProxy(inbound, port), FaultProxy(outbound, coordinator_port)]
-            self.participants[spec.name] = KINDS[spec.kind](
+            participant = KINDS[spec.kind](
                 name=spec.name,
                 port=port,
                 data_dir=directory / spec.name,
                 coordinator_url=f"http://127.0.0.1:{outbound}",
                 secret=SECRET,
             )
+            if isinstance(participant, BankKind):
+                participant.role, banks = banks, banks + 1
+            self.participants[spec.name] = participant
             config += _PARTICIPANT.format(name=spec.name, port=inbound, secret=SECRET)
         (directory / "twopc.toml").write_text(config)
         env = {
@@ -82,22 +88,28 @@ class Topology:
                 env=env,
             )
         }
-        for name, participant in self.participants.items():
-            self.nodes[name] = Node(name, participant.argv(), participant.ready_url, directory / f"{name}.log")
-        for name, node in self.nodes.items():
-            node.env["TWOPC_FAILPOINTS_FILE"] = str(self.failpoints_file(name))
-            self.failpoints_file(name).write_text("")
 
     def failpoints_file(self, node: str) -> Path:
         return self.directory / "failpoints" / node
 
-    async def start(self) -> None:
+    async def start(self, http: aiohttp.ClientSession) -> None:
+        for participant in self.participants.values():
+            await participant.provision()
+            # The command line may name what provision made (a database, a topic).
+            self.nodes[participant.name] = Node(
+                participant.name, participant.argv(), participant.ready_url, self.directory / f"{participant.name}.log"
+            )
+        for name, node in self.nodes.items():
+            node.env["TWOPC_FAILPOINTS_FILE"] = str(self.failpoints_file(name))
+            self.failpoints_file(name).write_text("")
         for proxies in self.proxies.values():
             for proxy in proxies:
                 await proxy.start()
         for node in self.nodes.values():
             node.start()
         await asyncio.gather(*(asyncio.to_thread(node.wait_ready, 60) for node in self.nodes.values()))
+        for participant in self.participants.values():
+            await participant.populate(http)
 
     async def restart(self, name: str) -> None:
         node = self.nodes[name]
@@ -113,3 +125,8 @@ class Topology:
         for proxies in self.proxies.values():
             for proxy in proxies:
                 await proxy.close()
+        for participant in self.participants.values():
+            try:
+                await participant.release()
+            except Exception as exc:  # leave the rest tidy even if one cannot be
+                print(f"chaos: could not release {participant.name}: {exc}")
