@@ -10,7 +10,14 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize(
-    "name", ["coordinator-crash-after-first-commit", "participant-crash-before-commit", "partition-participant"]
+    "name",
+    [
+        "coordinator-crash-after-first-commit",
+        "participant-crash-before-commit",
+        "partition-participant",
+        "mixed-kill-any",
+        "events-crash-after-publish-before-marker",
+    ],
 )
 def test_a_short_run_injects_faults_and_finds_no_violation(name: str) -> None:
     result = run_scenario(load_scenario(name), seed=7, duration=5, show=False, progress=lambda _: None)
