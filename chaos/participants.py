@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import aiohttp
 
-from twopc.supervisor import twopc_command
+from twopc.localcluster import Service
 
 __all__ = ["KINDS", "BankKind", "EventsKind", "MockQueueKind", "ParticipantKind"]
 
@@ -51,11 +51,8 @@ class ParticipantKind:
         """Remove what :meth:`provision` made."""
 
     def argv(self) -> list[str]:
-        return twopc_command(
-            self.kind, "serve", "--name", self.name, "--port", str(self.port), "--data", str(self.data_dir),
-            "--coordinator", self.coordinator_url, "--secret", self.secret,
-            "--inquiry-interval", str(self.inquiry_interval), *self.extra_args(),
-        )  # fmt: skip
+        service = Service(self.name, self.kind, tuple(self.extra_args()))
+        return service.argv(self.port, self.data_dir, self.coordinator_url, self.secret, self.inquiry_interval)
 
     def extra_args(self) -> list[str]:
         return []

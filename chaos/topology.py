@@ -12,6 +12,7 @@ import aiohttp
 from chaos.participants import KINDS, BankKind, ParticipantKind
 from chaos.proxy import FaultProxy
 from chaos.scenario import Scenario
+from twopc.localcluster import coordinator_config
 from twopc.supervisor import Node, free_port, twopc_command
 
 __all__ = ["Topology"]
@@ -19,14 +20,7 @@ __all__ = ["Topology"]
 SECRET = "chaos-secret"
 
 # Loopback timeouts short enough that recovery shows within a run.
-_COORDINATOR = """node_id = "c1"
-[server]
-host = "127.0.0.1"
-port = {port}
-[log]
-store = "sqlite"
-path = "{log}"
-[transactions]
+_TRANSACTIONS = """[transactions]
 default_timeout_ms = 10000
 prepare_timeout_ms = 3000
 phase_two_timeout_ms = 1000
@@ -34,13 +28,6 @@ commit_wait_ms = 3000
 retry_base_ms = 20
 retry_cap_ms = 500
 reaper_interval_ms = 200
-"""
-
-_PARTICIPANT = """
-[[participants]]
-name = "{name}"
-url = "http://127.0.0.1:{port}/twopc"
-secret = "{secret}"
 """
 
 
@@ -54,9 +41,10 @@ class Topology:
         self.coordinator_url = f"http://127.0.0.1:{coordinator_port}"
         self.participants: dict[str, ParticipantKind] = {}
         self.proxies: dict[str, list[FaultProxy]] = {}
-        config = _COORDINATOR.format(port=coordinator_port, log=directory / "coordinator.db")
+        transactions = _TRANSACTIONS
         if scenario.broken_build:
-            config += "unsafe_lazy_decision = true\n"
+            transactions += "unsafe_lazy_decision = true\n"
+        inbound_ports: dict[str, int] = {}
         banks = 0
         for spec in scenario.participants:
             port, inbound, outbound = free_port(), free_port(), free_port()
@@ -72,7 +60,8 @@ class Topology:
             if isinstance(participant, BankKind):
                 participant.role, banks = banks, banks + 1
             self.participants[spec.name] = participant
-            config += _PARTICIPANT.format(name=spec.name, port=inbound, secret=SECRET)
+            inbound_ports[spec.name] = inbound
+        config = coordinator_config(coordinator_port, directory / "coordinator.db", inbound_ports, SECRET, transactions)
         (directory / "twopc.toml").write_text(config)
         env = {
             f"TWOPC_{section.upper()}__{key.upper()}": value if isinstance(value, str) else json.dumps(value)
