@@ -74,15 +74,10 @@ class Endpoint:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.session.close()
 
-    async def call(self, operation: str, message: BaseModel, response_type: type[R], timeout: float) -> R:
+    async def call(self, operation: str, body: dict[str, Any], response_type: type[R], timeout: float) -> R:
+        """Send one protocol operation; ``body`` is the JSON of its request message."""
         loop = asyncio.get_running_loop()
-        call = _Call(
-            operation,
-            message.model_dump(mode="json", exclude_defaults=True),
-            response_type,
-            timeout,
-            loop.create_future(),
-        )
+        call = _Call(operation, body, response_type, timeout, loop.create_future())
         # Each call keeps its own deadline, whatever exchange carries it.
         expiry = loop.call_later(timeout, call.fail, f"no answer within {timeout:.3g}s")
         self._queue.append(call)

@@ -15,9 +15,12 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from coordinator.api import build_app
 from coordinator.config import Settings
+from twopc.protocol import AbortRequest, CommitRequest, PrepareRequest, StatusRequest
 from twopc.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 
 SECRET = "test-secret"
+
+_MESSAGES = {"prepare": PrepareRequest, "commit": CommitRequest, "abort": AbortRequest, "status": StatusRequest}
 
 
 @dataclass
@@ -64,6 +67,7 @@ class StubParticipant:
         return web.json_response(answer, status=409 if "error" in answer else 200)
 
     async def _answer(self, op: str, body: dict[str, Any]) -> dict[str, Any]:
+        _MESSAGES[op].model_validate(body)  # what the coordinator sent is the protocol
         self.calls.append((op, body))
         if self.mode == "hang" or (self.mode == "hang_commit" and op == "commit"):
             await asyncio.Event().wait()
