@@ -77,18 +77,21 @@ class TransactionOut(BaseModel):
 
     @classmethod
     def of(cls, view: TransactionView) -> TransactionOut:
+        # Built from the engine's own records: nothing to validate, so construct directly.
         r = view.record
-        return cls(
+        return cls.model_construct(
             gtid=r.gtid,
-            state=r.state,  # type: ignore[arg-type]
-            outcome=r.decision,  # type: ignore[arg-type]
+            state=r.state,
+            outcome=r.decision,
             reason=r.reason,
             created_at=_time(r.created_at),
             updated_at=_time(r.updated_at),
             deadline=_time(r.deadline),
             metadata=r.metadata,
             branches=[
-                BranchView(name=b.name, state=b.state, early=b.early, reason=b.reason, pending=b.name in view.pending)
+                BranchView.model_construct(
+                    name=b.name, state=b.state, early=b.early, reason=b.reason, pending=b.name in view.pending
+                )
                 for b in r.branches
             ],
         )

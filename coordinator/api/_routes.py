@@ -56,7 +56,7 @@ _STATES = {s.value for s in TxState}
 def _json(model: BaseModel, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(
         status=status,
-        body=orjson.dumps(model.model_dump(mode="json")),
+        body=model.__pydantic_serializer__.to_json(model),
         content_type="application/json",
         headers=headers,
     )
