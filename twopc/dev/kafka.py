@@ -215,10 +215,21 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    with contextlib.suppress(OSError):
-        # A zombie (dead, not yet reaped by its parent) still answers kill(0).
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][:1] != "Z"
-    return True
+    try:
+        zombie = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][:1] == "Z"
+    except (OSError, IndexError):
+        return True
+    if not zombie:
+        return True
+    # A zombie leader answers kill(0) until its parent reaps it. If it is our own child,
+    # it is gone only once reaped (a JVM's leader turns zombie while its threads exit).
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # someone else's: dead once its last thread is gone
+        with contextlib.suppress(OSError):
+            return len(os.listdir(f"/proc/{pid}/task")) > 1
+        return False
+    return done != pid
 
 
 def _is_our_broker(pid: int, base: Path) -> bool:
