@@ -95,52 +95,56 @@ class BranchHandler:
             row = self.log.get(gtid, branch)
             if row is not None:
                 return self._repeat_prepare(row, digest)
+            return await self._prepare_new(gtid, branch, req.payload, digest)
+
+    async def _prepare_new(self, gtid: str, branch: str, payload: Any, digest: str | None) -> PrepareResponse:
+        """Prepare a branch this log has never seen; the caller holds its lock."""
+        try:
+            result = await self.resource.prepare(gtid, branch, payload)
+        except Exception as exc:
+            result = PrepareResult(Vote.NO, _describe(exc))
+        if result.vote is Vote.YES:
             try:
-                result = await self.resource.prepare(gtid, branch, req.payload)
-            except Exception as exc:
-                result = PrepareResult(Vote.NO, _describe(exc))
-            if result.vote is Vote.YES:
-                try:
-                    await self.log.record(
-                        gtid,
-                        branch,
-                        BranchState.PREPARED,
-                        durable=True,
-                        vote=Vote.YES,
-                        reason=None,
-                        payload_hash=digest,
-                    )
-                except Exception as exc:
-                    # A YES not on disk would not survive a restart: take it back.
-                    logger.error("participant log write failed", gtid=gtid, branch=branch, error=repr(exc))
-                    result = PrepareResult(Vote.NO, "participant log write failed")
-                else:
-                    await failpoints.hit("participant.after_prepare_before_reply")
-                    return PrepareResponse(vote=Vote.YES)
-            if result.vote is Vote.READ_ONLY:
-                # Nothing staged, so nothing is lost if this row is: a lazy write will do.
                 await self.log.record(
                     gtid,
                     branch,
-                    BranchState.READ_ONLY,
-                    durable=False,
-                    vote=Vote.READ_ONLY,
-                    reason=result.reason,
+                    BranchState.PREPARED,
+                    durable=True,
+                    vote=Vote.YES,
+                    reason=None,
                     payload_hash=digest,
                 )
-                return PrepareResponse(vote=Vote.READ_ONLY, reason=result.reason)
-            reason = result.reason or "resource voted no"
-            await self._drop_quietly(gtid, branch)
+            except Exception as exc:
+                # A YES not on disk would not survive a restart: take it back.
+                logger.error("participant log write failed", gtid=gtid, branch=branch, error=repr(exc))
+                result = PrepareResult(Vote.NO, "participant log write failed")
+            else:
+                await failpoints.hit("participant.after_prepare_before_reply")
+                return PrepareResponse(vote=Vote.YES)
+        if result.vote is Vote.READ_ONLY:
+            # Nothing staged, so nothing is lost if this row is: a lazy write will do.
             await self.log.record(
                 gtid,
                 branch,
-                BranchState.ABORTED,
+                BranchState.READ_ONLY,
                 durable=False,
-                vote=Vote.NO,
-                reason=reason,
+                vote=Vote.READ_ONLY,
+                reason=result.reason,
                 payload_hash=digest,
             )
-            return PrepareResponse(vote=Vote.NO, reason=reason)
+            return PrepareResponse(vote=Vote.READ_ONLY, reason=result.reason)
+        reason = result.reason or "resource voted no"
+        await self._drop_quietly(gtid, branch)
+        await self.log.record(
+            gtid,
+            branch,
+            BranchState.ABORTED,
+            durable=False,
+            vote=Vote.NO,
+            reason=reason,
+            payload_hash=digest,
+        )
+        return PrepareResponse(vote=Vote.NO, reason=reason)
 
     def _repeat_prepare(self, row: BranchRecord, digest: str | None) -> PrepareResponse:
         self._check_same_payload(row, digest)
@@ -185,35 +189,33 @@ class BranchHandler:
         return OutcomeResponse(status=Outcome.COMMITTED)
 
     async def _commit_one_phase(self, req: CommitRequest) -> OutcomeResponse:
+        """Prepare and commit a branch that is its transaction's only one.
+
+        It goes through the prepared state, logged durably, rather than straight to a
+        local commit: a crash between the resource's commit and its log row would
+        otherwise leave nothing here that says the work was done, and a recovering
+        coordinator asking ``status`` would hear ``unknown`` and abort it. Prepared, the
+        branch is in doubt after a crash and the coordinator settles it with COMMIT.
+        """
         gtid, branch = req.gtid, req.branch
         digest = payload_hash(req.payload)
         async with self.locks.hold((gtid, branch)):
             row = self.log.get(gtid, branch)
             if row is not None:
                 self._check_same_payload(row, digest)
-                if row.status is not BranchState.PREPARED:
-                    return self._outcome_of(row)
-                await self._apply(row, Outcome.COMMITTED)
-                return OutcomeResponse(status=Outcome.COMMITTED)
-            try:
-                result = await self.resource.commit_one_phase(gtid, branch, req.payload)
-            except Exception as exc:
-                result = PrepareResult(Vote.NO, _describe(exc))
-            if result.vote is Vote.NO:
-                await self._drop_quietly(gtid, branch)
-                status, reason = BranchState.ABORTED, result.reason or "resource voted no"
             else:
-                status, reason = BranchState.COMMITTED, result.reason
-            fields = {"vote": result.vote, "reason": reason, "payload_hash": digest}
-            try:
-                # After a coordinator crash this outcome lives only here: force it.
-                await self.log.record(gtid, branch, status, durable=True, **fields)
-            except Exception as exc:
-                # Keep the answer in memory so a retry is not applied twice by this process.
-                await self.log.record(gtid, branch, status, durable=False, **fields)
-                raise ParticipantError(503, "log_error", f"participant log write failed: {_describe(exc)}") from exc
+                vote = await self._prepare_new(gtid, branch, req.payload, digest)
+                if vote.vote is Vote.NO:
+                    return OutcomeResponse(status=Outcome.ABORTED, reason=vote.reason)
+                if vote.vote is Vote.READ_ONLY:
+                    return OutcomeResponse(status=Outcome.COMMITTED, reason=vote.reason)
+                row = self.log.get(gtid, branch)
+                assert row is not None
+            if row.status is not BranchState.PREPARED:
+                return self._outcome_of(row)
+            await self._apply(row, Outcome.COMMITTED)
         await failpoints.hit("participant.after_commit_before_reply")
-        return OutcomeResponse(status=Outcome(status.value), reason=reason)
+        return OutcomeResponse(status=Outcome.COMMITTED)
 
     @staticmethod
     def _outcome_of(row: BranchRecord) -> OutcomeResponse:

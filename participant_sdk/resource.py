@@ -83,14 +83,3 @@ class Resource(abc.ABC):
         the vote and enlists the branch with the coordinator.
         """
         raise NotImplementedError(f"{type(self).__name__} does not support early prepare")
-
-    async def commit_one_phase(self, gtid: str, branch: str, payload: Any) -> PrepareResult:
-        """Prepare and commit in one step (the transaction has this branch only).
-
-        Vote YES means committed, READ_ONLY means nothing to commit, NO means aborted.
-        Override when the resource can do it cheaper than prepare + commit.
-        """
-        result = await self.prepare(gtid, branch, payload)
-        if result.vote is Vote.YES:
-            await self.commit(gtid, branch)
-        return result

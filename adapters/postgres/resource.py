@@ -229,17 +229,6 @@ class PostgresResource(Resource):
             return PrepareResult.no(str(exc))
         return PrepareResult.yes()
 
-    async def commit_one_phase(self, gtid: str, branch: str, payload: Any) -> PrepareResult:
-        try:
-            async with self._local_transaction(gtid, branch, "commit") as conn:
-                await self._run_handler(conn, gtid, branch, payload)
-        except _Dropped as dropped:
-            return dropped.result
-        except BranchAlreadyCommitted:
-            # Committed before (its log row is gone): answer so, and apply nothing again.
-            return PrepareResult.yes()
-        return PrepareResult.yes()
-
     async def commit(self, gtid: str, branch: str) -> None:
         gid = self.gids.gid(gtid, branch)
         async with self._control.connection() as conn:

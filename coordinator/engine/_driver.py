@@ -454,8 +454,11 @@ class Coordinator:
                 status = await self._transport.status(branch.name, record.gtid)
                 if status is BranchStatus.COMMITTED:
                     outcome = Outcome.COMMITTED
+                elif status is BranchStatus.PREPARED:
+                    # It voted yes and nothing was decided: as its only branch, it decides.
+                    outcome = await self._transport.deliver(branch.name, record.gtid, Outcome.COMMITTED)
                 else:
-                    # Never committed there (or in flight): an abort fences a late commit.
+                    # Never prepared there (or still in flight): an abort fences a late commit.
                     outcome = await self._transport.deliver(branch.name, record.gtid, Outcome.ABORTED)
                 break
             except CallFailed as exc:

@@ -38,6 +38,8 @@ class StubParticipant:
     aborted: set[str] = field(default_factory=set)
     #: gtids this participant votes no for, whatever ``vote`` says.
     no_for: set[str] = field(default_factory=set)
+    #: gtids whose status this participant reports as prepared.
+    prepared_for: set[str] = field(default_factory=set)
     #: gtids this participant answers with a protocol error.
     error_for: set[str] = field(default_factory=set)
     #: Sizes of the batch exchanges received.
@@ -89,6 +91,8 @@ class StubParticipant:
             return {"status": "aborted"}
         if op == "status":
             status = "committed" if gtid in self.committed else "aborted" if gtid in self.aborted else "unknown"
+            if status == "unknown" and gtid in self.prepared_for:
+                status = "prepared"
             return {"status": status}
         return {"error": {"code": "unknown_op", "message": op}}
 

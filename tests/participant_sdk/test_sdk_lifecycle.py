@@ -58,20 +58,3 @@ class _TwoStep(Resource):
 
     async def recover(self) -> list[tuple[str, str]]:
         return []
-
-
-async def test_default_one_phase_commit_prepares_then_commits() -> None:
-    resource = _TwoStep(Vote.YES)
-    result = await resource.commit_one_phase("g1", "b", None)
-
-    assert result.vote is Vote.YES
-    assert resource.steps == ["prepare", "commit"]
-
-
-@pytest.mark.parametrize("vote", [Vote.NO, Vote.READ_ONLY])
-async def test_default_one_phase_commit_commits_nothing_without_a_yes(vote: Vote) -> None:
-    resource = _TwoStep(vote)
-    result = await resource.commit_one_phase("g1", "b", None)
-
-    assert result.vote is vote
-    assert resource.steps == ["prepare"]

@@ -114,8 +114,8 @@ async def test_one_phase_commit_applies_once(service: PgService, database: str) 
     assert await prepared_gids(database) == []
 
     # A repeat of the same gid at the resource (its log row lost) applies nothing again.
-    again = await service.resource.commit_one_phase("g1", NAME, {"id": "a", "note": "1pc"})
-    assert again.vote == "yes"
+    again = await service.resource.prepare("g1", NAME, {"id": "a", "note": "1pc"})
+    assert again.vote == "no"
     assert await rows(database) == {"a": "1pc"}
 
 
