@@ -158,9 +158,7 @@ def _restart_service(name: str, downtime: float) -> None:
 
     module = importlib.import_module(f"twopc.dev.{name}")
     state_dir = default_state_dir()
-    module.down(state_dir)
-    time.sleep(downtime)
-    write_service(state_dir, name, module.up(state_dir))
+    write_service(state_dir, name, module.restart(state_dir, downtime))
 
 
 async def _unfinished_before(client: CoordinatorClient, loop_time: float) -> bool:

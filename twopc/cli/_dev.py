@@ -50,6 +50,24 @@ def down(services: Services = None, state_dir: StateDir = None) -> None:
         typer.echo(f"{name}: stopped", err=True)
 
 
+@app.command("restart")
+def restart(
+    services: Services = None,
+    state_dir: StateDir = None,
+    downtime: Annotated[float, typer.Option(min=0, help="seconds to stay down")] = 0.0,
+) -> None:
+    """Stop and start the services again on the same address and data."""
+    where = state_dir or default_state_dir()
+    for name, module in _modules(services):
+        try:
+            info = module.restart(where, downtime)  # type: ignore[attr-defined]
+        except RuntimeError as exc:
+            typer.echo(f"{name}: {exc}", err=True)
+            raise typer.Exit(1) from None
+        write_service(where, name, info)
+        typer.echo(f"{name}: {json.dumps(info)}")
+
+
 @app.command("status")
 def status(services: Services = None, state_dir: StateDir = None) -> None:
     """Say which services are running and how to reach them."""

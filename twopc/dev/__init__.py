@@ -2,7 +2,8 @@
 
 Each service module offers ``up(state_dir) -> dict`` (start it, or reuse one that is
 already running, wait until it answers, and return how to reach it), ``down(state_dir)``
-(stop what ``up`` started) and ``status(state_dir) -> dict | None``. What ``up`` returns
+(stop what ``up`` started), ``restart(state_dir, downtime)`` (stop and start again on
+the same address and data, for chaos runs) and ``status(state_dir) -> dict | None``. What ``up`` returns
 is also written to ``{state_dir}/services.json``, which the test suite reads.
 """
 

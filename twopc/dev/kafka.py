@@ -306,17 +306,27 @@ def _java_opts() -> list[str]:
 
 
 def _start(base: Path, version: str) -> dict[str, Any]:
-    jars = ensure_jars(version)
-    java = find_java()
     port, controller_port = free_port(), free_port()
     while controller_port == port:
         controller_port = free_port()
     (base / "server.properties").write_text(server_properties(base / "data", port, controller_port))
     (base / "log4j2.properties").write_text(_LOG4J2)
-    _format(java, jars, base)
-    log_path = base / "broker.log"
+    _format(find_java(), ensure_jars(version), base)
+    state = {
+        "bootstrap": f"127.0.0.1:{port}",
+        "version": version,
+        "controller_port": controller_port,
+        "log": str(base / "broker.log"),
+        "data": str(base / "data"),
+    }
+    return _launch(base, state)
+
+
+def _launch(base: Path, state: dict[str, Any]) -> dict[str, Any]:
+    """Run the broker on the configuration and data in ``base``; record its pid."""
+    jars = ensure_jars(state["version"])
     argv = [
-        java,
+        find_java(),
         *_java_opts(),
         f"-Dlog4j2.configurationFile={base / 'log4j2.properties'}",
         "-cp",
@@ -324,18 +334,11 @@ def _start(base: Path, version: str) -> dict[str, Any]:
         "kafka.Kafka",
         str(base / "server.properties"),
     ]
-    with open(log_path, "ab") as log_file:
+    with open(state["log"], "ab") as log_file:
         process = subprocess.Popen(
             argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=base, start_new_session=True
         )
-    state = {
-        "bootstrap": f"127.0.0.1:{port}",
-        "version": version,
-        "pid": process.pid,
-        "controller_port": controller_port,
-        "log": str(log_path),
-        "data": str(base / "data"),
-    }
+    state = {**state, "pid": process.pid}
     (base / "broker.json").write_text(json.dumps(state, indent=2) + "\n")
     return state
 
@@ -394,6 +397,23 @@ def up(state_dir: Path) -> dict[str, Any]:
     state = _start(base, version)
     _wait_ready(state, base, _START_TIMEOUT)
     _progress(f"Kafka {version} up in {time.monotonic() - started:.1f}s")
+    return state
+
+
+def restart(state_dir: Path, downtime: float = 0.0) -> dict[str, Any]:
+    """Stop the running broker and start it again on the same ports and data.
+
+    What a broker restart in production looks like to clients: the same address, every
+    committed record still there (chaos runs use it; ``down`` + ``up`` would start afresh).
+    """
+    base = _base(state_dir)
+    state = _read_state(base)
+    if state is None or not _is_our_broker(int(state["pid"]), base):
+        raise RuntimeError("no broker started by `twopc dev up kafka` is running here")
+    _stop_pid(int(state["pid"]), base)
+    time.sleep(downtime)
+    state = _launch(base, state)
+    _wait_ready(state, base, _START_TIMEOUT)
     return state
 
 

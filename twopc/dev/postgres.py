@@ -147,6 +147,13 @@ def up(state_dir: Path) -> dict[str, Any]:
     return _info(server, port)
 
 
+def restart(state_dir: Path, downtime: float = 0.0) -> dict[str, Any]:
+    """Stop the server and start it again: same port, same data, prepared transactions kept."""
+    down(state_dir)
+    time.sleep(downtime)
+    return up(state_dir)
+
+
 def down(state_dir: Path) -> None:
     """Stop the server ``up`` started (fast shutdown: sessions are ended, data is kept)."""
     server = _server(state_dir)
