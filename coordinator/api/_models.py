@@ -108,9 +108,18 @@ class TransactionList(BaseModel):
     next_cursor: str | None
 
 
+class ParticipantHealth(BaseModel):
+    status: Literal["ok", "unreachable", "unknown"] = Field(
+        description="what the last exchange with it said; unknown before the first"
+    )
+    checked_at: datetime | None
+    error: str | None
+
+
 class ParticipantView(BaseModel):
     name: str
     url: str
+    health: ParticipantHealth
 
 
 class ParticipantsResponse(BaseModel):

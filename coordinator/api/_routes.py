@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import orjson
@@ -18,6 +19,7 @@ from coordinator.api._models import (
     EnlistRequest,
     ExecuteRequest,
     HealthResponse,
+    ParticipantHealth,
     ParticipantsResponse,
     ParticipantView,
     TransactionList,
@@ -190,7 +192,12 @@ async def list_transactions(request: web.Request) -> web.Response:
 @routes.get("/v1/participants")
 async def participants(request: web.Request) -> web.Response:
     coordinator = request.app[STATE].require()
-    views = [ParticipantView(name=p.name, url=p.url) for p in coordinator.participant_settings]
+    views = []
+    for p in coordinator.participant_settings:
+        health = coordinator.participant_health(p.name)
+        if health["checked_at"] is not None:
+            health["checked_at"] = datetime.fromtimestamp(health["checked_at"], tz=UTC)
+        views.append(ParticipantView(name=p.name, url=p.url, health=ParticipantHealth(**health)))
     return _json(ParticipantsResponse(participants=views))
 
 

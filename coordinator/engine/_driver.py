@@ -167,6 +167,9 @@ class Coordinator:
     def participant_settings(self) -> list[ParticipantSettings]:
         return list(self._transport.participants.values())
 
+    def participant_health(self, name: str) -> dict[str, Any]:
+        return self._transport.health(name)
+
     # -- client operations ----------------------------------------------------------
 
     async def begin(

@@ -107,6 +107,14 @@ class Transport:
         answer = await self._endpoint(name).call("status", request, StatusResponse, self._phase_two_timeout)
         return answer.status
 
+    def health(self, name: str) -> dict[str, Any]:
+        """What the last exchange with a participant said: ``unknown`` before any."""
+        last = self._endpoint(name).last_exchange
+        if last is None:
+            return {"status": "unknown", "checked_at": None, "error": None}
+        at, error = last
+        return {"status": "unreachable" if error else "ok", "checked_at": at, "error": error}
+
     def exchange_stats(self) -> dict[str, int]:
         """Calls made and HTTP exchanges that carried them, over all participants."""
         return {

@@ -10,6 +10,7 @@ HTTP round trip and one signature for many transactions.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -67,6 +68,8 @@ class Endpoint:
         self.session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
         self.exchanges = 0
         self.calls = 0
+        #: The last exchange's result, for operators: (unix time, error or None).
+        self.last_exchange: tuple[float, str | None] | None = None
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -116,6 +119,7 @@ class Endpoint:
         try:
             answer = await self._post(operation, orjson.dumps(body), max(c.timeout for c in calls))
         except CallFailed as exc:
+            self.last_exchange = (time.time(), str(exc))
             for call in calls:
                 call.fail(str(exc))
             return
@@ -123,6 +127,7 @@ class Endpoint:
             for call in calls:
                 call.fail("the coordinator is shutting down")
             raise
+        self.last_exchange = (time.time(), None)
         if len(calls) == 1:
             calls[0].answer(answer)
             return

@@ -158,6 +158,16 @@ async def test_participants_are_listed_by_name(harness: Harness) -> None:
     status, body = await harness.call("GET", "/v1/participants")
     assert status == 200
     assert [p["name"] for p in body["participants"]] == ["p1", "p2"]
+    assert {p["health"]["status"] for p in body["participants"]} == {"unknown"}
+
+
+async def test_participant_health_follows_the_last_exchange(harness: Harness) -> None:
+    harness.participants["p2"].mode = "garbage"
+    await harness.call("POST", "/v1/transactions:execute", json={"participants": TWO})
+    _, body = await harness.call("GET", "/v1/participants")
+    health = {p["name"]: p["health"] for p in body["participants"]}
+    assert health["p1"]["status"] == "ok" and health["p1"]["error"] is None
+    assert health["p2"]["status"] == "unreachable" and "not the protocol" in health["p2"]["error"]
 
 
 async def test_commit_answers_after_the_bounded_wait_with_the_slow_branch_pending(harness: Harness) -> None:
