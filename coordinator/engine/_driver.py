@@ -35,9 +35,10 @@ from coordinator.engine._machine import (
     WrongState,
 )
 from coordinator.log import BranchRecord, DecisionLog, IdempotencyEntry, TransactionRecord
-from coordinator.transport import Backoff, CallFailed, Transport
+from coordinator.recovery import Recovery
+from coordinator.transport import Backoff, Transport
 from twopc import failpoints
-from twopc.protocol import BranchStatus, Outcome
+from twopc.protocol import Outcome
 
 __all__ = [
     "Coordinator",
@@ -138,7 +139,7 @@ class Coordinator:
         self._idempotency: dict[str, IdempotencyEntry] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._backoff = Backoff(settings.retry_base_ms / 1000, settings.retry_cap_ms / 1000)
-        self.recovered = 0
+        self._recovery = Recovery(log_store, transport, self._backoff, clock, self._resume_commit, self._spawn)
         self.decisions_logged = 0
 
     # -- lifecycle ----------------------------------------------------------------
@@ -148,7 +149,7 @@ class Coordinator:
         now = self._clock()
         self._idempotency = await self._log.idempotency_keys(now - self._settings.idempotency_ttl_seconds)
         for record in await self._log.unfinished():
-            self._recover(record)
+            self._recovery.recover(record)
         self._spawn(self._reap(), "reaper")
 
     async def close(self) -> None:
@@ -158,6 +159,11 @@ class Coordinator:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    @property
+    def recovered(self) -> int:
+        """Unfinished transactions found in the log at start."""
+        return self._recovery.count
 
     @property
     def active_count(self) -> int:
@@ -411,32 +417,10 @@ class Coordinator:
 
     # -- recovery --------------------------------------------------------------------------
 
-    def _recover(self, record: TransactionRecord) -> None:
-        self.recovered += 1
-        if record.decision == Outcome.COMMITTED:
-            names = [b.name for b in record.branches if b.state in (BranchState.PREPARED, BranchState.COMMITTED)]
-            tx, actions = Transaction.recovered_commit(record.gtid, names)
-            entry = self._entry_from(record, tx)
-            log.info("recovery: resuming phase 2", gtid=record.gtid, branches=names)
-            self._run(entry, actions)
-        elif record.one_phase and record.decision is None:
-            log.info("recovery: asking the single branch", gtid=record.gtid)
-            self._spawn(self._recover_one_phase(record), f"recover {record.gtid}")
-        else:
-            # Undecided (or aborted, unfinished): presumed abort. Tell whoever may hold
-            # prepared work, once; a participant that misses it asks and hears "aborted".
-            holders = [
-                b.name
-                for b in record.branches
-                if b.state == BranchState.PREPARED
-                or (b.state == BranchState.ENLISTED and record.state != TxState.ACTIVE)
-            ]
-            log.info("recovery: aborting undecided transaction", gtid=record.gtid, branches=holders)
-            self._log.save(self._ended(record, Outcome.ABORTED, "coordinator restarted before a decision"))
-            for name in holders:
-                self._spawn(self._tell_abort(record.gtid, name), f"abort {record.gtid}")
-
-    def _entry_from(self, record: TransactionRecord, tx: Transaction) -> _Entry:
+    def _resume_commit(self, record: TransactionRecord) -> None:
+        """Take a decided transaction back in memory and resend phase 2 (see recovery)."""
+        names = [b.name for b in record.branches if b.state in (BranchState.PREPARED, BranchState.COMMITTED)]
+        tx, actions = Transaction.recovered_commit(record.gtid, names)
         entry = _Entry(
             tx=tx,
             created_at=record.created_at,
@@ -447,57 +431,7 @@ class Coordinator:
             request_hash=record.request_hash,
         )
         self._active[tx.gtid] = entry
-        return entry
-
-    async def _recover_one_phase(self, record: TransactionRecord) -> None:
-        (branch,) = record.branches
-        attempt = 0
-        while True:
-            try:
-                status = await self._transport.status(branch.name, record.gtid)
-                if status is BranchStatus.COMMITTED:
-                    outcome = Outcome.COMMITTED
-                elif status is BranchStatus.PREPARED:
-                    # It voted yes and nothing was decided: as its only branch, it decides.
-                    outcome = await self._transport.deliver(branch.name, record.gtid, Outcome.COMMITTED)
-                else:
-                    # Never prepared there (or still in flight): an abort fences a late commit.
-                    outcome = await self._transport.deliver(branch.name, record.gtid, Outcome.ABORTED)
-                break
-            except CallFailed as exc:
-                log.warning("recovery: branch unreachable", gtid=record.gtid, error=str(exc))
-                await asyncio.sleep(self._backoff.delay(attempt))
-                attempt += 1
-        await self._log.force(self._ended(record, outcome, None))
-
-    async def _tell_abort(self, gtid: str, name: str) -> None:
-        for attempt in range(5):
-            try:
-                await asyncio.wait_for(self._transport.deliver(name, gtid, Outcome.ABORTED), 10)
-                return
-            except (TimeoutError, CallFailed):
-                await asyncio.sleep(self._backoff.delay(attempt))
-
-    def _ended(self, record: TransactionRecord, outcome: Outcome, reason: str | None) -> TransactionRecord:
-        final = BranchState.COMMITTED if outcome is Outcome.COMMITTED else BranchState.ABORTED
-        return TransactionRecord(
-            gtid=record.gtid,
-            state=TxState.COMMITTED if outcome is Outcome.COMMITTED else TxState.ABORTED,
-            decision=outcome,
-            reason=record.reason or reason,
-            one_phase=record.one_phase,
-            finished=True,
-            created_at=record.created_at,
-            updated_at=self._clock(),
-            deadline=record.deadline,
-            metadata=record.metadata,
-            idempotency_key=record.idempotency_key,
-            request_hash=record.request_hash,
-            branches=tuple(
-                BranchRecord(b.name, final if b.state != BranchState.READ_ONLY else b.state, b.early, b.reason)
-                for b in record.branches
-            ),
-        )
+        self._run(entry, actions)
 
     # -- background duties -------------------------------------------------------------------
 
