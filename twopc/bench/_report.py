@@ -35,7 +35,8 @@ def machine() -> dict[str, Any]:
 
 def print_report(report: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console()
-    table = Table(title=f"twopc bench: {report['workload']} workload, {report['participants']} participants")
+    names = ", ".join(report["participant_names"])
+    table = Table(title=f"twopc bench: {report['workload']} workload ({names})")
     table.add_column("")
     table.add_column("through the coordinator", justify="right")
     table.add_column("baseline (no coordinator)", justify="right")
@@ -43,7 +44,11 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
     table.add_row("committed / s", f"{report['throughput_tps']:.0f}", f"{report['baseline_tps']:.0f}")
     for key in ("p50", "p95", "p99", "max"):
         table.add_row(f"latency {key} (ms)", f"{lat[key]:.1f}", f"{base[key]:.1f}")
-    table.add_row("aborted / errors", f"{report['aborted']} / {report['errors']}", "")
+    table.add_row(
+        "aborted / errors",
+        f"{report['aborted']} / {report['errors']}",
+        f"{report['baseline_aborted']} / {report['baseline_errors']}",
+    )
     console.print(table)
     console.print(
         f"concurrency {report['concurrency']}, {report['duration_s']:.0f} s measured; "
@@ -54,6 +59,7 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
         f"participant calls per exchange {report['calls_per_exchange']:.1f}; "
         f"decisions per log commit {report['decisions_per_log_commit']:.1f}"
     )
+    console.print(f"baseline: {report['baseline']}")
     if report["sweep"]:
         console.print(
             "throughput by concurrency: "
@@ -98,7 +104,8 @@ def plot(report: dict[str, Any], latencies: dict[str, list[float]], path: Path) 
     right.set_title("throughput against concurrency")
     right.legend()
     right.grid(True, alpha=0.3)
-    fig.suptitle(f"twopc bench — {report['workload']} workload, {report['participants']} participants")
+    names = ", ".join(report["participant_names"])
+    fig.suptitle(f"twopc bench — {report['workload']} workload ({names})")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
