@@ -10,14 +10,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from twopc.bench._kafka import KafkaWorkload
 from twopc.bench._load import LoadResult, run_load
+from twopc.bench._mixed import MixedWorkload
 from twopc.bench._mock import MockWorkload
+from twopc.bench._postgres import PostgresWorkload
 from twopc.bench._report import machine, plot, print_report, process_cpu_seconds
+from twopc.bench._resources import BenchSetupError
 from twopc.bench._workload import Progress, Workload
 
-__all__ = ["WORKLOADS", "Workload", "run_bench"]
+__all__ = ["WORKLOADS", "BenchSetupError", "Workload", "run_bench"]
 
-WORKLOADS = ("mock",)
+WORKLOADS = ("mock", "postgres", "kafka", "mixed")
 
 #: Durable decisions, loopback timeouts a loaded machine can meet.
 _COORDINATOR_TOML = """
@@ -28,11 +32,21 @@ commit_wait_ms = 10000
 _DEFAULT_MOCK_PARTICIPANTS = 2
 
 
-def _workload(name: str, directory: Path, participants: int | None) -> Workload:
+def _workload(
+    name: str, directory: Path, participants: int | None, postgres_dsn: str | None, kafka_bootstrap: str | None
+) -> Workload:
     if name == "mock":
         count = participants or _DEFAULT_MOCK_PARTICIPANTS
         return MockWorkload(directory, count, coordinator_toml=_COORDINATOR_TOML)
-    raise ValueError(f"no workload {name!r}: choose one of {', '.join(WORKLOADS)}")
+    if name not in WORKLOADS:
+        raise ValueError(f"no workload {name!r}: choose one of {', '.join(WORKLOADS)}")
+    if participants is not None:
+        raise ValueError(f"the {name} workload has fixed participants; participants applies to the mock workload")
+    if name == "postgres":
+        return PostgresWorkload(directory, _COORDINATOR_TOML, postgres_dsn)
+    if name == "kafka":
+        return KafkaWorkload(directory, _COORDINATOR_TOML, kafka_bootstrap)
+    return MixedWorkload(directory, _COORDINATOR_TOML, postgres_dsn, kafka_bootstrap)
 
 
 def run_bench(
@@ -46,10 +60,17 @@ def run_bench(
     plot_path: Path | None = None,
     directory: Path | None = None,
     progress: Progress = print,
+    *,
+    postgres_dsn: str | None = None,
+    kafka_bootstrap: str | None = None,
 ) -> dict[str, Any]:
-    """Run one workload through the coordinator and as its baseline; print and return the report."""
+    """Run one workload through the coordinator and as its baseline; print and return the report.
+
+    ``participants`` is for the mock workload (the others have fixed participants);
+    ``postgres_dsn`` and ``kafka_bootstrap`` default to the servers ``twopc dev up`` runs.
+    """
     with tempfile.TemporaryDirectory(prefix="twopc-bench-") as tmp:
-        load = _workload(workload, directory or Path(tmp), participants)
+        load = _workload(workload, directory or Path(tmp), participants, postgres_dsn, kafka_bootstrap)
         report, latencies = _event_loop_run(_bench(load, concurrency, duration, warmup, sweep, progress))
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
