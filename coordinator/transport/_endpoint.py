@@ -5,6 +5,11 @@ at once; whatever is queued when a slot frees up goes in the next exchange — a
 its own operation, or several together as one ``batch``. An idle system therefore sends
 each call at once, with no timer, and a loaded one sends few, large exchanges: one
 HTTP round trip and one signature for many transactions.
+
+There are two such queues, two lanes: one for the work (prepare, and a one-phase
+commit), one for phase 2 and inquiries. A batch is answered only once all of it is done,
+and a prepare may wait on a lock that only another transaction's COMMIT releases; were
+that COMMIT queued behind the waiting prepares, neither would move until a timeout.
 """
 
 from __future__ import annotations
@@ -57,39 +62,19 @@ class _Call:
             self.fail(f"answered something that is not the protocol: {_first_line(exc)}")
 
 
-class Endpoint:
-    def __init__(self, settings: ParticipantSettings, max_inflight: int = 4) -> None:
-        self.settings = settings
+class _Lane:
+    """A queue of calls and the exchanges that carry them, at most ``max_inflight`` at once."""
+
+    def __init__(self, endpoint: Endpoint, max_inflight: int) -> None:
+        self._endpoint = endpoint
         self._max_inflight = max_inflight
         self._queue: list[_Call] = []
         self._inflight = 0
-        self._tasks: set[asyncio.Task[None]] = set()
-        connector = aiohttp.TCPConnector(limit=settings.max_connections, enable_cleanup_closed=True)
-        self.session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
-        self.exchanges = 0
-        self.calls = 0
-        #: The last exchange's result, for operators: (unix time, error or None).
-        self.last_exchange: tuple[float, str | None] | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
 
-    async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.session.close()
-
-    async def call(self, operation: str, body: dict[str, Any], response_type: type[R], timeout: float) -> R:
-        """Send one protocol operation; ``body`` is the JSON of its request message."""
-        loop = asyncio.get_running_loop()
-        call = _Call(operation, body, response_type, timeout, loop.create_future())
-        # Each call keeps its own deadline, whatever exchange carries it.
-        expiry = loop.call_later(timeout, call.fail, f"no answer within {timeout:.3g}s")
+    def add(self, call: _Call) -> None:
         self._queue.append(call)
-        self.calls += 1
         self._pump()
-        try:
-            return await call.future
-        finally:
-            expiry.cancel()
 
     def _pump(self) -> None:
         while self._queue and self._inflight < self._max_inflight:
@@ -99,16 +84,55 @@ class Endpoint:
             if not live:
                 continue
             self._inflight += 1
-            task = asyncio.create_task(self._exchange(live))
-            self._tasks.add(task)
+            task = asyncio.create_task(self._endpoint.exchange(live))
+            self.tasks.add(task)
             task.add_done_callback(self._exchange_done)
 
     def _exchange_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
+        self.tasks.discard(task)
         self._inflight -= 1
         self._pump()
 
-    async def _exchange(self, calls: list[_Call]) -> None:
+
+#: Operations that do a branch's work, and may wait on its locks.
+_WORK = frozenset({"prepare"})
+
+
+class Endpoint:
+    def __init__(self, settings: ParticipantSettings, max_inflight: int = 4) -> None:
+        self.settings = settings
+        self._work = _Lane(self, max_inflight)
+        self._finish = _Lane(self, max_inflight)
+        connector = aiohttp.TCPConnector(limit=settings.max_connections, enable_cleanup_closed=True)
+        self.session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
+        self.exchanges = 0
+        self.calls = 0
+        #: The last exchange's result, for operators: (unix time, error or None).
+        self.last_exchange: tuple[float, str | None] | None = None
+
+    async def close(self) -> None:
+        tasks = self._work.tasks | self._finish.tasks
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.session.close()
+
+    async def call(self, operation: str, body: dict[str, Any], response_type: type[R], timeout: float) -> R:
+        """Send one protocol operation; ``body`` is the JSON of its request message."""
+        loop = asyncio.get_running_loop()
+        call = _Call(operation, body, response_type, timeout, loop.create_future())
+        # Each call keeps its own deadline, whatever exchange carries it.
+        expiry = loop.call_later(timeout, call.fail, f"no answer within {timeout:.3g}s")
+        self.calls += 1
+        does_work = operation in _WORK or body.get("one_phase", False)
+        (self._work if does_work else self._finish).add(call)
+        try:
+            return await call.future
+        finally:
+            expiry.cancel()
+
+    async def exchange(self, calls: list[_Call]) -> None:
+        """One HTTP exchange carrying ``calls``: alone, or as a batch."""
         self.exchanges += 1
         if len(calls) == 1:
             (call,) = calls

@@ -30,7 +30,7 @@ class StubParticipant:
     name: str
     vote: str = "yes"
     #: "json" (the protocol), "garbage" (200 with a body that is not the protocol), "hang",
-    #: "hang_commit" (votes, then never answers phase 2).
+    #: "hang_commit" (votes, then never answers phase 2), "hang_prepare" (never votes).
     mode: str = "json"
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
@@ -71,7 +71,7 @@ class StubParticipant:
     async def _answer(self, op: str, body: dict[str, Any]) -> dict[str, Any]:
         _MESSAGES[op].model_validate(body)  # what the coordinator sent is the protocol
         self.calls.append((op, body))
-        if self.mode == "hang" or (self.mode == "hang_commit" and op == "commit"):
+        if self.mode == "hang" or (self.mode, op) in (("hang_commit", "commit"), ("hang_prepare", "prepare")):
             await asyncio.Event().wait()
         gtid = body["gtid"]
         if gtid in self.error_for:

@@ -12,6 +12,7 @@ from coordinator.config import ParticipantSettings
 from coordinator.transport import Backoff, CallFailed, Transport
 from tests.coordinator.conftest import SECRET, StubParticipant
 from twopc.protocol import Outcome, Vote
+from twopc.testing import wait_until
 
 
 @pytest.fixture
@@ -82,8 +83,6 @@ async def test_phase_two_is_retried_until_acknowledged(stub: StubParticipant) ->
     transport = await make_transport(stub, max_inflight=4)
     try:
         delivery = asyncio.create_task(transport.deliver("p1", "g1", Outcome.COMMITTED))
-        from twopc.testing import wait_until
-
         await wait_until(lambda: len(stub.ops("commit")) >= 3, timeout=5, message="three refused commits")
         stub.error_for = set()
         assert await asyncio.wait_for(delivery, 5) is Outcome.COMMITTED
@@ -130,3 +129,19 @@ def test_backoff_is_jittered_under_an_exponential_cap() -> None:
     assert all(0 <= d <= 1.0 for d in delays)
     assert max(backoff.delay(0) for _ in range(200)) <= 0.1
     assert len({round(d, 6) for d in delays}) > 100  # jittered, not a fixed schedule
+
+
+async def test_phase_two_is_not_held_up_behind_prepares_that_wait(stub: StubParticipant) -> None:
+    # A prepare waiting on a lock that only another transaction's COMMIT releases must
+    # not keep that COMMIT queued behind it.
+    stub.mode = "hang_prepare"
+    transport = await make_transport(stub, max_inflight=1)
+    try:
+        waiting = [asyncio.create_task(transport.prepare("p1", f"w{i}", None, 4e9, timeout=30)) for i in range(3)]
+        await wait_until(lambda: len(stub.ops("prepare")) >= 1, timeout=5, message="a prepare in flight")
+        assert await asyncio.wait_for(transport.deliver("p1", "g1", Outcome.COMMITTED), 5) is Outcome.COMMITTED
+        assert not any(task.done() for task in waiting)
+        for task in waiting:
+            task.cancel()
+    finally:
+        await transport.close()
