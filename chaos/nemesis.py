@@ -42,8 +42,9 @@ class Fault:
 
 
 class Nemesis:
-    def __init__(self, spec: NemesisSpec, topology: Topology, rng: random.Random, t0: float) -> None:
+    def __init__(self, spec: NemesisSpec, topology: Topology, rng: random.Random, t0: float, duration: float) -> None:
         self.spec = spec
+        self.duration = duration
         self.topology = topology
         self.rng = rng
         self.t0 = t0
@@ -65,9 +66,12 @@ class Nemesis:
         return target
 
     async def run(self, stop: asyncio.Event) -> None:
+        # The first strike comes within the first half of the run, however short it is.
+        wait = min(self.spec.every_s, self.duration / 2) * self.rng.uniform(0.5, 1.0)
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.spec.every_s * self.rng.uniform(0.5, 1.5))
+                await asyncio.wait_for(stop.wait(), wait)
+            wait = self.spec.every_s * self.rng.uniform(0.5, 1.5)
             if stop.is_set():
                 break
             await self.strike()

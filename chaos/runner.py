@@ -69,7 +69,9 @@ async def _run(scenario: Scenario, directory: Path, progress: Callable[[str], No
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     workload = Workload(topology, scenario.workload.clients, scenario.seed, scenario.workload.request_timeout_s, t0)
-    nemeses = [Nemesis(spec, topology, random.Random(rng.random()), t0) for spec in scenario.nemesis]
+    nemeses = [
+        Nemesis(spec, topology, random.Random(rng.random()), t0, scenario.duration_s) for spec in scenario.nemesis
+    ]
     stop_faults, stop_load = asyncio.Event(), asyncio.Event()
     try:
         load = asyncio.create_task(workload.run(stop_load))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -72,7 +73,10 @@ def suite(
         seed_list = [int(s) for s in seeds.split(",") if s.strip()]
     except ValueError:
         raise typer.BadParameter("a comma-separated list of whole numbers", param_hint="--seeds") from None
-    table = Table("scenario", "seed", "committed", "faults", "recovery max (s)", "verdict", title="chaos suite")
+    table = Table(title="chaos suite")
+    table.add_column("scenario", no_wrap=True)
+    for column in ("seed", "committed", "faults", "recovery max (s)", "verdict"):
+        table.add_column(column)
     failed = 0
     for scenario in scenarios():
         for seed in seed_list:
@@ -97,6 +101,7 @@ def suite(
                 f"{max(recoveries):.2f}" if recoveries else "-",
                 verdict,
             )
-    Console().print(table)
+    # Piped output gets room for whole scenario names.
+    Console(width=None if sys.stdout.isatty() else 140).print(table)
     if failed:
         raise typer.Exit(1)
