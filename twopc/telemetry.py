@@ -17,6 +17,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 
 __all__ = ["ensure_tracing", "setup"]
 
@@ -46,10 +47,15 @@ def ensure_tracing(service_name: str) -> None:
 
     Without one, OpenTelemetry's default provider makes no spans and so no
     ``traceparent``; with one, every call carries it even when nothing is exported.
+    With no exporter, spans are not recorded (they would cost a tenth of the
+    coordinator's CPU for nothing), but their ids still travel, so a caller's trace
+    continues through twopc; ``OTEL_TRACES_SAMPLER`` still chooses when it is set.
     """
     if isinstance(trace.get_tracer_provider(), TracerProvider):
         return
-    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
-    if os.environ.get("OTEL_TRACES_EXPORTER") == "console":
+    exporting = os.environ.get("OTEL_TRACES_EXPORTER") == "console"
+    sampler = None if exporting or os.environ.get("OTEL_TRACES_SAMPLER") else ParentBased(ALWAYS_OFF)
+    provider = TracerProvider(resource=Resource.create({"service.name": service_name}), sampler=sampler)
+    if exporting:
         provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
     trace.set_tracer_provider(provider)

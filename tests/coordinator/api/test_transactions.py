@@ -25,6 +25,14 @@ async def test_prepare_carries_the_payload_and_a_traceparent(harness: Harness) -
     assert any("traceparent" in h for h in stub.headers)
 
 
+async def test_the_clients_trace_continues_to_the_participants(harness: Harness) -> None:
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    headers = {"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"}
+    await harness.call("POST", "/v1/transactions:execute", json={"participants": TWO}, headers=headers)
+    sent = [h["traceparent"] for h in harness.participants["p1"].headers if "traceparent" in h]
+    assert sent and all(t.split("-")[1] == trace_id for t in sent)
+
+
 async def test_a_no_vote_aborts_and_tells_the_other_branch(harness: Harness) -> None:
     harness.participants["p2"].vote = "no"
     status, body = await harness.call("POST", "/v1/transactions:execute", json={"participants": TWO})

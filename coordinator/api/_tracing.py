@@ -1,0 +1,25 @@
+"""A client's trace continues through the coordinator: the request's ``traceparent``
+becomes the parent of everything the coordinator does for it, calls to participants
+included (a batch exchange carries the trace of the call that opened it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from opentelemetry import context, propagate, trace
+
+__all__ = ["tracing_middleware"]
+
+tracer = trace.get_tracer("coordinator.api")
+
+
+@web.middleware
+async def tracing_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    parent = propagate.extract(request.headers)
+    token = context.attach(parent)
+    try:
+        with tracer.start_as_current_span(f"{request.method} {request.path}", kind=trace.SpanKind.SERVER):
+            return await handler(request)
+    finally:
+        context.detach(token)
