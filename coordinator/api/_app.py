@@ -27,7 +27,9 @@ def _open_log(settings: Settings) -> DecisionLog:
 
 def build_app(settings: Settings, log_factory: Callable[[Settings], DecisionLog] = _open_log) -> web.Application:
     telemetry.ensure_tracing("twopc-coordinator")
-    app = web.Application(middlewares=[tracing_middleware, error_middleware], client_max_size=settings.server.max_body_bytes)
+    app = web.Application(
+        middlewares=[tracing_middleware, error_middleware], client_max_size=settings.server.max_body_bytes
+    )
     state = app[STATE] = ServiceState()
     app.add_routes(routes)
     document = orjson.dumps(openapi_document())
