@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -257,20 +257,35 @@ class BranchHandler:
 
     # -- batch ---------------------------------------------------------------------
 
-    async def batch(self, ops: Sequence[Any]) -> list[dict[str, Any]]:
+    async def batch(
+        self, ops: Sequence[Any], on_result: Callable[[int, dict[str, Any]], None] | None = None
+    ) -> list[dict[str, Any]]:
         """Answer each op as if sent alone, in order. Ops on one branch run one after
-        another in the order given; different branches run concurrently."""
+        another in the order given; different branches run concurrently.
+
+        ``on_result(index, result)`` hears each answer as soon as it is known, so a
+        caller can pass it on before slower ops of the batch are done.
+        """
         results: list[dict[str, Any]] = [{} for _ in ops]
+
+        def settle(index: int, result: dict[str, Any]) -> None:
+            results[index] = result
+            if on_result is not None:
+                on_result(index, result)
+
         parsed: dict[int, Any] = {}
         chains: dict[tuple[str, str], list[int]] = {}
         for index, raw in enumerate(ops):
             try:
                 op = _BATCH_OP.validate_python(raw)
             except ValidationError as exc:
-                results[index] = error_body(
-                    "invalid_request",
-                    f"invalid op: {describe_validation_error(exc)}",
-                    exc.errors(include_url=False, include_context=False, include_input=False),
+                settle(
+                    index,
+                    error_body(
+                        "invalid_request",
+                        f"invalid op: {describe_validation_error(exc)}",
+                        exc.errors(include_url=False, include_context=False, include_input=False),
+                    ),
                 )
                 continue
             parsed[index] = op
@@ -281,7 +296,7 @@ class BranchHandler:
         async def run_chain(indexes: list[int]) -> None:
             async with limit:
                 for index in indexes:
-                    results[index] = await self._one(parsed[index])
+                    settle(index, await self._one(parsed[index]))
 
         if len(chains) == 1:
             await run_chain(next(iter(chains.values())))

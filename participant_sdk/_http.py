@@ -29,6 +29,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 
+#: The media type of a batch answered op by op.
+NDJSON = "application/x-ndjson"
+
+
 def json_response(body: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
@@ -112,8 +116,32 @@ class _Protocol:
         with self._span(request, "batch") as span:
             if span.is_recording():
                 span.set_attribute("twopc.batch.ops", len(ops))
+            if NDJSON in request.headers.get("Accept", ""):
+                return await self._stream_batch(request, ops)
             results = await self._handler.batch(ops)
         return json_response({"results": results})
+
+    async def _stream_batch(self, request: web.Request, ops: list[Any]) -> web.StreamResponse:
+        """Answer a batch as NDJSON, one ``{"index", "result"}`` line per op as it is done.
+
+        A prepare that waits for a lock must not hold back the answers of the others:
+        one of them may be the vote that lets the coordinator release that lock.
+        """
+        response = web.StreamResponse(headers={"Content-Type": NDJSON})
+        await response.prepare(request)
+        answered: asyncio.Queue[tuple[int, dict[str, Any]]] = asyncio.Queue()
+        work = asyncio.create_task(self._handler.batch(ops, lambda i, r: answered.put_nowait((i, r))))
+        try:
+            for _ in range(len(ops)):
+                index, result = await answered.get()
+                await response.write(orjson.dumps({"index": index, "result": result}) + b"\n")
+        except (ConnectionError, RuntimeError):
+            # The coordinator went away: the ops still finish, as they would have alone.
+            await work
+            raise
+        await work
+        await response.write_eof()
+        return response
 
     def _refuse(self, request: web.Request, operation: str, body: bytes) -> web.Response | None:
         try:

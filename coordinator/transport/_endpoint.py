@@ -15,7 +15,9 @@ that COMMIT queued behind the waiting prepares, neither would move until a timeo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -32,6 +34,9 @@ __all__ = ["CallFailed", "Endpoint"]
 tracer = trace.get_tracer(__name__)
 
 R = TypeVar("R", bound=BaseModel)
+
+#: The media type of a batch answered op by op.
+NDJSON = "application/x-ndjson"
 
 #: Most operations one batch exchange carries.
 MAX_BATCH = 512
@@ -134,14 +139,13 @@ class Endpoint:
     async def exchange(self, calls: list[_Call]) -> None:
         """One HTTP exchange carrying ``calls``: alone, or as a batch."""
         self.exchanges += 1
-        if len(calls) == 1:
-            (call,) = calls
-            operation, body = call.operation, call.body
-        else:
-            operation = "batch"
-            body = {"ops": [{"op": c.operation, **c.body} for c in calls]}
         try:
-            answer = await self._post(operation, orjson.dumps(body), max(c.timeout for c in calls))
+            if len(calls) == 1:
+                (call,) = calls
+                call.answer(await self._post(call.operation, orjson.dumps(call.body), call.timeout))
+            else:
+                ops = {"ops": [{"op": c.operation, **c.body} for c in calls]}
+                await self._post_batch(orjson.dumps(ops), calls)
         except CallFailed as exc:
             self.last_exchange = (time.time(), str(exc))
             for call in calls:
@@ -152,22 +156,32 @@ class Endpoint:
                 call.fail("the coordinator is shutting down")
             raise
         self.last_exchange = (time.time(), None)
-        if len(calls) == 1:
-            calls[0].answer(answer)
-            return
-        results = answer.get("results") if isinstance(answer, dict) else None
-        if not isinstance(results, list) or len(results) != len(calls):
-            for call in calls:
-                call.fail("answered a batch that is not the protocol")
-            return
-        for call, result in zip(calls, results, strict=True):
-            if isinstance(result, dict) and isinstance(result.get("error"), dict):
-                call.fail(f"answered error: {_error_text(result['error'])}")
-            else:
-                call.answer(result)
 
-    async def _post(self, operation: str, body: bytes, timeout: float) -> Any:
-        headers = {"Content-Type": "application/json"}
+    async def _post_batch(self, body: bytes, calls: list[_Call]) -> None:
+        """Send a batch and settle each call as its answer arrives.
+
+        The participant answers op by op (NDJSON), so one slow op — a prepare waiting
+        for a lock — does not hold back the others' answers. A participant that only
+        answers the whole batch at once (``{"results": [...]}``) is understood too.
+        """
+        async with self._request("batch", body, max(c.timeout for c in calls), accept=NDJSON) as response:
+            if response.status != 200:
+                raise CallFailed(f"answered HTTP {response.status}: {_error_message(await response.read())}")
+            if response.content_type == NDJSON:
+                async for line in response.content:
+                    if line.strip():
+                        _settle_line(calls, line)
+            else:
+                _settle_all(calls, await response.read())
+        for call in calls:
+            call.fail("the participant's batch answer left this op out")
+
+    @contextlib.asynccontextmanager
+    async def _request(
+        self, operation: str, body: bytes, timeout: float, accept: str = "application/json"
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """POST a signed operation; failures to get an answer become :class:`CallFailed`."""
+        headers = {"Content-Type": "application/json", "Accept": accept}
         headers.update(signed_headers(self.settings.secret, operation, body))
         with tracer.start_as_current_span(
             f"participant.{operation}",
@@ -182,18 +196,53 @@ class Endpoint:
                     headers=headers,
                     timeout=aiohttp.ClientTimeout(total=timeout),
                 ) as response:
-                    raw = await response.read()
-                    status = response.status
+                    yield response
             except TimeoutError:
                 raise CallFailed(f"no answer within {timeout:.3g}s") from None
             except aiohttp.ClientError as exc:
                 raise CallFailed(f"unreachable: {exc.__class__.__name__}: {exc}") from None
+
+    async def _post(self, operation: str, body: bytes, timeout: float) -> Any:
+        async with self._request(operation, body, timeout) as response:
+            raw = await response.read()
+            status = response.status
         if status != 200:
             raise CallFailed(f"answered HTTP {status}: {_error_message(raw)}")
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise CallFailed(f"answered something that is not the protocol: {_first_line(exc)}") from None
+
+
+def _settle(call: _Call, result: Any) -> None:
+    if isinstance(result, dict) and isinstance(result.get("error"), dict):
+        call.fail(f"answered error: {_error_text(result['error'])}")
+    else:
+        call.answer(result)
+
+
+def _settle_line(calls: list[_Call], line: bytes) -> None:
+    """One NDJSON line of a batch answer: ``{"index": i, "result": {...}}``."""
+    try:
+        item = orjson.loads(line)
+        index = item["index"]
+        result = item["result"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        raise CallFailed("answered a batch that is not the protocol") from None
+    if not isinstance(index, int) or not 0 <= index < len(calls):
+        raise CallFailed("answered a batch that is not the protocol")
+    _settle(calls[index], result)
+
+
+def _settle_all(calls: list[_Call], raw: bytes) -> None:
+    try:
+        results = orjson.loads(raw).get("results")
+    except (orjson.JSONDecodeError, AttributeError):
+        results = None
+    if not isinstance(results, list) or len(results) != len(calls):
+        raise CallFailed("answered a batch that is not the protocol")
+    for call, result in zip(calls, results, strict=True):
+        _settle(call, result)
 
 
 def _first_line(exc: Exception) -> str:

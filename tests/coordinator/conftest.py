@@ -36,12 +36,18 @@ class StubParticipant:
     headers: list[dict[str, str]] = field(default_factory=list)
     committed: set[str] = field(default_factory=set)
     aborted: set[str] = field(default_factory=set)
+    #: gtids answered only once their event is set.
+    gates: dict[str, asyncio.Event] = field(default_factory=dict)
+    #: gtids this participant never answers.
+    hang_for: set[str] = field(default_factory=set)
     #: gtids this participant votes no for, whatever ``vote`` says.
     no_for: set[str] = field(default_factory=set)
     #: gtids whose status this participant reports as prepared.
     prepared_for: set[str] = field(default_factory=set)
     #: gtids this participant answers with a protocol error.
     error_for: set[str] = field(default_factory=set)
+    #: Answer batches op by op (NDJSON) when asked to, like the SDK; else all at once.
+    stream: bool = True
     #: Sizes of the batch exchanges received.
     batches: list[int] = field(default_factory=list)
 
@@ -63,15 +69,31 @@ class StubParticipant:
             return web.Response(text="<html>surprise</html>", content_type="text/html")
         if op == "batch":
             self.batches.append(len(body["ops"]))
-            results = await asyncio.gather(*(self._answer(o.pop("op"), o) for o in body["ops"]))
-            return web.json_response({"results": results})
+            answers = [asyncio.ensure_future(self._answer(o.pop("op"), o)) for o in body["ops"]]
+            if not (self.stream and "application/x-ndjson" in request.headers.get("Accept", "")):
+                return web.json_response({"results": await asyncio.gather(*answers)})
+            # Op by op, as each is done (what the SDK does).
+            response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+            await response.prepare(request)
+
+            async def indexed(i: int, answer: asyncio.Future[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
+                return i, await answer
+
+            for done in asyncio.as_completed([indexed(i, a) for i, a in enumerate(answers)]):
+                index, result = await done
+                await response.write(orjson.dumps({"index": index, "result": result}) + b"\n")
+            await response.write_eof()
+            return response
         answer = await self._answer(op, body)
         return web.json_response(answer, status=409 if "error" in answer else 200)
 
     async def _answer(self, op: str, body: dict[str, Any]) -> dict[str, Any]:
         _MESSAGES[op].model_validate(body)  # what the coordinator sent is the protocol
         self.calls.append((op, body))
-        if self.mode == "hang" or (self.mode, op) in (("hang_commit", "commit"), ("hang_prepare", "prepare")):
+        hangs = (self.mode, op) in (("hang_commit", "commit"), ("hang_prepare", "prepare"))
+        if body["gtid"] in self.gates:
+            await self.gates[body["gtid"]].wait()
+        if self.mode == "hang" or hangs or body["gtid"] in self.hang_for:
             await asyncio.Event().wait()
         gtid = body["gtid"]
         if gtid in self.error_for:

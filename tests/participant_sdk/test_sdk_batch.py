@@ -3,6 +3,7 @@ sent alone, in order."""
 
 from __future__ import annotations
 
+import orjson
 from sdk_harness import Harness, branch_body, prepare_body
 
 
@@ -71,3 +72,13 @@ async def test_batch_with_malformed_json_is_a_400(harness: Harness) -> None:
 
     assert status == 400
     assert body["error"]["code"] == "invalid_json"
+
+
+async def test_a_batch_asked_for_as_ndjson_answers_each_op_as_it_is_done(harness: Harness) -> None:
+    ops = [op("prepare", prepare_body(f"g{i}", {"n": i})) for i in range(3)]
+    status, raw = await harness.call("batch", {"ops": ops}, headers={"Accept": "application/x-ndjson"})
+
+    assert status == 200
+    lines = [orjson.loads(line) for line in raw.splitlines() if line.strip()]
+    assert sorted(line["index"] for line in lines) == [0, 1, 2]
+    assert all(line["result"] == {"vote": "yes", "reason": None} for line in lines)

@@ -66,6 +66,37 @@ async def test_calls_queued_behind_a_busy_exchange_go_as_one_batch(stub: StubPar
         await transport.close()
 
 
+async def test_a_participant_answering_a_batch_all_at_once_is_understood(stub: StubParticipant) -> None:
+    stub.stream = False
+    transport = await make_transport(stub, max_inflight=1)
+    try:
+        votes = await asyncio.gather(*(transport.prepare("p1", f"g{i}", None, 4e9, timeout=5) for i in range(10)))
+        assert {v for v, _ in votes} == {Vote.YES}
+        assert max(stub.batches) > 1
+    finally:
+        await transport.close()
+
+
+async def test_a_prepare_that_waits_does_not_hold_back_the_others_in_its_batch(stub: StubParticipant) -> None:
+    # The votes that arrive may be what lets the coordinator release the waiting one's lock.
+    stub.gates["gate"] = asyncio.Event()
+    stub.hang_for = {"g0"}
+    transport = await make_transport(stub, max_inflight=1)
+    try:
+        gate = asyncio.create_task(transport.prepare("p1", "gate", None, 4e9, timeout=30))
+        await wait_until(lambda: len(stub.ops("prepare")) == 1, timeout=5, message="the gate in flight")
+        # Queued behind the gate, these go together as one batch once it opens.
+        batched = [asyncio.create_task(transport.prepare("p1", f"g{i}", None, 4e9, timeout=30)) for i in range(6)]
+        stub.gates["gate"].set()
+        votes = await asyncio.wait_for(asyncio.gather(gate, *batched[1:]), 5)
+        assert {v for v, _ in votes} == {Vote.YES}
+        assert stub.batches == [6]
+        assert not batched[0].done()
+        batched[0].cancel()
+    finally:
+        await transport.close()
+
+
 async def test_an_error_in_one_batch_slot_fails_only_that_call(stub: StubParticipant) -> None:
     stub.error_for = {"g3"}
     transport = await make_transport(stub, max_inflight=1)
