@@ -22,11 +22,21 @@ from pathlib import Path
 __all__ = ["Node", "free_port", "twopc_command"]
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A TCP port on loopback that nothing listens on right now, and that this process
+    has not handed out before (the kernel may offer a just-closed port again, and a
+    topology picks several before starting anything)."""
+    for _ in range(1000):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise RuntimeError("no free TCP port on loopback")
 
 
 def twopc_command(*args: str) -> list[str]:
