@@ -105,15 +105,7 @@ class BranchHandler:
             result = PrepareResult(Vote.NO, _describe(exc))
         if result.vote is Vote.YES:
             try:
-                await self.log.record(
-                    gtid,
-                    branch,
-                    BranchState.PREPARED,
-                    durable=True,
-                    vote=Vote.YES,
-                    reason=None,
-                    payload_hash=digest,
-                )
+                await self._log_yes(gtid, branch, digest)
             except Exception as exc:
                 # A YES not on disk would not survive a restart: take it back.
                 logger.error("participant log write failed", gtid=gtid, branch=branch, error=repr(exc))
@@ -145,6 +137,12 @@ class BranchHandler:
             payload_hash=digest,
         )
         return PrepareResponse(vote=Vote.NO, reason=reason)
+
+    async def _log_yes(self, gtid: str, branch: str, digest: str | None) -> None:
+        """Make a YES vote durable: only then may it leave this participant."""
+        await self.log.record(
+            gtid, branch, BranchState.PREPARED, durable=True, vote=Vote.YES, reason=None, payload_hash=digest
+        )
 
     def _repeat_prepare(self, row: BranchRecord, digest: str | None) -> PrepareResponse:
         self._check_same_payload(row, digest)
@@ -385,15 +383,7 @@ class BranchHandler:
             async with self.resource.branch(gtid, branch) as handle:
                 yield handle
             try:
-                await self.log.record(
-                    gtid,
-                    branch,
-                    BranchState.PREPARED,
-                    durable=True,
-                    vote=Vote.YES,
-                    reason=None,
-                    payload_hash=None,
-                )
+                await self._log_yes(gtid, branch, None)
             except Exception as exc:
                 # Nobody has heard of this YES yet: taking it back is still allowed.
                 await self._drop_quietly(gtid, branch)
