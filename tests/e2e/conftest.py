@@ -9,8 +9,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from adapters.postgres.testing import scratch_database, server_dsn
 from participant_sdk.client import CoordinatorClient
 from twopc.localcluster import LocalCluster
+from twopc.localcluster_bank import BankCluster
 from twopc.testing import wait_until
 
 QUEUES = ("queue-a", "queue-b")
@@ -34,6 +36,24 @@ def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
         yield local
     finally:
         local.stop()
+
+
+@pytest.fixture
+async def bank_databases() -> AsyncIterator[dict[str, str]]:
+    """A fresh PostgreSQL database per bank, dropped afterwards."""
+    dsn = server_dsn()
+    async with scratch_database(dsn, "bank_a") as a, scratch_database(dsn, "bank_b") as b:
+        yield {"bank-a": a, "bank-b": b}
+
+
+@pytest.fixture
+def banks(tmp_path: Path, bank_databases: dict[str, str]) -> Iterator[BankCluster]:
+    """A coordinator and two banks, not yet started: a test may arm failpoints first."""
+    cluster = BankCluster(tmp_path / "cluster", bank_databases, coordinator_toml=FAST, inquiry_interval=0.3)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture

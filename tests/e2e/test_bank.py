@@ -3,17 +3,14 @@ database; transfers commit on both databases or on neither, through kills."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import psycopg
 import pytest
 
-from adapters.postgres.testing import scratch_database, server_dsn
 from participant_sdk.client import CoordinatorClient
-from tests.e2e.conftest import FAST
 from twopc.examples.bank import transfer
 from twopc.failpoints import CRASH_EXIT_CODE
 from twopc.localcluster_bank import BankCluster
@@ -22,30 +19,6 @@ from twopc.testing import wait_until
 pytestmark = pytest.mark.slow
 
 BANKS = ("bank-a", "bank-b")
-
-
-@pytest.fixture
-async def bank_databases() -> AsyncIterator[dict[str, str]]:
-    """A fresh database per bank, dropped afterwards."""
-    dsn = server_dsn()
-    async with scratch_database(dsn, "bank_a") as a, scratch_database(dsn, "bank_b") as b:
-        yield {"bank-a": a, "bank-b": b}
-
-
-@pytest.fixture
-def banks(tmp_path: Path, bank_databases: dict[str, str]) -> Iterator[BankCluster]:
-    """Not yet started: a test may set a node's env (failpoints) first."""
-    cluster = BankCluster(tmp_path / "cluster", bank_databases, coordinator_toml=FAST, inquiry_interval=0.3)
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 @pytest.fixture

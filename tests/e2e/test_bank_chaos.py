@@ -9,15 +9,11 @@ import os
 import random
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import aiohttp
 import pytest
 
-from adapters.postgres.testing import scratch_database, server_dsn
 from participant_sdk.client import CoordinatorClient, CoordinatorError
-from tests.e2e.conftest import FAST
 from tests.e2e.test_bank import applied, balances, open_accounts, prepared_in, settle
 from twopc.localcluster_bank import BankCluster
 
@@ -28,22 +24,6 @@ OPENING_BALANCE = 1000
 #: Each node is killed this many times, in a random order, with load running in between.
 KILLS_PER_NODE = 2
 WORKERS = 6
-
-
-@pytest.fixture
-async def bank_databases() -> AsyncIterator[dict[str, str]]:
-    dsn = server_dsn()
-    async with scratch_database(dsn, "chaos_a") as a, scratch_database(dsn, "chaos_b") as b:
-        yield {"bank-a": a, "bank-b": b}
-
-
-@pytest.fixture
-def banks(tmp_path: Path, bank_databases: dict[str, str]) -> Iterator[BankCluster]:
-    cluster = BankCluster(tmp_path / "cluster", bank_databases, coordinator_toml=FAST, inquiry_interval=0.3)
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 async def test_random_kills_during_transfers_conserve_money_and_apply_each_transfer_once(

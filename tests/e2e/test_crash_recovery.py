@@ -19,6 +19,12 @@ from twopc.localcluster import LocalCluster
 pytestmark = pytest.mark.slow
 
 
+def restart_disarmed(cluster: LocalCluster, node: str) -> None:
+    """Start a node that crashed at its failpoint again, without the failpoint."""
+    cluster.nodes[node].env.clear()
+    cluster.restart(node)
+
+
 async def begin_two(client: CoordinatorClient, tag: str) -> str:
     begun = await client.begin(participants=payloads(tag))
     return begun["gtid"]
@@ -35,8 +41,7 @@ async def test_coordinator_crash_before_the_decision_aborts_everywhere(
     assert cluster.nodes["coordinator"].wait_exit() == CRASH_EXIT_CODE
     assert [await in_doubt(http, cluster, q) for q in QUEUES] == [1, 1]  # both voted yes
 
-    cluster.nodes["coordinator"].env.clear()
-    cluster.restart("coordinator")
+    restart_disarmed(cluster, "coordinator")
     await settle(http, cluster, client)
 
     for queue in QUEUES:
@@ -59,8 +64,7 @@ async def test_coordinator_crash_after_the_decision_commits_everywhere_once(
     for queue in QUEUES:
         assert await gtids_at(http, cluster, queue) == []  # the decision never left the coordinator
 
-    cluster.nodes["coordinator"].env.clear()
-    cluster.restart("coordinator")
+    restart_disarmed(cluster, "coordinator")
     await settle(http, cluster, client)
 
     for queue in QUEUES:
@@ -79,8 +83,7 @@ async def test_coordinator_crash_after_the_first_commit_finishes_the_rest_once(
         await client.commit(gtid)
     assert cluster.nodes["coordinator"].wait_exit() == CRASH_EXIT_CODE
 
-    cluster.nodes["coordinator"].env.clear()
-    cluster.restart("coordinator")
+    restart_disarmed(cluster, "coordinator")
     await settle(http, cluster, client)
     for queue in QUEUES:
         assert await gtids_at(http, cluster, queue) == [gtid]
@@ -98,8 +101,7 @@ async def test_participant_killed_after_voting_yes_applies_the_commit_once_after
     assert {b["name"]: b["pending"] for b in answer["branches"]} == {"queue-a": False, "queue-b": True}
     assert cluster.nodes["queue-b"].wait_exit() == CRASH_EXIT_CODE
 
-    cluster.nodes["queue-b"].env.clear()
-    cluster.restart("queue-b")
+    restart_disarmed(cluster, "queue-b")
     await settle(http, cluster, client)
     for queue in QUEUES:
         assert await gtids_at(http, cluster, queue) == [gtid]
@@ -115,8 +117,7 @@ async def test_participant_killed_after_committing_but_before_replying_commits_o
     assert answer["outcome"] == "committed"
     assert cluster.nodes["queue-a"].wait_exit() == CRASH_EXIT_CODE
 
-    cluster.nodes["queue-a"].env.clear()
-    cluster.restart("queue-a")
+    restart_disarmed(cluster, "queue-a")
     await settle(http, cluster, client)
     for queue in QUEUES:
         assert await gtids_at(http, cluster, queue) == [gtid]
@@ -132,8 +133,7 @@ async def test_participant_killed_before_its_yes_reaches_the_coordinator_learns_
     assert answer["outcome"] == "aborted"
     assert cluster.nodes["queue-b"].wait_exit() == CRASH_EXIT_CODE
 
-    cluster.nodes["queue-b"].env.clear()
-    cluster.restart("queue-b")
+    restart_disarmed(cluster, "queue-b")
     await settle(http, cluster, client)  # queue-b was prepared: it asks and hears "aborted"
     for queue in QUEUES:
         assert await gtids_at(http, cluster, queue) == []
@@ -159,9 +159,8 @@ async def test_execute_retried_after_a_coordinator_crash_is_still_one_transactio
     cluster.start()
     with pytest.raises(aiohttp.ClientError):
         await client.execute(payloads("retry-after-crash"), idempotency_key="order-1")
-    cluster.nodes["coordinator"].wait_exit()
-    cluster.nodes["coordinator"].env.clear()
-    cluster.restart("coordinator")
+    assert cluster.nodes["coordinator"].wait_exit() == CRASH_EXIT_CODE
+    restart_disarmed(cluster, "coordinator")
     again = await client.execute(payloads("retry-after-crash"), idempotency_key="order-1")
     assert again["outcome"] == "committed"
     await settle(http, cluster, client)
