@@ -10,22 +10,21 @@ from typing import Annotated
 import typer
 
 from twopc import telemetry
+from twopc.cli._options import CoordinatorUrl, DataDir, Host, InquiryInterval, Name, Port, Secret
 
 app = typer.Typer(help="The bank example: accounts in PostgreSQL as a 2PC participant.", no_args_is_help=True)
 
 
 @app.command("serve")
 def serve(
-    name: Annotated[str, typer.Option(help="the participant's name, as registered with the coordinator")],
-    port: Annotated[int, typer.Option(help="port to listen on")],
+    name: Name,
+    port: Port,
     dsn: Annotated[str, typer.Option(help="the bank's PostgreSQL database", envvar="TWOPC_BANK_DSN")],
-    coordinator: Annotated[str, typer.Option(help="the coordinator's base URL")],
-    secret: Annotated[str, typer.Option(help="shared secret the coordinator signs with", envvar="TWOPC_SECRET")],
-    data: Annotated[Path | None, typer.Option(help="directory for the participant log (default var/NAME)")] = None,
-    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-    inquiry_interval: Annotated[
-        float, typer.Option(help="seconds a prepared branch waits before asking the coordinator")
-    ] = 5.0,
+    coordinator: CoordinatorUrl,
+    secret: Secret,
+    data: DataDir = None,
+    host: Host = "127.0.0.1",
+    inquiry_interval: InquiryInterval = 5.0,
     sweep_interval: Annotated[
         float, typer.Option(help="seconds between looks at the database for prepared branches the log lost")
     ] = 60.0,

@@ -8,21 +8,20 @@ from typing import Annotated
 import typer
 
 from twopc import telemetry
+from twopc.cli._options import CoordinatorUrl, Host, InquiryInterval, Name, Port, Secret
 
 app = typer.Typer(help="The mock queue participant.", no_args_is_help=True)
 
 
 @app.command("serve")
 def serve(
-    name: Annotated[str, typer.Option(help="the participant's name, as registered with the coordinator")],
-    port: Annotated[int, typer.Option(help="port to listen on")],
+    name: Name,
+    port: Port,
     data: Annotated[Path, typer.Option(help="directory for the queue and the participant log")],
-    coordinator: Annotated[str, typer.Option(help="the coordinator's base URL")],
-    secret: Annotated[str, typer.Option(help="shared secret the coordinator signs with", envvar="TWOPC_SECRET")],
-    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-    inquiry_interval: Annotated[
-        float, typer.Option(help="seconds a prepared branch waits before asking the coordinator")
-    ] = 5.0,
+    coordinator: CoordinatorUrl,
+    secret: Secret,
+    host: Host = "127.0.0.1",
+    inquiry_interval: InquiryInterval = 5.0,
 ) -> None:
     """Serve a mock queue: the participant protocol at /twopc, committed items at /queue/items."""
     from adapters.mockqueue.service import run
