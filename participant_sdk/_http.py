@@ -132,9 +132,13 @@ class _Protocol:
         answered: asyncio.Queue[tuple[int, dict[str, Any]]] = asyncio.Queue()
         work = asyncio.create_task(self._handler.batch(ops, lambda i, r: answered.put_nowait((i, r))))
         try:
-            for _ in range(len(ops)):
-                index, result = await answered.get()
-                await response.write(orjson.dumps({"index": index, "result": result}) + b"\n")
+            remaining = len(ops)
+            while remaining:
+                ready = [await answered.get()]
+                while not answered.empty():  # whatever else is done goes in the same write
+                    ready.append(answered.get_nowait())
+                remaining -= len(ready)
+                await response.write(b"".join(orjson.dumps({"index": i, "result": r}) + b"\n" for i, r in ready))
         except (ConnectionError, RuntimeError):
             # The coordinator went away: the ops still finish, as they would have alone.
             await work
