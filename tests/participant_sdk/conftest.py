@@ -7,20 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestServer
 from sdk_harness import Harness
 
 from participant_sdk.testing import StubCoordinator
 from twopc import failpoints
-
-
-@pytest.fixture
-async def coordinator() -> AsyncIterator[tuple[StubCoordinator, str]]:
-    stub = StubCoordinator()
-    server = TestServer(stub.app())
-    await server.start_server()
-    yield stub, str(server.make_url("")).rstrip("/")
-    await server.close()
 
 
 @pytest.fixture
@@ -33,11 +23,6 @@ async def harness(harness_factory: Callable[[], Harness]) -> AsyncIterator[Harne
     h = await harness_factory().start()
     yield h
     await h.stop()
-
-
-@pytest.fixture
-def stub(coordinator: tuple[StubCoordinator, str]) -> StubCoordinator:
-    return coordinator[0]
 
 
 @pytest.fixture(autouse=True)

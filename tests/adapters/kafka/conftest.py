@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestServer
 from kafka_harness import EventsService
 
 from adapters.kafka.testing import bootstrap_servers, create_topic, unique_name
@@ -26,20 +25,6 @@ def kafka() -> str:
 async def topic(kafka: str) -> str:
     """A new topic with three partitions."""
     return await create_topic(kafka, unique_name("orders"), partitions=3)
-
-
-@pytest.fixture
-async def coordinator() -> AsyncIterator[tuple[StubCoordinator, str]]:
-    stub = StubCoordinator()
-    server = TestServer(stub.app())
-    await server.start_server()
-    yield stub, str(server.make_url("")).rstrip("/")
-    await server.close()
-
-
-@pytest.fixture
-def stub(coordinator: tuple[StubCoordinator, str]) -> StubCoordinator:
-    return coordinator[0]
 
 
 @pytest.fixture

@@ -6,24 +6,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestServer
 from mockqueue_harness import QueueService
 
 from participant_sdk.testing import StubCoordinator
-
-
-@pytest.fixture
-async def coordinator() -> AsyncIterator[tuple[StubCoordinator, str]]:
-    stub = StubCoordinator()
-    server = TestServer(stub.app())
-    await server.start_server()
-    yield stub, str(server.make_url("")).rstrip("/")
-    await server.close()
-
-
-@pytest.fixture
-def stub(coordinator: tuple[StubCoordinator, str]) -> StubCoordinator:
-    return coordinator[0]
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestServer
 from pg_harness import PgService, create_items
 
 from adapters.postgres.testing import scratch_database, server_dsn
@@ -33,20 +32,6 @@ async def other_database(pg_server: str) -> AsyncIterator[str]:
     async with scratch_database(pg_server, "other") as dsn:
         await create_items(dsn)
         yield dsn
-
-
-@pytest.fixture
-async def coordinator() -> AsyncIterator[tuple[StubCoordinator, str]]:
-    stub = StubCoordinator()
-    server = TestServer(stub.app())
-    await server.start_server()
-    yield stub, str(server.make_url("")).rstrip("/")
-    await server.close()
-
-
-@pytest.fixture
-def stub(coordinator: tuple[StubCoordinator, str]) -> StubCoordinator:
-    return coordinator[0]
 
 
 @pytest.fixture
