@@ -64,16 +64,18 @@ async def _run(scenario: Scenario, directory: Path, progress: Callable[[str], No
     topology = Topology(scenario, directory)
     rng = random.Random(scenario.seed)
     progress(f"{scenario.name}: starting the coordinator and {', '.join(topology.participants)} in {directory} ...")
-    async with aiohttp.ClientSession() as http:
-        await topology.start(http)
-    loop = asyncio.get_running_loop()
-    t0 = loop.time()
-    workload = Workload(topology, scenario.workload.clients, scenario.seed, scenario.workload.request_timeout_s, t0)
-    nemeses = [
-        Nemesis(spec, topology, random.Random(rng.random()), t0, scenario.duration_s) for spec in scenario.nemesis
-    ]
-    stop_faults, stop_load = asyncio.Event(), asyncio.Event()
     try:
+        # Inside the try: a topology that fails half-way up is still taken down (processes,
+        # databases), so a failed run leaves nothing behind.
+        async with aiohttp.ClientSession() as http:
+            await topology.start(http)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        workload = Workload(topology, scenario.workload.clients, scenario.seed, scenario.workload.request_timeout_s, t0)
+        nemeses = [
+            Nemesis(spec, topology, random.Random(rng.random()), t0, scenario.duration_s) for spec in scenario.nemesis
+        ]
+        stop_faults, stop_load = asyncio.Event(), asyncio.Event()
         load = asyncio.create_task(workload.run(stop_load))
         strikes = [asyncio.create_task(n.run(stop_faults)) for n in nemeses]
         reporter = asyncio.create_task(_progress(workload, nemeses, t0, progress))

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from chaos import load_scenario, run_scenario
+from chaos.participants import MockQueueKind
 
 pytestmark = pytest.mark.slow
 
@@ -34,3 +38,26 @@ def test_the_broken_build_is_caught_by_the_checkers() -> None:
     )
     assert result.report["faults_injected"] >= 1
     assert any(v.startswith(("atomicity", "durability", "no_effect_of_aborted")) for v in result.report["violations"])
+
+
+def test_a_run_that_fails_while_starting_leaves_no_process_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def refuse(self: object, http: object) -> None:
+        raise RuntimeError("populate refused on purpose")
+
+    monkeypatch.setattr(MockQueueKind, "populate", refuse)
+    with pytest.raises(RuntimeError, match="on purpose"):
+        run_scenario(
+            load_scenario("kill-coordinator"), duration=2, directory=tmp_path, show=False, progress=lambda _: None
+        )
+    left = [pid for pid in os.listdir("/proc") if pid.isdigit() and str(tmp_path).encode() in _cmdline(pid)]
+    assert left == []
+
+
+def _cmdline(pid: str) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
