@@ -68,6 +68,12 @@ async def client(cluster: LocalCluster) -> AsyncIterator[CoordinatorClient]:
         yield c
 
 
+def restart_disarmed(cluster: LocalCluster, node: str) -> None:
+    """Start a node that crashed at its failpoint again, without the failpoint."""
+    cluster.nodes[node].env.clear()
+    cluster.restart(node)
+
+
 def payloads(tag: str) -> list[dict[str, Any]]:
     return [{"name": q, "payload": {"items": [f"{tag}@{q}"]}} for q in QUEUES]
 

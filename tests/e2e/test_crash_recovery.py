@@ -12,17 +12,11 @@ import aiohttp
 import pytest
 
 from participant_sdk.client import CoordinatorClient, CoordinatorError
-from tests.e2e.conftest import QUEUES, gtids_at, in_doubt, payloads, settle
+from tests.e2e.conftest import QUEUES, gtids_at, in_doubt, payloads, restart_disarmed, settle
 from twopc.failpoints import CRASH_EXIT_CODE
 from twopc.localcluster import LocalCluster
 
 pytestmark = pytest.mark.slow
-
-
-def restart_disarmed(cluster: LocalCluster, node: str) -> None:
-    """Start a node that crashed at its failpoint again, without the failpoint."""
-    cluster.nodes[node].env.clear()
-    cluster.restart(node)
 
 
 async def begin_two(client: CoordinatorClient, tag: str) -> str:

@@ -19,7 +19,7 @@ import pytest
 from adapters.kafka.testing import bootstrap_servers, create_topic, read_committed, unique_name
 from adapters.postgres.testing import scratch_database, server_dsn
 from participant_sdk.client import CoordinatorClient, CoordinatorError
-from tests.e2e.conftest import FAST
+from tests.e2e.conftest import FAST, restart_disarmed
 from twopc.failpoints import CRASH_EXIT_CODE
 from twopc.localcluster import LocalCluster
 from twopc.supervisor import Node, free_port, twopc_command
@@ -83,18 +83,6 @@ def cluster(tmp_path: Path, kafka: str, events_name: str) -> Iterator[LocalClust
         yield local
     finally:
         local.stop()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
-async def client(cluster: LocalCluster) -> AsyncIterator[CoordinatorClient]:
-    async with CoordinatorClient(cluster.coordinator_url, timeout=20) as c:
-        yield c
 
 
 async def run_transaction(
@@ -212,8 +200,7 @@ async def test_kafka_killed_during_its_commit_publishes_exactly_once_after_resta
     assert answer["outcome"] == "committed"  # the decision is durable; Kafka's branch is pending
     assert cluster.nodes["events"].wait_exit() == CRASH_EXIT_CODE
 
-    cluster.nodes["events"].env.clear()
-    cluster.restart("events")
+    restart_disarmed(cluster, "events")
     await settle(http, cluster, client)
     read = await read_committed(kafka, [topic], settled=True)
     assert [orjson.loads(m.value) for m in read] == [0, 1, 2, 3, 4]  # once each, in order
@@ -316,8 +303,7 @@ async def test_kafka_killed_while_staging_aborts_everywhere_after_restart(
     assert answer["outcome"] == "aborted"  # no vote came back
     assert cluster.nodes["events"].wait_exit() == CRASH_EXIT_CODE
 
-    cluster.nodes["events"].env.clear()
-    cluster.restart("events")  # staged (or not) before the crash: either way it learns the abort
+    restart_disarmed(cluster, "events")  # staged (or not) before the crash: either way it learns the abort
     await settle(http, cluster, client)
     async with http.get(f"{cluster.url('events')}/healthz") as response:
         branches = (await response.json())["branches"]
