@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-import aiosqlite
-
 from twopc.groupcommit import GroupCommitter, open_sqlite
 from twopc.protocol import Vote
 
@@ -85,39 +83,40 @@ class ParticipantLog:
         self.path = Path(path)
         self._clock = clock
         self._rows: dict[tuple[str, str], BranchRecord] = {}
-        self._conn: aiosqlite.Connection | None = None
         self._writer: GroupCommitter | None = None
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = await open_sqlite(str(self.path))
-        await self._conn.execute(_SCHEMA)
-        async with self._conn.execute(
-            "SELECT gtid, branch, status, vote, reason, payload_hash, created_at, updated_at, heuristic FROM branches"
-        ) as cursor:
-            async for gtid, branch, status, vote, reason, phash, created, updated, heuristic in cursor:
-                self._rows[(gtid, branch)] = BranchRecord(
-                    gtid,
-                    branch,
-                    BranchState(status),
-                    Vote(vote) if vote else None,
-                    reason,
-                    phash,
-                    created,
-                    updated,
-                    bool(heuristic),
-                )
-        self._writer = GroupCommitter(self._conn)
-        self._writer.start()
+        # Read once at start; after that the writer's connection is the only one.
+        conn = await open_sqlite(str(self.path))
+        try:
+            await conn.execute(_SCHEMA)
+            rows = await conn.execute_fetchall(
+                "SELECT gtid, branch, status, vote, reason, payload_hash, created_at, updated_at, heuristic"
+                " FROM branches"
+            )
+        finally:
+            await conn.close()
+        for gtid, branch, status, vote, reason, phash, created, updated, heuristic in rows:
+            self._rows[(gtid, branch)] = BranchRecord(
+                gtid,
+                branch,
+                BranchState(status),
+                Vote(vote) if vote else None,
+                reason,
+                phash,
+                created,
+                updated,
+                bool(heuristic),
+            )
+        self._writer = GroupCommitter(str(self.path))
+        await self._writer.start()
 
     async def close(self) -> None:
         """Write what is queued, then close the database."""
         if self._writer is not None:
             await self._writer.close()
             self._writer = None
-        if self._conn is not None:
-            await self._conn.close()
-            self._conn = None
 
     def get(self, gtid: str, branch: str) -> BranchRecord | None:
         return self._rows.get((gtid, branch))

@@ -73,7 +73,6 @@ def encode_items(values: Sequence[Any]) -> list[str]:
 class QueueStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._conn: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._writer: GroupCommitter | None = None
         # (gtid, branch) -> number of staged items; the truth is on disk, this saves reads.
@@ -81,14 +80,18 @@ class QueueStore:
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = await open_sqlite(str(self.path))
-        for statement in _SCHEMA:
-            await self._conn.execute(statement)
-        async with self._conn.execute("SELECT gtid, branch, count(*) FROM staged GROUP BY gtid, branch") as cursor:
-            async for gtid, branch, count in cursor:
+        conn = await open_sqlite(str(self.path))
+        try:
+            for statement in _SCHEMA:
+                await conn.execute(statement)
+            for gtid, branch, count in await conn.execute_fetchall(
+                "SELECT gtid, branch, count(*) FROM staged GROUP BY gtid, branch"
+            ):
                 self._staged[(gtid, branch)] = count
-        self._writer = GroupCommitter(self._conn)
-        self._writer.start()
+        finally:
+            await conn.close()
+        self._writer = GroupCommitter(str(self.path))
+        await self._writer.start()
         # Reads get their own connection: on the writer's they could see a group
         # commit's rows before it is committed (or after it is rolled back).
         self._reader = await aiosqlite.connect(str(self.path))
@@ -98,10 +101,9 @@ class QueueStore:
         if self._writer is not None:
             await self._writer.close()
             self._writer = None
-        for conn in (self._reader, self._conn):
-            if conn is not None:
-                await conn.close()
-        self._reader = self._conn = None
+        if self._reader is not None:
+            await self._reader.close()
+            self._reader = None
 
     def staged(self) -> list[tuple[str, str]]:
         return list(self._staged)

@@ -99,27 +99,24 @@ def _from_row(row: aiosqlite.Row) -> TransactionRecord:
 class SQLiteLog(DecisionLog):
     def __init__(self, path: Path | str) -> None:
         self._path = Path(path)
-        self._writer_conn: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._writer: GroupCommitter | None = None
 
     async def open(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer_conn = await open_sqlite(str(self._path))
-        await self._writer_conn.executescript(_SCHEMA)
         # Reads use their own connection so they never land inside the writer's batch.
         self._reader = await open_sqlite(str(self._path))
+        await self._reader.executescript(_SCHEMA)
         self._reader.row_factory = aiosqlite.Row
-        self._writer = GroupCommitter(self._writer_conn)
-        self._writer.start()
+        self._writer = GroupCommitter(str(self._path))
+        await self._writer.start()
 
     async def close(self) -> None:
         if self._writer is not None:
             await self._writer.close()
-        for conn in (self._reader, self._writer_conn):
-            if conn is not None:
-                await conn.close()
-        self._writer = self._reader = self._writer_conn = None
+        if self._reader is not None:
+            await self._reader.close()
+        self._writer = self._reader = None
 
     def save(self, record: TransactionRecord) -> None:
         self._committer.write(_UPSERT, _to_row(record))

@@ -28,16 +28,9 @@ async def db(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-async def conn(db: str) -> AsyncIterator[aiosqlite.Connection]:
-    conn = await open_sqlite(db)
-    yield conn
-    await conn.close()
-
-
-@pytest.fixture
-async def committer(conn: aiosqlite.Connection) -> AsyncIterator[GroupCommitter]:
-    committer = GroupCommitter(conn)
-    committer.start()
+async def committer(db: str) -> AsyncIterator[GroupCommitter]:
+    committer = GroupCommitter(db)
+    await committer.start()
     yield committer
     await committer.close()
 
@@ -64,9 +57,9 @@ async def test_concurrent_durable_writes_share_commits(committer: GroupCommitter
     assert committer.stats.durable_per_commit > 1
 
 
-async def test_max_batch_bounds_the_writes_in_one_commit(conn: aiosqlite.Connection, db: str) -> None:
-    committer = GroupCommitter(conn, max_batch=5)
-    committer.start()
+async def test_max_batch_bounds_the_writes_in_one_commit(db: str) -> None:
+    committer = GroupCommitter(db, max_batch=5)
+    await committer.start()
     try:
         await asyncio.gather(*(committer.write_durable(INSERT, (k, "v")) for k in range(20)))
     finally:
@@ -116,10 +109,10 @@ async def test_writer_keeps_working_after_a_failed_batch(committer: GroupCommitt
     assert await rows(db) == [(2, "b")]
 
 
-async def test_write_durable_many_commits_together(conn: aiosqlite.Connection, db: str) -> None:
+async def test_write_durable_many_commits_together(db: str) -> None:
     # Even with one entry per batch, the statements of one call are never cut apart.
-    committer = GroupCommitter(conn, max_batch=1)
-    committer.start()
+    committer = GroupCommitter(db, max_batch=1)
+    await committer.start()
     try:
         await committer.write_durable_many([(INSERT, (1, "a")), (INSERT, (2, "b")), (UPDATE, ("c", 1))])
         assert committer.stats.commits == 1
@@ -150,9 +143,9 @@ async def test_lazy_write_is_committed_without_anyone_waiting(committer: GroupCo
     assert await rows(db) == [(1, "lazy")]
 
 
-async def test_close_drains_lazy_writes(conn: aiosqlite.Connection, db: str) -> None:
-    committer = GroupCommitter(conn)
-    committer.start()
+async def test_close_drains_lazy_writes(db: str) -> None:
+    committer = GroupCommitter(db)
+    await committer.start()
     for k in range(50):
         committer.write(INSERT, (k, "lazy"))
     await committer.close()
