@@ -2,9 +2,10 @@
 
 Calls bound for one participant wait in a queue. Up to ``max_inflight`` exchanges run
 at once; whatever is queued when a slot frees up goes in the next exchange — alone as
-its own operation, or several together as one ``batch``. An idle system therefore sends
-each call at once, with no timer, and a loaded one sends few, large exchanges: one
-HTTP round trip and one signature for many transactions.
+its own operation, or several together as one ``batch``. The queue is looked at once
+per turn of the event loop, so calls made in one turn share an exchange. An idle
+system therefore sends each call at once, with no timer, and a loaded one sends few,
+large exchanges: one HTTP round trip and one signature for many transactions.
 
 There are two such queues, two lanes: one for the work (prepare, and a one-phase
 commit), one for phase 2 and inquiries. A batch is answered only once all of it is done,
@@ -75,10 +76,18 @@ class _Lane:
         self._max_inflight = max_inflight
         self._queue: list[_Call] = []
         self._inflight = 0
+        self._pump_scheduled = False
         self.tasks: set[asyncio.Task[None]] = set()
 
     def add(self, call: _Call) -> None:
         self._queue.append(call)
+        if not self._pump_scheduled:
+            # At the end of this turn: the other calls this turn makes go along.
+            self._pump_scheduled = True
+            asyncio.get_running_loop().call_soon(self._scheduled_pump)
+
+    def _scheduled_pump(self) -> None:
+        self._pump_scheduled = False
         self._pump()
 
     def _pump(self) -> None:

@@ -66,6 +66,19 @@ async def test_calls_queued_behind_a_busy_exchange_go_as_one_batch(stub: StubPar
         await transport.close()
 
 
+async def test_calls_made_in_one_turn_of_the_loop_share_an_exchange(stub: StubParticipant) -> None:
+    # Free exchange slots to spare: only waiting for the end of the turn coalesces them.
+    transport = await make_transport(stub, max_inflight=8)
+    try:
+        calls = [asyncio.ensure_future(transport.prepare("p1", f"g{i}", None, 4e9, timeout=5)) for i in range(5)]
+        votes = await asyncio.gather(*calls)
+        assert [v for v, _ in votes] == [Vote.YES] * 5
+        assert stub.batches == [5]
+        assert transport.exchange_stats()["participant_exchanges"] == 1
+    finally:
+        await transport.close()
+
+
 async def test_a_participant_answering_a_batch_all_at_once_is_understood(stub: StubParticipant) -> None:
     stub.stream = False
     transport = await make_transport(stub, max_inflight=1)
