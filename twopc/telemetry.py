@@ -17,9 +17,15 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 
-__all__ = ["ensure_tracing", "setup"]
+__all__ = ["ensure_tracing", "records_root_spans", "unrecorded_root_span", "setup"]
+
+#: Whether a span with no sampled parent is recorded; only :func:`ensure_tracing` knows
+#: it is not (an application's own provider may record anything).
+_records_roots = True
+_ids = RandomIdGenerator()
 
 
 def setup(service_name: str, level: str = "info") -> None:
@@ -51,11 +57,25 @@ def ensure_tracing(service_name: str) -> None:
     coordinator's CPU for nothing), but their ids still travel, so a caller's trace
     continues through twopc; ``OTEL_TRACES_SAMPLER`` still chooses when it is set.
     """
+    global _records_roots
     if isinstance(trace.get_tracer_provider(), TracerProvider):
         return
     exporting = os.environ.get("OTEL_TRACES_EXPORTER") == "console"
     sampler = None if exporting or os.environ.get("OTEL_TRACES_SAMPLER") else ParentBased(ALWAYS_OFF)
+    _records_roots = sampler is None
     provider = TracerProvider(resource=Resource.create({"service.name": service_name}), sampler=sampler)
     if exporting:
         provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
     trace.set_tracer_provider(provider)
+
+
+def records_root_spans() -> bool:
+    """Whether a span started without a sampled parent would be recorded."""
+    return _records_roots
+
+
+def unrecorded_root_span() -> trace.Span:
+    """A span that records nothing but has ids of its own: a trace for calls to carry
+    when nothing would record one, at a fraction of what starting a span costs."""
+    context = trace.SpanContext(_ids.generate_trace_id(), _ids.generate_span_id(), is_remote=False)
+    return trace.NonRecordingSpan(context)

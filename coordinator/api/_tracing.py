@@ -9,6 +9,8 @@ from typing import Any
 from aiohttp import web
 from opentelemetry import context, propagate, trace
 
+from twopc import telemetry
+
 __all__ = ["tracing_middleware"]
 
 tracer = trace.get_tracer("coordinator.api")
@@ -16,6 +18,14 @@ tracer = trace.get_tracer("coordinator.api")
 
 @web.middleware
 async def tracing_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    if "traceparent" not in request.headers and not telemetry.records_root_spans():
+        # Nothing would record this request's span: only its ids are needed, for the
+        # participants' calls to carry (a tenth of the coordinator's CPU otherwise).
+        token = context.attach(trace.set_span_in_context(telemetry.unrecorded_root_span()))
+        try:
+            return await handler(request)
+        finally:
+            context.detach(token)
     parent = propagate.extract(request.headers)
     token = context.attach(parent)
     try:

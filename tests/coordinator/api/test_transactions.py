@@ -25,6 +25,15 @@ async def test_prepare_carries_the_payload_and_a_traceparent(harness: Harness) -
     assert any("traceparent" in h for h in stub.headers)
 
 
+async def test_each_transaction_without_a_client_trace_gets_a_trace_of_its_own(harness: Harness) -> None:
+    for _ in range(2):
+        await harness.call("POST", "/v1/transactions:execute", json={"participants": TWO})
+    sent = [h["traceparent"] for h in harness.participants["p1"].headers if "traceparent" in h]
+    trace_ids = {t.split("-")[1] for t in sent}
+    assert len(sent) >= 2 and len(trace_ids) == 2
+    assert all(int(trace_id, 16) != 0 for trace_id in trace_ids)
+
+
 async def test_the_clients_trace_continues_to_the_participants(harness: Harness) -> None:
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
     headers = {"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"}
