@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Hashable
-from contextlib import asynccontextmanager
+from collections.abc import Hashable
 
 __all__ = ["KeyedLocks"]
 
@@ -24,19 +23,42 @@ class KeyedLocks:
     def __init__(self) -> None:
         self._entries: dict[Hashable, _Entry] = {}
 
-    @asynccontextmanager
-    async def hold(self, key: Hashable) -> AsyncIterator[None]:
-        entry = self._entries.get(key)
-        if entry is None:
-            entry = self._entries[key] = _Entry()
-        entry.users += 1
-        try:
-            async with entry.lock:
-                yield
-        finally:
-            entry.users -= 1
-            if entry.users == 0:
-                del self._entries[key]
+    def hold(self, key: Hashable) -> _Held:
+        """``async with locks.hold(key):`` — the lock of ``key`` for the block."""
+        return _Held(self._entries, key)
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+class _Held:
+    """The context manager of :meth:`KeyedLocks.hold`; a plain class, as it runs for
+    every protocol call (a generator-based one costs several times as much)."""
+
+    __slots__ = ("_entries", "_entry", "_key")
+
+    def __init__(self, entries: dict[Hashable, _Entry], key: Hashable) -> None:
+        self._entries = entries
+        self._key = key
+
+    async def __aenter__(self) -> None:
+        entry = self._entries.get(self._key)
+        if entry is None:
+            entry = self._entries[self._key] = _Entry()
+        entry.users += 1
+        self._entry = entry
+        try:
+            await entry.lock.acquire()
+        except BaseException:  # cancelled while waiting
+            self._release_entry()
+            raise
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._entry.lock.release()
+        self._release_entry()
+
+    def _release_entry(self) -> None:
+        entry = self._entry
+        entry.users -= 1
+        if entry.users == 0:
+            del self._entries[self._key]

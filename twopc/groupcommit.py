@@ -123,7 +123,8 @@ class GroupCommitter:
         waiter = asyncio.get_running_loop().create_future()
         self._queue.append([_Write(sql, params, waiter)])
         self._wakeup.set()
-        await asyncio.shield(waiter)
+        # Cancelling the caller cancels only this future: the write stays in its batch.
+        await waiter
 
     async def write_durable_many(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
         """Queue several statements that must commit together; return once they have.
@@ -139,7 +140,8 @@ class GroupCommitter:
         writes.append(_Write(sql, params, waiter))
         self._queue.append(writes)
         self._wakeup.set()
-        await asyncio.shield(waiter)
+        # Cancelling the caller cancels only this future: the write stays in its batch.
+        await waiter
 
     async def flush(self) -> None:
         """Return once everything queued so far is committed."""
