@@ -81,6 +81,8 @@ class _Entry:
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    #: The record written when every branch acknowledged; it changes no more.
+    final_record: TransactionRecord | None = None
 
     def record(self, state: TxState | None = None, decision: Outcome | None = None) -> TransactionRecord:
         tx = self.tx
@@ -191,6 +193,19 @@ class Coordinator:
 
         ``save=False`` skips the lazy BEGIN record when a commit follows at once.
         """
+        found, created = await self._begin(timeout_ms, metadata, participants, idempotency_key, request_hash, save)
+        return (self._view(found) if isinstance(found, _Entry) else found), created
+
+    async def _begin(
+        self,
+        timeout_ms: int | None,
+        metadata: dict[str, Any] | None,
+        participants: list[tuple[str, Any, bool]],
+        idempotency_key: str | None,
+        request_hash: str | None,
+        save: bool,
+    ) -> tuple[_Entry | TransactionView, bool]:
+        """The new transaction's entry, or the view of the one its Idempotency-Key began."""
         if idempotency_key is not None:
             known = self._idempotency.get(idempotency_key)
             if known is not None:
@@ -218,7 +233,7 @@ class Coordinator:
             self._idempotency[idempotency_key] = IdempotencyEntry(entry.tx.gtid, request_hash, now)
         if save:
             self._save(entry)
-        return self._view(entry), True
+        return entry, True
 
     async def enlist(self, gtid: str, name: str, payload: Any = None, prepared: bool = False) -> TransactionView:
         self._check_participant(name)
@@ -269,7 +284,7 @@ class Coordinator:
         wait_for_phase_two: bool = True,
     ) -> TransactionView:
         """Begin, enlist and commit in one call."""
-        view, _ = await self.begin(
+        found, _ = await self._begin(
             timeout_ms,
             metadata,
             [(name, payload, False) for name, payload in participants],
@@ -277,7 +292,8 @@ class Coordinator:
             request_hash,
             save=False,
         )
-        return await self.commit(view.record.gtid, wait_for_phase_two)
+        gtid = found.tx.gtid if isinstance(found, _Entry) else found.record.gtid
+        return await self.commit(gtid, wait_for_phase_two)
 
     async def get(self, gtid: str) -> TransactionView:
         entry = self._active.get(gtid)
@@ -404,7 +420,7 @@ class Coordinator:
         entry.decided.set()
         entry.finished.set()
         entry.updated_at = self._clock()
-        record = entry.record()
+        record = entry.final_record = entry.record()
         self._log.save(record)  # lost in a crash, recovery merely resends phase 2
         self._finished[record.gtid] = record
         while len(self._finished) > _FINISHED_IN_MEMORY:
@@ -506,4 +522,5 @@ class Coordinator:
         return TransactionView(record, frozenset())
 
     def _view(self, entry: _Entry) -> TransactionView:
-        return TransactionView(entry.record(), frozenset(entry.tx.pending_branches()))
+        record = entry.final_record or entry.record()
+        return TransactionView(record, frozenset(entry.tx.pending_branches()))
