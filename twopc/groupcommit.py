@@ -4,7 +4,9 @@ Writers queue statements; a single writer task drains whatever is queued, runs i
 in one SQLite transaction and commits once, then releases every waiter of that
 batch together. Lazy writes ride along with the next batch and are not awaited.
 Under load a batch holds many decisions; on an idle system a lone decision is
-committed at once, with no timer in the way.
+committed at once, with no timer in the way; the writer only lets one more turn of
+the event loop go by, so that writes set off by the same burst (a batch of votes)
+share the commit.
 
 The writer has its own connection on a thread of its own, and a whole batch —
 BEGIN, the statements, COMMIT — is one trip to that thread: every trip costs a
@@ -153,6 +155,9 @@ class GroupCommitter:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._queue:
+                # One more turn of the loop: writes that what just ran has set in motion
+                # (the rest of a batch of votes) join this commit. No timer.
+                await asyncio.sleep(0)
                 entries = self._queue[: self._max_batch]
                 del self._queue[: len(entries)]
                 self._committing = True

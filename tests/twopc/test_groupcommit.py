@@ -57,6 +57,18 @@ async def test_concurrent_durable_writes_share_commits(committer: GroupCommitter
     assert committer.stats.durable_per_commit > 1
 
 
+async def test_a_write_made_one_turn_after_another_joins_its_commit(committer: GroupCommitter, db: str) -> None:
+    # As a batch of votes arrives: the first decision wakes the writer, the rest follow
+    # a turn of the loop later, and all of them should share the one commit.
+    async def one_turn_later() -> None:
+        await asyncio.sleep(0)
+        await committer.write_durable(INSERT, (2, "b"))
+
+    await asyncio.gather(committer.write_durable(INSERT, (1, "a")), one_turn_later())
+    assert await rows(db) == [(1, "a"), (2, "b")]
+    assert committer.stats.commits == 1
+
+
 async def test_max_batch_bounds_the_writes_in_one_commit(db: str) -> None:
     committer = GroupCommitter(db, max_batch=5)
     await committer.start()
