@@ -113,9 +113,15 @@ async def _measure(
     progress: Progress,
 ) -> tuple[dict[str, Any], dict[str, list[float]]]:
     progress(f"through the coordinator: {concurrency} clients, {warmup:g}s warm-up + {duration:g}s")
-    before, cpu_before = await load.metrics(), _cpu(load)
-    main = await run_load(load.transaction, concurrency, duration, warmup, progress)
+    before = await load.metrics()
+    cpu_before: dict[str, float] = {}
+
+    def measure_starts() -> None:
+        cpu_before.update(_cpu(load))
+
+    main = await run_load(load.transaction, concurrency, duration, warmup, progress, at_measure_start=measure_starts)
     after, cpu_after = await load.metrics(), _cpu(load)
+    cpu_used = {who: cpu_after[who] - cpu_before[who] for who in cpu_after}
     progress(f"baseline, the same work without a coordinator: {concurrency} clients")
     base = await run_load(load.baseline, concurrency, duration, warmup, progress)
     points: list[dict[str, Any]] = []
@@ -145,10 +151,10 @@ async def _measure(
         "aborted": main.aborted,
         "errors": main.errors,
         "error_samples": main.error_samples + base.error_samples,
-        # CPU over the measured run and its warm-up, in percent of one core.
-        **{
-            f"{who}_cpu_percent": 100 * (cpu_after[who] - cpu_before[who]) / (main.seconds + warmup)
-            for who in cpu_after
+        # CPU over the measured run, in percent of one core and per committed transaction.
+        **{f"{who}_cpu_percent": 100 * used / main.seconds for who, used in cpu_used.items()},
+        "cpu_ms_per_transaction": {
+            who: 1000 * used / main.committed if main.committed else 0.0 for who, used in cpu_used.items()
         },
         "decisions_per_log_commit": decisions / commits if commits else 0.0,
         "calls_per_exchange": calls / exchanges if exchanges else 0.0,

@@ -55,11 +55,16 @@ async def run_load(
     duration: float,
     warmup: float,
     progress: Callable[[str], None] | None = None,
+    at_measure_start: Callable[[], None] | None = None,
 ) -> LoadResult:
+    """Run ``operation`` from ``concurrency`` workers; ``at_measure_start`` is called
+    when the warm-up ends (to take readings that should cover the measured part only)."""
     loop = asyncio.get_running_loop()
     start = loop.time()
     measure_from = start + warmup
     stop_at = measure_from + duration
+    if at_measure_start is not None:
+        loop.call_at(measure_from, at_measure_start)
     latencies: list[float] = []
     counts = {"committed": 0, "aborted": 0, "errors": 0}
     samples: list[str] = []

@@ -50,12 +50,16 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
         f"{report['baseline_aborted']} / {report['baseline_errors']}",
     )
     console.print(table)
+    per_transaction = ", ".join(
+        f"{who.replace('_', ' ')} {ms:.2f}" for who, ms in report["cpu_ms_per_transaction"].items()
+    )
     console.print(
         f"concurrency {report['concurrency']}, {report['duration_s']:.0f} s measured; "
         f"throughput vs baseline: {report['overhead_ratio']:.2f}; "
         f"CPU (% of a core): coordinator {report['coordinator_cpu_percent']:.0f}, "
         f"participants {report['participants_cpu_percent']:.0f}, "
         f"load generator {report['load_generator_cpu_percent']:.0f}; "
+        f"CPU ms per transaction: {per_transaction}; "
         f"participant calls per exchange {report['calls_per_exchange']:.1f}; "
         f"decisions per log commit {report['decisions_per_log_commit']:.1f}"
     )

@@ -56,6 +56,9 @@ def _assert_sensible(report: dict[str, Any], output: Path) -> None:
         assert 0 < latency["p50"] <= latency["p95"] <= latency["p99"] <= latency["max"]
     assert report["decisions_per_log_commit"] > 0
     assert report["coordinator_cpu_percent"] > 0 and report["participants_cpu_percent"] > 0
+    per_transaction = report["cpu_ms_per_transaction"]
+    assert set(per_transaction) == {"coordinator", "participants", "load_generator"}
+    assert all(ms > 0 for ms in per_transaction.values())
     assert [p["concurrency"] for p in report["sweep"]] == [2, 8]
     assert output.with_suffix(".png").read_bytes()[:8] == PNG_SIGNATURE
 
