@@ -11,10 +11,10 @@ import psycopg
 import pytest
 
 from participant_sdk.client import CoordinatorClient
+from tests.e2e.conftest import settle
 from twopc.examples.bank import transfer
 from twopc.failpoints import CRASH_EXIT_CODE
 from twopc.localcluster_bank import BankCluster
-from twopc.testing import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -59,23 +59,6 @@ def prepared_in(dsn: str) -> list[str]:
     with psycopg.connect(dsn) as conn:
         rows = conn.execute("SELECT gid FROM pg_prepared_xacts WHERE database = current_database()").fetchall()
     return [gid for (gid,) in rows]
-
-
-async def settle(http: aiohttp.ClientSession, banks: BankCluster, client: CoordinatorClient) -> None:
-    """Wait until no bank is in doubt or holds a prepared transaction and the coordinator
-    has nothing unfinished."""
-
-    async def quiet() -> bool:
-        for bank in banks.banks:
-            health = await get(http, f"{banks.url(bank)}/healthz")
-            if health["in_doubt"] or health["prepared"]["count"]:
-                return False
-        for state in ("active", "preparing", "committing", "aborting"):
-            if (await client.list(state=state, limit=1))["transactions"]:
-                return False
-        return True
-
-    await wait_until(quiet, timeout=30, interval=0.1, message="every transfer to be finished at both banks")
 
 
 async def test_a_transfer_commits_on_both_databases_and_a_refused_one_on_neither(

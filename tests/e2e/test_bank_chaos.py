@@ -14,7 +14,8 @@ import aiohttp
 import pytest
 
 from participant_sdk.client import CoordinatorClient, CoordinatorError
-from tests.e2e.test_bank import applied, balances, open_accounts, prepared_in, settle
+from tests.e2e.conftest import settle
+from tests.e2e.test_bank import applied, balances, open_accounts, prepared_in
 from twopc.localcluster_bank import BankCluster
 
 pytestmark = pytest.mark.slow

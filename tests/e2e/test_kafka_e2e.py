@@ -19,10 +19,9 @@ import pytest
 from adapters.kafka.testing import bootstrap_servers, create_topic, read_committed, unique_name
 from adapters.postgres.testing import scratch_database, server_dsn
 from participant_sdk.client import CoordinatorClient, CoordinatorError
-from tests.e2e.conftest import FAST, restart_disarmed
+from tests.e2e.conftest import FAST, restart_disarmed, settle
 from twopc.failpoints import CRASH_EXIT_CODE
-from twopc.localcluster import LocalCluster
-from twopc.supervisor import Node, free_port, twopc_command
+from twopc.localcluster import LocalCluster, Service
 from twopc.testing import wait_until
 
 pytestmark = pytest.mark.slow
@@ -49,30 +48,10 @@ def events_name() -> str:
 
 def kafka_cluster(directory: Path, kafka: str, events_name: str, bank_dsn: str | None = None) -> LocalCluster:
     """A coordinator, a mock queue, the events service and, given a database, a bank."""
-    ports = {"events": free_port(), "bank": free_port()}
-    extra = {"events": events_name, "bank": BANK} if bank_dsn else {"events": events_name}
-    registrations = "".join(
-        f'[[participants]]\nname = "{name}"\nurl = "http://127.0.0.1:{ports[node]}/twopc"\nsecret = "change-me"\n'
-        for node, name in extra.items()
-    )
-    local = LocalCluster(directory, queues=(QUEUE,), coordinator_toml=FAST + registrations, inquiry_interval=0.3)
-    common = ("--coordinator", local.coordinator_url, "--secret", local.secret, "--inquiry-interval", "0.3")
-    commands = {
-        "events": (
-            *("events", "serve", "--name", events_name, "--bootstrap", kafka, "--shards", "2"),
-            *("--data", str(local.directory / "events")),
-        ),
-        "bank": ("bank", "serve", "--name", BANK, "--dsn", bank_dsn or "", "--data", str(local.directory / "bank")),
-    }
-    for node in extra:
-        local.ports[node] = ports[node]
-        local.nodes[node] = Node(
-            node,
-            twopc_command(*commands[node], "--port", str(ports[node]), *common),
-            ready_url=f"http://127.0.0.1:{ports[node]}/healthz",
-            log_path=local.directory / f"{node}.log",
-        )
-    return local
+    services = [Service(events_name, "events", ("--bootstrap", kafka, "--shards", "2"))]
+    if bank_dsn is not None:
+        services.append(Service(BANK, "bank", ("--dsn", bank_dsn)))
+    return LocalCluster(directory, queues=(QUEUE,), services=services, coordinator_toml=FAST, inquiry_interval=0.3)
 
 
 @pytest.fixture
@@ -106,24 +85,6 @@ async def gtids_in_queue(http: aiohttp.ClientSession, cluster: LocalCluster) -> 
         return [item["gtid"] for item in (await response.json())["items"]]
 
 
-async def settle(
-    http: aiohttp.ClientSession, cluster: LocalCluster, client: CoordinatorClient, also: tuple[str, ...] = ()
-) -> None:
-    """Wait until nothing is in doubt anywhere and the coordinator has nothing unfinished."""
-
-    async def quiet() -> bool:
-        for name in (QUEUE, "events", *also):
-            async with http.get(f"{cluster.url(name)}/healthz") as response:
-                if (await response.json())["in_doubt"]:
-                    return False
-        for state in ("active", "preparing", "committing", "aborting"):
-            if (await client.list(state=state, limit=1))["transactions"]:
-                return False
-        return True
-
-    await wait_until(quiet, timeout=60, interval=0.1, message="every transaction to be finished everywhere")
-
-
 async def test_a_transaction_across_kafka_and_a_queue_is_all_or_nothing(
     cluster: LocalCluster,
     client: CoordinatorClient,
@@ -147,7 +108,7 @@ async def test_a_transaction_across_kafka_and_a_queue_is_all_or_nothing(
     queue_no, answer = await run_transaction(client, events_name, topic)
     assert answer["outcome"] == "aborted"
 
-    await settle(http, cluster, client)
+    await settle(http, cluster, client, timeout=60)
     assert await gtids_in_kafka(kafka, topic) == [committed]
     assert await gtids_in_queue(http, cluster) == [committed]
     assert {kafka_no, queue_no}.isdisjoint(await gtids_in_kafka(kafka, topic))
@@ -164,15 +125,15 @@ async def test_early_prepare_through_the_events_endpoint_commits_with_the_queue(
     cluster.start()
     gtid = (await client.begin(timeout_ms=20_000))["gtid"]
     body = {"gtid": gtid, "messages": [{"topic": topic, "key": gtid, "value": {"early": True}}]}
-    async with http.post(f"{cluster.url('events')}/events", json=body) as response:
+    async with http.post(f"{cluster.url(events_name)}/events", json=body) as response:
         assert response.status == 201, await response.text()
     assert await gtids_in_kafka(kafka, topic) == []  # staged and voted, not published
     await client.enlist(gtid, QUEUE, {"items": [gtid]})
     assert (await client.commit(gtid))["outcome"] == "committed"
 
-    await settle(http, cluster, client)
+    await settle(http, cluster, client, timeout=60)
     assert await gtids_in_kafka(kafka, topic) == [gtid]
-    async with http.get(f"{cluster.url('events')}/events/{topic}") as response:
+    async with http.get(f"{cluster.url(events_name)}/events/{topic}") as response:
         assert [m["value"] for m in (await response.json())["messages"]] == [{"early": True}]
 
 
@@ -193,15 +154,15 @@ async def test_kafka_killed_during_its_commit_publishes_exactly_once_after_resta
     events_name: str,
     failpoint: str,
 ) -> None:
-    cluster.nodes["events"].env["TWOPC_FAILPOINTS"] = f"{failpoint}=crash"
+    cluster.nodes[events_name].env["TWOPC_FAILPOINTS"] = f"{failpoint}=crash"
     cluster.start()
     messages = [{"topic": topic, "key": "same", "value": n} for n in range(5)]
     gtid, answer = await run_transaction(client, events_name, topic, kafka_messages=messages)
     assert answer["outcome"] == "committed"  # the decision is durable; Kafka's branch is pending
-    assert cluster.nodes["events"].wait_exit() == CRASH_EXIT_CODE
+    assert cluster.nodes[events_name].wait_exit() == CRASH_EXIT_CODE
 
-    restart_disarmed(cluster, "events")
-    await settle(http, cluster, client)
+    restart_disarmed(cluster, events_name)
+    await settle(http, cluster, client, timeout=60)
     read = await read_committed(kafka, [topic], settled=True)
     assert [orjson.loads(m.value) for m in read] == [0, 1, 2, 3, 4]  # once each, in order
     assert await gtids_in_queue(http, cluster) == [gtid]
@@ -222,8 +183,9 @@ async def test_repeated_sigkills_keep_kafka_a_queue_and_postgres_atomic(
         async with http.post(f"{cluster.url(BANK)}/accounts", json={"id": "sales", "balance": 0}) as response:
             assert response.status == 201
         async with CoordinatorClient(cluster.coordinator_url, timeout=20) as client:
-            told = await run_load_with_kills(cluster, client, events_name, topic, ["events", QUEUE, "events", BANK])
-            await settle(http, cluster, client, also=(BANK,))
+            victims = [events_name, QUEUE, events_name, BANK]
+            told = await run_load_with_kills(cluster, client, events_name, topic, victims)
+            await settle(http, cluster, client, timeout=60)
         in_kafka = Counter(await gtids_in_kafka(kafka, topic))
         in_queue = Counter(await gtids_in_queue(http, cluster))
         async with http.get(f"{cluster.url(BANK)}/transfers") as response:
@@ -297,15 +259,15 @@ async def test_kafka_killed_while_staging_aborts_everywhere_after_restart(
     events_name: str,
     failpoint: str,
 ) -> None:
-    cluster.nodes["events"].env["TWOPC_FAILPOINTS"] = f"{failpoint}=crash"
+    cluster.nodes[events_name].env["TWOPC_FAILPOINTS"] = f"{failpoint}=crash"
     cluster.start()
     _, answer = await run_transaction(client, events_name, topic)
     assert answer["outcome"] == "aborted"  # no vote came back
-    assert cluster.nodes["events"].wait_exit() == CRASH_EXIT_CODE
+    assert cluster.nodes[events_name].wait_exit() == CRASH_EXIT_CODE
 
-    restart_disarmed(cluster, "events")  # staged (or not) before the crash: either way it learns the abort
-    await settle(http, cluster, client)
-    async with http.get(f"{cluster.url('events')}/healthz") as response:
+    restart_disarmed(cluster, events_name)  # staged (or not) before the crash: either way it learns the abort
+    await settle(http, cluster, client, timeout=60)
+    async with http.get(f"{cluster.url(events_name)}/healthz") as response:
         branches = (await response.json())["branches"]
     staged = failpoint == "kafka.after_stage_committed"
     assert branches == {"prepared": 0, "committed": 0, "aborted": 1 if staged else 0}
