@@ -156,6 +156,20 @@ async def test_each_call_keeps_its_own_deadline(stub: StubParticipant) -> None:
         await transport.close()
 
 
+async def test_a_shorter_deadline_made_later_still_expires_first(stub: StubParticipant) -> None:
+    stub.mode = "hang"
+    transport = await make_transport(stub, max_inflight=4)
+    try:
+        patient = asyncio.create_task(transport.prepare("p1", "g1", None, deadline=4e9, timeout=30))
+        await asyncio.sleep(0)
+        vote, reason = await asyncio.wait_for(transport.prepare("p1", "g2", None, deadline=4e9, timeout=0.2), 5)
+        assert vote is Vote.NO and "no answer within 0.2s" in (reason or "")
+        assert not patient.done()
+        patient.cancel()
+    finally:
+        await transport.close()
+
+
 async def test_an_unreachable_participant_is_a_no_vote() -> None:
     settings = ParticipantSettings(name="p1", url="http://127.0.0.1:9/twopc", secret=SECRET)
     transport = Transport([settings], Backoff(0.01, 0.05), phase_two_timeout=1.0)
