@@ -19,7 +19,7 @@ from adapters.mockqueue.faults import Faults, FaultSwitch, garbage_middleware
 from adapters.mockqueue.resource import MockQueueResource
 from adapters.mockqueue.store import QueueStore
 from participant_sdk import Participant
-from twopc.eventloop import new_event_loop
+from twopc.runtime import run_service
 
 __all__ = ["FAULTS", "PARTICIPANT", "STORE", "build_app", "run"]
 
@@ -125,4 +125,4 @@ def run(
     def listening(*_args: object, **_kwargs: object) -> None:
         logger.info("listening", participant=name, url=f"http://{host}:{port}", data=str(data_dir))
 
-    web.run_app(app, host=host, port=port, print=listening, access_log=None, loop=new_event_loop())
+    run_service(app, host, port, print=listening)

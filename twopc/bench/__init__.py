@@ -18,6 +18,7 @@ from twopc.bench._postgres import PostgresWorkload
 from twopc.bench._report import machine, plot, print_report, process_cpu_seconds
 from twopc.bench._resources import BenchSetupError
 from twopc.bench._workload import Progress, Workload
+from twopc.runtime import new_event_loop, tune_garbage_collector
 
 __all__ = ["WORKLOADS", "BenchSetupError", "Workload", "run_bench"]
 
@@ -183,8 +184,7 @@ def _point(concurrency: int, result: LoadResult) -> dict[str, Any]:
 
 
 def _event_loop_run(coro: Any) -> Any:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coro)
-    return uvloop.run(coro)
+    # The load generator allocates like a service does: the same loop, the same collector.
+    tune_garbage_collector()
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        return runner.run(coro)

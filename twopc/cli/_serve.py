@@ -9,7 +9,6 @@ import typer
 from pydantic import ValidationError
 
 from twopc import telemetry
-from twopc.eventloop import new_event_loop
 
 
 def serve(
@@ -18,10 +17,9 @@ def serve(
     ] = None,
 ) -> None:
     """Run the coordinator: REST API, decision log, recovery."""
-    from aiohttp import web
-
     from coordinator.api import build_app
     from coordinator.config import load
+    from twopc.runtime import run_service
 
     try:
         settings = load(config)
@@ -41,12 +39,4 @@ def serve(
         typer.echo(
             "twopc: WARNING: transactions.unsafe_lazy_decision is on: this coordinator is broken on purpose", err=True
         )
-    web.run_app(
-        build_app(settings),
-        host=settings.server.host,
-        port=settings.server.port,
-        print=None,
-        access_log=None,
-        handle_signals=True,
-        loop=new_event_loop(),
-    )
+    run_service(build_app(settings), settings.server.host, settings.server.port)

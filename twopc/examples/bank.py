@@ -33,8 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from adapters.postgres import PostgresResource, PostgresSetupError
 from participant_sdk import CoordinatorClient, Participant, ParticipantError, PrepareResult
-from twopc.eventloop import new_event_loop
 from twopc.protocol import GTID_PATTERN
+from twopc.runtime import run_service
 
 __all__ = [
     "SCHEMA",
@@ -350,7 +350,7 @@ def run(
         logger.info("listening", participant=name, url=f"http://{host}:{port}")
 
     try:
-        web.run_app(app, host=host, port=port, print=listening, access_log=None, loop=new_event_loop())
+        run_service(app, host, port, print=listening)
     except PostgresSetupError as exc:
         print(f"bank {name}: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None

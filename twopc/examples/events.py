@@ -33,6 +33,7 @@ from adapters.kafka import KafkaResource, KafkaSettings, PayloadError
 from adapters.kafka.topics import read_committed
 from participant_sdk import Participant, ParticipantError
 from twopc.protocol import GTID_PATTERN
+from twopc.runtime import run_service
 
 __all__ = ["PARTICIPANT", "RESOURCE", "build_app", "run"]
 
@@ -186,4 +187,4 @@ def run(
     def listening(*_args: object, **_kwargs: object) -> None:
         logger.info("listening", participant=name, url=f"http://{host}:{port}", bootstrap=bootstrap)
 
-    web.run_app(app, host=host, port=port, print=listening, access_log=None)
+    run_service(app, host, port, print=listening)
