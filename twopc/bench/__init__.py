@@ -15,7 +15,7 @@ from twopc.bench._load import LoadResult, run_load
 from twopc.bench._mixed import MixedWorkload
 from twopc.bench._mock import MockWorkload
 from twopc.bench._postgres import PostgresWorkload
-from twopc.bench._report import machine, plot, print_report, process_cpu_seconds
+from twopc.bench._report import machine, plot, print_report, process_cpu_seconds, process_peak_rss_mb
 from twopc.bench._resources import BenchSetupError
 from twopc.bench._workload import Progress, Workload
 from twopc.runtime import new_event_loop, tune_garbage_collector
@@ -157,6 +157,8 @@ async def _measure(
         "cpu_ms_per_transaction": {
             who: 1000 * used / main.committed if main.committed else 0.0 for who, used in cpu_used.items()
         },
+        # Peak resident memory of each role's processes (summed) over the whole run.
+        "peak_rss_mb": {role: sum(process_peak_rss_mb(pid) for pid in pids) for role, pids in load.pids().items()},
         "decisions_per_log_commit": decisions / commits if commits else 0.0,
         "calls_per_exchange": calls / exchanges if exchanges else 0.0,
         "baseline": load.baseline_description,

@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["machine", "plot", "print_report", "process_cpu_seconds"]
+__all__ = ["machine", "plot", "print_report", "process_cpu_seconds", "process_peak_rss_mb"]
 
 
 def process_cpu_seconds(pid: int | None) -> float:
@@ -23,6 +23,20 @@ def process_cpu_seconds(pid: int | None) -> float:
         return 0.0
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def process_peak_rss_mb(pid: int | None) -> float:
+    """The most resident memory a process has had, in MiB, from /proc (0 where unknown)."""
+    if pid is None:
+        return 0.0
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024  # kB
+    return 0.0
 
 
 def machine() -> dict[str, Any]:
@@ -60,6 +74,8 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
         f"participants {report['participants_cpu_percent']:.0f}, "
         f"load generator {report['load_generator_cpu_percent']:.0f}; "
         f"CPU ms per transaction: {per_transaction}; "
+        f"peak memory (MiB): coordinator {report['peak_rss_mb']['coordinator']:.0f}, "
+        f"participants {report['peak_rss_mb']['participants']:.0f}; "
         f"participant calls per exchange {report['calls_per_exchange']:.1f}; "
         f"decisions per log commit {report['decisions_per_log_commit']:.1f}"
     )

@@ -59,6 +59,7 @@ def _assert_sensible(report: dict[str, Any], output: Path) -> None:
     per_transaction = report["cpu_ms_per_transaction"]
     assert set(per_transaction) == {"coordinator", "participants", "load_generator"}
     assert all(ms > 0 for ms in per_transaction.values())
+    assert report["peak_rss_mb"]["coordinator"] > 10 and report["peak_rss_mb"]["participants"] > 10
     assert [p["concurrency"] for p in report["sweep"]] == [2, 8]
     assert output.with_suffix(".png").read_bytes()[:8] == PNG_SIGNATURE
 
