@@ -92,12 +92,14 @@ class BranchHandler:
         gtid, branch = req.gtid, req.branch
         digest = payload_hash(req.payload)
         async with self.locks.hold((gtid, branch)):
-            row = self.log.get(gtid, branch)
+            row = await self.log.lookup(gtid, branch, req.deadline)
             if row is not None:
                 return self._repeat_prepare(row, digest)
-            return await self._prepare_new(gtid, branch, req.payload, digest)
+            return await self._prepare_new(gtid, branch, req.payload, digest, req.deadline)
 
-    async def _prepare_new(self, gtid: str, branch: str, payload: Any, digest: str | None) -> PrepareResponse:
+    async def _prepare_new(
+        self, gtid: str, branch: str, payload: Any, digest: str | None, deadline: float | None
+    ) -> PrepareResponse:
         """Prepare a branch this log has never seen; the caller holds its lock."""
         try:
             result = await self.resource.prepare(gtid, branch, payload)
@@ -105,7 +107,7 @@ class BranchHandler:
             result = PrepareResult(Vote.NO, _describe(exc))
         if result.vote is Vote.YES:
             try:
-                await self._log_yes(gtid, branch, digest)
+                await self._log_yes(gtid, branch, digest, deadline)
             except Exception as exc:
                 # A YES not on disk would not survive a restart: take it back.
                 logger.error("participant log write failed", gtid=gtid, branch=branch, error=repr(exc))
@@ -123,6 +125,7 @@ class BranchHandler:
                 vote=Vote.READ_ONLY,
                 reason=result.reason,
                 payload_hash=digest,
+                deadline=deadline,
             )
             return PrepareResponse(vote=Vote.READ_ONLY, reason=result.reason)
         reason = result.reason or "resource voted no"
@@ -135,13 +138,21 @@ class BranchHandler:
             vote=Vote.NO,
             reason=reason,
             payload_hash=digest,
+            deadline=deadline,
         )
         return PrepareResponse(vote=Vote.NO, reason=reason)
 
-    async def _log_yes(self, gtid: str, branch: str, digest: str | None) -> None:
+    async def _log_yes(self, gtid: str, branch: str, digest: str | None, deadline: float | None) -> None:
         """Make a YES vote durable: only then may it leave this participant."""
         await self.log.record(
-            gtid, branch, BranchState.PREPARED, durable=True, vote=Vote.YES, reason=None, payload_hash=digest
+            gtid,
+            branch,
+            BranchState.PREPARED,
+            durable=True,
+            vote=Vote.YES,
+            reason=None,
+            payload_hash=digest,
+            deadline=deadline,
         )
 
     def _repeat_prepare(self, row: BranchRecord, digest: str | None) -> PrepareResponse:
@@ -172,7 +183,7 @@ class BranchHandler:
             return await self._commit_one_phase(req)
         gtid, branch = req.gtid, req.branch
         async with self.locks.hold((gtid, branch)):
-            row = self.log.get(gtid, branch)
+            row = await self.log.lookup(gtid, branch)
             if row is None:
                 raise ParticipantError(
                     409,
@@ -198,11 +209,12 @@ class BranchHandler:
         gtid, branch = req.gtid, req.branch
         digest = payload_hash(req.payload)
         async with self.locks.hold((gtid, branch)):
-            row = self.log.get(gtid, branch)
+            # Without a deadline to tell a new branch from an old one, this may read the disk.
+            row = await self.log.lookup(gtid, branch)
             if row is not None:
                 self._check_same_payload(row, digest)
             else:
-                vote = await self._prepare_new(gtid, branch, req.payload, digest)
+                vote = await self._prepare_new(gtid, branch, req.payload, digest, None)
                 if vote.vote is Vote.NO:
                     return OutcomeResponse(status=Outcome.ABORTED, reason=vote.reason)
                 if vote.vote is Vote.READ_ONLY:
@@ -227,7 +239,7 @@ class BranchHandler:
     async def abort(self, req: AbortRequest) -> OutcomeResponse:
         gtid, branch = req.gtid, req.branch
         async with self.locks.hold((gtid, branch)):
-            row = self.log.get(gtid, branch)
+            row = await self.log.lookup(gtid, branch)
             if row is not None and row.status is BranchState.COMMITTED:
                 raise ParticipantError(
                     409,
@@ -248,7 +260,7 @@ class BranchHandler:
     # -- status --------------------------------------------------------------------
 
     async def status(self, req: StatusRequest) -> StatusResponse:
-        row = self.log.get(req.gtid, req.branch)
+        row = await self.log.lookup(req.gtid, req.branch)
         if row is None:
             return StatusResponse(status=BranchStatus.UNKNOWN)
         return StatusResponse(status=_STATUS_OF[row.status], heuristic=row.heuristic)
@@ -372,7 +384,7 @@ class BranchHandler:
         """The application's work inside the resource's branch; on a clean exit the
         branch is prepared and logged as voted YES (durably, before anyone hears it)."""
         async with self.locks.hold((gtid, branch)):
-            row = self.log.get(gtid, branch)
+            row = await self.log.lookup(gtid, branch)
             if row is not None:
                 raise ParticipantError(
                     409,
@@ -383,7 +395,7 @@ class BranchHandler:
             async with self.resource.branch(gtid, branch) as handle:
                 yield handle
             try:
-                await self._log_yes(gtid, branch, None)
+                await self._log_yes(gtid, branch, None, None)
             except Exception as exc:
                 # Nobody has heard of this YES yet: taking it back is still allowed.
                 await self._drop_quietly(gtid, branch)
@@ -405,7 +417,7 @@ class BranchHandler:
         found = 0
         for gtid, branch in await self.resource.recover():
             async with self.locks.hold((gtid, branch)):
-                row = self.log.get(gtid, branch)
+                row = await self.log.lookup(gtid, branch)
                 if row is None:
                     found += 1
                     await self.log.record(

@@ -1,18 +1,28 @@
 """The local participant log: what this participant promised for each branch.
 
-One row per ``(gtid, branch)``. Every row lives in memory too (loaded at start), so
-protocol handlers never read the database; the database is there to survive restarts.
-Writes go through a :class:`~twopc.groupcommit.GroupCommitter`: many concurrent
-forced writes share one SQLite transaction and one fsync.
+One row per ``(gtid, branch)`` in SQLite, kept for the retention. Protocol handlers
+read memory, not the database: every prepared row (an open promise) lives there, and
+so does every finished row written in the last ``keep_in_memory`` seconds or whose
+transaction's deadline has not passed yet. The second rule lets a prepare for a branch
+missing from memory start at once while its deadline lies ahead: had this branch been
+seen before, its row would still be in memory. Only what falls outside both rules —
+a repeated call long after the fact — is looked up on disk. Memory therefore holds
+about a minute of traffic, not an hour of it.
+
+Writes go through a :class:`~twopc.groupcommit.GroupCommitter`: many concurrent forced
+writes share one SQLite transaction and one fsync.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from twopc.groupcommit import GroupCommitter, open_sqlite
 from twopc.protocol import Vote
@@ -30,18 +40,20 @@ CREATE TABLE IF NOT EXISTS branches (
     created_at   REAL NOT NULL,
     updated_at   REAL NOT NULL,
     heuristic    INTEGER NOT NULL DEFAULT 0,
+    deadline     REAL,
     PRIMARY KEY (gtid, branch)
 ) WITHOUT ROWID
 """
-
+_COLUMNS = "gtid, branch, status, vote, reason, payload_hash, created_at, updated_at, heuristic, deadline"
 # The whole row is written each time: one statement text, so the group committer
 # can send consecutive writes as one executemany.
-_UPSERT = (
-    "INSERT OR REPLACE INTO branches "
-    "(gtid, branch, status, vote, reason, payload_hash, created_at, updated_at, heuristic) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_FORGET = "DELETE FROM branches WHERE gtid = ? AND branch = ? AND status != 'prepared'"
+_UPSERT = f"INSERT OR REPLACE INTO branches ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_SELECT_ONE = f"SELECT {_COLUMNS} FROM branches WHERE gtid = ? AND branch = ?"
+_SELECT_LIVE = f"SELECT {_COLUMNS} FROM branches WHERE status = 'prepared' OR updated_at >= ? OR deadline >= ?"
+_FORGET = "DELETE FROM branches WHERE status != 'prepared' AND updated_at < ?"
+
+#: How many rows one write looks at for eviction: more than it adds, so memory keeps up.
+_EVICTION_STEP = 4
 
 
 class BranchState(StrEnum):
@@ -66,48 +78,60 @@ class BranchRecord:
     created_at: float
     updated_at: float
     heuristic: bool = False
+    #: The transaction's deadline as its prepare gave it (unix seconds), if any.
+    deadline: float | None = None
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.gtid, self.branch)
 
 
+def _from_row(row: tuple[Any, ...]) -> BranchRecord:
+    gtid, branch, status, vote, reason, phash, created, updated, heuristic, deadline = row
+    return BranchRecord(
+        gtid, branch, BranchState(status), Vote(vote) if vote else None, reason, phash, created, updated,
+        bool(heuristic), deadline,
+    )  # fmt: skip
+
+
 _UNSET = object()
 
 
 class ParticipantLog:
-    """The participant's durable record of its branches, cached whole in memory."""
+    """The participant's durable record of its branches; the live part cached in memory.
 
-    def __init__(self, path: str | Path, clock: Callable[[], float] = time.time) -> None:
+    ``keep_in_memory``: seconds a finished row stays in memory after its last write
+    (longer while its transaction's deadline is ahead).
+    """
+
+    def __init__(
+        self, path: str | Path, clock: Callable[[], float] = time.time, *, keep_in_memory: float = 60.0
+    ) -> None:
         self.path = Path(path)
         self._clock = clock
-        self._rows: dict[tuple[str, str], BranchRecord] = {}
+        self.keep_in_memory = keep_in_memory
+        self._prepared: dict[tuple[str, str], BranchRecord] = {}
+        # Oldest write first, so eviction looks only at the front.
+        self._finished: OrderedDict[tuple[str, str], BranchRecord] = OrderedDict()
         self._writer: GroupCommitter | None = None
+        #: Lookups that had to read the database (a figure for benchmarks and tests).
+        self.disk_reads = 0
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        now = self._clock()
         # Read once at start; after that the writer's connection is the only one.
         conn = await open_sqlite(str(self.path))
         try:
             await conn.execute(_SCHEMA)
-            rows = await conn.execute_fetchall(
-                "SELECT gtid, branch, status, vote, reason, payload_hash, created_at, updated_at, heuristic"
-                " FROM branches"
-            )
+            columns = {row[1] for row in await conn.execute_fetchall("PRAGMA table_info(branches)")}
+            if "deadline" not in columns:  # a log written before rows had a deadline
+                await conn.execute("ALTER TABLE branches ADD COLUMN deadline REAL")
+            rows = await conn.execute_fetchall(_SELECT_LIVE, (now - self.keep_in_memory, now))
         finally:
             await conn.close()
-        for gtid, branch, status, vote, reason, phash, created, updated, heuristic in rows:
-            self._rows[(gtid, branch)] = BranchRecord(
-                gtid,
-                branch,
-                BranchState(status),
-                Vote(vote) if vote else None,
-                reason,
-                phash,
-                created,
-                updated,
-                bool(heuristic),
-            )
+        for row in sorted(map(_from_row, rows), key=lambda r: r.updated_at):
+            self._remember(row)
         self._writer = GroupCommitter(str(self.path))
         await self._writer.start()
 
@@ -117,19 +141,48 @@ class ParticipantLog:
             await self._writer.close()
             self._writer = None
 
+    # -- reading -----------------------------------------------------------------------
+
     def get(self, gtid: str, branch: str) -> BranchRecord | None:
-        return self._rows.get((gtid, branch))
+        """The row from memory: every prepared row, and the recent finished ones."""
+        key = (gtid, branch)
+        return self._prepared.get(key) or self._finished.get(key)
+
+    async def lookup(self, gtid: str, branch: str, deadline: float | None = None) -> BranchRecord | None:
+        """The row from memory, or else from disk (a finished row no longer recent).
+
+        ``deadline``: the transaction's, where the caller knows it (a prepare). While
+        it is ahead, a row missing from memory is missing from disk too, since rows of
+        live transactions are never dropped from memory: no read is needed.
+        """
+        row = self.get(gtid, branch)
+        if row is not None or (deadline is not None and deadline >= self._clock()):
+            return row
+        self.disk_reads += 1
+        found = await self._require_open().run(_select_one, gtid, branch)
+        if found is None:
+            return None
+        row = _from_row(found)
+        self._remember(row)  # the next lookup of a repeated call is served from memory
+        return row
 
     def __iter__(self) -> Iterator[BranchRecord]:
-        return iter(list(self._rows.values()))
+        """The rows in memory."""
+        return iter([*self._prepared.values(), *self._finished.values()])
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return len(self._prepared) + len(self._finished)
 
     def prepared(self, min_age: float = 0.0) -> list[BranchRecord]:
         """Branches prepared at least ``min_age`` seconds ago (in doubt until phase 2)."""
         cutoff = self._clock() - min_age
-        return [r for r in self._rows.values() if r.status is BranchState.PREPARED and r.updated_at <= cutoff]
+        return [r for r in self._prepared.values() if r.updated_at <= cutoff]
+
+    @property
+    def in_doubt_count(self) -> int:
+        return len(self._prepared)
+
+    # -- writing -----------------------------------------------------------------------
 
     async def record(
         self,
@@ -142,15 +195,17 @@ class ParticipantLog:
         reason: str | object | None = _UNSET,
         payload_hash: str | object | None = _UNSET,
         heuristic: bool | object = _UNSET,
+        deadline: float | object | None = _UNSET,
     ) -> BranchRecord:
         """Write a branch's new status; fields not given keep their logged value.
 
         ``durable=True`` returns once the row is on disk (a promise about to be made
         to the coordinator); otherwise the row rides along with the next group commit.
+        The previous row is taken from memory: look a row up before changing it.
         """
         writer = self._require_open()
         now = self._clock()
-        old = self._rows.get((gtid, branch))
+        old = self.get(gtid, branch)
         if old is None:
             old = BranchRecord(gtid, branch, status, None, None, None, now, now)
         # Built field by field: dataclasses.replace costs several times as much, and
@@ -165,6 +220,7 @@ class ParticipantLog:
             old.created_at,
             now,
             old.heuristic if heuristic is _UNSET else heuristic,  # type: ignore[arg-type]
+            old.deadline if deadline is _UNSET else deadline,  # type: ignore[arg-type]
         )
         params = (
             row.gtid,
@@ -176,26 +232,57 @@ class ParticipantLog:
             row.created_at,
             row.updated_at,
             int(row.heuristic),
+            row.deadline,
         )
         if durable:
             # Only what is on disk may be answered from memory.
             await writer.write_durable(_UPSERT, params)
         else:
             writer.write(_UPSERT, params)
-        self._rows[row.key] = row
+        self._remember(row)
+        self._evict(now, _EVICTION_STEP)
         return row
 
-    def forget_finished(self, older_than: float) -> int:
-        """Forget finished rows last updated before ``older_than``; return how many.
+    def _remember(self, row: BranchRecord) -> None:
+        key = row.key
+        if row.status is BranchState.PREPARED:
+            self._finished.pop(key, None)
+            self._prepared[key] = row
+        else:
+            self._prepared.pop(key, None)
+            self._finished.pop(key, None)  # to the back: the newest write
+            self._finished[key] = row
+
+    def _evict(self, now: float, limit: int | None = None) -> int:
+        """Drop finished rows that are neither recent nor of a live transaction, oldest
+        first, looking at ``limit`` rows at most; return how many were dropped."""
+        recent = now - self.keep_in_memory
+        dropped = looked = 0
+        while self._finished and (limit is None or looked < limit):
+            key, row = next(iter(self._finished.items()))
+            if row.updated_at >= recent:
+                break
+            looked += 1
+            self._finished.pop(key)
+            if row.deadline is not None and row.deadline >= now:
+                self._finished[key] = row  # its transaction is still live: look again later
+                if limit is None and looked > len(self._finished):
+                    break
+            else:
+                dropped += 1
+        return dropped
+
+    async def forget_finished(self, older_than: float) -> int:
+        """Delete finished rows last written before ``older_than``; return how many.
 
         Prepared rows are never forgotten: they are promises still open.
         """
         writer = self._require_open()
-        stale = [r for r in self._rows.values() if r.status.finished and r.updated_at < older_than]
-        for row in stale:
-            del self._rows[row.key]
-            writer.write(_FORGET, row.key)
-        return len(stale)
+        self._evict(self._clock())
+        for key in [key for key, row in self._finished.items() if row.updated_at < older_than]:
+            del self._finished[key]
+        await writer.flush()  # a lazy row still queued is deleted too
+        return await writer.run(_forget, older_than)
 
     async def flush(self) -> None:
         """Return once every write queued so far is on disk."""
@@ -205,3 +292,12 @@ class ParticipantLog:
         if self._writer is None:
             raise RuntimeError("participant log is not open")
         return self._writer
+
+
+def _select_one(conn: sqlite3.Connection, gtid: str, branch: str) -> tuple[Any, ...] | None:
+    row: tuple[Any, ...] | None = conn.execute(_SELECT_ONE, (gtid, branch)).fetchone()
+    return row
+
+
+def _forget(conn: sqlite3.Connection, older_than: float) -> int:
+    return conn.execute(_FORGET, (older_than,)).rowcount

@@ -60,7 +60,8 @@ class Participant:
 
     ``inquiry_interval``: how long a prepared branch waits for phase 2 before asking
     the coordinator, and how often the in-doubt loop runs. ``retention``: how long a
-    finished branch is remembered (a repeated call within it answers as the first).
+    finished branch is remembered (a repeated call within it answers as the first); the
+    log keeps the last minute of it in memory and the rest on disk only.
     ``sweep_interval``: how often the resource is asked again for the branches it
     holds prepared (as at start), to find any the log does not know.
     ``clock`` (unix seconds) is used for the log and for signature freshness.
@@ -236,7 +237,7 @@ class Participant:
     @property
     def in_doubt_count(self) -> int:
         """Branches prepared here that have not heard their outcome yet."""
-        return len(self.log.prepared())
+        return self.log.in_doubt_count
 
     @property
     def inquiry_rounds(self) -> int:
@@ -264,10 +265,10 @@ class Participant:
 
     # -- retention -------------------------------------------------------------------
 
-    def prune(self) -> int:
+    async def prune(self) -> int:
         """Forget finished branches older than the retention; return how many."""
         self._last_prune = self._clock()
-        return self.log.forget_finished(self._clock() - self.retention)
+        return await self.log.forget_finished(self._clock() - self.retention)
 
     async def sweep(self) -> int:
         """Ask the resource now for the branches it holds prepared, log those the log
@@ -280,9 +281,9 @@ class Participant:
         return found
 
     async def _housekeeping(self) -> None:
-        # Pruning scans every row: every tenth of the retention is often enough.
+        # Pruning deletes on disk: every tenth of the retention is often enough.
         if self._clock() - self._last_prune >= min(self.retention / 10, 600.0):
-            forgotten = self.prune()
+            forgotten = await self.prune()
             if forgotten:
                 logger.debug("finished branches forgotten", count=forgotten)
         if self._clock() - self._last_sweep >= self.sweep_interval:

@@ -18,10 +18,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 import structlog
@@ -29,6 +29,8 @@ import structlog
 __all__ = ["GroupCommitStats", "GroupCommitter", "open_sqlite"]
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 
 _PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA busy_timeout=5000")
@@ -144,6 +146,15 @@ class GroupCommitter:
         self._wakeup.set()
         # Cancelling the caller cancels only this future: the write stays in its batch.
         await waiter
+
+    async def run(self, function: Callable[..., T], *args: Any) -> T:
+        """``function(connection, *args)`` on the writer's thread, between two batches:
+        for the rare read, or a statement whose result the caller needs. The connection
+        is in autocommit mode there."""
+        self._check_open()
+        assert self._conn is not None
+        result: T = await self._in_thread(function, self._conn, *args)
+        return result
 
     async def flush(self) -> None:
         """Return once everything queued so far is committed."""

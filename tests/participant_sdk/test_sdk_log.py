@@ -1,5 +1,6 @@
-"""The local participant log: rows survive a reopen, live in memory, and finished
-rows are forgotten after the retention."""
+"""The local participant log: rows survive a reopen; prepared and recent rows live in
+memory, older finished ones only on disk; finished rows are forgotten after the
+retention."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from sdk_harness import Harness, branch_body
+from sdk_harness import BRANCH, Harness, branch_body, prepare_body
 
 from participant_sdk.log import BranchState, ParticipantLog
 from twopc.protocol import Vote
@@ -54,7 +55,7 @@ async def test_forgetting_finished_rows_keeps_prepared_ones_also_on_disk(tmp_pat
     await log.record("old-done", "b", BranchState.COMMITTED, durable=True)
     clock.advance(100)
     await log.record("new-done", "b", BranchState.ABORTED, durable=True)
-    forgotten = log.forget_finished(older_than=clock.now() - 50)
+    forgotten = await log.forget_finished(older_than=clock.now() - 50)
     await log.close()
 
     assert forgotten == 1
@@ -75,9 +76,139 @@ async def test_participant_forgets_finished_branches_after_the_retention(
         await h.call("commit", branch_body("done"))
         await h.prepare("open")
         clock.advance(61)
-        forgotten = h.participant.prune()
+        forgotten = await h.participant.prune()
         assert forgotten == 1
         assert await h.state("done") == "unknown"
         assert await h.state("open") == "prepared"
     finally:
         await h.stop()
+
+
+async def test_a_finished_row_leaves_memory_but_is_still_found_on_disk(tmp_path: Path) -> None:
+    clock = FakeClock()
+    log = ParticipantLog(tmp_path / "p.db", clock=clock.now, keep_in_memory=60)
+    await log.open()
+    try:
+        await log.record("g-old", "b", BranchState.COMMITTED, durable=True, vote=Vote.YES, payload_hash="h")
+        clock.advance(61)
+        await log.record("g-new", "b", BranchState.ABORTED, durable=True)  # a write evicts the stale row
+        in_memory = log.get("g-old", "b")
+        found = await log.lookup("g-old", "b")
+    finally:
+        await log.close()
+    assert in_memory is None
+    assert found is not None and (found.status, found.payload_hash) == (BranchState.COMMITTED, "h")
+    assert log.disk_reads == 1
+
+
+async def test_prepared_rows_never_leave_memory(tmp_path: Path) -> None:
+    clock = FakeClock()
+    log = ParticipantLog(tmp_path / "p.db", clock=clock.now, keep_in_memory=60)
+    await log.open()
+    try:
+        await log.record("g-open", "b", BranchState.PREPARED, durable=True)
+        clock.advance(3600)
+        await log.record("g-new", "b", BranchState.ABORTED, durable=True)
+        row = log.get("g-open", "b")
+        in_doubt = [r.gtid for r in log.prepared()]
+    finally:
+        await log.close()
+    assert row is not None and row.status is BranchState.PREPARED
+    assert in_doubt == ["g-open"]
+
+
+async def test_a_finished_row_stays_in_memory_while_its_deadline_is_ahead(tmp_path: Path) -> None:
+    clock = FakeClock()
+    log = ParticipantLog(tmp_path / "p.db", clock=clock.now, keep_in_memory=60)
+    await log.open()
+    try:
+        await log.record("g-long", "b", BranchState.ABORTED, durable=True, deadline=clock.now() + 600)
+        clock.advance(61)
+        await log.record("g-new", "b", BranchState.ABORTED, durable=True)
+        kept = log.get("g-long", "b")
+        clock.advance(600)
+        await log.record("g-newer", "b", BranchState.ABORTED, durable=True)
+        dropped = log.get("g-long", "b")
+    finally:
+        await log.close()
+    assert kept is not None
+    assert dropped is None
+
+
+async def test_a_lookup_with_a_live_deadline_does_not_read_the_disk(tmp_path: Path) -> None:
+    clock = FakeClock()
+    log = ParticipantLog(tmp_path / "p.db", clock=clock.now)
+    await log.open()
+    try:
+        fresh = await log.lookup("g-unknown", "b", deadline=clock.now() + 30)
+        reads_with_live_deadline = log.disk_reads
+        late = await log.lookup("g-unknown", "b", deadline=clock.now() - 1)
+    finally:
+        await log.close()
+    assert (fresh, late) == (None, None)
+    assert reads_with_live_deadline == 0
+    assert log.disk_reads == 1
+
+
+async def test_a_reopen_loads_prepared_and_recent_rows_only(tmp_path: Path) -> None:
+    clock = FakeClock()
+    log = ParticipantLog(tmp_path / "p.db", clock=clock.now, keep_in_memory=60)
+    await log.open()
+    await log.record("g-open", "b", BranchState.PREPARED, durable=True)
+    await log.record("g-old", "b", BranchState.COMMITTED, durable=True)
+    clock.advance(100)
+    await log.record("g-recent", "b", BranchState.COMMITTED, durable=True)
+    await log.close()
+
+    reopened = ParticipantLog(tmp_path / "p.db", clock=clock.now, keep_in_memory=60)
+    await reopened.open()
+    try:
+        loaded = {row.gtid for row in reopened}
+        old = await reopened.lookup("g-old", "b")
+    finally:
+        await reopened.close()
+    assert loaded == {"g-open", "g-recent"}
+    assert old is not None and old.status is BranchState.COMMITTED
+
+
+async def test_a_log_written_before_rows_had_a_deadline_opens_and_keeps_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "p.db"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE branches (gtid TEXT NOT NULL, branch TEXT NOT NULL, status TEXT NOT NULL, vote TEXT,"
+            " reason TEXT, payload_hash TEXT, created_at REAL NOT NULL, updated_at REAL NOT NULL,"
+            " heuristic INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (gtid, branch)) WITHOUT ROWID"
+        )
+        db.execute("INSERT INTO branches VALUES ('g1', 'b', 'prepared', 'yes', NULL, 'h', 1.0, 1.0, 0)")
+    log = ParticipantLog(path)
+    await log.open()
+    try:
+        await log.record("g2", "b", BranchState.PREPARED, durable=True, deadline=5.0)
+        old, new = log.get("g1", "b"), log.get("g2", "b")
+    finally:
+        await log.close()
+    assert old is not None and (old.status, old.deadline) == (BranchState.PREPARED, None)
+    assert new is not None and new.deadline == 5.0
+
+
+async def test_calls_repeated_after_a_branch_left_memory_answer_as_the_first(
+    harness_factory: Callable[[], Harness],
+) -> None:
+    clock = FakeClock(time.time())
+    h = harness_factory()
+    h.clock = clock.now
+    await h.start()
+    try:
+        first = await h.prepare("done", {"n": 1})
+        await h.call("commit", branch_body("done"))
+        clock.advance(120)  # past the deadline and out of memory
+        await h.prepare("other")  # a write: evicts the stale row
+        evicted = h.participant.log.get("done", BRANCH) is None
+        again = await h.call("prepare", {**prepare_body("done", {"n": 1}), "deadline": clock.now() - 90})
+        commit_again = await h.call("commit", branch_body("done"))
+    finally:
+        await h.stop()
+    assert evicted
+    assert again == first == (200, {"vote": "yes", "reason": None})
+    assert commit_again[0] == 200 and commit_again[1]["status"] == "committed"
+    assert h.resource.calls_of("prepare") == [("done", BRANCH), ("other", BRANCH)]
