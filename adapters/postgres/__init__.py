@@ -1,7 +1,7 @@
 """PostgreSQL as a two-phase-commit participant, on psycopg 3's two-phase API.
 
-- :class:`PostgresResource`: branches as prepared transactions (``tpc_begin`` …
-  ``tpc_prepare``; phase 2 with ``tpc_commit`` / ``tpc_rollback`` by gid), work at
+- :class:`PostgresResource`: branches as prepared transactions (BEGIN … PREPARE
+  TRANSACTION; phase 2 with ``tpc_commit`` / ``tpc_rollback`` by gid), work at
   prepare through a handler, early prepare through ``Participant.branch(gtid)``,
   recovery from ``pg_prepared_xacts`` by gid prefix and database.
 - :func:`postgres_participant`: the resource wrapped in a :class:`~participant_sdk.Participant`.
@@ -9,7 +9,7 @@
   participant service itself is gone.
 """
 
-from adapters.postgres.errors import BranchAlreadyCommitted, BranchLost, PostgresSetupError
+from adapters.postgres.errors import BranchAlreadyCommitted, BranchLost, BranchTransactionEnded, PostgresSetupError
 from adapters.postgres.gids import MAX_GID_LENGTH, GidScheme
 from adapters.postgres.participant import postgres_participant
 from adapters.postgres.prepared import PreparedBranch, PreparedStats, check_prepared_capacity, list_prepared
@@ -21,6 +21,7 @@ __all__ = [
     "MAX_GID_LENGTH",
     "BranchAlreadyCommitted",
     "BranchLost",
+    "BranchTransactionEnded",
     "GidScheme",
     "PostgresResource",
     "PostgresSetupError",

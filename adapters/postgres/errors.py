@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["BranchAlreadyCommitted", "BranchLost", "PostgresSetupError"]
+__all__ = ["BranchAlreadyCommitted", "BranchLost", "BranchTransactionEnded", "PostgresSetupError"]
 
 
 class PostgresSetupError(RuntimeError):
@@ -18,3 +18,8 @@ class BranchLost(RuntimeError):
 class BranchAlreadyCommitted(RuntimeError):
     """A branch was begun again under a gid that already committed here: refused, so
     that no branch is ever applied twice."""
+
+
+class BranchTransactionEnded(RuntimeError):
+    """The application's SQL committed or rolled back the branch's transaction itself,
+    so there is nothing left to prepare: the branch votes no."""

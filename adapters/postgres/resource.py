@@ -1,19 +1,22 @@
 """PostgreSQL as a 2PC resource, on psycopg 3's two-phase API.
 
-Each branch is one local transaction begun with ``tpc_begin(gid)``: the application's
-SQL runs in it (early prepare, :meth:`PostgresResource.branch`) or a handler turns the
-enlisted payload into SQL (work at prepare), then ``tpc_prepare()`` makes it durable in
-PostgreSQL itself (PREPARE TRANSACTION). Phase 2 runs on another connection with
-``tpc_commit(gid)`` / ``tpc_rollback(gid)``, as recovery would.
+Each branch is one local transaction: BEGIN, the application's SQL (early prepare,
+:meth:`PostgresResource.branch`) or a handler's, which turns the enlisted payload into
+SQL (work at prepare), then PREPARE TRANSACTION with the branch's gid makes it durable
+in PostgreSQL itself. Phase 2 runs on another connection with ``tpc_commit(gid)`` /
+``tpc_rollback(gid)``, as recovery would.
 
-Every branch also writes its gid into ``twopc_committed_branches`` before it prepares,
-so the row exists exactly when the branch committed. That tells a commit repeated after
-a crash ("already committed") from a branch that was rolled back behind our back, and a
-gid prepared a second time is refused by the primary key.
+Every branch also writes its gid into ``twopc_committed_branches`` just before it
+prepares, so the row exists exactly when the branch committed. That tells a commit
+repeated after a crash ("already committed") from a branch that was rolled back behind
+our back, and a gid prepared a second time is refused by the primary key.
 
-Two pools: branch connections only ever run ``tpc_begin`` … ``tpc_prepare`` (psycopg
-keeps a prepared connection's two-phase state until its next ``tpc_begin``), and
-autocommit control connections run phase 2, recovery and the application's reads.
+The branch's own statements are plain SQL on an autocommit connection rather than
+psycopg's ``tpc_begin``/``tpc_prepare``, so that the mark and PREPARE TRANSACTION go to
+the server as one query: a round trip is the largest cost of a branch on the client.
+
+Two pools: branch connections run one branch at a time, control connections (also
+autocommit) run phase 2, recovery and the application's reads.
 """
 
 from __future__ import annotations
@@ -26,9 +29,10 @@ from typing import Any, Literal
 import psycopg
 import structlog
 from psycopg import errors as pg_errors
+from psycopg import sql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from adapters.postgres.errors import BranchAlreadyCommitted, BranchLost, PostgresSetupError
+from adapters.postgres.errors import BranchAlreadyCommitted, BranchLost, BranchTransactionEnded, PostgresSetupError
 from adapters.postgres.gids import GidScheme
 from adapters.postgres.prepared import (
     PreparedBranch,
@@ -44,7 +48,8 @@ __all__ = ["MARKS_TABLE", "PostgresResource", "PrepareHandler"]
 logger = structlog.get_logger("adapters.postgres")
 
 #: Work at prepare: ``handler(conn, gtid, branch, payload)`` runs the branch's SQL on
-#: ``conn`` (inside the branch's transaction) and votes; ``None`` means YES.
+#: ``conn`` (inside the branch's transaction, which it must not end) and votes;
+#: ``None`` means YES.
 PrepareHandler = Callable[[psycopg.AsyncConnection, str, str, Any], Awaitable[PrepareResult | None]]
 
 MARKS_TABLE = "twopc_committed_branches"
@@ -54,7 +59,10 @@ CREATE TABLE IF NOT EXISTS {MARKS_TABLE} (
     written_at timestamptz NOT NULL DEFAULT now()
 )
 """
-_MARK = f"INSERT INTO {MARKS_TABLE} (gid) VALUES (%s) ON CONFLICT (gid) DO NOTHING RETURNING gid"
+#: The mark and the branch's end, in one simple-protocol query (no parameters, so
+#: several statements may go together); a mark already there aborts the transaction.
+_MARK_AND_PREPARE = sql.SQL(f"INSERT INTO {MARKS_TABLE} (gid) VALUES ({{gid}}); PREPARE TRANSACTION {{gid}}")
+_MARK_AND_COMMIT = sql.SQL(f"INSERT INTO {MARKS_TABLE} (gid) VALUES ({{gid}}); COMMIT")
 _IS_MARKED = f"SELECT 1 FROM {MARKS_TABLE} WHERE gid = %s"
 _PRUNE_MARKS = f"DELETE FROM {MARKS_TABLE} WHERE written_at < now() - make_interval(secs => %s)"
 #: Any constant serialises concurrent creators of the marks table (IF NOT EXISTS alone races).
@@ -109,6 +117,7 @@ class PostgresResource(Resource):
             min_size=1,
             max_size=pool_size,
             open=False,
+            kwargs={"autocommit": True},
             configure=self._configure_branch_connection,
             name=f"{participant}-branches",
         )
@@ -160,10 +169,8 @@ class PostgresResource(Resource):
         await self._control.close()
 
     async def _configure_branch_connection(self, conn: psycopg.AsyncConnection) -> None:
-        # Session-wide, so it costs nothing per branch; set outside any transaction.
-        await conn.set_autocommit(True)
+        # Session-wide, so it costs nothing per branch.
         await conn.execute("SELECT set_config('lock_timeout', %s, false)", [f"{self.lock_timeout_ms}ms"])
-        await conn.set_autocommit(False)
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
@@ -178,26 +185,33 @@ class PostgresResource(Resource):
     async def _local_transaction(
         self, gtid: str, branch: str, finish: Literal["prepare", "commit"]
     ) -> AsyncIterator[psycopg.AsyncConnection]:
-        """Begin and mark the branch, yield its connection, then prepare it (or commit
+        """Begin the branch, yield its connection, then mark and prepare it (or commit
         it in one phase); roll back if the body raises."""
         gid = self.gids.gid(gtid, branch)
+        end = (_MARK_AND_PREPARE if finish == "prepare" else _MARK_AND_COMMIT).format(gid=sql.Literal(gid))
         conn = await self._branches.getconn()
         try:
-            await conn.tpc_begin(gid)
+            await conn.execute("BEGIN")
             try:
-                # First, so that a gid already committed is refused before any work.
-                await _mark(conn, gid, branch, gtid)
                 yield conn
-            except BaseException:
-                # Not prepared yet, so this is a plain ROLLBACK; a broken connection is
-                # discarded by the pool and the server drops its transaction.
-                with suppress(psycopg.Error):
-                    await conn.tpc_rollback()
+                if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+                    raise BranchTransactionEnded(
+                        f"branch {branch} of {gtid}: the branch's own SQL committed or rolled back its "
+                        "transaction; ending it belongs to the protocol"
+                    )
+                await conn.execute(end)  # if PREPARE fails, PostgreSQL has rolled back
+            except BaseException as exc:
+                # Not prepared: a plain ROLLBACK; a broken connection is discarded by
+                # the pool and the server drops its transaction.
+                if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    with suppress(psycopg.Error):
+                        await conn.execute("ROLLBACK")
+                # The mark comes last, so the work of a gid committed before runs into
+                # it first, or into the rows it wrote then: name the real cause.
+                if isinstance(exc, psycopg.Error) and await _is_marked_quietly(conn, gid):
+                    message = f"branch {branch} of {gtid} was already committed here ({gid})"
+                    raise BranchAlreadyCommitted(message) from None
                 raise
-            if finish == "prepare":
-                await conn.tpc_prepare()  # if PREPARE fails, PostgreSQL has rolled back
-            else:
-                await conn.tpc_commit()  # not prepared: a plain COMMIT
         finally:
             await self._branches.putconn(conn)
 
@@ -299,15 +313,17 @@ async def _create_marks_table(conn: psycopg.AsyncConnection) -> None:
         ) from exc
 
 
-async def _mark(conn: psycopg.AsyncConnection, gid: str, branch: str, gtid: str) -> None:
-    cursor = await conn.execute(_MARK, [gid])
-    if await cursor.fetchone() is None:
-        raise BranchAlreadyCommitted(f"branch {branch} of {gtid} was already committed here ({gid})")
-
-
 async def _is_marked(conn: psycopg.AsyncConnection, gid: str) -> bool:
     cursor = await conn.execute(_IS_MARKED, [gid])
     return await cursor.fetchone() is not None
+
+
+async def _is_marked_quietly(conn: psycopg.AsyncConnection, gid: str) -> bool:
+    """Whether ``gid`` is marked committed, on the error path: False if that cannot be told."""
+    try:
+        return await _is_marked(conn, gid)
+    except psycopg.Error:
+        return False
 
 
 def _redacted(dsn: str) -> str:

@@ -3,11 +3,13 @@ participant's gid, commit and abort finish it, repeats are answered without redo
 
 from __future__ import annotations
 
+from typing import Any
+
 import psycopg
 import pytest
 from pg_harness import NAME, PgService, prepare_by_hand, prepared_gids, rows
 
-from adapters.postgres import BranchLost, PostgresResource
+from adapters.postgres import MARKS_TABLE, BranchLost, BranchTransactionEnded, PostgresResource
 
 
 async def test_prepare_holds_the_work_in_a_prepared_transaction_and_commit_applies_it(
@@ -160,3 +162,26 @@ async def test_health_counts_our_prepared_transactions_and_the_oldest_age(servic
     assert stats.count == 2
     assert stats.oldest_age_seconds is not None and 0 <= stats.oldest_age_seconds < 30
     assert [b.gtid for b in await service.resource.prepared()] == ["g1", "g2"]
+
+
+async def test_a_handler_that_ends_the_transaction_itself_is_refused_and_nothing_is_marked(
+    service: PgService, database: str
+) -> None:
+    async def committing_handler(conn: psycopg.AsyncConnection, gtid: str, branch: str, payload: Any) -> None:
+        await conn.execute("INSERT INTO items (id, note) VALUES ('early', 'committed by the handler')")
+        await conn.execute("COMMIT")
+
+    resource = PostgresResource(database, NAME, handler=committing_handler, pool_size=1)
+    await resource.start()
+    try:
+        # The SDK turns this into a NO vote (see the SDK's prepare).
+        with pytest.raises(BranchTransactionEnded, match="committed or rolled back"):
+            await resource.prepare("g1", NAME, {})
+    finally:
+        await resource.close()
+
+    async with await psycopg.AsyncConnection.connect(database, autocommit=True) as conn:
+        cursor = await conn.execute(f"SELECT count(*) FROM {MARKS_TABLE}")
+        marks = await cursor.fetchone()
+    assert marks == (0,)
+    assert await prepared_gids(database) == []
