@@ -15,7 +15,15 @@ from twopc.bench._load import LoadResult, run_load
 from twopc.bench._mixed import MixedWorkload
 from twopc.bench._mock import MockWorkload
 from twopc.bench._postgres import PostgresWorkload
-from twopc.bench._report import machine, plot, print_report, process_cpu_seconds, process_peak_rss_mb
+from twopc.bench._report import (
+    busy_percent,
+    machine,
+    machine_cpu_ticks,
+    plot,
+    print_report,
+    process_cpu_seconds,
+    process_peak_rss_mb,
+)
 from twopc.bench._resources import BenchSetupError
 from twopc.bench._workload import Progress, Workload
 from twopc.runtime import new_event_loop, tune_garbage_collector
@@ -116,15 +124,23 @@ async def _measure(
     progress(f"through the coordinator: {concurrency} clients, {warmup:g}s warm-up + {duration:g}s")
     before = await load.metrics()
     cpu_before: dict[str, float] = {}
+    machine_ticks: dict[str, tuple[int, int]] = {}
 
     def measure_starts() -> None:
         cpu_before.update(_cpu(load))
+        machine_ticks["main"] = machine_cpu_ticks()
 
     main = await run_load(load.transaction, concurrency, duration, warmup, progress, at_measure_start=measure_starts)
     after, cpu_after = await load.metrics(), _cpu(load)
+    machine_busy = busy_percent(machine_ticks["main"], machine_cpu_ticks())
     cpu_used = {who: cpu_after[who] - cpu_before[who] for who in cpu_after}
     progress(f"baseline, the same work without a coordinator: {concurrency} clients")
-    base = await run_load(load.baseline, concurrency, duration, warmup, progress)
+
+    def baseline_starts() -> None:
+        machine_ticks["baseline"] = machine_cpu_ticks()
+
+    base = await run_load(load.baseline, concurrency, duration, warmup, progress, at_measure_start=baseline_starts)
+    baseline_busy = busy_percent(machine_ticks["baseline"], machine_cpu_ticks())
     points: list[dict[str, Any]] = []
     for clients in sorted(set(sweep) - {concurrency}):
         progress(f"sweep: {clients} clients")
@@ -159,6 +175,8 @@ async def _measure(
         },
         # Peak resident memory of each role's processes (summed) over the whole run.
         "peak_rss_mb": {role: sum(process_peak_rss_mb(pid) for pid in pids) for role, pids in load.pids().items()},
+        # The whole machine, every process on it: below 100, the run was not short of CPU.
+        "machine_busy_percent": machine_busy,
         "decisions_per_log_commit": decisions / commits if commits else 0.0,
         "calls_per_exchange": calls / exchanges if exchanges else 0.0,
         "baseline": load.baseline_description,
@@ -167,6 +185,7 @@ async def _measure(
         "baseline_committed": base.committed,
         "baseline_aborted": base.aborted,
         "baseline_errors": base.errors,
+        "baseline_machine_busy_percent": baseline_busy,
         "overhead_ratio": main.throughput / base.throughput if base.throughput else 0.0,
         "sweep": sorted(points, key=lambda p: p["concurrency"]),
         "machine": machine(),

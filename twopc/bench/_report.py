@@ -10,7 +10,15 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["machine", "plot", "print_report", "process_cpu_seconds", "process_peak_rss_mb"]
+__all__ = [
+    "busy_percent",
+    "machine",
+    "machine_cpu_ticks",
+    "plot",
+    "print_report",
+    "process_cpu_seconds",
+    "process_peak_rss_mb",
+]
 
 
 def process_cpu_seconds(pid: int | None) -> float:
@@ -23,6 +31,23 @@ def process_cpu_seconds(pid: int | None) -> float:
         return 0.0
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def machine_cpu_ticks() -> tuple[int, int]:
+    """Busy and total CPU ticks of the whole machine so far, all cores, from /proc/stat
+    ((0, 0) where unknown): whether a run had the machine to itself, or saturated it."""
+    try:
+        first = Path("/proc/stat").read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return (0, 0)
+    ticks = [int(field) for field in first[1:8]]  # user nice system idle iowait irq softirq
+    total = sum(ticks)
+    return (total - ticks[3] - ticks[4], total)
+
+
+def busy_percent(before: tuple[int, int], after: tuple[int, int]) -> float:
+    busy, total = after[0] - before[0], after[1] - before[1]
+    return 100 * busy / total if total > 0 else 0.0
 
 
 def process_peak_rss_mb(pid: int | None) -> float:
@@ -77,7 +102,9 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
         f"peak memory (MiB): coordinator {report['peak_rss_mb']['coordinator']:.0f}, "
         f"participants {report['peak_rss_mb']['participants']:.0f}; "
         f"participant calls per exchange {report['calls_per_exchange']:.1f}; "
-        f"decisions per log commit {report['decisions_per_log_commit']:.1f}"
+        f"decisions per log commit {report['decisions_per_log_commit']:.1f}; "
+        f"machine busy {report['machine_busy_percent']:.0f} % of all cores "
+        f"(baseline {report['baseline_machine_busy_percent']:.0f} %)"
     )
     console.print(f"baseline: {report['baseline']}")
     if report["sweep"]:

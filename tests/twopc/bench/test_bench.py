@@ -60,6 +60,7 @@ def _assert_sensible(report: dict[str, Any], output: Path) -> None:
     assert set(per_transaction) == {"coordinator", "participants", "load_generator"}
     assert all(ms > 0 for ms in per_transaction.values())
     assert report["peak_rss_mb"]["coordinator"] > 10 and report["peak_rss_mb"]["participants"] > 10
+    assert 0 < report["machine_busy_percent"] <= 100 and 0 < report["baseline_machine_busy_percent"] <= 100
     assert [p["concurrency"] for p in report["sweep"]] == [2, 8]
     assert output.with_suffix(".png").read_bytes()[:8] == PNG_SIGNATURE
 
