@@ -7,7 +7,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from pg_harness import NAME, PgService, prepare_by_hand, prepared_gids, rows
+from pg_harness import NAME, PgService, items_handler, prepare_by_hand, prepared_gids, rows
 
 from adapters.postgres import MARKS_TABLE, BranchLost, BranchTransactionEnded, PostgresResource
 
@@ -185,3 +185,20 @@ async def test_a_handler_that_ends_the_transaction_itself_is_refused_and_nothing
         marks = await cursor.fetchone()
     assert marks == (0,)
     assert await prepared_gids(database) == []
+
+
+async def test_a_gid_prefix_with_a_backslash_is_quoted_not_interpreted(database: str) -> None:
+    prefix = "odd\\prefix:"
+    resource = PostgresResource(database, NAME, handler=items_handler, gid_prefix=prefix, pool_size=1)
+    await resource.start()
+    try:
+        vote = await resource.prepare("g1", NAME, {"id": "q", "note": "quoted"})
+        held = await prepared_gids(database)
+        await resource.commit("g1", NAME)
+        again = await resource.prepare("g1", NAME, {"id": "q2", "note": "again"})
+    finally:
+        await resource.close()
+    assert vote.vote == "yes"
+    assert held == [f"{prefix}g1:{NAME}"]
+    assert again.vote == "no" and "already committed" in (again.reason or "")
+    assert await rows(database) == {"q": "quoted"}
