@@ -1,10 +1,10 @@
-"""PostgreSQL as a 2PC resource, on psycopg 3's two-phase API.
+"""PostgreSQL as a 2PC resource: branches as PostgreSQL's own prepared transactions.
 
 Each branch is one local transaction: BEGIN, the application's SQL (early prepare,
 :meth:`PostgresResource.branch`) or a handler's, which turns the enlisted payload into
 SQL (work at prepare), then PREPARE TRANSACTION with the branch's gid makes it durable
-in PostgreSQL itself. Phase 2 runs on another connection with ``tpc_commit(gid)`` /
-``tpc_rollback(gid)``, as recovery would.
+in PostgreSQL itself. Phase 2 runs on another connection with COMMIT PREPARED /
+ROLLBACK PREPARED by gid, as recovery would.
 
 Every branch also writes its gid into ``twopc_committed_branches`` just before it
 prepares, so the row exists exactly when the branch committed. That tells a commit
@@ -191,8 +191,7 @@ class PostgresResource(Resource):
         gid = self.gids.gid(gtid, branch)
         conn = await self._branches.getconn()
         try:
-            # libpq's quoting: psycopg's sql.Literal costs several times as much.
-            literal = Escaping(conn.pgconn).escape_literal(gid.encode())
+            literal = _quoted(conn, gid)
             end = (_MARK_AND_PREPARE % (literal, literal)) if finish == "prepare" else _MARK_AND_COMMIT % literal
             await conn.execute("BEGIN")
             try:
@@ -250,7 +249,7 @@ class PostgresResource(Resource):
         gid = self.gids.gid(gtid, branch)
         async with self._control.connection() as conn:
             try:
-                await conn.tpc_commit(gid)
+                await conn.execute(_finish_prepared(conn, b"COMMIT", gid))
             except pg_errors.UndefinedObject:
                 if not await _is_marked(conn, gid):
                     raise BranchLost(
@@ -263,7 +262,7 @@ class PostgresResource(Resource):
         gid = self.gids.gid(gtid, branch)
         async with self._control.connection() as conn:
             try:
-                await conn.tpc_rollback(gid)
+                await conn.execute(_finish_prepared(conn, b"ROLLBACK", gid))
             except pg_errors.UndefinedObject:
                 if await _is_marked(conn, gid):
                     raise BranchLost(
@@ -319,6 +318,16 @@ async def _create_marks_table(conn: psycopg.AsyncConnection) -> None:
 async def _is_marked(conn: psycopg.AsyncConnection, gid: str) -> bool:
     cursor = await conn.execute(_IS_MARKED, [gid])
     return await cursor.fetchone() is not None
+
+
+def _quoted(conn: psycopg.AsyncConnection, gid: str) -> bytes:
+    """``gid`` as an SQL literal, quoted by libpq for this connection: psycopg's
+    ``sql.Literal`` (which its two-phase methods use too) costs several times as much."""
+    return Escaping(conn.pgconn).escape_literal(gid.encode())
+
+
+def _finish_prepared(conn: psycopg.AsyncConnection, action: bytes, gid: str) -> bytes:
+    return action + b" PREPARED " + _quoted(conn, gid)
 
 
 async def _is_marked_quietly(conn: psycopg.AsyncConnection, gid: str) -> bool:
