@@ -125,26 +125,31 @@ class _Protocol:
         """Answer a batch as NDJSON, one ``{"index", "result"}`` line per op as it is done.
 
         A prepare that waits for a lock must not hold back the answers of the others:
-        one of them may be the vote that lets the coordinator release that lock.
+        one of them may be the vote that lets the coordinator release that lock. Most
+        batches are answered in one burst, though (their ops share a group commit):
+        such a batch goes out as one plain response, headers and body in one write,
+        since every write wakes the coordinator.
         """
-        response = web.StreamResponse(headers={"Content-Type": NDJSON})
-        await response.prepare(request)
         answered: asyncio.Queue[tuple[int, dict[str, Any]]] = asyncio.Queue()
         work = asyncio.create_task(self._handler.batch(ops, lambda i, r: answered.put_nowait((i, r))))
+        ready = await _next_answers(answered)
+        remaining = len(ops) - len(ready)
+        if not remaining:
+            await work
+            return web.Response(body=_ndjson(ready), headers={"Content-Type": NDJSON})
+        response = web.StreamResponse(headers={"Content-Type": NDJSON})
+        await response.prepare(request)
         try:
-            remaining = len(ops)
             while remaining:
-                ready = [await answered.get()]
-                while not answered.empty():  # whatever else is done goes in the same write
-                    ready.append(answered.get_nowait())
+                await response.write(_ndjson(ready))
+                ready = await _next_answers(answered)
                 remaining -= len(ready)
-                await response.write(b"".join(orjson.dumps({"index": i, "result": r}) + b"\n" for i, r in ready))
         except (ConnectionError, RuntimeError):
             # The coordinator went away: the ops still finish, as they would have alone.
             await work
             raise
         await work
-        await response.write_eof()
+        await response.write_eof(_ndjson(ready))  # the last lines and the end in one write
         return response
 
     def _refuse(self, request: web.Request, operation: str, body: bytes) -> web.Response | None:
@@ -167,6 +172,18 @@ class _Protocol:
         return self._tracer.start_as_current_span(
             f"twopc.participant.{operation}", context=context, kind=SpanKind.SERVER
         )
+
+
+async def _next_answers(answered: asyncio.Queue[tuple[int, dict[str, Any]]]) -> list[tuple[int, dict[str, Any]]]:
+    """Wait for one answer, then take whatever else is done too."""
+    ready = [await answered.get()]
+    while not answered.empty():
+        ready.append(answered.get_nowait())
+    return ready
+
+
+def _ndjson(answers: list[tuple[int, dict[str, Any]]]) -> bytes:
+    return b"".join(orjson.dumps({"index": i, "result": r}) + b"\n" for i, r in answers)
 
 
 def _invalid(operation: str, exc: ValidationError) -> web.Response:

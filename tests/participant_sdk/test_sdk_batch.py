@@ -3,8 +3,13 @@ sent alone, in order."""
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import orjson
-from sdk_harness import Harness, branch_body, prepare_body
+from sdk_harness import SECRET, Harness, branch_body, prepare_body
+
+from twopc.signing import signed_headers
 
 
 def op(name: str, body: dict) -> dict:
@@ -82,3 +87,38 @@ async def test_a_batch_asked_for_as_ndjson_answers_each_op_as_it_is_done(harness
     lines = [orjson.loads(line) for line in raw.splitlines() if line.strip()]
     assert sorted(line["index"] for line in lines) == [0, 1, 2]
     assert all(line["result"] == {"vote": "yes", "reason": None} for line in lines)
+
+
+async def _post_batch(harness: Harness, ops: list[dict]) -> Any:
+    assert harness.client is not None
+    data = orjson.dumps({"ops": ops})
+    headers = {"Accept": "application/x-ndjson", **signed_headers(SECRET, "batch", data)}
+    return harness.client.post("/twopc/batch", data=data, headers=headers)
+
+
+async def test_a_batch_answered_in_one_burst_goes_out_as_one_plain_response(harness: Harness) -> None:
+    ops = [op("prepare", prepare_body(f"g{i}", {"n": i})) for i in range(3)]
+
+    async with await _post_batch(harness, ops) as response:
+        raw = await response.read()
+
+    assert response.content_type == "application/x-ndjson"
+    assert response.headers.get("Transfer-Encoding") is None
+    assert response.content_length == len(raw)
+    assert sorted(orjson.loads(line)["index"] for line in raw.splitlines()) == [0, 1, 2]
+
+
+async def test_a_slow_op_does_not_hold_back_the_answers_of_the_others(harness: Harness) -> None:
+    harness.resource.gate = asyncio.Event()  # prepares wait; a status does not
+    ops = [op("prepare", prepare_body("slow")), op("status", branch_body("other"))]
+
+    async with await _post_batch(harness, ops) as response:
+        first = orjson.loads(await asyncio.wait_for(response.content.readline(), timeout=5))
+        harness.resource.gate.set()
+        second = orjson.loads(await asyncio.wait_for(response.content.readline(), timeout=5))
+        rest = await response.read()
+
+    assert response.headers.get("Transfer-Encoding") == "chunked"
+    assert first == {"index": 1, "result": {"status": "unknown", "heuristic": False}}
+    assert second == {"index": 0, "result": {"vote": "yes", "reason": None}}
+    assert rest == b""
