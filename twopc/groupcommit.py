@@ -2,11 +2,16 @@
 
 Writers queue statements; a single writer task drains whatever is queued, runs it
 in one SQLite transaction and commits once, then releases every waiter of that
-batch together. Lazy writes ride along with the next batch and are not awaited.
-Under load a batch holds many decisions; on an idle system a lone decision is
-committed at once, with no timer in the way; the writer only lets one more turn of
-the event loop go by, so that writes set off by the same burst (a batch of votes)
-share the commit.
+batch together. Under load a batch holds many decisions; on an idle system a lone
+decision is committed at once, with no timer in the way; the writer only lets one
+more turn of the event loop go by, so that writes set off by the same burst (a batch
+of votes) share the commit.
+
+Lazy writes are not awaited, and nobody is the worse for their waiting a little: they
+ride along with the next forced write, or are committed ``lazy_delay`` seconds after
+they were queued if no forced write comes first. A crash may lose them, which is what
+lazy means; a commit of their own for each burst of them would cost as much as one for
+the forced writes.
 
 The writer has its own connection on a thread of its own, and a whole batch —
 BEGIN, the statements, COMMIT — is one trip to that thread: every trip costs a
@@ -76,14 +81,20 @@ class _Write:
 class GroupCommitter:
     """The one writer of the SQLite database at ``path``."""
 
-    def __init__(self, path: str, max_batch: int = 2000) -> None:
+    def __init__(self, path: str, max_batch: int = 2000, lazy_delay: float = 0.02) -> None:
         self._path = path
+        self._lazy_delay = lazy_delay
         self._conn: sqlite3.Connection | None = None
         # One thread: the connection is only ever used from it.
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="group-commit")
         self._max_batch = max_batch
         # Each entry commits whole: a batch is never cut inside one.
         self._queue: list[list[_Write]] = []
+        #: Entries in the queue that somebody waits for.
+        self._forced_queued = 0
+        #: Lazy writes have waited long enough: commit them even without a forced write.
+        self._lazy_due = False
+        self._lazy_timer: asyncio.TimerHandle | None = None
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -103,6 +114,9 @@ class GroupCommitter:
             if self._task is not None:
                 await self._task
         finally:
+            if self._lazy_timer is not None:
+                self._lazy_timer.cancel()
+                self._lazy_timer = None
             if self._conn is not None:
                 await self._in_thread(self._conn.close)
                 self._conn = None
@@ -116,7 +130,8 @@ class GroupCommitter:
             raise RuntimeError("the group-commit writer is not running")
 
     def write(self, sql: str, params: Sequence[Any]) -> None:
-        """Queue a lazy write: durable with the next batch, nobody waits for it."""
+        """Queue a lazy write: durable with the next forced write, or within
+        ``lazy_delay`` seconds; nobody waits for it."""
         self._check_open()
         self._queue.append([_Write(sql, params, None)])
         self._wakeup.set()
@@ -126,6 +141,7 @@ class GroupCommitter:
         self._check_open()
         waiter = asyncio.get_running_loop().create_future()
         self._queue.append([_Write(sql, params, waiter)])
+        self._forced_queued += 1
         self._wakeup.set()
         # Cancelling the caller cancels only this future: the write stays in its batch.
         await waiter
@@ -143,6 +159,7 @@ class GroupCommitter:
         sql, params = statements[-1]
         writes.append(_Write(sql, params, waiter))
         self._queue.append(writes)
+        self._forced_queued += 1
         self._wakeup.set()
         # Cancelling the caller cancels only this future: the write stays in its batch.
         await waiter
@@ -165,12 +182,13 @@ class GroupCommitter:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            while self._queue:
+            while self._queue and (self._forced_queued or self._lazy_due or self._closing):
                 # One more turn of the loop: writes that what just ran has set in motion
                 # (the rest of a batch of votes) join this commit. No timer.
                 await asyncio.sleep(0)
                 entries = self._queue[: self._max_batch]
                 del self._queue[: len(entries)]
+                self._forced_queued -= sum(entry[-1].waiter is not None for entry in entries)
                 self._committing = True
                 try:
                     writes = [write for entry in entries for write in entry]
@@ -183,8 +201,16 @@ class GroupCommitter:
                         self._settle(writes, error)
                 finally:
                     self._committing = False
+            self._lazy_due = False
+            if self._queue and self._lazy_timer is None:  # lazy writes only: they wait a little
+                self._lazy_timer = asyncio.get_running_loop().call_later(self._lazy_delay, self._lazy_waited)
             if self._closing:
                 return
+
+    def _lazy_waited(self) -> None:
+        self._lazy_timer = None
+        self._lazy_due = True
+        self._wakeup.set()
 
     async def _commit(self, batch: list[_Write]) -> BaseException | None:
         """Run ``batch`` in one transaction; return the error instead of raising it."""
