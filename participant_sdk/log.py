@@ -50,7 +50,14 @@ _COLUMNS = "gtid, branch, status, vote, reason, payload_hash, created_at, update
 _UPSERT = f"INSERT OR REPLACE INTO branches ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _SELECT_ONE = f"SELECT {_COLUMNS} FROM branches WHERE gtid = ? AND branch = ?"
 _SELECT_LIVE = f"SELECT {_COLUMNS} FROM branches WHERE status = 'prepared' OR updated_at >= ? OR deadline >= ?"
-_FORGET = "DELETE FROM branches WHERE status != 'prepared' AND updated_at < ?"
+#: Finished rows by age, for pruning: a row enters it once, when its branch finishes.
+_FINISHED_INDEX = "CREATE INDEX IF NOT EXISTS branches_finished ON branches (updated_at) WHERE status != 'prepared'"
+#: Pruning goes in chunks, each its own short transaction, so group commits go on between them.
+_FORGET_CHUNK = (
+    "DELETE FROM branches WHERE (gtid, branch) IN "
+    "(SELECT gtid, branch FROM branches WHERE status != 'prepared' AND updated_at < ? LIMIT ?)"
+)
+_FORGET_CHUNK_ROWS = 2000
 
 #: How many rows one write looks at for eviction: more than it adds, so memory keeps up.
 _EVICTION_STEP = 4
@@ -127,6 +134,7 @@ class ParticipantLog:
             columns = {row[1] for row in await conn.execute_fetchall("PRAGMA table_info(branches)")}
             if "deadline" not in columns:  # a log written before rows had a deadline
                 await conn.execute("ALTER TABLE branches ADD COLUMN deadline REAL")
+            await conn.execute(_FINISHED_INDEX)
             rows = await conn.execute_fetchall(_SELECT_LIVE, (now - self.keep_in_memory, now))
         finally:
             await conn.close()
@@ -282,7 +290,12 @@ class ParticipantLog:
         for key in [key for key, row in self._finished.items() if row.updated_at < older_than]:
             del self._finished[key]
         await writer.flush()  # a lazy row still queued is deleted too
-        return await writer.run(_forget, older_than)
+        forgotten = 0
+        while True:
+            deleted = await writer.run(_forget_chunk, older_than, _FORGET_CHUNK_ROWS)
+            forgotten += deleted
+            if deleted < _FORGET_CHUNK_ROWS:
+                return forgotten
 
     async def flush(self) -> None:
         """Return once every write queued so far is on disk."""
@@ -299,5 +312,5 @@ def _select_one(conn: sqlite3.Connection, gtid: str, branch: str) -> tuple[Any, 
     return row
 
 
-def _forget(conn: sqlite3.Connection, older_than: float) -> int:
-    return conn.execute(_FORGET, (older_than,)).rowcount
+def _forget_chunk(conn: sqlite3.Connection, older_than: float, rows: int) -> int:
+    return conn.execute(_FORGET_CHUNK, (older_than, rows)).rowcount

@@ -9,8 +9,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from sdk_harness import BRANCH, Harness, branch_body, prepare_body
 
+from participant_sdk import log as participant_log
 from participant_sdk.log import BranchState, ParticipantLog
 from twopc.protocol import Vote
 from twopc.testing import FakeClock
@@ -212,3 +214,24 @@ async def test_calls_repeated_after_a_branch_left_memory_answer_as_the_first(
     assert again == first == (200, {"vote": "yes", "reason": None})
     assert commit_again[0] == 200 and commit_again[1]["status"] == "committed"
     assert h.resource.calls_of("prepare") == [("done", BRANCH), ("other", BRANCH)]
+
+
+async def test_forgetting_goes_in_chunks_until_no_old_finished_row_is_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(participant_log, "_FORGET_CHUNK_ROWS", 3)
+    clock = FakeClock()
+    log = ParticipantLog(tmp_path / "p.db", clock=clock.now)
+    await log.open()
+    for n in range(10):
+        await log.record(f"old-{n}", "b", BranchState.COMMITTED, durable=False)
+    await log.record("old-open", "b", BranchState.PREPARED, durable=True)
+    clock.advance(100)
+    await log.record("new-done", "b", BranchState.COMMITTED, durable=True)
+    forgotten = await log.forget_finished(older_than=clock.now() - 50)
+    await log.close()
+
+    assert forgotten == 10
+    with sqlite3.connect(tmp_path / "p.db") as db:
+        left = {gtid for (gtid,) in db.execute("SELECT gtid FROM branches")}
+    assert left == {"old-open", "new-done"}
