@@ -458,9 +458,10 @@ class Coordinator:
         while True:
             await asyncio.sleep(interval)
             now = self._clock()
-            if now >= next_prune:
-                # Only finished transactions (every branch acknowledged phase 2) are pruned.
-                self._log.prune(now - self._retention)
+            if now >= next_prune and not any(t.get_name() == "prune" for t in self._background):
+                # Only finished transactions (every branch acknowledged phase 2) are pruned;
+                # in a task of its own, so that a long prune never holds back the deadlines.
+                self._spawn(self._log.prune(now - self._retention), name="prune")
                 next_prune = now + self._prune_interval
             for entry in list(self._active.values()):
                 if entry.tx.state is TxState.ACTIVE and entry.deadline <= now:

@@ -98,8 +98,8 @@ class DecisionLog(abc.ABC):
         """Idempotency keys of transactions begun after ``since``, to preload at start."""
 
     @abc.abstractmethod
-    def prune(self, finished_before: float) -> None:
-        """Queue the removal of finished transactions last updated before the given time."""
+    async def prune(self, finished_before: float) -> int:
+        """Remove finished transactions last updated before the given time; return how many."""
 
     @property
     @abc.abstractmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import aiosqlite
@@ -36,6 +37,8 @@ CREATE TABLE IF NOT EXISTS transactions (
     branches BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS transactions_unfinished ON transactions (finished, gtid);
+-- For pruning: a transaction enters it once, when it finishes.
+CREATE INDEX IF NOT EXISTS transactions_finished_at ON transactions (updated_at) WHERE finished = 1;
 CREATE UNIQUE INDEX IF NOT EXISTS transactions_idempotency_key
     ON transactions (idempotency_key) WHERE idempotency_key IS NOT NULL;
 """
@@ -54,7 +57,13 @@ ON CONFLICT (gtid) DO UPDATE SET
     metadata = excluded.metadata, branches = excluded.branches
 """
 
-_PRUNE = "DELETE FROM transactions WHERE finished = 1 AND updated_at < ?"
+#: Pruning goes in chunks, each its own short transaction on the writer's thread, so
+#: that group commits go on in between however much there is to prune.
+_PRUNE_CHUNK = (
+    "DELETE FROM transactions WHERE rowid IN "
+    "(SELECT rowid FROM transactions WHERE finished = 1 AND updated_at < ? LIMIT ?)"
+)
+_PRUNE_CHUNK_ROWS = 2000
 
 
 def _to_row(record: TransactionRecord) -> tuple[object, ...]:
@@ -157,8 +166,13 @@ class SQLiteLog(DecisionLog):
             rows = await cur.fetchall()
         return {row[0]: IdempotencyEntry(row[1], row[2], row[3]) for row in rows}
 
-    def prune(self, finished_before: float) -> None:
-        self._committer.write(_PRUNE, (finished_before,))
+    async def prune(self, finished_before: float) -> int:
+        pruned = 0
+        while True:
+            deleted = await self._committer.run(_prune_chunk, finished_before, _PRUNE_CHUNK_ROWS)
+            pruned += deleted
+            if deleted < _PRUNE_CHUNK_ROWS:
+                return pruned
 
     @property
     def stats(self) -> LogStats:
@@ -176,3 +190,7 @@ class SQLiteLog(DecisionLog):
         if self._reader is None:
             raise RuntimeError("the log is not open")
         return self._reader
+
+
+def _prune_chunk(conn: sqlite3.Connection, finished_before: float, rows: int) -> int:
+    return conn.execute(_PRUNE_CHUNK, (finished_before, rows)).rowcount

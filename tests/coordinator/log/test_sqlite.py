@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
+import pytest
+
 from coordinator.log import BranchRecord, SQLiteLog, TransactionRecord
+from coordinator.log import _sqlite as sqlite_log
 
 
 def record(
@@ -73,13 +77,31 @@ async def test_prune_removes_only_finished_records_older_than_the_cutoff(tmp_pat
         await log.force(record("old-done", "committed", "committed", finished=True, updated_at=10.0))
         await log.force(record("old-pending", "committing", "committed", updated_at=10.0))
         await log.force(record("new-done", "committed", "committed", finished=True, updated_at=500.0))
-        log.prune(finished_before=100.0)
-        await log.sync()
+        pruned = await log.prune(finished_before=100.0)
+        assert pruned == 1
         assert await log.get("old-done") is None
         assert await log.get("old-pending") is not None
         assert await log.get("new-done") is not None
     finally:
         await log.close()
+
+
+async def test_a_prune_goes_in_chunks_until_nothing_old_is_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_log, "_PRUNE_CHUNK_ROWS", 2)
+    log = SQLiteLog(tmp_path / "log.db")
+    await log.open()
+    try:
+        for n in range(5):
+            await log.force(record(f"old-{n}", "committed", "committed", finished=True, updated_at=10.0))
+        await log.force(record("old-pending", "committing", "committed", updated_at=10.0))
+        pruned = await log.prune(finished_before=100.0)
+    finally:
+        await log.close()
+    assert pruned == 5
+    with sqlite3.connect(tmp_path / "log.db") as db:
+        assert db.execute("SELECT gtid FROM transactions").fetchall() == [("old-pending",)]
 
 
 async def test_idempotency_keys_are_loaded_for_recent_transactions(tmp_path: Path) -> None:
