@@ -80,6 +80,13 @@ def _describe(exc: BaseException) -> str:
     return text[:_MAX_REASON]
 
 
+_STATE_AFTER_VOTE = {
+    Vote.YES: BranchState.PREPARED,
+    Vote.READ_ONLY: BranchState.READ_ONLY,
+    Vote.NO: BranchState.ABORTED,
+}
+
+
 class BranchHandler:
     def __init__(self, resource: Resource, log: ParticipantLog) -> None:
         self.resource = resource
@@ -107,7 +114,7 @@ class BranchHandler:
             result = PrepareResult(Vote.NO, _describe(exc))
         if result.vote is Vote.YES:
             try:
-                await self._log_yes(gtid, branch, digest, deadline)
+                await self._log_vote(gtid, branch, Vote.YES, None, digest, deadline)
             except Exception as exc:
                 # A YES not on disk would not survive a restart: take it back.
                 logger.error("participant log write failed", gtid=gtid, branch=branch, error=repr(exc))
@@ -116,41 +123,28 @@ class BranchHandler:
                 await failpoints.hit("participant.after_prepare_before_reply")
                 return PrepareResponse(vote=Vote.YES)
         if result.vote is Vote.READ_ONLY:
-            # Nothing staged, so nothing is lost if this row is: a lazy write will do.
-            await self.log.record(
-                gtid,
-                branch,
-                BranchState.READ_ONLY,
-                durable=False,
-                vote=Vote.READ_ONLY,
-                reason=result.reason,
-                payload_hash=digest,
-                deadline=deadline,
-            )
+            await self._log_vote(gtid, branch, Vote.READ_ONLY, result.reason, digest, deadline)
             return PrepareResponse(vote=Vote.READ_ONLY, reason=result.reason)
         reason = result.reason or "resource voted no"
         await self._drop_quietly(gtid, branch)
-        await self.log.record(
-            gtid,
-            branch,
-            BranchState.ABORTED,
-            durable=False,
-            vote=Vote.NO,
-            reason=reason,
-            payload_hash=digest,
-            deadline=deadline,
-        )
+        await self._log_vote(gtid, branch, Vote.NO, reason, digest, deadline)
         return PrepareResponse(vote=Vote.NO, reason=reason)
 
-    async def _log_yes(self, gtid: str, branch: str, digest: str | None, deadline: float | None) -> None:
-        """Make a YES vote durable: only then may it leave this participant."""
+    async def _log_vote(
+        self, gtid: str, branch: str, vote: Vote, reason: str | None, digest: str | None, deadline: float | None
+    ) -> None:
+        """Log a vote with the digest of its work and its transaction's deadline.
+
+        A YES is written durably: only then may it leave this participant. A NO or a
+        READ_ONLY staged nothing, so nothing is lost with its row: a lazy write will do.
+        """
         await self.log.record(
             gtid,
             branch,
-            BranchState.PREPARED,
-            durable=True,
-            vote=Vote.YES,
-            reason=None,
+            _STATE_AFTER_VOTE[vote],
+            durable=vote is Vote.YES,
+            vote=vote,
+            reason=reason,
             payload_hash=digest,
             deadline=deadline,
         )
@@ -395,7 +389,7 @@ class BranchHandler:
             async with self.resource.branch(gtid, branch) as handle:
                 yield handle
             try:
-                await self._log_yes(gtid, branch, None, None)
+                await self._log_vote(gtid, branch, Vote.YES, None, None, None)
             except Exception as exc:
                 # Nobody has heard of this YES yet: taking it back is still allowed.
                 await self._drop_quietly(gtid, branch)

@@ -49,23 +49,6 @@ async def test_a_new_status_keeps_the_fields_it_does_not_change(tmp_path: Path) 
     assert row.updated_at - row.created_at == 5
 
 
-async def test_forgetting_finished_rows_keeps_prepared_ones_also_on_disk(tmp_path: Path) -> None:
-    clock = FakeClock()
-    log = ParticipantLog(tmp_path / "p.db", clock=clock.now)
-    await log.open()
-    await log.record("old-prepared", "b", BranchState.PREPARED, durable=True)
-    await log.record("old-done", "b", BranchState.COMMITTED, durable=True)
-    clock.advance(100)
-    await log.record("new-done", "b", BranchState.ABORTED, durable=True)
-    forgotten = await log.forget_finished(older_than=clock.now() - 50)
-    await log.close()
-
-    assert forgotten == 1
-    with sqlite3.connect(tmp_path / "p.db") as db:
-        left = {gtid for (gtid,) in db.execute("SELECT gtid FROM branches")}
-    assert left == {"old-prepared", "new-done"}
-
-
 async def test_participant_forgets_finished_branches_after_the_retention(
     harness_factory: Callable[[], Harness],
 ) -> None:
@@ -216,7 +199,7 @@ async def test_calls_repeated_after_a_branch_left_memory_answer_as_the_first(
     assert h.resource.calls_of("prepare") == [("done", BRANCH), ("other", BRANCH)]
 
 
-async def test_forgetting_goes_in_chunks_until_no_old_finished_row_is_left(
+async def test_forgetting_deletes_old_finished_rows_in_chunks_and_keeps_prepared_ones(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(participant_log, "_FORGET_CHUNK_ROWS", 3)

@@ -155,38 +155,35 @@ async def test_lazy_write_is_committed_without_anyone_waiting(committer: GroupCo
     assert await rows(db) == [(1, "lazy")]
 
 
-async def test_a_lazy_write_waits_for_a_forced_write_to_ride_with(db: str) -> None:
+@pytest.fixture
+async def patient(db: str) -> AsyncIterator[GroupCommitter]:
+    """A committer whose lazy writes wait a minute for a forced write."""
     committer = GroupCommitter(db, lazy_delay=60)
     await committer.start()
-    try:
-        committer.write(INSERT, (1, "lazy"))
-        # An observation window, not a synchronisation: a commit of its own would have
-        # happened within milliseconds.
-        await asyncio.sleep(0.3)
-        alone = committer.stats.commits
-        await committer.write_durable(INSERT, (2, "forced"))
-    finally:
-        await committer.close()
-    assert alone == 0
-    assert committer.stats.commits == 1
+    yield committer
+    await committer.close()
+
+
+async def test_a_lazy_write_waits_for_a_forced_write_to_ride_with(patient: GroupCommitter, db: str) -> None:
+    patient.write(INSERT, (1, "lazy"))
+    # An observation window, not a synchronisation: a commit of its own would have
+    # happened within milliseconds.
+    await asyncio.sleep(0.3)
+    assert patient.stats.commits == 0
+    await patient.write_durable(INSERT, (2, "forced"))
+    assert patient.stats.commits == 1
     assert await rows(db) == [(1, "lazy"), (2, "forced")]
 
 
-async def test_lazy_writes_left_after_a_forced_batch_wait_for_the_next_one(db: str) -> None:
-    committer = GroupCommitter(db, lazy_delay=60)
-    await committer.start()
-    try:
-        forced = asyncio.create_task(committer.write_durable(INSERT, (1, "forced")))
-        await wait_until(lambda: committer.stats.commits == 1, timeout=5, message="the forced batch")
-        committer.write(INSERT, (2, "lazy"))
-        await asyncio.sleep(0.3)  # an observation window, as above
-        alone = committer.stats.commits
-        await forced
-        await committer.flush()
-    finally:
-        await committer.close()
-    assert alone == 1
-    assert committer.stats.commits == 2
+async def test_lazy_writes_left_after_a_forced_batch_wait_for_the_next_one(patient: GroupCommitter, db: str) -> None:
+    forced = asyncio.create_task(patient.write_durable(INSERT, (1, "forced")))
+    await wait_until(lambda: patient.stats.commits == 1, timeout=5, message="the forced batch")
+    patient.write(INSERT, (2, "lazy"))
+    await asyncio.sleep(0.3)  # an observation window, as above
+    assert patient.stats.commits == 1
+    await forced
+    await patient.flush()
+    assert patient.stats.commits == 2
     assert await rows(db) == [(1, "forced"), (2, "lazy")]
 
 
