@@ -203,12 +203,12 @@ class BranchHandler:
         gtid, branch = req.gtid, req.branch
         digest = payload_hash(req.payload)
         async with self.locks.hold((gtid, branch)):
-            # Without a deadline to tell a new branch from an old one, this may read the disk.
-            row = await self.log.lookup(gtid, branch)
+            # Reads the disk only without a live deadline (a retry after it, an old caller).
+            row = await self.log.lookup(gtid, branch, req.deadline)
             if row is not None:
                 self._check_same_payload(row, digest)
             else:
-                vote = await self._prepare_new(gtid, branch, req.payload, digest, None)
+                vote = await self._prepare_new(gtid, branch, req.payload, digest, req.deadline)
                 if vote.vote is Vote.NO:
                     return OutcomeResponse(status=Outcome.ABORTED, reason=vote.reason)
                 if vote.vote is Vote.READ_ONLY:

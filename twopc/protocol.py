@@ -91,6 +91,9 @@ class CommitRequest(_Message):
     #: Prepare and commit in one step (a transaction with a single branch).
     one_phase: bool = False
     payload: Any = None
+    #: A one-phase commit's transaction deadline, as a prepare's: while it is ahead, a
+    #: participant knows a branch it has not in memory is new, without reading its disk.
+    deadline: float | None = None
 
 
 class AbortRequest(_Message):

@@ -368,7 +368,9 @@ class Coordinator:
         attempt = 0
         while True:
             timeout = max(0.05, min(self._settings.prepare_timeout_ms / 1000, entry.deadline - self._clock()))
-            outcome, reason = await self._transport.one_phase(name, entry.tx.gtid, branch.payload, timeout)
+            outcome, reason = await self._transport.one_phase(
+                name, entry.tx.gtid, branch.payload, entry.deadline, timeout
+            )
             if outcome is not None:
                 break
             # No answer: the commit may or may not have happened; ask again (it is idempotent).

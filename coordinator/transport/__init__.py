@@ -93,9 +93,11 @@ class Transport:
             return Vote.NO, f"prepare failed: {exc}"
         return answer.vote, answer.reason
 
-    async def one_phase(self, name: str, gtid: str, payload: Any, timeout: float) -> tuple[Outcome | None, str | None]:
+    async def one_phase(
+        self, name: str, gtid: str, payload: Any, deadline: float, timeout: float
+    ) -> tuple[Outcome | None, str | None]:
         """Prepare and commit in one step; ``None`` when the outcome is not known."""
-        request = {"gtid": gtid, "branch": name, "one_phase": True, "payload": payload}
+        request = {"gtid": gtid, "branch": name, "one_phase": True, "payload": payload, "deadline": deadline}
         try:
             answer = await self._endpoint(name).call("commit", request, OutcomeResponse, timeout)
         except CallFailed as exc:

@@ -218,3 +218,26 @@ async def test_forgetting_deletes_old_finished_rows_in_chunks_and_keeps_prepared
     with sqlite3.connect(tmp_path / "p.db") as db:
         left = {gtid for (gtid,) in db.execute("SELECT gtid FROM branches")}
     assert left == {"old-open", "new-done"}
+
+
+async def test_a_new_one_phase_commit_with_a_live_deadline_reads_no_disk_and_a_late_repeat_does(
+    harness_factory: Callable[[], Harness],
+) -> None:
+    clock = FakeClock(time.time())
+    h = harness_factory()
+    h.clock = clock.now
+    await h.start()
+    try:
+        body = branch_body("solo", one_phase=True, payload={"n": 1}, deadline=clock.now() + 30)
+        first = await h.call("commit", body)
+        reads_for_the_new_branch = h.participant.log.disk_reads
+        clock.advance(120)  # past the deadline and out of memory
+        # A write (which evicts the stale row) of a branch whose deadline is ahead.
+        await h.call("prepare", {**prepare_body("other"), "deadline": clock.now() + 30})
+        again = await h.call("commit", body)
+    finally:
+        await h.stop()
+    assert first == again == (200, {"status": "committed", "reason": None})
+    assert reads_for_the_new_branch == 0
+    assert h.participant.log.disk_reads == 1
+    assert h.resource.calls_of("prepare") == [("solo", BRANCH), ("other", BRANCH)]

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
+import pytest
+
 from tests.coordinator.conftest import Harness
 
 TWO = [{"name": "p1", "payload": {"n": 1}}, {"name": "p2", "payload": {"n": 2}}]
@@ -57,7 +61,11 @@ async def test_single_branch_commits_in_one_phase(harness: Harness) -> None:
     assert status == 200 and body["outcome"] == "committed"
     stub = harness.participants["p1"]
     assert stub.ops("prepare") == []
-    assert stub.ops("commit")[0]["one_phase"] is True
+    (commit,) = stub.ops("commit")
+    assert commit["one_phase"] is True
+    # The transaction's deadline goes along, as with a prepare, so the participant
+    # can tell a new branch from a repeated one without reading its disk.
+    assert commit["deadline"] == pytest.approx(time.time() + 30, abs=10)
 
 
 async def test_all_read_only_votes_commit_without_phase_two(harness: Harness) -> None:
