@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -49,24 +49,30 @@ async def test_a_new_status_keeps_the_fields_it_does_not_change(tmp_path: Path) 
     assert row.updated_at - row.created_at == 5
 
 
-async def test_participant_forgets_finished_branches_after_the_retention(
-    harness_factory: Callable[[], Harness],
-) -> None:
-    clock = FakeClock(time.time())
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(time.time())
+
+
+@pytest.fixture
+async def clocked(harness_factory: Callable[[], Harness], clock: FakeClock) -> AsyncIterator[Harness]:
+    """A participant service on ``clock``, with a retention of a minute."""
     h = harness_factory()
     h.clock = clock.now
     await h.start(retention=60.0)
-    try:
-        await h.prepare("done")
-        await h.call("commit", branch_body("done"))
-        await h.prepare("open")
-        clock.advance(61)
-        forgotten = await h.participant.prune()
-        assert forgotten == 1
-        assert await h.state("done") == "unknown"
-        assert await h.state("open") == "prepared"
-    finally:
-        await h.stop()
+    yield h
+    await h.stop()
+
+
+async def test_participant_forgets_finished_branches_after_the_retention(clocked: Harness, clock: FakeClock) -> None:
+    await clocked.prepare("done")
+    await clocked.call("commit", branch_body("done"))
+    await clocked.prepare("open")
+    clock.advance(61)
+    forgotten = await clocked.participant.prune()
+    assert forgotten == 1
+    assert await clocked.state("done") == "unknown"
+    assert await clocked.state("open") == "prepared"
 
 
 async def test_a_finished_row_leaves_memory_but_is_still_found_on_disk(tmp_path: Path) -> None:
@@ -177,26 +183,18 @@ async def test_a_log_written_before_rows_had_a_deadline_opens_and_keeps_its_rows
 
 
 async def test_calls_repeated_after_a_branch_left_memory_answer_as_the_first(
-    harness_factory: Callable[[], Harness],
+    clocked: Harness, clock: FakeClock
 ) -> None:
-    clock = FakeClock(time.time())
-    h = harness_factory()
-    h.clock = clock.now
-    await h.start()
-    try:
-        first = await h.prepare("done", {"n": 1})
-        await h.call("commit", branch_body("done"))
-        clock.advance(120)  # past the deadline and out of memory
-        await h.prepare("other")  # a write: evicts the stale row
-        evicted = h.participant.log.get("done", BRANCH) is None
-        again = await h.call("prepare", {**prepare_body("done", {"n": 1}), "deadline": clock.now() - 90})
-        commit_again = await h.call("commit", branch_body("done"))
-    finally:
-        await h.stop()
-    assert evicted
+    first = await clocked.prepare("done", {"n": 1})
+    await clocked.call("commit", branch_body("done"))
+    clock.advance(120)  # past the deadline and out of memory
+    await clocked.prepare("other")  # a write: evicts the stale row
+    assert clocked.participant.log.get("done", BRANCH) is None
+    again = await clocked.call("prepare", {**prepare_body("done", {"n": 1}), "deadline": clock.now() - 90})
+    commit_again = await clocked.call("commit", branch_body("done"))
     assert again == first == (200, {"vote": "yes", "reason": None})
     assert commit_again[0] == 200 and commit_again[1]["status"] == "committed"
-    assert h.resource.calls_of("prepare") == [("done", BRANCH), ("other", BRANCH)]
+    assert clocked.resource.calls_of("prepare") == [("done", BRANCH), ("other", BRANCH)]
 
 
 async def test_forgetting_deletes_old_finished_rows_in_chunks_and_keeps_prepared_ones(
@@ -221,23 +219,15 @@ async def test_forgetting_deletes_old_finished_rows_in_chunks_and_keeps_prepared
 
 
 async def test_a_new_one_phase_commit_with_a_live_deadline_reads_no_disk_and_a_late_repeat_does(
-    harness_factory: Callable[[], Harness],
+    clocked: Harness, clock: FakeClock
 ) -> None:
-    clock = FakeClock(time.time())
-    h = harness_factory()
-    h.clock = clock.now
-    await h.start()
-    try:
-        body = branch_body("solo", one_phase=True, payload={"n": 1}, deadline=clock.now() + 30)
-        first = await h.call("commit", body)
-        reads_for_the_new_branch = h.participant.log.disk_reads
-        clock.advance(120)  # past the deadline and out of memory
-        # A write (which evicts the stale row) of a branch whose deadline is ahead.
-        await h.call("prepare", {**prepare_body("other"), "deadline": clock.now() + 30})
-        again = await h.call("commit", body)
-    finally:
-        await h.stop()
+    body = branch_body("solo", one_phase=True, payload={"n": 1}, deadline=clock.now() + 30)
+    first = await clocked.call("commit", body)
+    assert clocked.participant.log.disk_reads == 0
+    clock.advance(120)  # past the deadline and out of memory
+    # A write (which evicts the stale row) of a branch whose deadline is ahead.
+    await clocked.call("prepare", {**prepare_body("other"), "deadline": clock.now() + 30})
+    again = await clocked.call("commit", body)
     assert first == again == (200, {"status": "committed", "reason": None})
-    assert reads_for_the_new_branch == 0
-    assert h.participant.log.disk_reads == 1
-    assert h.resource.calls_of("prepare") == [("solo", BRANCH), ("other", BRANCH)]
+    assert clocked.participant.log.disk_reads == 1
+    assert clocked.resource.calls_of("prepare") == [("solo", BRANCH), ("other", BRANCH)]
