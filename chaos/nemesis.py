@@ -18,7 +18,7 @@ from datetime import datetime
 from chaos.scenario import NemesisSpec
 from chaos.topology import Topology
 from participant_sdk.client import CoordinatorClient
-from twopc.failpoints import CRASH_EXIT_CODE
+from twopc_core.failpoints import CRASH_EXIT_CODE
 
 __all__ = ["Fault", "Nemesis"]
 
@@ -158,9 +158,9 @@ def _restart_service(name: str, downtime: float) -> None:
     """Stop and start a dev service (``twopc dev``): PostgreSQL or the Kafka broker."""
     import importlib
 
-    from twopc.dev import default_state_dir, write_service
+    from compose.dev import default_state_dir, write_service
 
-    module = importlib.import_module(f"twopc.dev.{name}")
+    module = importlib.import_module(f"compose.dev.{name}")
     state_dir = default_state_dir()
     write_service(state_dir, name, module.restart(state_dir, downtime))
 

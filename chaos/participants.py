@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import aiohttp
 
-from twopc.localcluster import Service
+from compose.localcluster import Service
 
 __all__ = ["KINDS", "BankKind", "EventsKind", "MockQueueKind", "ParticipantKind"]
 

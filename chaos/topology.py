@@ -12,8 +12,8 @@ import aiohttp
 from chaos.participants import KINDS, BankKind, ParticipantKind
 from chaos.proxy import FaultProxy
 from chaos.scenario import Scenario
-from twopc.localcluster import coordinator_config
-from twopc.supervisor import Node, free_port, twopc_command
+from compose.localcluster import coordinator_config
+from compose.supervisor import Node, free_port, twopc_command
 
 __all__ = ["Topology"]
 

@@ -18,7 +18,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from twopc.protocol import NAME_PATTERN
+from twopc_core.protocol import NAME_PATTERN
 
 __all__ = ["LogSettings", "ParticipantSettings", "ServerSettings", "Settings", "TransactionSettings", "load"]
 

@@ -20,7 +20,7 @@ import structlog
 from coordinator.engine._machine import BranchState, TxState
 from coordinator.log import BranchRecord, DecisionLog, TransactionRecord
 from coordinator.transport import Backoff, CallFailed, Transport
-from twopc.protocol import BranchStatus, Outcome
+from twopc_core.protocol import BranchStatus, Outcome
 
 __all__ = ["Recovery", "ended"]
 

@@ -14,7 +14,7 @@ from participant_sdk.errors import ParticipantError
 from participant_sdk.log import BranchRecord, BranchState, ParticipantLog
 from participant_sdk.participant import Participant
 from participant_sdk.resource import PrepareResult, Resource
-from twopc.protocol import BranchStatus, Outcome, Vote
+from twopc_core.protocol import BranchStatus, Outcome, Vote
 
 __all__ = [
     "BranchRecord",

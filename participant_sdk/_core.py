@@ -22,9 +22,9 @@ from participant_sdk._locks import KeyedLocks
 from participant_sdk.errors import ParticipantError, error_body
 from participant_sdk.log import BranchRecord, BranchState, ParticipantLog
 from participant_sdk.resource import PrepareResult, Resource
-from twopc import failpoints
-from twopc.failpoints import FailpointError
-from twopc.protocol import (
+from twopc_core import failpoints
+from twopc_core.failpoints import FailpointError
+from twopc_core.protocol import (
     AbortRequest,
     BatchOp,
     BranchStatus,

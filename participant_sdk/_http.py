@@ -15,9 +15,9 @@ from pydantic import BaseModel, ValidationError
 
 from participant_sdk._core import BranchHandler, describe_validation_error
 from participant_sdk.errors import ParticipantError, error_body
-from twopc.failpoints import FailpointError
-from twopc.protocol import AbortRequest, CommitRequest, PrepareRequest, StatusRequest
-from twopc.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureError, verify
+from twopc_core.failpoints import FailpointError
+from twopc_core.protocol import AbortRequest, CommitRequest, PrepareRequest, StatusRequest
+from twopc_core.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureError, verify
 
 __all__ = ["build_protocol_app", "json_response"]
 

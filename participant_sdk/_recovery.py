@@ -18,7 +18,7 @@ import structlog
 
 from participant_sdk._core import BranchHandler
 from participant_sdk.client import CoordinatorClient, CoordinatorError
-from twopc.protocol import Outcome
+from twopc_core.protocol import Outcome
 
 __all__ = ["InDoubtResolver", "InquiryRound", "outcome_for_branch"]
 

@@ -9,7 +9,7 @@ seen before, its row would still be in memory. Only what falls outside both rule
 a repeated call long after the fact — is looked up on disk. Memory therefore holds
 about a minute of traffic, not an hour of it.
 
-Writes go through a :class:`~twopc.groupcommit.GroupCommitter`: many concurrent forced
+Writes go through a :class:`~twopc_core.groupcommit.GroupCommitter`: many concurrent forced
 writes share one SQLite transaction and one fsync.
 """
 
@@ -24,8 +24,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from twopc.groupcommit import GroupCommitter, open_sqlite
-from twopc.protocol import Vote
+from twopc_core.groupcommit import GroupCommitter, open_sqlite
+from twopc_core.protocol import Vote
 
 __all__ = ["BranchRecord", "BranchState", "ParticipantLog"]
 

@@ -38,8 +38,8 @@ from participant_sdk.client import CoordinatorClient, CoordinatorError
 from participant_sdk.errors import ParticipantError
 from participant_sdk.log import ParticipantLog
 from participant_sdk.resource import Resource
-from twopc import failpoints
-from twopc.protocol import (
+from twopc_core import failpoints
+from twopc_core.protocol import (
     AbortRequest,
     CommitRequest,
     Outcome,

@@ -11,7 +11,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from twopc.protocol import Vote
+from twopc_core.protocol import Vote
 
 __all__ = ["PrepareResult", "Resource"]
 

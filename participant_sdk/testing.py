@@ -11,8 +11,8 @@ from aiohttp import web
 
 from participant_sdk.errors import error_body
 from participant_sdk.resource import PrepareResult, Resource
-from twopc.protocol import Vote
-from twopc.signing import signed_headers
+from twopc_core.protocol import Vote
+from twopc_core.signing import signed_headers
 
 __all__ = ["InMemoryResource", "StubCoordinator", "call_participant"]
 

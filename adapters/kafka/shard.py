@@ -34,7 +34,7 @@ from adapters.kafka.stage import (
     marker_record,
     tombstone,
 )
-from twopc import failpoints
+from twopc_core import failpoints
 
 __all__ = ["MAX_ATTEMPTS", "KafkaUnavailableError", "Shard"]
 

@@ -15,7 +15,7 @@ import secrets
 from aiokafka.admin import AIOKafkaAdminClient
 
 from adapters.kafka.topics import ReadMessage, create_topic, read_committed
-from twopc.dev import read_services
+from compose.dev import read_services
 
 __all__ = [
     "BOOTSTRAP_ENV_VAR",

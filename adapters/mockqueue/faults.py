@@ -10,7 +10,7 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from twopc.failpoints import CRASH_EXIT_CODE
+from twopc_core.failpoints import CRASH_EXIT_CODE
 
 __all__ = ["FaultSwitch", "Faults", "garbage_middleware"]
 

@@ -19,7 +19,7 @@ from adapters.mockqueue.faults import Faults, FaultSwitch, garbage_middleware
 from adapters.mockqueue.resource import MockQueueResource
 from adapters.mockqueue.store import QueueStore
 from participant_sdk import Participant
-from twopc.runtime import run_service
+from twopc_core.runtime import run_service
 
 __all__ = ["FAULTS", "PARTICIPANT", "STORE", "build_app", "run"]
 

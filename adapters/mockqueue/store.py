@@ -16,7 +16,7 @@ from typing import Any
 import aiosqlite
 import orjson
 
-from twopc.groupcommit import GroupCommitter, open_sqlite
+from twopc_core.groupcommit import GroupCommitter, open_sqlite
 
 __all__ = ["QueueItem", "QueueStore"]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from twopc.protocol import GTID_PATTERN, NAME_PATTERN
+from twopc_core.protocol import GTID_PATTERN, NAME_PATTERN
 
 __all__ = ["MAX_GID_LENGTH", "GidScheme"]
 

@@ -17,7 +17,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from twopc.dev import read_services
+from compose.dev import read_services
 
 __all__ = ["DSN_ENV_VAR", "database_dsn", "scratch_database", "server_dsn"]
 

@@ -16,7 +16,7 @@ from coordinator.config import Settings
 from coordinator.engine._driver import Coordinator
 from coordinator.log import DecisionLog, SQLiteLog
 from coordinator.transport import Backoff, Transport
-from twopc import failpoints, telemetry
+from twopc_core import failpoints, telemetry
 
 __all__ = ["build_app"]
 

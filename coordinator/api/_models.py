@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from coordinator.engine._driver import TransactionView
-from twopc.protocol import NAME_PATTERN
+from twopc_core.protocol import NAME_PATTERN
 
 __all__ = [
     "BeginRequest",

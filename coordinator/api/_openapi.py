@@ -17,7 +17,7 @@ from coordinator.api._models import (
     TransactionList,
     TransactionOut,
 )
-from twopc import __version__
+from twopc_core import __version__
 
 __all__ = ["openapi_document"]
 

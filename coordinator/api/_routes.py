@@ -27,7 +27,7 @@ from coordinator.api._models import (
 )
 from coordinator.engine._driver import Coordinator
 from coordinator.engine._machine import TxState
-from twopc.protocol import GTID_PATTERN
+from twopc_core.protocol import GTID_PATTERN
 
 __all__ = ["STATE", "ServiceState", "routes"]
 

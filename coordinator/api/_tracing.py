@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 from opentelemetry import context, propagate, trace
 
-from twopc import telemetry
+from twopc_core import telemetry
 
 __all__ = ["tracing_middleware"]
 

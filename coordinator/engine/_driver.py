@@ -37,8 +37,8 @@ from coordinator.engine._machine import (
 from coordinator.log import BranchRecord, DecisionLog, IdempotencyEntry, TransactionRecord
 from coordinator.recovery import Recovery
 from coordinator.transport import Backoff, Transport
-from twopc import failpoints
-from twopc.protocol import Outcome
+from twopc_core import failpoints
+from twopc_core.protocol import Outcome
 
 __all__ = [
     "Coordinator",

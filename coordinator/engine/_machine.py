@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from twopc.protocol import Outcome, Vote
+from twopc_core.protocol import Outcome, Vote
 
 __all__ = [
     "Action",

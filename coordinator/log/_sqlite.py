@@ -15,7 +15,7 @@ from coordinator.log._base import (
     LogStats,
     TransactionRecord,
 )
-from twopc.groupcommit import GroupCommitter, open_sqlite
+from twopc_core.groupcommit import GroupCommitter, open_sqlite
 
 __all__ = ["SQLiteLog"]
 

@@ -21,7 +21,7 @@ import structlog
 
 from coordinator.config import ParticipantSettings
 from coordinator.transport._endpoint import CallFailed, Endpoint
-from twopc.protocol import (
+from twopc_core.protocol import (
     BranchStatus,
     Outcome,
     OutcomeResponse,

@@ -28,8 +28,8 @@ from opentelemetry import propagate, trace
 from pydantic import BaseModel, ValidationError
 
 from coordinator.config import ParticipantSettings
-from twopc import telemetry
-from twopc.signing import signed_headers
+from twopc_core import telemetry
+from twopc_core.signing import signed_headers
 
 __all__ = ["CallFailed", "Endpoint"]
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from chaos.proxy import FaultProxy
-from twopc.supervisor import free_port
+from compose.supervisor import free_port
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from coordinator.api import build_app
 from coordinator.config import Settings
-from twopc.protocol import AbortRequest, CommitRequest, PrepareRequest, StatusRequest
-from twopc.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+from twopc_core.protocol import AbortRequest, CommitRequest, PrepareRequest, StatusRequest
+from twopc_core.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 
 SECRET = "test-secret"
 

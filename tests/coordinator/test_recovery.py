@@ -14,7 +14,7 @@ from coordinator.engine._driver import Coordinator
 from coordinator.log import BranchRecord, SQLiteLog, TransactionRecord
 from coordinator.transport import Backoff, Transport
 from tests.coordinator.conftest import SECRET, StubParticipant
-from twopc.testing import wait_until
+from twopc_core.testing import wait_until
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from coordinator.api import build_app
 from coordinator.config import Settings
 from tests.coordinator.conftest import SECRET, StubParticipant
-from twopc.testing import wait_until
+from twopc_core.testing import wait_until
 
 
 def _logged(path: Path) -> int:

@@ -10,10 +10,9 @@ import aiohttp
 import pytest
 
 from adapters.postgres.testing import scratch_database, server_dsn
+from compose.localcluster import BankCluster, LocalCluster
 from participant_sdk.client import CoordinatorClient
-from twopc.localcluster import LocalCluster
-from twopc.localcluster_bank import BankCluster
-from twopc.testing import wait_until
+from twopc_core.testing import wait_until
 
 QUEUES = ("queue-a", "queue-b")
 

@@ -10,11 +10,11 @@ import aiohttp
 import psycopg
 import pytest
 
+from adapters.postgres.bank import transfer
+from compose.localcluster import BankCluster
 from participant_sdk.client import CoordinatorClient
 from tests.e2e.conftest import settle
-from twopc.examples.bank import transfer
-from twopc.failpoints import CRASH_EXIT_CODE
-from twopc.localcluster_bank import BankCluster
+from twopc_core.failpoints import CRASH_EXIT_CODE
 
 pytestmark = pytest.mark.slow
 

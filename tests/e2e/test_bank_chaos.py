@@ -13,10 +13,10 @@ import time
 import aiohttp
 import pytest
 
+from compose.localcluster import BankCluster
 from participant_sdk.client import CoordinatorClient, CoordinatorError
 from tests.e2e.conftest import settle
 from tests.e2e.test_bank import applied, balances, open_accounts, prepared_in
-from twopc.localcluster_bank import BankCluster
 
 pytestmark = pytest.mark.slow
 

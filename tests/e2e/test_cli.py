@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from compose.localcluster import LocalCluster
+from compose.supervisor import twopc_command
 from participant_sdk.client import CoordinatorClient
 from tests.e2e.conftest import payloads
-from twopc.localcluster import LocalCluster
-from twopc.supervisor import twopc_command
 
 pytestmark = pytest.mark.slow
 

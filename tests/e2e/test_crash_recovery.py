@@ -11,10 +11,10 @@ import signal
 import aiohttp
 import pytest
 
+from compose.localcluster import LocalCluster
 from participant_sdk.client import CoordinatorClient, CoordinatorError
 from tests.e2e.conftest import QUEUES, gtids_at, in_doubt, payloads, restart_disarmed, settle
-from twopc.failpoints import CRASH_EXIT_CODE
-from twopc.localcluster import LocalCluster
+from twopc_core.failpoints import CRASH_EXIT_CODE
 
 pytestmark = pytest.mark.slow
 
@@ -185,7 +185,7 @@ async def test_sigkill_of_the_coordinator_under_load_keeps_every_transaction_ato
                 return
 
     workers = [asyncio.create_task(worker(n)) for n in range(8)]
-    from twopc.testing import wait_until
+    from twopc_core.testing import wait_until
 
     await wait_until(lambda: sum(o == "committed" for o in told.values()) >= 40, timeout=30, message="load")
     cluster.nodes["coordinator"].kill(signal.SIGKILL)

@@ -18,11 +18,11 @@ import pytest
 
 from adapters.kafka.testing import bootstrap_servers, create_topic, read_committed, unique_name
 from adapters.postgres.testing import scratch_database, server_dsn
+from compose.localcluster import LocalCluster, Service
 from participant_sdk.client import CoordinatorClient, CoordinatorError
 from tests.e2e.conftest import FAST, restart_disarmed, settle
-from twopc.failpoints import CRASH_EXIT_CODE
-from twopc.localcluster import LocalCluster, Service
-from twopc.testing import wait_until
+from twopc_core.failpoints import CRASH_EXIT_CODE
+from twopc_core.testing import wait_until
 
 pytestmark = pytest.mark.slow
 

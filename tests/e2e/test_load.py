@@ -8,9 +8,9 @@ import time
 import aiohttp
 import pytest
 
+from compose.localcluster import LocalCluster
 from participant_sdk.client import CoordinatorClient
 from tests.e2e.conftest import gtids_at, payloads, settle
-from twopc.localcluster import LocalCluster
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from twopc.supervisor import Node, twopc_command
+from compose.supervisor import Node, twopc_command
 
 pytestmark = pytest.mark.slow
 

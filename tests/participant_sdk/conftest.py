@@ -10,7 +10,7 @@ import pytest
 from sdk_harness import Harness
 
 from participant_sdk.testing import StubCoordinator
-from twopc import failpoints
+from twopc_core import failpoints
 
 
 @pytest.fixture

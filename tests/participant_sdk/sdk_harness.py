@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from participant_sdk import Participant
 from participant_sdk.testing import InMemoryResource, call_participant
-from twopc.testing import wait_until
+from twopc_core.testing import wait_until
 
 SECRET = "test-secret"
 BRANCH = "p1"

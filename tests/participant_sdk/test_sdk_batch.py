@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from sdk_harness import SECRET, Harness, branch_body, prepare_body
 
-from twopc.signing import signed_headers
+from twopc_core.signing import signed_headers
 
 
 def op(name: str, body: dict) -> dict:

@@ -7,7 +7,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from sdk_harness import Harness, branch_body, prepare_body
 
-from twopc import failpoints
+from twopc_core import failpoints
 
 
 async def test_error_after_prepare_is_a_503_and_the_retry_votes_yes_from_the_log(

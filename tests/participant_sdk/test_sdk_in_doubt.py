@@ -9,7 +9,7 @@ from collections.abc import Callable
 from sdk_harness import Harness, branch_body
 
 from participant_sdk.testing import StubCoordinator
-from twopc.testing import FakeClock, wait_until
+from twopc_core.testing import FakeClock, wait_until
 
 
 async def test_restart_keeps_prepared_branches(harness: Harness, stub: StubCoordinator) -> None:

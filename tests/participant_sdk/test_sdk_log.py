@@ -14,8 +14,8 @@ from sdk_harness import BRANCH, Harness, branch_body, prepare_body
 
 from participant_sdk import log as participant_log
 from participant_sdk.log import BranchState, ParticipantLog
-from twopc.protocol import Vote
-from twopc.testing import FakeClock
+from twopc_core.protocol import Vote
+from twopc_core.testing import FakeClock
 
 
 async def test_durable_and_lazy_rows_are_both_there_after_a_reopen(tmp_path: Path) -> None:

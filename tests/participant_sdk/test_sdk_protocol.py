@@ -9,8 +9,8 @@ import sqlite3
 import pytest
 from sdk_harness import Harness, branch_body
 
-from twopc.protocol import Vote
-from twopc.testing import wait_until
+from twopc_core.protocol import Vote
+from twopc_core.testing import wait_until
 
 
 async def test_malformed_json_is_a_400_json_error(harness: Harness) -> None:

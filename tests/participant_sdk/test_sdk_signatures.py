@@ -7,7 +7,7 @@ import time
 import orjson
 from sdk_harness import SECRET, Harness, branch_body, prepare_body
 
-from twopc.signing import signed_headers
+from twopc_core.signing import signed_headers
 
 
 async def test_unsigned_request_is_refused_with_401(harness: Harness) -> None:

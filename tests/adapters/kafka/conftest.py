@@ -12,7 +12,7 @@ from kafka_harness import EventsService
 
 from adapters.kafka.testing import bootstrap_servers, create_topic, unique_name
 from participant_sdk.testing import StubCoordinator
-from twopc import failpoints
+from twopc_core import failpoints
 
 
 @pytest.fixture(scope="session")

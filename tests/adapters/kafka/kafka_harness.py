@@ -10,10 +10,10 @@ from typing import Any
 from aiohttp.test_utils import TestClient, TestServer
 
 from adapters.kafka import KafkaResource
+from adapters.kafka.events import PARTICIPANT, RESOURCE, build_app
 from participant_sdk import Participant
 from participant_sdk.testing import call_participant
-from twopc.examples.events import PARTICIPANT, RESOURCE, build_app
-from twopc.testing import wait_until
+from twopc_core.testing import wait_until
 
 SECRET = "events-secret"
 

@@ -13,9 +13,9 @@ from kafka_harness import EventsService
 
 from adapters.kafka import BranchState, KafkaResource, KafkaSettings
 from adapters.kafka.testing import create_topic, read_committed, unique_name
+from compose.supervisor import free_port
 from participant_sdk.testing import StubCoordinator
-from twopc import failpoints
-from twopc.supervisor import free_port
+from twopc_core import failpoints
 
 
 def order(n: int, topic: str, **extra: object) -> dict[str, object]:

@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from adapters.mockqueue.service import PARTICIPANT, build_app
 from participant_sdk.testing import call_participant
-from twopc.testing import wait_until
+from twopc_core.testing import wait_until
 
 SECRET = "queue-secret"
 NAME = "queue-a"

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from adapters.mockqueue import Faults, FaultSwitch, MockQueueResource, QueueStore
-from twopc.failpoints import CRASH_EXIT_CODE
-from twopc.protocol import Vote
+from twopc_core.failpoints import CRASH_EXIT_CODE
+from twopc_core.protocol import Vote
 
 
 class Crashed(Exception):

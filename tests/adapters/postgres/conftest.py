@@ -11,7 +11,7 @@ from pg_harness import PgService, create_items
 
 from adapters.postgres.testing import scratch_database, server_dsn
 from participant_sdk.testing import StubCoordinator
-from twopc import failpoints
+from twopc_core import failpoints
 
 
 @pytest.fixture(scope="session")

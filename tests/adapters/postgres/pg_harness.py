@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from adapters.postgres import PostgresResource
 from participant_sdk import Participant, PrepareResult
 from participant_sdk.testing import call_participant
-from twopc.testing import wait_until
+from twopc_core.testing import wait_until
 
 SECRET = "pg-test-secret"
 NAME = "pg1"

@@ -77,7 +77,7 @@ async def test_the_command_prints_what_it_did(
     await leave_orphans(service, stub)
 
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "twopc.cli", "pg", "recover", "--dsn", database, "--coordinator", url,
+        sys.executable, "-m", "tools.cli", "pg", "recover", "--dsn", database, "--coordinator", url,
         "--participant", NAME,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -95,7 +95,7 @@ async def test_the_command_prints_what_it_did(
 
 async def test_the_command_refuses_bad_arguments_clearly(database: str) -> None:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "twopc.cli", "pg", "recover", "--dsn", database, "--coordinator", "http://127.0.0.1:9",
+        sys.executable, "-m", "tools.cli", "pg", "recover", "--dsn", database, "--coordinator", "http://127.0.0.1:9",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip

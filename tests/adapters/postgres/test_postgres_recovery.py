@@ -7,7 +7,7 @@ from __future__ import annotations
 from pg_harness import NAME, PgService, prepare_by_hand, prepared_gids, rows
 
 from participant_sdk.testing import StubCoordinator
-from twopc.testing import wait_until
+from twopc_core.testing import wait_until
 
 
 async def test_a_restart_settles_prepared_branches_by_the_coordinators_outcome(

@@ -12,8 +12,8 @@ import pytest
 
 from adapters.postgres import PostgresResource, PostgresSetupError
 from adapters.postgres.testing import database_dsn
-from twopc.dev import postgres as dev_postgres
-from twopc.supervisor import free_port, twopc_command
+from compose.dev import postgres as dev_postgres
+from compose.supervisor import free_port, twopc_command
 
 
 async def test_a_server_allowing_fewer_prepared_transactions_than_the_pool_is_refused(database: str) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from adapters.postgres import testing
 from adapters.postgres.testing import DSN_ENV_VAR, scratch_database, server_dsn
-from twopc.supervisor import free_port
+from compose.supervisor import free_port
 
 
 def test_the_environment_variable_wins(pg_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

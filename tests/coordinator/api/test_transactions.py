@@ -152,7 +152,7 @@ async def test_early_prepared_branches_are_not_sent_prepare(harness: Harness) ->
 
 
 async def test_a_transaction_past_its_deadline_is_aborted_by_the_reaper(harness: Harness) -> None:
-    from twopc.testing import wait_until
+    from twopc_core.testing import wait_until
 
     _, begun = await harness.call("POST", "/v1/transactions", json={"timeout_ms": 50, "participants": TWO})
     gtid = begun["gtid"]

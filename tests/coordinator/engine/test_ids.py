@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from coordinator.engine._ids import new_gtid
-from twopc.protocol import GTID_PATTERN
+from twopc_core.protocol import GTID_PATTERN
 
 
 def test_gtids_are_url_safe_and_at_most_64_characters() -> None:

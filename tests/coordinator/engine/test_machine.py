@@ -17,7 +17,7 @@ from coordinator.engine._machine import (
     TxState,
     WrongState,
 )
-from twopc.protocol import Outcome, Vote
+from twopc_core.protocol import Outcome, Vote
 
 
 def tx_with(*names: str, early: tuple[str, ...] = ()) -> Transaction:

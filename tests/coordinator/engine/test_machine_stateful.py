@@ -27,7 +27,7 @@ from coordinator.engine._machine import (
     Transaction,
     WrongState,
 )
-from twopc.protocol import Outcome, Vote
+from twopc_core.protocol import Outcome, Vote
 
 NAMES = ("a", "b", "c", "d")
 names = st.sampled_from(NAMES)

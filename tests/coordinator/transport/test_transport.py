@@ -11,8 +11,8 @@ from aiohttp.test_utils import TestServer
 from coordinator.config import ParticipantSettings
 from coordinator.transport import Backoff, CallFailed, Transport
 from tests.coordinator.conftest import SECRET, StubParticipant
-from twopc.protocol import Outcome, Vote
-from twopc.testing import wait_until
+from twopc_core.protocol import Outcome, Vote
+from twopc_core.testing import wait_until
 
 
 @pytest.fixture

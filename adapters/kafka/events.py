@@ -1,0 +1,190 @@
+"""The "events" example service: Kafka messages that take part in global transactions.
+
+``twopc events serve --name events --port 7081 --bootstrap 127.0.0.1:9092
+--coordinator http://127.0.0.1:7070 --secret change-me``
+
+- ``/twopc``: the participant protocol; a prepare's payload is ``{"messages": [...]}``
+  (see :mod:`adapters.kafka.messages`), so a client can enlist ``events`` with its
+  messages like any other participant.
+- ``POST /events`` ``{"gtid": "...", "messages": [...]}``: the application's own way in
+  (early prepare): the service stages the messages in Kafka at once, logs its YES and
+  enlists itself with the coordinator as already prepared. The messages appear to
+  ``read_committed`` consumers when, and only when, the coordinator commits.
+- ``GET /events/{topic}?limit=N``: what a ``read_committed`` consumer reads from the
+  topic now (values shown as JSON when they are JSON, else as text or base64).
+- ``GET /healthz``: the participant's name, branches in doubt and per state.
+
+Files in the data directory: ``participant.db`` (the participant log). The staged
+messages live in Kafka, in the stage topic ``_twopc_stage.{name}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from pathlib import Path
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import web
+
+from adapters.kafka import KafkaResource, KafkaSettings, PayloadError
+from adapters.kafka.topics import read_committed
+from participant_sdk import Participant, ParticipantError
+from twopc_core.protocol import GTID_PATTERN
+from twopc_core.runtime import run_service
+
+__all__ = ["PARTICIPANT", "RESOURCE", "build_app", "run"]
+
+logger = structlog.get_logger("adapters.kafka.events")
+
+PARTICIPANT = web.AppKey("events.participant", Participant)
+RESOURCE = web.AppKey("events.resource", KafkaResource)
+
+#: Large enough for a batch of prepares carrying messages.
+_MAX_BODY = 64 * 1024 * 1024
+_MAX_READ = 10_000
+_GTID = re.compile(GTID_PATTERN)
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+def _error(status: int, code: str, message: str, details: Any = None) -> web.Response:
+    return _json({"error": {"code": code, "message": message, "details": details}}, status)
+
+
+def build_app(
+    name: str,
+    bootstrap: str,
+    coordinator_url: str,
+    secret: str,
+    data_dir: str | Path,
+    inquiry_interval: float = 5.0,
+    *,
+    retention: float = 3600.0,
+    **kafka_options: Any,
+) -> web.Application:
+    """The whole service as an aiohttp application (the participant starts with it).
+
+    ``kafka_options`` are further :class:`KafkaSettings` (``shards``, ``stage_topic``, ...).
+    """
+    resource = KafkaResource(KafkaSettings(bootstrap_servers=bootstrap, participant=name, **kafka_options))
+    participant = Participant(
+        name,
+        resource,
+        secret,
+        coordinator_url,
+        Path(data_dir) / "participant.db",
+        inquiry_interval,
+        retention=retention,
+    )
+    app = web.Application(client_max_size=_MAX_BODY)
+    app[PARTICIPANT], app[RESOURCE] = participant, resource
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_post("/events", _publish)
+    app.router.add_get("/events/{topic}", _read)
+    app.add_subapp("/twopc", participant.app())
+    return app
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    participant, resource = request.app[PARTICIPANT], request.app[RESOURCE]
+    return _json(
+        {
+            "status": "ok",
+            "name": participant.name,
+            "in_doubt": participant.in_doubt_count,
+            "branches": resource.counts(),
+            "stage_topic": resource.settings.topic,
+            "shards": len(resource.shards),
+        }
+    )
+
+
+async def _publish(request: web.Request) -> web.Response:
+    """Stage messages as this participant's branch of ``gtid`` and enlist it (early prepare)."""
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        return _error(400, "invalid_json", "the body is not JSON")
+    if not isinstance(body, dict) or set(body) != {"gtid", "messages"}:
+        return _error(422, "invalid_request", 'the body must be {"gtid": "...", "messages": [...]}')
+    gtid, messages = body["gtid"], body["messages"]
+    if not isinstance(gtid, str) or not _GTID.match(gtid):
+        return _error(422, "invalid_request", "gtid must be a transaction id the coordinator gave")
+    participant = request.app[PARTICIPANT]
+    try:
+        async with participant.branch(gtid) as batch:
+            if not isinstance(messages, list):
+                raise PayloadError(f'"messages" must be a list, not {type(messages).__name__}')
+            batch.extend(messages)
+    except PayloadError as exc:
+        return _error(422, "invalid_messages", str(exc))
+    except ParticipantError as exc:
+        return _json(exc.body(), exc.status)
+    return _json({"gtid": gtid, "branch": participant.name, "messages": len(messages), "vote": "yes"}, 201)
+
+
+async def _read(request: web.Request) -> web.Response:
+    topic = request.match_info["topic"]
+    try:
+        limit = int(request.query.get("limit", "100"))
+    except ValueError:
+        return _error(400, "invalid_request", "limit must be an integer")
+    if not 0 < limit <= _MAX_READ:
+        return _error(400, "invalid_request", f"limit must be between 1 and {_MAX_READ}")
+    resource = request.app[RESOURCE]
+    try:
+        found = await read_committed(resource.settings.bootstrap_servers, [topic])
+    except RuntimeError as exc:
+        return _error(404, "not_found", str(exc))
+    return _json(
+        {
+            "messages": [
+                {
+                    "partition": m.partition,
+                    "offset": m.offset,
+                    "key": _show(m.key),
+                    "value": _show(m.value),
+                    "headers": [[name, _show(value)] for name, value in m.headers],
+                }
+                for m in found[:limit]
+            ]
+        }
+    )
+
+
+def _show(data: bytes | None) -> Any:
+    if data is None:
+        return None
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"b64": base64.b64encode(data).decode()}
+
+
+def run(
+    name: str,
+    host: str,
+    port: int,
+    bootstrap: str,
+    coordinator_url: str,
+    secret: str,
+    data_dir: str | Path,
+    inquiry_interval: float = 5.0,
+    **kafka_options: Any,
+) -> None:
+    """Serve the events participant until SIGINT or SIGTERM."""
+    app = build_app(name, bootstrap, coordinator_url, secret, data_dir, inquiry_interval, **kafka_options)
+
+    def listening(*_args: object, **_kwargs: object) -> None:
+        logger.info("listening", participant=name, url=f"http://{host}:{port}", bootstrap=bootstrap)
+
+    run_service(app, host, port, print=listening)

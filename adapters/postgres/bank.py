@@ -1,0 +1,356 @@
+"""The bank: accounts in PostgreSQL, as a 2PC participant (``twopc bank serve``).
+
+A transfer between two banks on two databases is one global transaction with two
+branches, a debit at one bank and a credit at the other, each ``{"account", "delta"}``:
+
+- work at prepare: the coordinator's prepare carries the entry; the bank applies it
+  inside the branch and votes no (with the reason) for an unknown account, for a balance
+  that would go negative, or for a transfer it already applied;
+- early prepare: ``POST /early-prepare {"gtid", "account", "delta"}`` applies the entry
+  now inside ``participant.branch(gtid)``, which prepares it and enlists this bank in
+  the transaction as voted yes.
+
+Balances never go negative (a CHECK constraint) and each gtid is applied at most once
+per bank (the primary key of ``applied_transfers``). HTTP: ``GET /accounts``,
+``GET /accounts/{id}``, ``POST /accounts {"id", "balance"}`` (open an account),
+``GET /transfers``, ``GET /healthz`` (with the number and age of prepared transactions),
+the participant protocol at ``/twopc``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psycopg
+import structlog
+from aiohttp import web
+from psycopg import errors as pg_errors
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from adapters.postgres import PostgresResource, PostgresSetupError
+from participant_sdk import CoordinatorClient, Participant, ParticipantError, PrepareResult
+from twopc_core.protocol import GTID_PATTERN
+from twopc_core.runtime import run_service
+
+__all__ = [
+    "SCHEMA",
+    "Entry",
+    "apply_entry",
+    "bank_handler",
+    "build_app",
+    "create_schema",
+    "run",
+    "transfer",
+]
+
+logger = structlog.get_logger("adapters.postgres.bank")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS accounts (
+    id      text PRIMARY KEY,
+    balance bigint NOT NULL CHECK (balance >= 0)
+);
+CREATE TABLE IF NOT EXISTS applied_transfers (
+    gtid       text PRIMARY KEY,
+    account    text NOT NULL,
+    delta      bigint NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+"""
+_ACCOUNT = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
+_BIGINT = 2**63 - 1
+#: Any constant: serialises banks creating their tables in one database at once.
+_SCHEMA_LOCK = 0x62616E6B
+
+PARTICIPANT = web.AppKey("bank.participant", Participant)
+RESOURCE = web.AppKey("bank.resource", PostgresResource)
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Entry(_Body):
+    """One bank's side of a transfer: ``delta`` is added to the account's balance."""
+
+    account: str = Field(pattern=_ACCOUNT)
+    delta: int = Field(ge=-_BIGINT, le=_BIGINT)
+
+
+class EarlyEntry(Entry):
+    gtid: str = Field(pattern=GTID_PATTERN)
+
+
+class NewAccount(_Body):
+    id: str = Field(pattern=_ACCOUNT)
+    balance: int = Field(0, ge=0, le=_BIGINT)
+
+
+# -- the branch's work -------------------------------------------------------------------
+
+
+async def apply_entry(conn: psycopg.AsyncConnection, gtid: str, entry: Entry) -> PrepareResult:
+    """Apply ``entry`` for transfer ``gtid`` on ``conn`` (inside the branch); YES, or NO
+    with the reason (the caller then rolls the branch back)."""
+    cursor = await conn.execute(
+        "INSERT INTO applied_transfers (gtid, account, delta) VALUES (%s, %s, %s) "
+        "ON CONFLICT (gtid) DO NOTHING RETURNING gtid",
+        [gtid, entry.account, entry.delta],
+    )
+    if await cursor.fetchone() is None:
+        return PrepareResult.no(f"transfer {gtid} was already applied here")
+    try:
+        cursor = await conn.execute(
+            "UPDATE accounts SET balance = balance + %s WHERE id = %s RETURNING balance",
+            [entry.delta, entry.account],
+        )
+    except pg_errors.CheckViolation:
+        return PrepareResult.no(f"insufficient funds in account {entry.account!r}")
+    except pg_errors.NumericValueOutOfRange:
+        return PrepareResult.no(f"the balance of account {entry.account!r} would overflow")
+    if await cursor.fetchone() is None:
+        return PrepareResult.no(f"no account {entry.account!r}")
+    return PrepareResult.yes()
+
+
+async def bank_handler(conn: psycopg.AsyncConnection, gtid: str, branch: str, payload: Any) -> PrepareResult:
+    """Work at prepare: the payload is an :class:`Entry`."""
+    try:
+        entry = Entry.model_validate(payload)
+    except ValidationError as exc:
+        return PrepareResult.no(f'payload must be {{"account": str, "delta": int}}: {_describe(exc)}')
+    return await apply_entry(conn, gtid, entry)
+
+
+async def create_schema(dsn: str) -> None:
+    async with await psycopg.AsyncConnection.connect(dsn) as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", [_SCHEMA_LOCK])
+        await conn.execute(SCHEMA)
+
+
+# -- a client's side: one transfer as one global transaction -------------------------------
+
+
+async def transfer(
+    coordinator: CoordinatorClient,
+    source: tuple[str, str],
+    target: tuple[str, str],
+    amount: int,
+    *,
+    idempotency_key: str | None = None,
+    timeout_ms: int | None = None,
+) -> dict[str, Any]:
+    """Move ``amount`` from ``(bank, account)`` to ``(bank, account)`` in one global
+    transaction (work at prepare at both banks); returns the coordinator's answer."""
+    if amount <= 0:
+        raise ValueError("amount must be positive")
+    participants = [
+        {"name": source[0], "payload": {"account": source[1], "delta": -amount}},
+        {"name": target[0], "payload": {"account": target[1], "delta": amount}},
+    ]
+    return await coordinator.execute(participants, timeout_ms=timeout_ms, idempotency_key=idempotency_key)
+
+
+# -- the service ---------------------------------------------------------------------------
+
+
+def build_app(
+    name: str,
+    dsn: str,
+    coordinator_url: str,
+    secret: str,
+    data_dir: str | Path,
+    *,
+    inquiry_interval: float = 5.0,
+    sweep_interval: float = 60.0,
+    pool_size: int = 10,
+) -> web.Application:
+    """The bank as an aiohttp application; the participant starts and stops with it."""
+    resource = PostgresResource(dsn, name, handler=bank_handler, pool_size=pool_size)
+    participant = Participant(
+        name,
+        resource,
+        secret,
+        coordinator_url,
+        Path(data_dir) / "participant.db",
+        inquiry_interval,
+        sweep_interval=sweep_interval,
+    )
+    app = web.Application(middlewares=[_json_errors])
+    app[PARTICIPANT], app[RESOURCE] = participant, resource
+
+    async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
+        await create_schema(dsn)  # before the participant serves a prepare
+        await participant.start()
+        yield
+        await participant.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/accounts", _accounts)
+    app.router.add_post("/accounts", _open_account)
+    app.router.add_get("/accounts/{id}", _account)
+    app.router.add_get("/transfers", _transfers)
+    app.router.add_post("/early-prepare", _early_prepare)
+    app.add_subapp("/twopc", participant.app(manage_lifecycle=False))
+    return app
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+def _error(status: int, code: str, message: str, details: Any = None) -> web.Response:
+    return _json({"error": {"code": code, "message": message, "details": details}}, status)
+
+
+@web.middleware
+async def _json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _error(exc.status, f"http_{exc.status}", exc.reason)
+    except psycopg.OperationalError as exc:
+        return _error(503, "database_unavailable", f"the bank's database is unavailable: {exc}")
+
+
+async def _read(request: web.Request, model: type[_Body]) -> Any:
+    body = await request.read()
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_context=False, include_input=False)
+        if any(error["type"] == "json_invalid" for error in errors):
+            raise _Refused(_error(400, "invalid_json", "the body is not JSON")) from None
+        raise _Refused(_error(422, "invalid_request", _describe(exc), errors)) from None
+
+
+class _Refused(Exception):
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.text)
+        self.response = response
+
+
+def _describe(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in error['loc']) or 'body'}: {error['msg']}"
+        for error in exc.errors(include_url=False)[:5]
+    )
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    participant = request.app[PARTICIPANT]
+    try:
+        stats = await request.app[RESOURCE].prepared_stats()
+    except (psycopg.Error, OSError) as exc:
+        return _json({"status": "unavailable", "name": participant.name, "error": str(exc)}, 503)
+    return _json(
+        {
+            "status": "ok",
+            "name": participant.name,
+            "in_doubt": participant.in_doubt_count,
+            "prepared": stats.as_dict(),
+        }
+    )
+
+
+async def _accounts(request: web.Request) -> web.Response:
+    async with request.app[RESOURCE].connection() as conn:
+        cursor = await conn.execute("SELECT id, balance FROM accounts ORDER BY id")
+        accounts = [{"id": id_, "balance": balance} for id_, balance in await cursor.fetchall()]
+    return _json({"accounts": accounts, "total": sum(a["balance"] for a in accounts)})
+
+
+async def _account(request: web.Request) -> web.Response:
+    account = request.match_info["id"]
+    async with request.app[RESOURCE].connection() as conn:
+        cursor = await conn.execute("SELECT balance FROM accounts WHERE id = %s", [account])
+        row = await cursor.fetchone()
+    if row is None:
+        return _error(404, "not_found", f"no account {account!r}")
+    return _json({"id": account, "balance": row[0]})
+
+
+async def _open_account(request: web.Request) -> web.Response:
+    try:
+        new = await _read(request, NewAccount)
+    except _Refused as refused:
+        return refused.response
+    async with request.app[RESOURCE].connection() as conn:
+        cursor = await conn.execute(
+            "INSERT INTO accounts (id, balance) VALUES (%s, %s) ON CONFLICT (id) DO NOTHING RETURNING id",
+            [new.id, new.balance],
+        )
+        if await cursor.fetchone() is None:
+            return _error(409, "account_exists", f"account {new.id!r} already exists")
+    return _json({"id": new.id, "balance": new.balance}, 201)
+
+
+async def _transfers(request: web.Request) -> web.Response:
+    """Applied (committed) entries, oldest first."""
+    async with request.app[RESOURCE].connection() as conn:
+        cursor = await conn.execute("SELECT gtid, account, delta FROM applied_transfers ORDER BY applied_at, gtid")
+        rows = await cursor.fetchall()
+    return _json({"transfers": [{"gtid": g, "account": a, "delta": d} for g, a, d in rows]})
+
+
+class _VotedNo(Exception):
+    pass
+
+
+async def _early_prepare(request: web.Request) -> web.Response:
+    """Apply an entry now, in this bank's branch of ``gtid``, and enlist it prepared."""
+    try:
+        entry = await _read(request, EarlyEntry)
+    except _Refused as refused:
+        return refused.response
+    participant = request.app[PARTICIPANT]
+    try:
+        async with participant.branch(entry.gtid) as conn:
+            result = await apply_entry(conn, entry.gtid, entry)
+            if result.vote != "yes":
+                raise _VotedNo(result.reason)  # leaves the branch: rolled back
+    except _VotedNo as no:
+        return _error(409, "vote_no", str(no), {"gtid": entry.gtid, "account": entry.account})
+    except ParticipantError as exc:
+        return _error(exc.status, exc.code, exc.message, exc.details)
+    return _json({"gtid": entry.gtid, "branch": participant.name, "vote": "yes"}, 201)
+
+
+def run(
+    name: str,
+    host: str,
+    port: int,
+    dsn: str,
+    coordinator_url: str,
+    secret: str,
+    data_dir: str | Path,
+    *,
+    inquiry_interval: float = 5.0,
+    sweep_interval: float = 60.0,
+) -> None:
+    """Serve the bank until SIGINT or SIGTERM; exit 2 with the reason if PostgreSQL cannot serve."""
+    app = build_app(
+        name,
+        dsn,
+        coordinator_url,
+        secret,
+        data_dir,
+        inquiry_interval=inquiry_interval,
+        sweep_interval=sweep_interval,
+    )
+
+    def listening(*_args: object, **_kwargs: object) -> None:
+        logger.info("listening", participant=name, url=f"http://{host}:{port}")
+
+    try:
+        run_service(app, host, port, print=listening)
+    except PostgresSetupError as exc:
+        print(f"bank {name}: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None

@@ -1,0 +1,148 @@
+"""Short smoke runs of `twopc bench`: the figures it promises are there and sensible, for
+mock queues, PostgreSQL banks and Kafka, and a run leaves nothing behind.
+
+The PostgreSQL and Kafka runs use the test servers (see adapters/*/testing.py): without
+one they fail, saying how to get it; they never skip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+
+from adapters.kafka.testing import bootstrap_servers
+from adapters.postgres.testing import server_dsn
+from compose.supervisor import twopc_command
+from tools.bench._load import percentile
+from tools.bench._postgres import ACCOUNTS, OPENING_BALANCE, PostgresWorkload
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 50) == 50.0
+    assert percentile(values, 99) == 99.0
+    assert percentile(values, 100) == 100.0
+    assert percentile([], 99) == 0.0
+
+
+def _bench(output: Path, workload: str, *options: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """A short run: 8 clients, 1.5 s measured after 0.5 s of warm-up, one sweep point."""
+    short = ["--concurrency", "8", "--duration", "1.5", "--warmup", "0.5", "--sweep", "2"]
+    run = subprocess.run(
+        twopc_command("bench", "--workload", workload, *short, "--output", str(output), *options),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert run.returncode == 0, run.stderr
+    return run, json.loads(output.read_text())
+
+
+def _assert_sensible(report: dict[str, Any], output: Path) -> None:
+    assert report["committed"] > 0 and report["errors"] == 0, report["error_samples"]
+    assert report["baseline_errors"] == 0, report["error_samples"]
+    assert report["throughput_tps"] > 0 and report["baseline_tps"] > 0
+    assert report["overhead_ratio"] == pytest.approx(report["throughput_tps"] / report["baseline_tps"])
+    for latency in (report["latency_ms"], report["baseline_latency_ms"]):
+        assert 0 < latency["p50"] <= latency["p95"] <= latency["p99"] <= latency["max"]
+    assert report["decisions_per_log_commit"] > 0
+    assert report["coordinator_cpu_percent"] > 0 and report["participants_cpu_percent"] > 0
+    per_transaction = report["cpu_ms_per_transaction"]
+    assert set(per_transaction) == {"coordinator", "participants", "load_generator"}
+    assert all(ms > 0 for ms in per_transaction.values())
+    assert report["peak_rss_mb"]["coordinator"] > 10 and report["peak_rss_mb"]["participants"] > 10
+    assert 0 < report["machine_busy_percent"] <= 100 and 0 < report["baseline_machine_busy_percent"] <= 100
+    assert [p["concurrency"] for p in report["sweep"]] == [2, 8]
+    assert output.with_suffix(".png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+@pytest.mark.slow
+def test_a_short_mock_bench_writes_its_report_and_plot(tmp_path: Path) -> None:
+    output = tmp_path / "bench.json"
+    run, report = _bench(output, "mock")
+    _assert_sensible(report, output)
+    assert report["participant_names"] == ["queue-a", "queue-b"]
+    assert report["decisions_per_log_commit"] >= 1.0
+    assert "committed / s" in run.stdout  # the table for people
+    assert "through the coordinator" in run.stderr and "baseline" in run.stderr  # progress
+
+
+@pytest.mark.slow
+def test_a_short_postgres_bench_measures_two_banks_and_drops_its_databases(tmp_path: Path) -> None:
+    dsn = server_dsn()
+    output = tmp_path / "bench.json"
+    _, report = _bench(output, "postgres", "--postgres-dsn", dsn)
+    _assert_sensible(report, output)
+    assert report["participant_names"] == ["bank-a", "bank-b"]
+    assert "PREPARE TRANSACTION" in report["baseline"]
+    with psycopg.connect(dsn) as conn:
+        left = conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE %s", [f"twopc_bench_{report['run_id']}_%"]
+        ).fetchall()
+    assert left == []
+
+
+@pytest.mark.slow
+def test_a_short_kafka_bench_measures_events_and_deletes_its_topics(tmp_path: Path) -> None:
+    bootstrap = bootstrap_servers()
+    output = tmp_path / "bench.json"
+    _, report = _bench(output, "kafka", "--kafka-bootstrap", bootstrap)
+    _assert_sensible(report, output)
+    events = f"events-{report['run_id']}"
+    assert report["participant_names"] == ["queue-a", events]
+    assert asyncio.run(_topics_named(bootstrap, report["run_id"])) == []
+
+
+async def _topics_named(bootstrap: str, fragment: str) -> list[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        return sorted(topic for topic in await admin.list_topics() if fragment in topic)
+    finally:
+        await admin.close()
+
+
+@pytest.mark.slow
+async def test_the_postgres_baseline_does_the_banks_work_on_both_databases(tmp_path: Path) -> None:
+    """One transfer through the coordinator and one as the baseline leave the same trace:
+    an applied entry at each bank, balances moved by it, money conserved, nothing prepared."""
+    dsn = await asyncio.to_thread(server_dsn)
+    load = PostgresWorkload(tmp_path, server_dsn=dsn)
+    await load.start(progress=lambda line: None)
+    try:
+        await load.open(2)
+        try:
+            assert await load.transaction(0, 1)
+            assert await load.baseline(0, 2)
+        finally:
+            await load.close()
+        totals = {}
+        for bank, bank_dsn in load.banks.dsns.items():
+            async with await psycopg.AsyncConnection.connect(bank_dsn) as conn:
+                entries = await (await conn.execute("SELECT gtid, delta FROM applied_transfers")).fetchall()
+                (total,) = await (await conn.execute("SELECT sum(balance) FROM accounts")).fetchone()
+                prepared = await (
+                    await conn.execute("SELECT gid FROM pg_prepared_xacts WHERE database = current_database()")
+                ).fetchall()
+            assert len(entries) == 2 and len({gtid for gtid, _ in entries}) == 2, entries
+            assert total == ACCOUNTS * OPENING_BALANCE + sum(delta for _, delta in entries)
+            assert prepared == []
+            totals[bank] = total
+        assert sum(totals.values()) == 2 * ACCOUNTS * OPENING_BALANCE
+        assert totals["bank-a"] < ACCOUNTS * OPENING_BALANCE  # bank-a is debited
+    finally:
+        await load.stop()
+    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+        cursor = await conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE %s", [f"twopc_bench_{load.run_id}_%"]
+        )
+        assert await cursor.fetchall() == []

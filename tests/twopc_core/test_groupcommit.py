@@ -1,0 +1,238 @@
+"""Group commit for SQLite: one writer task, one transaction and one commit per batch."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiosqlite
+import pytest
+
+from twopc_core.groupcommit import GroupCommitter, open_sqlite
+from twopc_core.testing import wait_until
+
+SCHEMA = "CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT NOT NULL)"
+INSERT = "INSERT INTO t (k, v) VALUES (?, ?)"
+UPDATE = "UPDATE t SET v = ? WHERE k = ?"
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> str:
+    path = str(tmp_path / "log.db")
+    conn = await open_sqlite(path)
+    await conn.execute(SCHEMA)
+    await conn.close()
+    return path
+
+
+@pytest.fixture
+async def committer(db: str) -> AsyncIterator[GroupCommitter]:
+    committer = GroupCommitter(db)
+    await committer.start()
+    yield committer
+    await committer.close()
+
+
+async def rows(path: str) -> list[tuple[int, str]]:
+    """What another connection sees."""
+    async with aiosqlite.connect(path) as reader, reader.execute("SELECT k, v FROM t ORDER BY k") as cursor:
+        return [(k, v) for k, v in await cursor.fetchall()]
+
+
+async def test_durable_write_is_visible_to_another_connection(committer: GroupCommitter, db: str) -> None:
+    await committer.write_durable(INSERT, (1, "a"))
+    assert await rows(db) == [(1, "a")]
+    assert committer.stats.commits == 1
+    assert committer.stats.durable_writes == 1
+
+
+async def test_concurrent_durable_writes_share_commits(committer: GroupCommitter, db: str) -> None:
+    writes = 200
+    await asyncio.gather(*(committer.write_durable(INSERT, (k, f"v{k}")) for k in range(writes)))
+    assert await rows(db) == [(k, f"v{k}") for k in range(writes)]
+    assert committer.stats.durable_writes == writes
+    assert committer.stats.commits < writes
+    assert committer.stats.durable_per_commit > 1
+
+
+async def test_a_write_made_one_turn_after_another_joins_its_commit(committer: GroupCommitter, db: str) -> None:
+    # As a batch of votes arrives: the first decision wakes the writer, the rest follow
+    # a turn of the loop later, and all of them should share the one commit.
+    async def one_turn_later() -> None:
+        await asyncio.sleep(0)
+        await committer.write_durable(INSERT, (2, "b"))
+
+    await asyncio.gather(committer.write_durable(INSERT, (1, "a")), one_turn_later())
+    assert await rows(db) == [(1, "a"), (2, "b")]
+    assert committer.stats.commits == 1
+
+
+async def test_max_batch_bounds_the_writes_in_one_commit(db: str) -> None:
+    committer = GroupCommitter(db, max_batch=5)
+    await committer.start()
+    try:
+        await asyncio.gather(*(committer.write_durable(INSERT, (k, "v")) for k in range(20)))
+    finally:
+        await committer.close()
+    assert len(await rows(db)) == 20
+    assert committer.stats.commits >= 4
+
+
+async def test_writes_are_applied_in_the_order_they_were_queued(committer: GroupCommitter, db: str) -> None:
+    # One batch: an update before its row exists changes nothing; one after does.
+    await asyncio.gather(
+        committer.write_durable(UPDATE, ("early", 1)),
+        committer.write_durable(INSERT, (1, "a")),
+        committer.write_durable(INSERT, (2, "b")),
+        committer.write_durable(UPDATE, ("late", 2)),
+    )
+    assert committer.stats.commits == 1
+    assert await rows(db) == [(1, "a"), (2, "late")]
+
+
+async def test_a_failing_statement_fails_only_its_own_waiter(committer: GroupCommitter, db: str) -> None:
+    await committer.write_durable(INSERT, (1, "a"))
+    results = await asyncio.gather(
+        committer.write_durable(INSERT, (2, "b")),
+        committer.write_durable(INSERT, (1, "duplicate")),
+        committer.write_durable(INSERT, (3, "c")),
+        return_exceptions=True,
+    )
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], sqlite3.IntegrityError)
+    assert await rows(db) == [(1, "a"), (2, "b"), (3, "c")]
+    assert committer.stats.durable_writes == 3, "the failed write was counted as durable"
+
+
+async def test_writes_after_close_are_refused(committer: GroupCommitter) -> None:
+    await committer.close()
+    with pytest.raises(RuntimeError, match="not running"):
+        await committer.write_durable(INSERT, (1, "a"))
+    with pytest.raises(RuntimeError, match="not running"):
+        committer.write(INSERT, (1, "a"))
+
+
+async def test_writer_keeps_working_after_a_failed_batch(committer: GroupCommitter, db: str) -> None:
+    with pytest.raises(sqlite3.IntegrityError):
+        await committer.write_durable(INSERT, (1, None))  # NOT NULL
+    await committer.write_durable(INSERT, (2, "b"))
+    assert await rows(db) == [(2, "b")]
+
+
+async def test_write_durable_many_commits_together(db: str) -> None:
+    # Even with one entry per batch, the statements of one call are never cut apart.
+    committer = GroupCommitter(db, max_batch=1)
+    await committer.start()
+    try:
+        await committer.write_durable_many([(INSERT, (1, "a")), (INSERT, (2, "b")), (UPDATE, ("c", 1))])
+        assert committer.stats.commits == 1
+        assert await rows(db) == [(1, "c"), (2, "b")]
+        with pytest.raises(sqlite3.IntegrityError):
+            await committer.write_durable_many([(INSERT, (10, "x")), (INSERT, (11, "y")), (INSERT, (10, "dup"))])
+        assert await rows(db) == [(1, "c"), (2, "b")], "part of a failed write_durable_many was kept"
+    finally:
+        await committer.close()
+
+
+async def test_write_durable_many_of_nothing_returns_at_once(committer: GroupCommitter) -> None:
+    await committer.write_durable_many([])
+    assert committer.stats.commits == 0
+
+
+async def test_lazy_writes_ride_along_with_the_next_durable_write(committer: GroupCommitter, db: str) -> None:
+    committer.write(INSERT, (1, "lazy"))
+    await committer.write_durable(INSERT, (2, "forced"))
+    assert await rows(db) == [(1, "lazy"), (2, "forced")]
+    assert committer.stats.commits == 1
+    assert committer.stats.durable_writes == 1
+
+
+async def test_lazy_write_is_committed_without_anyone_waiting(committer: GroupCommitter, db: str) -> None:
+    committer.write(INSERT, (1, "lazy"))
+    await wait_until(lambda: committer.stats.commits == 1, timeout=5, message="the lazy write to commit")
+    assert await rows(db) == [(1, "lazy")]
+
+
+@pytest.fixture
+async def patient(db: str) -> AsyncIterator[GroupCommitter]:
+    """A committer whose lazy writes wait a minute for a forced write."""
+    committer = GroupCommitter(db, lazy_delay=60)
+    await committer.start()
+    yield committer
+    await committer.close()
+
+
+async def test_a_lazy_write_waits_for_a_forced_write_to_ride_with(patient: GroupCommitter, db: str) -> None:
+    patient.write(INSERT, (1, "lazy"))
+    # An observation window, not a synchronisation: a commit of its own would have
+    # happened within milliseconds.
+    await asyncio.sleep(0.3)
+    assert patient.stats.commits == 0
+    await patient.write_durable(INSERT, (2, "forced"))
+    assert patient.stats.commits == 1
+    assert await rows(db) == [(1, "lazy"), (2, "forced")]
+
+
+async def test_lazy_writes_left_after_a_forced_batch_wait_for_the_next_one(patient: GroupCommitter, db: str) -> None:
+    forced = asyncio.create_task(patient.write_durable(INSERT, (1, "forced")))
+    await wait_until(lambda: patient.stats.commits == 1, timeout=5, message="the forced batch")
+    patient.write(INSERT, (2, "lazy"))
+    await asyncio.sleep(0.3)  # an observation window, as above
+    assert patient.stats.commits == 1
+    await forced
+    await patient.flush()
+    assert patient.stats.commits == 2
+    assert await rows(db) == [(1, "forced"), (2, "lazy")]
+
+
+async def test_close_drains_lazy_writes(db: str) -> None:
+    committer = GroupCommitter(db)
+    await committer.start()
+    for k in range(50):
+        committer.write(INSERT, (k, "lazy"))
+    await committer.close()
+    assert len(await rows(db)) == 50
+
+
+async def test_cancelled_durable_write_is_still_committed(committer: GroupCommitter, db: str) -> None:
+    # Once queued, a write belongs to a batch: cancelling its caller does not tear it out.
+    task = asyncio.create_task(committer.write_durable(INSERT, (1, "a")))
+    await asyncio.sleep(0)  # one turn of the loop: the task queues its write
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await committer.flush()
+    assert await rows(db) == [(1, "a")]
+
+
+async def test_flush_commits_queued_lazy_writes(committer: GroupCommitter, db: str) -> None:
+    committer.write(INSERT, (1, "a"))
+    committer.write(INSERT, (2, "b"))
+    await committer.flush()
+    assert await rows(db) == [(1, "a"), (2, "b")]
+    assert committer.stats.durable_writes == 0, "the flush marker counted as a durable write"
+
+
+async def test_flush_with_nothing_queued_costs_no_commit(committer: GroupCommitter) -> None:
+    await committer.flush()
+    assert committer.stats.commits == 0
+
+
+async def test_flush_waits_for_a_batch_already_being_committed(committer: GroupCommitter, db: str) -> None:
+    # Another connection holds the write lock, so the writer's batch stays in flight.
+    blocker = await aiosqlite.connect(db, isolation_level=None)
+    try:
+        await blocker.execute("BEGIN IMMEDIATE")
+        committer.write(INSERT, (1, "a"))
+        await wait_until(lambda: not committer._queue, timeout=5, message="the writer to take the batch")
+        flushing = asyncio.create_task(committer.flush())
+        for _ in range(5):  # turns of the loop in which a flush that waits for nothing returns
+            await asyncio.sleep(0)
+        assert not flushing.done(), "flush returned while the batch was not committed"
+        await blocker.execute("ROLLBACK")
+        await asyncio.wait_for(flushing, timeout=10)
+        assert await rows(db) == [(1, "a")]
+    finally:
+        await blocker.close()

@@ -1,0 +1,211 @@
+"""``twopc bench``: throughput and latency percentiles, beside the bare cost of the same work."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tools.bench._kafka import KafkaWorkload
+from tools.bench._load import LoadResult, run_load
+from tools.bench._mixed import MixedWorkload
+from tools.bench._mock import MockWorkload
+from tools.bench._postgres import PostgresWorkload
+from tools.bench._report import (
+    busy_percent,
+    machine,
+    machine_cpu_ticks,
+    plot,
+    print_report,
+    process_cpu_seconds,
+    process_peak_rss_mb,
+)
+from tools.bench._resources import BenchSetupError
+from tools.bench._workload import Progress, Workload
+from twopc_core.runtime import new_event_loop, tune_garbage_collector
+
+__all__ = ["WORKLOADS", "BenchSetupError", "Workload", "run_bench"]
+
+WORKLOADS = ("mock", "postgres", "kafka", "mixed")
+
+#: Durable decisions, loopback timeouts a loaded machine can meet.
+_COORDINATOR_TOML = """
+[transactions]
+prepare_timeout_ms = 10000
+commit_wait_ms = 10000
+"""
+_DEFAULT_MOCK_PARTICIPANTS = 2
+
+
+def _workload(
+    name: str, directory: Path, participants: int | None, postgres_dsn: str | None, kafka_bootstrap: str | None
+) -> Workload:
+    if name == "mock":
+        count = participants or _DEFAULT_MOCK_PARTICIPANTS
+        return MockWorkload(directory, count, coordinator_toml=_COORDINATOR_TOML)
+    if name not in WORKLOADS:
+        raise ValueError(f"no workload {name!r}: choose one of {', '.join(WORKLOADS)}")
+    if participants is not None:
+        raise ValueError(f"the {name} workload has fixed participants; participants applies to the mock workload")
+    if name == "postgres":
+        return PostgresWorkload(directory, _COORDINATOR_TOML, postgres_dsn)
+    if name == "kafka":
+        return KafkaWorkload(directory, _COORDINATOR_TOML, kafka_bootstrap)
+    return MixedWorkload(directory, _COORDINATOR_TOML, postgres_dsn, kafka_bootstrap)
+
+
+def run_bench(
+    workload: str = "mock",
+    participants: int | None = None,
+    concurrency: int = 64,
+    duration: float = 10.0,
+    warmup: float = 2.0,
+    sweep: Sequence[int] = (1, 8, 32),
+    output: Path | None = None,
+    plot_path: Path | None = None,
+    directory: Path | None = None,
+    progress: Progress = print,
+    *,
+    postgres_dsn: str | None = None,
+    kafka_bootstrap: str | None = None,
+) -> dict[str, Any]:
+    """Run one workload through the coordinator and as its baseline; print and return the report.
+
+    ``participants`` is for the mock workload (the others have fixed participants);
+    ``postgres_dsn`` and ``kafka_bootstrap`` default to the servers ``twopc dev up`` runs.
+    """
+    with tempfile.TemporaryDirectory(prefix="twopc-bench-") as tmp:
+        load = _workload(workload, directory or Path(tmp), participants, postgres_dsn, kafka_bootstrap)
+        report, latencies = _event_loop_run(_bench(load, concurrency, duration, warmup, sweep, progress))
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(report, indent=2) + "\n")
+    if plot_path is None and output is not None:
+        plot_path = output.with_suffix(".png")
+    if plot_path is not None:
+        plot(report, latencies, plot_path)
+        report["plot"] = str(plot_path)
+    print_report(report)
+    return report
+
+
+async def _bench(
+    load: Workload,
+    concurrency: int,
+    duration: float,
+    warmup: float,
+    sweep: Sequence[int],
+    progress: Progress,
+) -> tuple[dict[str, Any], dict[str, list[float]]]:
+    await load.start(progress)
+    try:
+        await load.open(max([concurrency, *sweep]))
+        try:
+            return await _measure(load, concurrency, duration, warmup, sweep, progress)
+        finally:
+            await load.close()
+    finally:
+        progress("stopping the processes and removing what this run made ...")
+        await load.stop()
+
+
+async def _measure(
+    load: Workload,
+    concurrency: int,
+    duration: float,
+    warmup: float,
+    sweep: Sequence[int],
+    progress: Progress,
+) -> tuple[dict[str, Any], dict[str, list[float]]]:
+    progress(f"through the coordinator: {concurrency} clients, {warmup:g}s warm-up + {duration:g}s")
+    before = await load.metrics()
+    cpu_before: dict[str, float] = {}
+    machine_ticks: dict[str, tuple[int, int]] = {}
+
+    def measure_starts() -> None:
+        cpu_before.update(_cpu(load))
+        machine_ticks["main"] = machine_cpu_ticks()
+
+    main = await run_load(load.transaction, concurrency, duration, warmup, progress, at_measure_start=measure_starts)
+    after, cpu_after = await load.metrics(), _cpu(load)
+    machine_busy = busy_percent(machine_ticks["main"], machine_cpu_ticks())
+    cpu_used = {who: cpu_after[who] - cpu_before[who] for who in cpu_after}
+    progress(f"baseline, the same work without a coordinator: {concurrency} clients")
+
+    def baseline_starts() -> None:
+        machine_ticks["baseline"] = machine_cpu_ticks()
+
+    base = await run_load(load.baseline, concurrency, duration, warmup, progress, at_measure_start=baseline_starts)
+    baseline_busy = busy_percent(machine_ticks["baseline"], machine_cpu_ticks())
+    points: list[dict[str, Any]] = []
+    for clients in sorted(set(sweep) - {concurrency}):
+        progress(f"sweep: {clients} clients")
+        point = await run_load(load.transaction, clients, max(2.0, duration / 3), 1.0, progress)
+        points.append(_point(clients, point))
+    points.append(_point(concurrency, main))
+
+    def delta(counter: str) -> float:
+        return after.get(counter, 0) - before.get(counter, 0)
+
+    calls, exchanges = delta("participant_calls"), delta("participant_exchanges")
+    commits, decisions = delta("log_commits"), delta("decisions_logged")
+    names = load.participant_names
+    report = {
+        "workload": load.name,
+        "run_id": load.run_id,
+        "participants": len(names),
+        "participant_names": names,
+        "concurrency": concurrency,
+        "duration_s": main.seconds,
+        "warmup_s": warmup,
+        "throughput_tps": main.throughput,
+        "latency_ms": main.latency(),
+        "committed": main.committed,
+        "aborted": main.aborted,
+        "errors": main.errors,
+        "error_samples": main.error_samples + base.error_samples,
+        # CPU over the measured run, in percent of one core and per committed transaction.
+        **{f"{who}_cpu_percent": 100 * used / main.seconds for who, used in cpu_used.items()},
+        "cpu_ms_per_transaction": {
+            who: 1000 * used / main.committed if main.committed else 0.0 for who, used in cpu_used.items()
+        },
+        # Peak resident memory of each role's processes (summed) over the whole run.
+        "peak_rss_mb": {role: sum(process_peak_rss_mb(pid) for pid in pids) for role, pids in load.pids().items()},
+        # The whole machine, every process on it: below 100, the run was not short of CPU.
+        "machine_busy_percent": machine_busy,
+        "decisions_per_log_commit": decisions / commits if commits else 0.0,
+        "calls_per_exchange": calls / exchanges if exchanges else 0.0,
+        "baseline": load.baseline_description,
+        "baseline_tps": base.throughput,
+        "baseline_latency_ms": base.latency(),
+        "baseline_committed": base.committed,
+        "baseline_aborted": base.aborted,
+        "baseline_errors": base.errors,
+        "baseline_machine_busy_percent": baseline_busy,
+        "overhead_ratio": main.throughput / base.throughput if base.throughput else 0.0,
+        "sweep": sorted(points, key=lambda p: p["concurrency"]),
+        "machine": machine(),
+    }
+    return report, {"coordinator": main.latencies_ms, "baseline": base.latencies_ms}
+
+
+def _cpu(load: Workload) -> dict[str, float]:
+    """CPU seconds used so far by each role's processes and by this load generator."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    used = {role: sum(process_cpu_seconds(pid) for pid in pids) for role, pids in load.pids().items()}
+    return {**used, "load_generator": usage.ru_utime + usage.ru_stime}
+
+
+def _point(concurrency: int, result: LoadResult) -> dict[str, Any]:
+    return {"concurrency": concurrency, "throughput_tps": result.throughput, **result.latency()}
+
+
+def _event_loop_run(coro: Any) -> Any:
+    # The load generator allocates like a service does: the same loop, the same collector.
+    tune_garbage_collector()
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        return runner.run(coro)

@@ -1,0 +1,177 @@
+"""Workloads on a :class:`LocalCluster`: the coordinator and participant services as
+processes, transactions through ``/v1/transactions:execute``, and a baseline that makes
+the same participant calls (signed prepare, then commit) without a coordinator."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import secrets
+from abc import abstractmethod
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+from compose.localcluster import LocalCluster, Service
+from tools.bench._workload import Progress, Workload
+from twopc_core.signing import signed_headers
+
+__all__ = ["Branch", "ClusterWorkload"]
+
+Branch = tuple[str, Any]
+"""One branch of a transaction: the participant's name and its payload."""
+
+#: Far in the future: the baseline has no coordinator to set a prepare deadline.
+_NO_DEADLINE = 4e9
+_START_TIMEOUT = 60.0
+
+
+class ClusterWorkload(Workload):
+    """Subclasses say what to provision, which services to run and what each transaction
+    asks of them (:meth:`branches`)."""
+
+    baseline_description = (
+        "the same participant calls without a coordinator: a signed prepare to every participant at once, "
+        "then a commit to every participant at once"
+    )
+
+    def __init__(self, directory: Path, coordinator_toml: str = "") -> None:
+        self.directory = directory
+        self.coordinator_toml = coordinator_toml
+        #: Tells this run's transactions, databases and topics from any other run's.
+        self.run_id = secrets.token_hex(4)
+        self.cluster: LocalCluster | None = None
+        self._cleanup = AsyncExitStack()
+        self._session: aiohttp.ClientSession | None = None
+        self._ids = itertools.count()
+
+    # -- what a subclass provides ----------------------------------------------------------
+
+    @abstractmethod
+    async def provision(self, cleanup: AsyncExitStack, progress: Progress) -> tuple[Sequence[str], Sequence[Service]]:
+        """Make what the services need (registering its removal on ``cleanup``); return
+        the mock queues and the other services to run."""
+
+    async def populate(self, progress: Progress) -> None:
+        """Set the running services up (accounts, ...)."""
+
+    @abstractmethod
+    def branches(self, worker: int, seq: int) -> list[Branch]:
+        """The participants and payloads of worker ``worker``'s transaction number ``seq``."""
+
+    # -- the Workload interface ----------------------------------------------------------
+
+    @property
+    def participant_names(self) -> list[str]:
+        cluster = self._running
+        return [name for name in cluster.nodes if name != "coordinator"]
+
+    async def start(self, progress: Progress) -> None:
+        try:
+            queues, services = await self.provision(self._cleanup, progress)
+            self.cluster = LocalCluster(
+                self.directory, queues=queues, services=services, coordinator_toml=self.coordinator_toml
+            )
+            # Registered last, so the processes stop before what they use is removed.
+            self._cleanup.push_async_callback(asyncio.to_thread, self.cluster.stop)
+            progress(f"starting the coordinator and {', '.join(self.participant_names)} in {self.directory} ...")
+            await asyncio.to_thread(self.cluster.start, _START_TIMEOUT)
+            await self.populate(progress)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        await self._cleanup.aclose()
+
+    async def open(self, concurrency: int) -> None:
+        # Each worker may hold a connection to the coordinator and one to every participant.
+        limit = concurrency * (len(self.participant_names) + 1)
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit))
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def metrics(self) -> dict[str, float]:
+        async with self.session.get(f"{self._running.coordinator_url}/metrics") as response:
+            text = await response.text()
+        values = {}
+        for line in text.splitlines():
+            name, _, value = line.partition(" ")
+            values[name.removeprefix("twopc_")] = float(value)
+        return values
+
+    def pids(self) -> dict[str, list[int | None]]:
+        nodes = self._running.nodes
+        return {
+            "coordinator": [nodes["coordinator"].pid],
+            "participants": [nodes[name].pid for name in self.participant_names],
+        }
+
+    async def transaction(self, worker: int, seq: int) -> bool:
+        body = orjson.dumps(
+            {"participants": [{"name": name, "payload": payload} for name, payload in self.branches(worker, seq)]}
+        )
+        async with self.session.post(
+            f"{self._running.coordinator_url}/v1/transactions:execute",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        ) as response:
+            answer = orjson.loads(await response.read())
+        if response.status != 200:
+            raise RuntimeError(f"coordinator answered {response.status}: {answer}")
+        return answer["outcome"] == "committed"
+
+    async def baseline(self, worker: int, seq: int) -> bool:
+        gtid = self.baseline_gtid()
+        branches = self.branches(worker, seq)
+        votes = await asyncio.gather(
+            *(
+                self.call(name, "prepare", {"gtid": gtid, "branch": name, "payload": payload, "deadline": _NO_DEADLINE})
+                for name, payload in branches
+            )
+        )
+        committed = all(vote.get("vote") == "yes" for vote in votes)
+        # A no leaves the others prepared: abort them, as a coordinator would.
+        decision = "commit" if committed else "abort"
+        await asyncio.gather(
+            *(
+                self.call(name, decision, {"gtid": gtid, "branch": name})
+                for (name, _), vote in zip(branches, votes, strict=True)
+                if committed or vote.get("vote") == "yes"
+            )
+        )
+        return committed
+
+    # -- helpers -------------------------------------------------------------------------
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        assert self._session is not None, "open() first"
+        return self._session
+
+    @property
+    def _running(self) -> LocalCluster:
+        assert self.cluster is not None, "start() first"
+        return self.cluster
+
+    def baseline_gtid(self) -> str:
+        """A transaction id no coordinator gave, unique in this run."""
+        return f"bench-{self.run_id}-{next(self._ids)}"
+
+    async def call(self, participant: str, operation: str, message: dict[str, Any]) -> dict[str, Any]:
+        """One signed participant-protocol call, as the coordinator would make it."""
+        cluster = self._running
+        body = orjson.dumps(message)
+        headers = {"Content-Type": "application/json", **signed_headers(cluster.secret, operation, body)}
+        async with self.session.post(f"{cluster.url(participant)}/twopc/{operation}", data=body, headers=headers) as r:
+            answer = orjson.loads(await r.read())
+        if r.status != 200:
+            raise RuntimeError(f"{participant} answered {r.status} to {operation}: {answer}")
+        return answer

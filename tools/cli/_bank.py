@@ -1,0 +1,77 @@
+"""``twopc bank serve|transfer``: the bank example, accounts in PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tools.cli._options import CoordinatorUrl, DataDir, Host, InquiryInterval, Name, Port, Secret
+from twopc_core import telemetry
+
+app = typer.Typer(help="The bank example: accounts in PostgreSQL as a 2PC participant.", no_args_is_help=True)
+
+
+@app.command("serve")
+def serve(
+    name: Name,
+    port: Port,
+    dsn: Annotated[str, typer.Option(help="the bank's PostgreSQL database", envvar="TWOPC_BANK_DSN")],
+    coordinator: CoordinatorUrl,
+    secret: Secret,
+    data: DataDir = None,
+    host: Host = "127.0.0.1",
+    inquiry_interval: InquiryInterval = 5.0,
+    sweep_interval: Annotated[
+        float, typer.Option(help="seconds between looks at the database for prepared branches the log lost")
+    ] = 60.0,
+) -> None:
+    """Serve a bank: the participant protocol at /twopc, accounts at /accounts."""
+    from adapters.postgres.bank import run
+
+    telemetry.setup(f"twopc-bank-{name}")
+    run(
+        name=name,
+        host=host,
+        port=port,
+        dsn=dsn,
+        coordinator_url=coordinator,
+        secret=secret,
+        data_dir=data or Path("var") / name,
+        inquiry_interval=inquiry_interval,
+        sweep_interval=sweep_interval,
+    )
+
+
+@app.command("transfer")
+def transfer(
+    source: Annotated[str, typer.Option("--from", help="BANK:ACCOUNT to debit")],
+    target: Annotated[str, typer.Option("--to", help="BANK:ACCOUNT to credit")],
+    amount: Annotated[int, typer.Option(help="how much to move", min=1)],
+    coordinator: Annotated[str, typer.Option(help="the coordinator's base URL")] = "http://127.0.0.1:7070",
+    idempotency_key: Annotated[str | None, typer.Option(help="makes a retried transfer the same one")] = None,
+) -> None:
+    """Move money between two banks in one global transaction; print the outcome."""
+    from adapters.postgres.bank import transfer as run_transfer
+    from participant_sdk import CoordinatorClient
+
+    async def go() -> dict:
+        async with CoordinatorClient(coordinator) as client:
+            return await run_transfer(
+                client, _side(source, "--from"), _side(target, "--to"), amount, idempotency_key=idempotency_key
+            )
+
+    answer = asyncio.run(go())
+    typer.echo(json.dumps({k: answer.get(k) for k in ("gtid", "outcome", "reason")}))
+    if answer.get("outcome") != "committed":
+        raise typer.Exit(1)
+
+
+def _side(text: str, option: str) -> tuple[str, str]:
+    bank, sep, account = text.partition(":")
+    if not sep or not bank or not account:
+        raise typer.BadParameter(f"expected BANK:ACCOUNT, not {text!r}", param_hint=option)
+    return bank, account

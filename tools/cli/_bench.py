@@ -1,0 +1,85 @@
+"""``twopc bench``: throughput and latency of the coordinator, beside the bare cost."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+class WorkloadName(StrEnum):
+    """As ``tools.bench.WORKLOADS``, named here so that --help does not import the benchmark."""
+
+    mock = "mock"
+    postgres = "postgres"
+    kafka = "kafka"
+    mixed = "mixed"
+
+
+_WORKLOAD_HELP = (
+    "mock: N mock queues (--participants), an item on each. "
+    "postgres: a transfer between two bank services, each on a new database of the PostgreSQL server. "
+    "kafka: a message through the events service (Kafka) and an item on a mock queue. "
+    "mixed: a bank transfer, a Kafka message and a queue item in one transaction."
+)
+
+
+def bench(
+    workload: Annotated[WorkloadName, typer.Option(help=_WORKLOAD_HELP)] = WorkloadName.mock,
+    participants: Annotated[
+        int | None, typer.Option(min=1, max=16, help="mock queues in each transaction (mock workload only; default 2)")
+    ] = None,
+    concurrency: Annotated[int, typer.Option(min=1, max=4096, help="concurrent clients")] = 64,
+    duration: Annotated[float, typer.Option(min=0.5, help="seconds measured")] = 10.0,
+    warmup: Annotated[float, typer.Option(min=0, help="seconds before measuring")] = 2.0,
+    sweep: Annotated[str, typer.Option(help="other concurrencies to measure, for the plot")] = "1,8,32",
+    output: Annotated[Path | None, typer.Option(help="write the report as JSON here (and a PNG beside it)")] = None,
+    plot: Annotated[Path | None, typer.Option(help="write the plot here (default: beside --output)")] = None,
+    postgres_dsn: Annotated[
+        str | None,
+        typer.Option(
+            help="PostgreSQL server for postgres and mixed, its role allowed to create databases "
+            "(default: the one `twopc dev up postgres` runs)",
+            envvar="TWOPC_BENCH_POSTGRES_DSN",
+        ),
+    ] = None,
+    kafka_bootstrap: Annotated[
+        str | None,
+        typer.Option(
+            help="Kafka broker for kafka and mixed (default: the one `twopc dev up kafka` runs)",
+            envvar="TWOPC_BENCH_KAFKA_BOOTSTRAP",
+        ),
+    ] = None,
+) -> None:
+    """Measure committed transactions per second and latency percentiles, and the baseline:
+    the same participant work without a coordinator.
+
+    Databases and topics are made for the run and removed after it.
+    """
+    from tools.bench import BenchSetupError, run_bench
+
+    if participants is not None and workload is not WorkloadName.mock:
+        raise typer.BadParameter(f"the {workload} workload has fixed participants", param_hint="--participants")
+    try:
+        points = [int(p) for p in sweep.split(",") if p.strip()]
+    except ValueError:
+        raise typer.BadParameter("a comma-separated list of whole numbers", param_hint="--sweep") from None
+    try:
+        run_bench(
+            workload.value,
+            participants,
+            concurrency,
+            duration,
+            warmup,
+            points,
+            output,
+            plot,
+            progress=lambda line: typer.echo(line, err=True),
+            postgres_dsn=postgres_dsn,
+            kafka_bootstrap=kafka_bootstrap,
+        )
+    except BenchSetupError as exc:
+        typer.echo(f"twopc bench: {exc}", err=True)
+        raise typer.Exit(2) from None

@@ -1,0 +1,54 @@
+"""``twopc events serve``: the events example service, Kafka as a 2PC participant."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tools.cli._options import CoordinatorUrl, DataDir, Host, InquiryInterval, Name, Port, Secret
+from twopc_core import telemetry
+
+app = typer.Typer(help="The events example: Kafka messages in global transactions.", no_args_is_help=True)
+
+
+@app.command("serve")
+def serve(
+    name: Name,
+    port: Port,
+    bootstrap: Annotated[str, typer.Option(help="Kafka bootstrap servers, HOST:PORT[,HOST:PORT...]")],
+    coordinator: CoordinatorUrl,
+    secret: Secret,
+    data: DataDir = None,
+    host: Host = "127.0.0.1",
+    inquiry_interval: InquiryInterval = 5.0,
+    stage_topic: Annotated[
+        str | None, typer.Option(help="the compacted stage topic (default _twopc_stage.NAME)")
+    ] = None,
+    shards: Annotated[int, typer.Option(help="partitions of the stage topic when it is created", min=1)] = 4,
+    replication_factor: Annotated[
+        int, typer.Option(help="replication factor of the stage topic when it is created (production: 3)", min=1)
+    ] = 1,
+    min_insync_replicas: Annotated[
+        int, typer.Option(help="min.insync.replicas of the stage topic when it is created (production: 2)", min=1)
+    ] = 1,
+) -> None:
+    """Serve Kafka as a participant: the protocol at /twopc, POST /events, GET /events/TOPIC."""
+    from adapters.kafka.events import run
+
+    telemetry.setup(f"twopc-events-{name}")
+    run(
+        name=name,
+        host=host,
+        port=port,
+        bootstrap=bootstrap,
+        coordinator_url=coordinator,
+        secret=secret,
+        data_dir=data or Path("var") / name,
+        inquiry_interval=inquiry_interval,
+        stage_topic=stage_topic,
+        shards=shards,
+        replication_factor=replication_factor,
+        min_insync_replicas=min_insync_replicas,
+    )

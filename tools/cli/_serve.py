@@ -1,0 +1,42 @@
+"""``twopc serve``: run the coordinator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+from twopc_core import telemetry
+
+
+def serve(
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="TOML file; TWOPC_* variables override it")
+    ] = None,
+) -> None:
+    """Run the coordinator: REST API, decision log, recovery."""
+    from coordinator.api import build_app
+    from coordinator.config import load
+    from twopc_core.runtime import run_service
+
+    try:
+        settings = load(config)
+    except FileNotFoundError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--config") from None
+    except ValidationError as exc:
+        typer.echo(f"twopc: invalid configuration:\n{exc}", err=True)
+        raise typer.Exit(2) from None
+    telemetry.setup("twopc-coordinator", settings.log_level)
+    names = ", ".join(p.name for p in settings.participants) or "none"
+    typer.echo(
+        f"twopc coordinator {settings.node_id} on http://{settings.server.host}:{settings.server.port}"
+        f" (log: {settings.log.store} {settings.log.path}; participants: {names})",
+        err=True,
+    )
+    if settings.transactions.unsafe_lazy_decision:
+        typer.echo(
+            "twopc: WARNING: transactions.unsafe_lazy_decision is on: this coordinator is broken on purpose", err=True
+        )
+    run_service(build_app(settings), settings.server.host, settings.server.port)

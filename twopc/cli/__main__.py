@@ -1,3 +1,0 @@
-from twopc.cli import main
-
-main()

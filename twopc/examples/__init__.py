@@ -1,1 +1,0 @@
-"""Example services built on the participant SDK and the adapters."""

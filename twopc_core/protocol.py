@@ -1,0 +1,156 @@
+"""The participant protocol: the messages the coordinator and a participant exchange.
+
+Coordinator → participant, HTTP JSON, each request signed with the participant's
+shared secret (see :mod:`twopc_core.signing`):
+
+- ``POST {base}/prepare``  :class:`PrepareRequest`  → :class:`PrepareResponse`
+- ``POST {base}/commit``   :class:`CommitRequest`   → :class:`OutcomeResponse`
+- ``POST {base}/abort``    :class:`AbortRequest`    → :class:`OutcomeResponse`
+- ``POST {base}/status``   :class:`StatusRequest`   → :class:`StatusResponse`
+- ``POST {base}/batch``    :class:`BatchRequest`    → :class:`BatchResponse`
+
+A repeated call answers as the first one did; an abort of an unknown branch is
+``aborted`` (and remembered, so that a late prepare of it votes ``no``).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "AbortRequest",
+    "BatchOp",
+    "BatchRequest",
+    "BatchResponse",
+    "BranchStatus",
+    "CommitRequest",
+    "ErrorResponse",
+    "GTID_PATTERN",
+    "NAME_PATTERN",
+    "Outcome",
+    "OutcomeResponse",
+    "PrepareRequest",
+    "PrepareResponse",
+    "StatusRequest",
+    "StatusResponse",
+    "Vote",
+]
+
+#: URL-safe, at most 64 characters (DESIGN.md).
+GTID_PATTERN = r"^[A-Za-z0-9._~-]{1,64}$"
+#: Participant (branch) names: short, URL-safe.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+
+Gtid = Annotated[str, Field(pattern=GTID_PATTERN)]
+BranchName = Annotated[str, Field(pattern=NAME_PATTERN)]
+
+
+class Vote(StrEnum):
+    YES = "yes"
+    NO = "no"
+    READ_ONLY = "read_only"
+
+
+class Outcome(StrEnum):
+    COMMITTED = "committed"
+    ABORTED = "aborted"
+
+
+class BranchStatus(StrEnum):
+    """What a participant's log knows of a branch."""
+
+    UNKNOWN = "unknown"
+    PREPARED = "prepared"
+    COMMITTED = "committed"
+    ABORTED = "aborted"
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PrepareRequest(_Message):
+    gtid: Gtid
+    branch: BranchName
+    payload: Any = None
+    #: Unix time (seconds) after which the coordinator counts the vote as ``no``.
+    deadline: float
+
+
+class PrepareResponse(_Message):
+    vote: Vote
+    reason: str | None = None
+
+
+class CommitRequest(_Message):
+    gtid: Gtid
+    branch: BranchName
+    #: Prepare and commit in one step (a transaction with a single branch).
+    one_phase: bool = False
+    payload: Any = None
+    #: A one-phase commit's transaction deadline, as a prepare's: while it is ahead, a
+    #: participant knows a branch it has not in memory is new, without reading its disk.
+    deadline: float | None = None
+
+
+class AbortRequest(_Message):
+    gtid: Gtid
+    branch: BranchName
+
+
+class OutcomeResponse(_Message):
+    status: Outcome
+    reason: str | None = None
+
+
+class StatusRequest(_Message):
+    gtid: Gtid
+    branch: BranchName
+
+
+class StatusResponse(_Message):
+    status: BranchStatus
+    #: True when an operator forced the outcome (a heuristic decision).
+    heuristic: bool = False
+
+
+class _PrepareOp(PrepareRequest):
+    op: Literal["prepare"]
+
+
+class _CommitOp(CommitRequest):
+    op: Literal["commit"]
+
+
+class _AbortOp(AbortRequest):
+    op: Literal["abort"]
+
+
+class _StatusOp(StatusRequest):
+    op: Literal["status"]
+
+
+BatchOp = Annotated[_PrepareOp | _CommitOp | _AbortOp | _StatusOp, Field(discriminator="op")]
+
+
+class BatchRequest(_Message):
+    ops: list[BatchOp] = Field(max_length=10_000)
+
+
+class BatchResponse(_Message):
+    #: One result per op, in order: the response body the op would have had alone,
+    #: or ``{"error": {...}}``.
+    results: list[dict[str, Any]]
+
+
+class ErrorBody(_Message):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorResponse(_Message):
+    error: ErrorBody
