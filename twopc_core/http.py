@@ -1,0 +1,142 @@
+"""The HTTP edge, written once for every twopc service.
+
+Every answer that is not a success has the body ``{"error": {"code", "message",
+"details"}}``: ``code`` is for programs (stable, snake_case), ``message`` for people,
+``details`` whatever helps (the fields that failed validation, the gtid). Anything a
+client sends that a service cannot take is a 4xx naming the problem; only a fault of
+the service itself is a 500, and even that is JSON without a trace.
+
+A service raises :class:`HttpError` where it speaks HTTP, and its own domain errors
+everywhere else; :func:`error_middleware` turns both into answers, the domain errors
+through the service's table of which status and code each one means.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import web
+from pydantic import ValidationError
+
+__all__ = [
+    "CODES",
+    "DomainErrors",
+    "Handler",
+    "HttpError",
+    "Middleware",
+    "code_for",
+    "error_body",
+    "error_middleware",
+    "error_response",
+    "json_response",
+    "validation_details",
+]
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
+
+#: The code of an error that has no code of its own, by status: the one table.
+CODES: Mapping[int, str] = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    500: "internal",
+    503: "not_ready",
+}
+
+#: A service's domain errors, by class: the status and code each one is answered with.
+#: The message is the exception's text; ``details`` its attribute of that name, if any.
+DomainErrors = Mapping[type[BaseException], tuple[int, str]]
+
+
+def code_for(status: int) -> str:
+    return CODES.get(status, f"http_{status}")
+
+
+class HttpError(Exception):
+    """An answer other than success, raised where a service speaks HTTP."""
+
+    def __init__(self, status: int, code: str | None = None, message: str | None = None, details: Any = None) -> None:
+        self.status = status
+        self.code = code or code_for(status)
+        self.message = message or self.code.replace("_", " ")
+        self.details = details
+        super().__init__(self.message)
+
+    def __repr__(self) -> str:
+        return f"HttpError({self.status}, {self.code!r}, {self.message!r})"
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.code, self.message, self.details)
+
+
+def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details}}
+
+
+def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json", headers=headers)
+
+
+def error_response(status: int, code: str, message: str, details: Any = None) -> web.Response:
+    return json_response(error_body(code, message, details), status)
+
+
+def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
+    """What failed validation, one ``{"field", "problem"}`` per error, without the input."""
+    return [
+        {"field": ".".join(str(part) for part in err["loc"]) or "(body)", "problem": err["msg"]}
+        for err in exc.errors(include_url=False, include_input=False)
+    ]
+
+
+def error_middleware(domain_errors: DomainErrors | None = None, *, service: str = "the service") -> Middleware:
+    """The middleware that makes every error of an application a JSON answer.
+
+    ``domain_errors`` maps the service's own exceptions to a status and a code (a
+    subclass is answered as its nearest listed ancestor). A body that fails a model's
+    validation is a 422; aiohttp's own errors (404, 405, 413, ...) keep their status;
+    anything else is logged and answered 500, naming ``service``.
+    """
+    table = dict(domain_errors or {})
+
+    def mapped(exc: BaseException) -> tuple[int, str] | None:
+        for cls in type(exc).__mro__:
+            if cls in table:
+                return table[cls]
+        return None
+
+    @web.middleware
+    async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except HttpError as exc:
+            return error_response(exc.status, exc.code, exc.message, exc.details)
+        except ValidationError as exc:
+            return error_response(422, "invalid_request", "the request body is not valid", validation_details(exc))
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return error_response(exc.status, code_for(exc.status), exc.reason or code_for(exc.status))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            known = mapped(exc)
+            if known is not None:
+                return error_response(known[0], known[1], str(exc), getattr(exc, "details", None))
+            log.exception("internal error", path=request.path)
+            return error_response(500, "internal", f"{service} failed to handle this request")
+
+    return json_errors
