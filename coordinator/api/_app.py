@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator, Callable
 import orjson
 from aiohttp import web
 
-from coordinator.api._errors import error_middleware
+from coordinator.api._errors import coordinator_errors
 from coordinator.api._openapi import openapi_document
 from coordinator.api._routes import STATE, ServiceState, routes
 from coordinator.api._tracing import tracing_middleware
 from coordinator.config import Settings
-from coordinator.engine._driver import Coordinator
+from coordinator.engine import Coordinator
 from coordinator.log import DecisionLog, SQLiteLog
 from coordinator.transport import Backoff, Transport
 from twopc_core import failpoints, telemetry
@@ -28,7 +28,7 @@ def _open_log(settings: Settings) -> DecisionLog:
 def build_app(settings: Settings, log_factory: Callable[[Settings], DecisionLog] = _open_log) -> web.Application:
     telemetry.ensure_tracing("twopc-coordinator")
     app = web.Application(
-        middlewares=[tracing_middleware, error_middleware], client_max_size=settings.server.max_body_bytes
+        middlewares=[tracing_middleware, coordinator_errors], client_max_size=settings.server.max_body_bytes
     )
     state = app[STATE] = ServiceState()
     app.add_routes(routes)

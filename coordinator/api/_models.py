@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from coordinator.engine._driver import TransactionView
+from coordinator.engine import TransactionView
 from twopc_core.protocol import NAME_PATTERN
 
 __all__ = [

@@ -12,7 +12,6 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel
 
-from coordinator.api._errors import ApiError
 from coordinator.api._models import (
     BeginRequest,
     BeginResponse,
@@ -25,8 +24,8 @@ from coordinator.api._models import (
     TransactionList,
     TransactionOut,
 )
-from coordinator.engine._driver import Coordinator
-from coordinator.engine._machine import TxState
+from coordinator.engine import Coordinator, TxState
+from twopc_core.http import HttpError
 from twopc_core.protocol import GTID_PATTERN
 
 __all__ = ["STATE", "ServiceState", "routes"]
@@ -41,7 +40,7 @@ class ServiceState:
 
     def require(self) -> Coordinator:
         if self.coordinator is None or not self.ready:
-            raise ApiError(503, "not_ready", "the coordinator is starting or stopping")
+            raise HttpError(503, "not_ready", "the coordinator is starting or stopping")
         return self.coordinator
 
 
@@ -69,20 +68,20 @@ async def _body(request: web.Request, model: type[M], allow_empty: bool = False)
     if not raw.strip():
         if allow_empty:
             return model(), raw
-        raise ApiError(400, "empty_body", "the request needs a JSON body")
+        raise HttpError(400, "empty_body", "the request needs a JSON body")
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+        raise HttpError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise ApiError(400, "invalid_json", "the body must be a JSON object")
+        raise HttpError(400, "invalid_json", "the body must be a JSON object")
     return model.model_validate(data), raw
 
 
 def _gtid(request: web.Request) -> str:
     gtid = request.match_info["gtid"]
     if not _GTID.match(gtid):
-        raise ApiError(404, "transaction_not_found", f"no transaction {gtid!r}: not a valid gtid")
+        raise HttpError(404, "transaction_not_found", f"no transaction {gtid!r}: not a valid gtid")
     return gtid
 
 
@@ -91,7 +90,7 @@ def _idempotency(request: web.Request, raw: bytes) -> tuple[str | None, str | No
     if key is None:
         return None, None
     if not _IDEMPOTENCY_KEY.match(key):
-        raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key must be 1 to 255 printable ASCII characters")
+        raise HttpError(400, "invalid_idempotency_key", "Idempotency-Key must be 1 to 255 printable ASCII characters")
     # The same key with another body is a client bug; remember what the body was.
     return key, hashlib.sha256(request.path.encode() + b"\n" + raw).hexdigest()
 
@@ -99,7 +98,7 @@ def _idempotency(request: web.Request, raw: bytes) -> tuple[str | None, str | No
 def _wait_for_phase_two(request: web.Request) -> bool:
     wait = request.query.get("wait", "all")
     if wait not in ("all", "decision"):
-        raise ApiError(400, "invalid_parameter", "wait must be 'all' or 'decision'", {"wait": wait})
+        raise HttpError(400, "invalid_parameter", "wait must be 'all' or 'decision'", {"wait": wait})
     return wait == "all"
 
 
@@ -174,16 +173,16 @@ async def get_transaction(request: web.Request) -> web.Response:
 async def list_transactions(request: web.Request) -> web.Response:
     state = request.query.get("state")
     if state is not None and state not in _STATES:
-        raise ApiError(400, "invalid_parameter", f"state must be one of {sorted(_STATES)}", {"state": state})
+        raise HttpError(400, "invalid_parameter", f"state must be one of {sorted(_STATES)}", {"state": state})
     try:
         limit = int(request.query.get("limit", "100"))
     except ValueError:
         limit = 0
     if not 1 <= limit <= 1000:
-        raise ApiError(400, "invalid_parameter", "limit must be a whole number from 1 to 1000")
+        raise HttpError(400, "invalid_parameter", "limit must be a whole number from 1 to 1000")
     cursor = request.query.get("cursor")
     if cursor is not None and not _GTID.match(cursor):
-        raise ApiError(400, "invalid_parameter", "cursor is not one this API gave out")
+        raise HttpError(400, "invalid_parameter", "cursor is not one this API gave out")
     views = await request.app[STATE].require().list(state, limit, cursor)
     next_cursor = views[-1].record.gtid if len(views) == limit else None
     return _json(TransactionList(transactions=[TransactionOut.of(v) for v in views], next_cursor=next_cursor))

@@ -1,13 +1,55 @@
 """The engine: each transaction's state machine and the driver that runs its rounds."""
 
+from coordinator.engine._driver import (
+    Coordinator,
+    IdempotencyMismatch,
+    NotFound,
+    TransactionView,
+    UnknownParticipantError,
+)
 from coordinator.engine._machine import (
+    Action,
+    AskStatus,
     Branch,
     BranchState,
     Conflict,
+    Finish,
+    ForceDecision,
+    ForceRecord,
+    NotifyAbort,
     ProtocolError,
+    SaveRecord,
+    SendAbort,
+    SendCommit,
+    SendOnePhase,
+    SendPrepare,
     Transaction,
     TxState,
     WrongState,
 )
 
-__all__ = ["Branch", "BranchState", "Conflict", "ProtocolError", "Transaction", "TxState", "WrongState"]
+__all__ = [
+    "Action",
+    "AskStatus",
+    "Branch",
+    "BranchState",
+    "Conflict",
+    "Coordinator",
+    "Finish",
+    "ForceDecision",
+    "ForceRecord",
+    "IdempotencyMismatch",
+    "NotFound",
+    "NotifyAbort",
+    "ProtocolError",
+    "SaveRecord",
+    "SendAbort",
+    "SendCommit",
+    "SendOnePhase",
+    "SendPrepare",
+    "Transaction",
+    "TransactionView",
+    "TxState",
+    "UnknownParticipantError",
+    "WrongState",
+]

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,20 +23,21 @@ from coordinator.config import ParticipantSettings, TransactionSettings
 from coordinator.engine._ids import new_gtid
 from coordinator.engine._machine import (
     Action,
+    AskStatus,
     BranchState,
     Finish,
     ForceDecision,
+    ForceRecord,
+    NotifyAbort,
+    SaveRecord,
     SendAbort,
     SendCommit,
     SendOnePhase,
     SendPrepare,
     Transaction,
-    TxState,
-    WrongState,
 )
-from coordinator.log import BranchRecord, DecisionLog, IdempotencyEntry, TransactionRecord
-from coordinator.recovery import Recovery
-from coordinator.transport import Backoff, Transport
+from coordinator.log import DecisionLog, IdempotencyEntry, TransactionRecord
+from coordinator.transport import Backoff, CallFailed, Transport
 from twopc_core import failpoints
 from twopc_core.protocol import Outcome
 
@@ -44,6 +45,7 @@ __all__ = [
     "Coordinator",
     "IdempotencyMismatch",
     "NotFound",
+    "TransactionView",
     "UnknownParticipantError",
 ]
 
@@ -55,15 +57,24 @@ _FINISHED_IN_MEMORY = 10_000
 
 
 class NotFound(LookupError):
-    pass
+    """No transaction has this gtid (never begun, or pruned)."""
+
+    def __init__(self, gtid: str) -> None:
+        super().__init__(f"no transaction {gtid!r}")
+        self.gtid = gtid
 
 
 class UnknownParticipantError(ValueError):
-    pass
+    """A request names a participant that is not registered."""
 
 
 class IdempotencyMismatch(ValueError):
     """An Idempotency-Key was reused for a different request."""
+
+
+#: How often a best-effort abort after a restart is tried, and how long each try may take.
+_NOTIFY_ATTEMPTS = 5
+_NOTIFY_TIMEOUT = 10.0
 
 
 @dataclass
@@ -71,39 +82,12 @@ class _Entry:
     """An in-memory transaction: the machine plus what the driver keeps around it."""
 
     tx: Transaction
-    created_at: float
-    deadline: float
-    metadata: dict[str, Any]
-    idempotency_key: str | None = None
-    request_hash: str | None = None
-    updated_at: float = 0.0
     decided: asyncio.Event = field(default_factory=asyncio.Event)
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     #: The record written when every branch acknowledged; it changes no more.
     final_record: TransactionRecord | None = None
-
-    def record(self, state: TxState | None = None, decision: Outcome | None = None) -> TransactionRecord:
-        tx = self.tx
-        state = state or tx.state
-        decision = decision or tx.decision
-        return TransactionRecord(
-            gtid=tx.gtid,
-            state=state.value,
-            decision=decision.value if decision else None,
-            reason=tx.reason,
-            one_phase=tx.one_phase,
-            commit_requested=tx.commit_requested,
-            finished=state.final,
-            created_at=self.created_at,
-            updated_at=self.updated_at,
-            deadline=self.deadline,
-            metadata=self.metadata,
-            idempotency_key=self.idempotency_key,
-            request_hash=self.request_hash,
-            branches=tuple(BranchRecord(b.name, b.state.value, b.early, b.reason) for b in tx.branches.values()),
-        )
 
 
 @dataclass(frozen=True)
@@ -141,7 +125,7 @@ class Coordinator:
         self._idempotency: dict[str, IdempotencyEntry] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._backoff = Backoff(settings.retry_base_ms / 1000, settings.retry_cap_ms / 1000)
-        self._recovery = Recovery(log_store, transport, self._backoff, clock, self._resume_commit, self._spawn)
+        self._recovered = 0
         self.decisions_logged = 0
 
     # -- lifecycle ----------------------------------------------------------------
@@ -151,7 +135,7 @@ class Coordinator:
         now = self._clock()
         self._idempotency = await self._log.idempotency_keys(now - self._settings.idempotency_ttl_seconds)
         for record in await self._log.unfinished():
-            self._recovery.recover(record)
+            self._recover(record)
         self._spawn(self._reap(), "reaper")
 
     async def close(self) -> None:
@@ -165,7 +149,7 @@ class Coordinator:
     @property
     def recovered(self) -> int:
         """Unfinished transactions found in the log at start."""
-        return self._recovery.count
+        return self._recovered
 
     @property
     def active_count(self) -> int:
@@ -184,7 +168,7 @@ class Coordinator:
         self,
         timeout_ms: int | None = None,
         metadata: dict[str, Any] | None = None,
-        participants: list[tuple[str, Any, bool]] = (),  # type: ignore[assignment]
+        participants: Sequence[tuple[str, Any, bool]] = (),
         idempotency_key: str | None = None,
         request_hash: str | None = None,
         save: bool = True,
@@ -200,7 +184,7 @@ class Coordinator:
         self,
         timeout_ms: int | None,
         metadata: dict[str, Any] | None,
-        participants: list[tuple[str, Any, bool]],
+        participants: Sequence[tuple[str, Any, bool]],
         idempotency_key: str | None,
         request_hash: str | None,
         save: bool,
@@ -217,40 +201,39 @@ class Coordinator:
             self._check_participant(name)
         timeout = min(timeout_ms or self._settings.default_timeout_ms, self._settings.max_timeout_ms)
         now = self._clock()
-        entry = _Entry(
-            tx=Transaction(new_gtid(self._node_id, now)),
+        tx = Transaction(
+            new_gtid(self._node_id, now),
+            deadline=now + timeout / 1000,
             created_at=now,
             updated_at=now,
-            deadline=now + timeout / 1000,
             metadata=metadata or {},
             idempotency_key=idempotency_key,
             request_hash=request_hash,
         )
         for name, payload, prepared in participants:
-            entry.tx.enlist(name, payload, prepared)
-        self._active[entry.tx.gtid] = entry
+            tx.enlist(name, payload, prepared)  # the BEGIN record below holds them all
+        entry = _Entry(tx)
+        self._active[tx.gtid] = entry
         if idempotency_key is not None:
-            self._idempotency[idempotency_key] = IdempotencyEntry(entry.tx.gtid, request_hash, now)
+            self._idempotency[idempotency_key] = IdempotencyEntry(tx.gtid, request_hash, now)
         if save:
-            self._save(entry)
+            self._log.save(tx.record())  # for operators and listings; a commit writes its own
         return entry, True
 
     async def enlist(self, gtid: str, name: str, payload: Any = None, prepared: bool = False) -> TransactionView:
         self._check_participant(name)
-        entry = await self._entry_or_raise(gtid)
-        if entry.tx.enlist(name, payload, prepared):
-            self._save(entry)
+        entry = self._active.get(gtid)
+        if entry is None:
+            return await self._settled_view(gtid, lambda tx: tx.enlist(name, payload, prepared))
+        self._run(entry, entry.tx.enlist(name, payload, prepared))
         return self._view(entry)
 
     async def commit(self, gtid: str, wait_for_phase_two: bool = True) -> TransactionView:
         entry = self._active.get(gtid)
         if entry is None:
-            return await self._finished_view(gtid, wanted=Outcome.COMMITTED)
+            return await self._settled_view(gtid, Transaction.commit)
         async with entry.lock:
-            actions = entry.tx.commit()
-            if actions and not isinstance(actions[0], SendOnePhase):  # one-phase forces its own record
-                self._save(entry)
-            self._run(entry, actions)
+            self._run(entry, entry.tx.commit())
         await entry.decided.wait()
         if wait_for_phase_two:
             await self._wait_for_phase_two(entry)
@@ -265,18 +248,14 @@ class Coordinator:
     async def abort(self, gtid: str, reason: str = "aborted by the client") -> TransactionView:
         entry = self._active.get(gtid)
         if entry is None:
-            return await self._finished_view(gtid, wanted=Outcome.ABORTED)
-        async with entry.lock:
-            actions = entry.tx.abort(reason)
-            if actions:
-                self._save(entry)
-                self._run(entry, actions)
+            return await self._settled_view(gtid, lambda tx: tx.abort(reason))
+        await self._apply(entry, lambda: entry.tx.abort(reason))
         await self._wait_for_phase_two(entry)
         return self._view(entry)
 
     async def execute(
         self,
-        participants: list[tuple[str, Any]],
+        participants: Sequence[tuple[str, Any]],
         timeout_ms: int | None = None,
         metadata: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
@@ -299,10 +278,7 @@ class Coordinator:
         entry = self._active.get(gtid)
         if entry is not None:
             return self._view(entry)
-        record = await self._lookup(gtid)
-        if record is None:
-            raise NotFound(gtid)
-        return TransactionView(record, frozenset())
+        return TransactionView(await self._record_or_raise(gtid), frozenset())
 
     async def list(self, state: str | None, limit: int, after: str | None) -> list[TransactionView]:
         await self._log.sync()
@@ -326,8 +302,13 @@ class Coordinator:
     # -- running the machine ------------------------------------------------------------
 
     def _run(self, entry: _Entry, actions: list[Action]) -> None:
+        """Carry out what the machine asked for; protocol rounds run in tasks of their own."""
         for action in actions:
             match action:
+                case SaveRecord():
+                    self._log.save(entry.tx.record())
+                case ForceRecord():
+                    self._spawn_for(entry, self._force_record(entry))
                 case SendPrepare(branches):
                     for name in branches:
                         self._spawn_for(entry, self._prepare(entry, name))
@@ -335,55 +316,64 @@ class Coordinator:
                     self._spawn_for(entry, self._one_phase(entry, name))
                 case ForceDecision():
                     self._spawn_for(entry, self._force_decision(entry))
-                case SendCommit(branches) | SendAbort(branches):
-                    outcome = Outcome.COMMITTED if isinstance(action, SendCommit) else Outcome.ABORTED
+                case SendCommit(branches):
                     for name in branches:
-                        self._spawn_for(entry, self._deliver(entry, name, outcome))
-                case Finish():
-                    self._finish(entry)
+                        self._spawn_for(entry, self._deliver(entry, name, Outcome.COMMITTED))
+                case SendAbort(branches):
+                    for name in branches:
+                        self._spawn_for(entry, self._deliver(entry, name, Outcome.ABORTED))
+                case AskStatus(name):
+                    self._spawn_for(entry, self._ask_status(entry, name))
+                case NotifyAbort(branches):
+                    for name in branches:
+                        self._spawn(self._notify_abort(entry.tx.gtid, name), f"abort {entry.tx.gtid}")
+                case Finish(durable=durable):
+                    self._finish(entry, durable)
         if entry.tx.decision is not None:
             entry.decided.set()
 
     async def _apply(self, entry: _Entry, event: Callable[[], list[Action]]) -> None:
         async with entry.lock:
             actions = event()
-            entry.updated_at = self._clock()
+            entry.tx.updated_at = self._clock()
             self._run(entry, actions)
 
     async def _prepare(self, entry: _Entry, name: str) -> None:
-        branch = entry.tx.branches[name]
-        timeout = max(0.001, min(self._settings.prepare_timeout_ms / 1000, entry.deadline - self._clock()))
-        vote, reason = await self._transport.prepare(name, entry.tx.gtid, branch.payload, entry.deadline, timeout)
-        await self._apply(entry, lambda: entry.tx.vote(name, vote, reason))
+        tx = entry.tx
+        timeout = tx.prepare_timeout(self._clock(), self._settings.prepare_timeout_ms / 1000)
+        vote, reason = await self._transport.prepare(name, tx.gtid, tx.branches[name].payload, tx.deadline, timeout)
+        await self._apply(entry, lambda: tx.vote(name, vote, reason))
+
+    async def _force_record(self, entry: _Entry) -> None:
+        tx = entry.tx
+        try:
+            await self._log.force(tx.record())
+        except Exception as exc:  # nothing was sent yet, so aborting is safe
+            reason = repr(exc)
+            log.error("one-phase record could not be logged", gtid=tx.gtid, error=reason)
+            await self._apply(entry, lambda: tx.record_failed(reason))
+            return
+        await self._apply(entry, tx.record_logged)
 
     async def _one_phase(self, entry: _Entry, name: str) -> None:
-        branch = entry.tx.branches[name]
-        try:
-            # The outcome will live only at the participant: make sure recovery knows to ask it.
-            await self._log.force(entry.record())
-        except Exception as exc:  # nothing was sent yet, so aborting is safe
-            reason = f"log write failed: {exc!r}"
-            await self._apply(entry, lambda: entry.tx.one_phase_result(Outcome.ABORTED, reason))
-            return
+        tx = entry.tx
         attempt = 0
         while True:
-            timeout = max(0.05, min(self._settings.prepare_timeout_ms / 1000, entry.deadline - self._clock()))
+            timeout = tx.one_phase_timeout(self._clock(), self._settings.prepare_timeout_ms / 1000)
             outcome, reason = await self._transport.one_phase(
-                name, entry.tx.gtid, branch.payload, entry.deadline, timeout
+                name, tx.gtid, tx.branches[name].payload, tx.deadline, timeout
             )
             if outcome is not None:
                 break
             # No answer: the commit may or may not have happened; ask again (it is idempotent).
-            log.warning("one-phase commit outcome unknown, retrying", gtid=entry.tx.gtid, error=reason)
+            log.warning("one-phase commit outcome unknown, retrying", gtid=tx.gtid, error=reason)
             await asyncio.sleep(self._backoff.delay(attempt))
             attempt += 1
-        await self._apply(entry, lambda: entry.tx.one_phase_result(outcome, reason))
+        await self._apply(entry, lambda: tx.one_phase_result(outcome, reason))
 
     async def _force_decision(self, entry: _Entry) -> None:
         tx = entry.tx
-        entry.updated_at = self._clock()
-        # The record says COMMITTING although the machine only moves there once it is durable.
-        decision = entry.record(state=TxState.COMMITTING, decision=Outcome.COMMITTED)
+        tx.updated_at = self._clock()
         if self._settings.unsafe_lazy_decision:
             # Deliberately wrong (see the setting): phase 2 starts before anything is durable.
             await self._apply(entry, tx.decision_logged)
@@ -391,7 +381,7 @@ class Coordinator:
         try:
             await failpoints.hit("coordinator.before_decision_logged")
             with tracer.start_as_current_span("coordinator.force_decision"):
-                await self._log.force(decision)
+                await self._log.force(tx.decision_record())
             self.decisions_logged += 1
         except Exception as exc:
             reason = repr(exc)
@@ -417,38 +407,54 @@ class Coordinator:
             await failpoints.hit("coordinator.after_first_commit_sent")
         await self._apply(entry, lambda: entry.tx.acknowledged(name))
 
-    def _finish(self, entry: _Entry) -> None:
-        """Every branch acknowledged: write END lazily and leave the active set."""
+    async def _ask_status(self, entry: _Entry, name: str) -> None:
+        """Ask a branch until it answers what it knows of its transaction."""
+        tx = entry.tx
+        attempt = 0
+        while True:
+            try:
+                status = await self._transport.status(name, tx.gtid)
+                break
+            except CallFailed as exc:
+                log.warning("recovery: branch unreachable", gtid=tx.gtid, participant=name, error=str(exc))
+                await asyncio.sleep(self._backoff.delay(attempt))
+                attempt += 1
+        await self._apply(entry, lambda: tx.one_phase_status(status))
+
+    async def _notify_abort(self, gtid: str, name: str) -> None:
+        for attempt in range(_NOTIFY_ATTEMPTS):
+            try:
+                await asyncio.wait_for(self._transport.deliver(name, gtid, Outcome.ABORTED), _NOTIFY_TIMEOUT)
+                return
+            except (TimeoutError, CallFailed):
+                await asyncio.sleep(self._backoff.delay(attempt))
+
+    def _finish(self, entry: _Entry, durable: bool) -> None:
+        """Every branch acknowledged: write END and leave the active set."""
         entry.decided.set()
         entry.finished.set()
-        entry.updated_at = self._clock()
-        record = entry.final_record = entry.record()
-        self._log.save(record)  # lost in a crash, recovery merely resends phase 2
+        entry.tx.updated_at = self._clock()
+        record = entry.final_record = entry.tx.record()
+        if durable:
+            self._spawn(self._log.force(record), f"end {record.gtid}")
+        else:
+            self._log.save(record)  # lost in a crash, recovery merely resends phase 2
         self._finished[record.gtid] = record
         while len(self._finished) > _FINISHED_IN_MEMORY:
             self._finished.popitem(last=False)
         self._active.pop(record.gtid, None)
 
-    def _save(self, entry: _Entry) -> None:
-        entry.updated_at = self._clock()
-        self._log.save(entry.record())
-
     # -- recovery --------------------------------------------------------------------------
 
-    def _resume_commit(self, record: TransactionRecord) -> None:
-        """Take a decided transaction back in memory and resend phase 2 (see recovery)."""
-        names = [b.name for b in record.branches if b.state in (BranchState.PREPARED, BranchState.COMMITTED)]
-        tx, actions = Transaction.recovered_commit(record.gtid, names)
-        entry = _Entry(
-            tx=tx,
-            created_at=record.created_at,
-            updated_at=self._clock(),
-            deadline=record.deadline,
-            metadata=record.metadata,
-            idempotency_key=record.idempotency_key,
-            request_hash=record.request_hash,
-        )
-        self._active[tx.gtid] = entry
+    def _recover(self, record: TransactionRecord) -> None:
+        """Take an unfinished transaction of the log back in memory and carry out what the
+        machine says it needs; returns at once."""
+        self._recovered += 1
+        entry = _Entry(Transaction.from_record(record))
+        actions = entry.tx.recover()
+        log.info("recovering", gtid=record.gtid, actions=[type(a).__name__ for a in actions])
+        entry.tx.updated_at = self._clock()
+        self._active[record.gtid] = entry
         self._run(entry, actions)
 
     # -- background duties -------------------------------------------------------------------
@@ -465,30 +471,30 @@ class Coordinator:
                 # in a task of its own, so that a long prune never holds back the deadlines.
                 self._spawn(self._log.prune(now - self._retention), name="prune")
                 next_prune = now + self._prune_interval
-            for entry in list(self._active.values()):
-                if entry.tx.state is TxState.ACTIVE and entry.deadline <= now:
-                    with contextlib.suppress(WrongState):
-                        await self._apply(entry, lambda e=entry: e.tx.abort("deadline exceeded"))
-                        self._save(entry)
+            for entry in [e for e in self._active.values() if e.tx.expired(now)]:
+                await self._expire(entry, now)
             cutoff = now - self._settings.idempotency_ttl_seconds
             for key in [k for k, v in self._idempotency.items() if v.created_at < cutoff]:
                 del self._idempotency[key]
 
+    async def _expire(self, entry: _Entry, now: float) -> None:
+        await self._apply(entry, lambda: entry.tx.expire(now))
+
     # -- helpers -------------------------------------------------------------------------------
 
-    def _spawn(self, coro: Any, name: str) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
         task = asyncio.create_task(coro, name=name)
         self._background.add(task)
         task.add_done_callback(self._task_done(self._background))
 
-    def _spawn_for(self, entry: _Entry, coro: Any) -> None:
+    def _spawn_for(self, entry: _Entry, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
         entry.tasks.add(task)
         task.add_done_callback(self._task_done(entry.tasks))
 
     @staticmethod
-    def _task_done(tasks: set[asyncio.Task[None]]) -> Callable[[asyncio.Task[None]], None]:
-        def done(task: asyncio.Task[None]) -> None:
+    def _task_done(tasks: set[asyncio.Task[Any]]) -> Callable[[asyncio.Task[Any]], None]:
+        def done(task: asyncio.Task[Any]) -> None:
             tasks.discard(task)
             if not task.cancelled() and task.exception() is not None:
                 log.error("background task failed", task=task.get_name(), error=repr(task.exception()))
@@ -499,31 +505,22 @@ class Coordinator:
         if name not in self._transport.participants:
             raise UnknownParticipantError(f"no participant named {name!r} is registered")
 
-    async def _lookup(self, gtid: str) -> TransactionRecord | None:
+    async def _record_or_raise(self, gtid: str) -> TransactionRecord:
         """A transaction no longer active: from memory if it finished lately, else the log."""
         record = self._finished.get(gtid)
-        return record if record is not None else await self._log.get(gtid)
-
-    async def _entry_or_raise(self, gtid: str) -> _Entry:
-        entry = self._active.get(gtid)
-        if entry is not None:
-            return entry
-        record = await self._lookup(gtid)
+        if record is None:
+            record = await self._log.get(gtid)
         if record is None:
             raise NotFound(gtid)
-        raise WrongState(f"cannot enlist in a transaction that is {record.state}")
+        return record
 
-    async def _finished_view(self, gtid: str, wanted: Outcome) -> TransactionView:
-        """Commit or abort of a transaction no longer active: answer what happened."""
-        record = await self._lookup(gtid)
-        if record is None:
-            raise NotFound(gtid)
-        if wanted is Outcome.ABORTED and record.decision == Outcome.COMMITTED:
-            raise WrongState(f"cannot abort a transaction that is {record.state}")
-        if wanted is Outcome.COMMITTED and not record.commit_requested:
-            raise WrongState(f"cannot commit a transaction that is {record.state}")
+    async def _settled_view(self, gtid: str, event: Callable[[Transaction], list[Action]]) -> TransactionView:
+        """A request about a transaction no longer in memory: the machine, rebuilt from its
+        record, says whether it is refused (WrongState) or answered with what happened."""
+        record = await self._record_or_raise(gtid)
+        event(Transaction.from_record(record))
         return TransactionView(record, frozenset())
 
     def _view(self, entry: _Entry) -> TransactionView:
-        record = entry.final_record or entry.record()
+        record = entry.final_record or entry.tx.record()
         return TransactionView(record, frozenset(entry.tx.pending_branches()))

@@ -8,13 +8,8 @@ from pathlib import Path
 import aiosqlite
 import orjson
 
-from coordinator.log._base import (
-    BranchRecord,
-    DecisionLog,
-    IdempotencyEntry,
-    LogStats,
-    TransactionRecord,
-)
+from coordinator.log._base import DecisionLog, LogStats
+from coordinator.records import BranchRecord, IdempotencyEntry, TransactionRecord
 from twopc_core.groupcommit import GroupCommitter, open_sqlite
 
 __all__ = ["SQLiteLog"]

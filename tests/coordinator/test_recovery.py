@@ -10,7 +10,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from coordinator.config import ParticipantSettings, TransactionSettings
-from coordinator.engine._driver import Coordinator
+from coordinator.engine import Coordinator
 from coordinator.log import BranchRecord, SQLiteLog, TransactionRecord
 from coordinator.transport import Backoff, Transport
 from tests.coordinator.conftest import SECRET, StubParticipant

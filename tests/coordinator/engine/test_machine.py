@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from coordinator.engine._machine import (
+from coordinator.engine import (
     BranchState,
     Conflict,
     Finish,
     ForceDecision,
+    ForceRecord,
+    SaveRecord,
     SendAbort,
     SendCommit,
     SendOnePhase,
@@ -27,6 +29,14 @@ def tx_with(*names: str, early: tuple[str, ...] = ()) -> Transaction:
     return tx
 
 
+def one_phase_sent(name: str = "a") -> Transaction:
+    """A single-branch transaction whose one-phase record is durable and commit sent."""
+    tx = tx_with(name)
+    tx.commit()
+    tx.record_logged()
+    return tx
+
+
 def committing(*names: str) -> Transaction:
     """A transaction whose commit decision is durable and phase 2 is under way."""
     tx = tx_with(*names)
@@ -41,24 +51,45 @@ def committing(*names: str) -> Transaction:
 # -- commit: which round starts ---------------------------------------------------
 
 
-def test_single_branch_commits_in_one_phase() -> None:
+def test_single_branch_commit_first_forces_its_record() -> None:
     tx = tx_with("a")
-    assert tx.commit() == [SendOnePhase("a")]
+    assert tx.commit() == [ForceRecord()]
     assert tx.one_phase
     assert tx.state is TxState.PREPARING
 
 
-def test_one_phase_result_committed_finishes_without_decision_record() -> None:
+def test_single_branch_commits_in_one_phase_once_its_record_is_durable() -> None:
     tx = tx_with("a")
     tx.commit()
+    assert tx.record_logged() == [SendOnePhase("a")]
+    assert tx.record_logged() == []
+
+
+def test_a_one_phase_record_that_could_not_be_logged_aborts_without_sending() -> None:
+    tx = tx_with("a")
+    tx.commit()
+    assert tx.record_failed("disk full") == [Finish(Outcome.ABORTED)]
+    assert tx.state is TxState.ABORTED
+    assert "disk full" in (tx.reason or "")
+    assert tx.record_logged() == []
+
+
+def test_a_one_phase_answer_before_the_record_is_durable_is_ignored() -> None:
+    tx = tx_with("a")
+    tx.commit()
+    assert tx.one_phase_result(Outcome.COMMITTED) == []
+    assert tx.state is TxState.PREPARING
+
+
+def test_one_phase_result_committed_finishes_without_decision_record() -> None:
+    tx = one_phase_sent()
     assert tx.one_phase_result(Outcome.COMMITTED) == [Finish(Outcome.COMMITTED)]
     assert tx.state is TxState.COMMITTED
     assert tx.branches["a"].state is BranchState.COMMITTED
 
 
 def test_one_phase_result_aborted_finishes_aborted_with_reason() -> None:
-    tx = tx_with("a")
-    tx.commit()
+    tx = one_phase_sent()
     assert tx.one_phase_result(Outcome.ABORTED, "disk full") == [Finish(Outcome.ABORTED)]
     assert tx.state is TxState.ABORTED
     assert tx.decision is Outcome.ABORTED
@@ -66,8 +97,7 @@ def test_one_phase_result_aborted_finishes_aborted_with_reason() -> None:
 
 
 def test_one_phase_without_answer_changes_nothing() -> None:
-    tx = tx_with("a")
-    tx.commit()
+    tx = one_phase_sent()
     assert tx.one_phase_result(None) == []
     assert tx.state is TxState.PREPARING
     assert tx.undecided
@@ -90,7 +120,7 @@ def test_votes_are_ignored_during_one_phase_commit() -> None:
 
 def test_two_branches_are_both_sent_prepare() -> None:
     tx = tx_with("a", "b")
-    assert tx.commit() == [SendPrepare(("a", "b"))]
+    assert tx.commit() == [SaveRecord(), SendPrepare(("a", "b"))]
     assert not tx.one_phase
     assert tx.state is TxState.PREPARING
 
@@ -103,24 +133,24 @@ def test_commit_without_branches_finishes_committed() -> None:
 
 def test_early_prepared_branches_are_not_sent_prepare() -> None:
     tx = tx_with("a", "b", "c", early=("b",))
-    assert tx.commit() == [SendPrepare(("a", "c"))]
+    assert tx.commit() == [SaveRecord(), SendPrepare(("a", "c"))]
 
 
 def test_single_early_prepared_branch_is_decided_without_prepare_or_one_phase() -> None:
     tx = tx_with("a", early=("a",))
-    assert tx.commit() == [ForceDecision(("a",))]
+    assert tx.commit() == [SaveRecord(), ForceDecision(("a",))]
     assert not tx.one_phase
 
 
 def test_all_early_prepared_forces_decision_at_once() -> None:
     tx = tx_with("a", "b", early=("a", "b"))
-    assert tx.commit() == [ForceDecision(("a", "b"))]
+    assert tx.commit() == [SaveRecord(), ForceDecision(("a", "b"))]
     assert tx.deciding
 
 
 def test_one_enlisted_and_one_early_branch_is_two_phase() -> None:
     tx = tx_with("a", "b", early=("a",))
-    assert tx.commit() == [SendPrepare(("b",))]
+    assert tx.commit() == [SaveRecord(), SendPrepare(("b",))]
     assert not tx.one_phase
 
 
@@ -143,7 +173,7 @@ def test_no_vote_aborts_at_once_and_sends_abort_to_branches_that_may_hold_work()
     tx.vote("a", Vote.YES)  # prepared: holds work
     tx.vote("d", Vote.READ_ONLY)  # nothing to undo
     # c has not answered: its prepare may have been applied, so it may hold work.
-    assert tx.vote("b", Vote.NO, "constraint") == [SendAbort(("a", "c"))]
+    assert tx.vote("b", Vote.NO, "constraint") == [SaveRecord(), SendAbort(("a", "c"))]
     assert tx.state is TxState.ABORTING
     assert tx.decision is Outcome.ABORTED
     assert tx.branches["b"].state is BranchState.ABORTED
@@ -266,7 +296,7 @@ def test_decision_failed_aborts_and_sends_abort_to_prepared_branches() -> None:
     tx.commit()
     tx.vote("a", Vote.YES)
     tx.vote("b", Vote.YES)
-    assert tx.decision_failed("disk I/O error") == [SendAbort(("a", "b"))]
+    assert tx.decision_failed("disk I/O error") == [SaveRecord(), SendAbort(("a", "b"))]
     assert tx.state is TxState.ABORTING
     assert tx.decision is Outcome.ABORTED
     assert not tx.deciding
@@ -282,21 +312,6 @@ def test_decision_failed_without_a_pending_decision_is_ignored() -> None:
     assert tx.decision is Outcome.COMMITTED
 
 
-def test_recovered_commit_resends_commits_to_every_named_branch() -> None:
-    tx, actions = Transaction.recovered_commit("g1", ["a", "b"])
-    assert actions == [SendCommit(("a", "b"))]
-    assert tx.state is TxState.COMMITTING
-    assert tx.decision is Outcome.COMMITTED
-    tx.acknowledged("a")
-    assert tx.acknowledged("b") == [Finish(Outcome.COMMITTED)]
-
-
-def test_recovered_commit_is_refused_abort() -> None:
-    tx, _ = Transaction.recovered_commit("g1", ["a"])
-    with pytest.raises(WrongState):
-        tx.abort("reaper")
-
-
 # -- abort ------------------------------------------------------------------------
 
 
@@ -309,7 +324,7 @@ def test_abort_while_active_without_prepared_branches_finishes_at_once() -> None
 
 def test_abort_while_active_sends_abort_to_early_prepared_branches() -> None:
     tx = tx_with("a", "b", early=("b",))
-    assert tx.abort("client") == [SendAbort(("b",))]
+    assert tx.abort("client") == [SaveRecord(), SendAbort(("b",))]
     assert tx.state is TxState.ABORTING
     assert tx.branches["a"].state is BranchState.ABORTED
 
@@ -389,8 +404,8 @@ def test_repeated_commit_while_preparing_answers_nothing() -> None:
 
 def test_enlist_is_idempotent_per_name() -> None:
     tx = Transaction(gtid="g1")
-    assert tx.enlist("a", {"x": 1}) is True
-    assert tx.enlist("a", {"x": 1}) is False
+    assert tx.enlist("a", {"x": 1}) == [SaveRecord()]
+    assert tx.enlist("a", {"x": 1}) == []
     assert list(tx.branches) == ["a"]
 
 
@@ -435,4 +450,110 @@ def test_enlist_is_refused_after_abort() -> None:
 def test_repeated_enlist_after_commit_is_still_idempotent() -> None:
     tx = tx_with("a", "b")
     tx.commit()
-    assert tx.enlist("a", {"to": "a"}) is False
+    assert tx.enlist("a", {"to": "a"}) == []
+
+
+# -- deadline ---------------------------------------------------------------------
+
+
+def test_an_active_transaction_past_its_deadline_expires_into_an_abort() -> None:
+    tx = Transaction(gtid="g1", deadline=100.0)
+    tx.enlist("a", prepared=True)
+    assert tx.expire(99.9) == []
+    assert tx.expire(100.0) == [SaveRecord(), SendAbort(("a",))]
+    assert tx.reason == "deadline exceeded"
+
+
+def test_a_transaction_being_committed_does_not_expire() -> None:
+    tx = Transaction(gtid="g1", deadline=100.0)
+    tx.enlist("a")
+    tx.enlist("b")
+    tx.commit()
+    assert not tx.expired(500.0)
+    assert tx.expire(500.0) == []
+    assert tx.state is TxState.PREPARING
+
+
+def test_a_prepare_may_take_only_what_is_left_of_the_deadline() -> None:
+    tx = Transaction(gtid="g1", deadline=100.0)
+    assert tx.prepare_timeout(now=90.0, limit=30.0) == 10.0
+    assert tx.prepare_timeout(now=50.0, limit=30.0) == 30.0
+    assert 0 < tx.prepare_timeout(now=120.0, limit=30.0) < 0.01
+
+
+def test_each_one_phase_attempt_gets_some_time_even_past_the_deadline() -> None:
+    tx = Transaction(gtid="g1", deadline=100.0)
+    assert tx.one_phase_timeout(now=120.0, limit=30.0) >= 0.05
+
+
+# -- records ----------------------------------------------------------------------
+
+
+def test_the_decision_record_names_the_prepared_branches_as_committing() -> None:
+    tx = tx_with("a", "b", "c")
+    tx.commit()
+    tx.vote("a", Vote.YES)
+    tx.vote("b", Vote.READ_ONLY)
+    tx.vote("c", Vote.YES)
+    record = tx.decision_record()
+    assert (record.state, record.decision, record.finished) == ("committing", "committed", False)
+    assert {b.name: b.state for b in record.branches} == {"a": "prepared", "b": "read_only", "c": "prepared"}
+    assert tx.record().decision is None  # in memory it is undecided until the log says so
+
+
+def test_the_record_of_a_finished_transaction_says_it_may_be_forgotten() -> None:
+    tx = committing("a", "b")
+    tx.acknowledged("a")
+    tx.acknowledged("b")
+    record = tx.record()
+    assert (record.state, record.decision, record.finished) == ("committed", "committed", True)
+
+
+# -- requests about a transaction known only from its record ---------------------
+
+
+def finished_record(*events: str) -> Transaction:
+    """A transaction rebuilt from the record a finished one left in the log."""
+    tx = tx_with("a", "b")
+    if "commit" in events:
+        tx.commit()
+    if "no" in events:
+        tx.vote("a", Vote.NO)
+        tx.acknowledged("b")
+    elif "commit" in events:
+        tx.vote("a", Vote.YES)
+        tx.vote("b", Vote.YES)
+        tx.decision_logged()
+        tx.acknowledged("a")
+        tx.acknowledged("b")
+    else:
+        tx.abort("client")
+    assert tx.state.final
+    return Transaction.from_record(tx.record())
+
+
+def test_a_repeated_commit_of_a_finished_commit_answers_nothing_new() -> None:
+    assert finished_record("commit").commit() == []
+
+
+def test_a_repeated_commit_of_a_commit_that_aborted_answers_nothing_new() -> None:
+    assert finished_record("commit", "no").commit() == []
+
+
+def test_a_commit_of_a_transaction_the_client_aborted_is_wrong_state() -> None:
+    with pytest.raises(WrongState):
+        finished_record().commit()
+
+
+def test_an_abort_of_a_finished_commit_is_wrong_state() -> None:
+    with pytest.raises(WrongState):
+        finished_record("commit").abort("client")
+
+
+def test_an_abort_of_a_finished_abort_answers_nothing_new() -> None:
+    assert finished_record("commit", "no").abort("client") == []
+
+
+def test_enlisting_in_a_finished_transaction_is_wrong_state_even_under_a_known_name() -> None:
+    with pytest.raises(WrongState):
+        finished_record("commit").enlist("a")
