@@ -232,9 +232,7 @@ class ParticipantTestServer:
     @property
     def app(self) -> web.Application:
         """The application being served."""
-        app = self.http.app
-        assert app is not None  # a TestServer always serves an application
-        return app
+        return self.http.app
 
     @property
     def participant(self) -> Participant:
@@ -245,6 +243,7 @@ class ParticipantTestServer:
 
     @property
     def resource(self) -> Resource:
+        """The participant's resource."""
         return self.participant.resource
 
     @property
@@ -287,6 +286,7 @@ class ParticipantTestServer:
         return await self.call("commit", {"gtid": gtid, "branch": branch or self.name, **fields})
 
     async def abort(self, gtid: str, *, branch: str | None = None) -> tuple[int, Any]:
+        """Abort a branch (prepared, or never heard of: a prepare after it votes no)."""
         return await self.call("abort", {"gtid": gtid, "branch": branch or self.name})
 
     async def status(self, gtid: str, *, branch: str | None = None) -> str:
