@@ -1,20 +1,42 @@
-"""Tools for testing participants: an in-memory resource, a stub coordinator that
-answers in-doubt inquiries, and signed protocol calls."""
+"""Tools for testing participants: a participant on a test server, an in-memory
+resource, a stub coordinator that answers in-doubt inquiries, and signed protocol calls.
+
+A test of a service that embeds a participant, against a stub coordinator::
+
+    stub = StubCoordinator()              # serve stub.app() on a TestServer of its own
+    server = ParticipantTestServer(
+        lambda **options: build_app("queue-a", data_dir, stub_url, SECRET, **options),
+        "queue-a",
+        SECRET,
+        participant_key=PARTICIPANT,      # where the app keeps its Participant
+    )
+    async with server:
+        assert (await server.prepare("g1", {"items": ["x"]}))[0] == 200
+        await server.restart()            # the same data directory, as after a crash
+        assert await server.status("g1") == "prepared"
+"""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Self
 
 import orjson
 from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
 from participant_sdk.errors import error_body
 from participant_sdk.resource import PrepareResult, Resource
 from twopc_core.protocol import Vote
 from twopc_core.signing import signed_headers
+from twopc_core.testing import wait_until
 
-__all__ = ["InMemoryResource", "StubCoordinator", "call_participant"]
+if TYPE_CHECKING:
+    from participant_sdk.participant import Participant
+
+__all__ = ["InMemoryResource", "ParticipantTestServer", "StubCoordinator", "call_participant"]
 
 
 class InMemoryResource(Resource):
@@ -106,6 +128,173 @@ async def call_participant(
             return response.status, orjson.loads(raw)
         except orjson.JSONDecodeError:
             return response.status, raw
+
+
+class ParticipantTestServer:
+    """A participant on a real local HTTP server, called as the coordinator calls it.
+
+    ``factory(**options)`` builds what is served, afresh at every start: a whole
+    service's application, whose :class:`Participant` is stored under the app key
+    ``participant_key``, or a bare :class:`Participant`, served under ``prefix``.
+    Whatever must outlive a restart (a log file, a data directory, a resource), the
+    factory closes over; ``options`` and those given to :meth:`start` or
+    :meth:`restart` are passed to it, and kept for the restarts after.
+
+    :meth:`start` returns once the participant's first in-doubt round is over (it
+    asks at once about every branch found prepared), so a test sees it settled; a
+    restart keeps the address. ``name`` is the branch the shortcuts (:meth:`prepare`,
+    :meth:`commit`, :meth:`abort`, :meth:`status`) act on unless told another;
+    ``clock`` (unix seconds) signs the calls and dates each prepare's deadline,
+    ``prepare_timeout`` seconds ahead.
+    """
+
+    def __init__(
+        self,
+        factory: Callable[..., web.Application | Participant],
+        name: str,
+        secret: str,
+        *,
+        participant_key: web.AppKey[Participant] | None = None,
+        prefix: str = "/twopc",
+        options: Mapping[str, Any] | None = None,
+        clock: Callable[[], float] = time.time,
+        prepare_timeout: float = 30.0,
+    ) -> None:
+        self.factory = factory
+        self.name = name
+        self.secret = secret
+        self.participant_key = participant_key
+        self.prefix = prefix.rstrip("/")
+        self.options: dict[str, Any] = dict(options or {})
+        self.clock = clock
+        self.prepare_timeout = prepare_timeout
+        self._client: TestClient[web.Request, web.Application] | None = None
+        self._participant: Participant | None = None
+        self._port: int | None = None
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self, **options: Any) -> Self:
+        """Build the app with the options so far and ``options``, serve it, and wait
+        for the participant's first in-doubt round."""
+        if self._client is not None:
+            raise RuntimeError(f"the test server of {self.name} is already started")
+        self.options.update(options)
+        app, participant = self._build()
+        client = TestClient(TestServer(app, port=self._port))
+        try:
+            await client.start_server()
+            first_round = f"the first in-doubt round of {self.name}"
+            await wait_until(lambda: participant.inquiry_rounds >= 1, message=first_round)
+        except BaseException:
+            await client.close()
+            raise
+        self._client, self._participant = client, participant
+        self._port = client.port
+        return self
+
+    def _build(self) -> tuple[web.Application, Participant]:
+        built = self.factory(**self.options)
+        if not isinstance(built, web.Application):
+            app = web.Application()
+            app.add_subapp(self.prefix, built.app())
+            return app, built
+        if self.participant_key is None:
+            raise TypeError("a factory that builds a whole application needs participant_key to find its participant")
+        return built, built[self.participant_key]
+
+    async def stop(self) -> None:
+        """Stop serving; the app's clean-up closes the participant (and its log)."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+
+    async def restart(self, **options: Any) -> Self:
+        """Stop, then start a new participant on the same data and at the same address."""
+        await self.stop()
+        return await self.start(**options)
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    # -- what is running -------------------------------------------------------------
+
+    @property
+    def http(self) -> TestClient[web.Request, web.Application]:
+        """The HTTP client of the running server: paths are relative to its root."""
+        if self._client is None:
+            raise RuntimeError(f"the test server of {self.name} is not started")
+        return self._client
+
+    @property
+    def app(self) -> web.Application:
+        """The application being served."""
+        return self.http.app
+
+    @property
+    def participant(self) -> Participant:
+        """The participant of the last start (still there to look at after a stop)."""
+        if self._participant is None:
+            raise RuntimeError(f"the test server of {self.name} was never started")
+        return self._participant
+
+    @property
+    def resource(self) -> Resource:
+        """The participant's resource."""
+        return self.participant.resource
+
+    @property
+    def url(self) -> str:
+        """Where the protocol is served, as a coordinator would be told."""
+        return str(self.http.make_url(self.prefix))
+
+    # -- protocol calls --------------------------------------------------------------
+
+    async def call(
+        self,
+        operation: str,
+        body: Any,
+        *,
+        secret: str | None = None,
+        now: float | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
+        """POST ``body`` (JSON-encoded unless bytes) to ``operation``, signed with the
+        secret (or ``secret``) at ``now`` (the clock's time unless given); return the
+        status and the decoded answer."""
+        return await call_participant(
+            self.http,
+            f"{self.prefix}/{operation}",
+            operation,
+            body,
+            self.secret if secret is None else secret,
+            now=self.clock() if now is None else now,
+            headers=headers,
+        )
+
+    async def prepare(self, gtid: str, payload: Any = None, *, branch: str | None = None) -> tuple[int, Any]:
+        """Prepare a branch whose transaction's deadline is ``prepare_timeout`` ahead."""
+        deadline = self.clock() + self.prepare_timeout
+        body = {"gtid": gtid, "branch": branch or self.name, "payload": payload, "deadline": deadline}
+        return await self.call("prepare", body)
+
+    async def commit(self, gtid: str, *, branch: str | None = None, **fields: Any) -> tuple[int, Any]:
+        """Commit a branch; ``fields`` join the body (``one_phase=True, payload=...``)."""
+        return await self.call("commit", {"gtid": gtid, "branch": branch or self.name, **fields})
+
+    async def abort(self, gtid: str, *, branch: str | None = None) -> tuple[int, Any]:
+        """Abort a branch (prepared, or never heard of: a prepare after it votes no)."""
+        return await self.call("abort", {"gtid": gtid, "branch": branch or self.name})
+
+    async def status(self, gtid: str, *, branch: str | None = None) -> str:
+        """The branch's status as the participant reports it (``"prepared"``, ...)."""
+        status, body = await self.call("status", {"gtid": gtid, "branch": branch or self.name})
+        if status != 200:
+            raise AssertionError(f"status of {gtid} was answered {status}: {body!r}")
+        return str(body["status"])
 
 
 class StubCoordinator:

@@ -11,7 +11,9 @@ Lazy writes are not awaited, and nobody is the worse for their waiting a little:
 ride along with the next forced write, or are committed ``lazy_delay`` seconds after
 they were queued if no forced write comes first. A crash may lose them, which is what
 lazy means; a commit of their own for each burst of them would cost as much as one for
-the forced writes.
+the forced writes. The wait is set on a :class:`Timer`, the event loop's ``call_later``
+unless another is given (a test gives :class:`twopc_core.testing.ManualTimer`, and fires
+it when it chooses).
 
 The writer has its own connection on a thread of its own, and a whole batch —
 BEGIN, the statements, COMMIT — is one trip to that thread: every trip costs a
@@ -26,12 +28,12 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import aiosqlite
 import structlog
 
-__all__ = ["GroupCommitStats", "GroupCommitter", "open_sqlite"]
+__all__ = ["Cancellable", "GroupCommitStats", "GroupCommitter", "Timer", "open_sqlite"]
 
 log = structlog.get_logger(__name__)
 
@@ -54,6 +56,21 @@ def _connect(path: str) -> sqlite3.Connection:
     for pragma in _PRAGMAS:
         conn.execute(pragma)
     return conn
+
+
+class Cancellable(Protocol):
+    """A call set on a :class:`Timer`, which can be called off before it is due."""
+
+    def cancel(self) -> None: ...
+
+
+class Timer(Protocol):
+    """What sets the call that commits waiting lazy writes: the event loop itself
+    satisfies it (``loop.call_later``)."""
+
+    def call_later(self, delay: float, callback: Callable[[], object]) -> Cancellable:
+        """Call ``callback`` once, ``delay`` seconds from now, unless cancelled first."""
+        ...
 
 
 @dataclass
@@ -79,11 +96,18 @@ class _Write:
 
 
 class GroupCommitter:
-    """The one writer of the SQLite database at ``path``."""
+    """The one writer of the SQLite database at ``path``.
 
-    def __init__(self, path: str, max_batch: int = 2000, lazy_delay: float = 0.02) -> None:
+    ``timer`` sets the commit of lazy writes nobody forced (by default the running
+    event loop, taken at :meth:`start`).
+    """
+
+    def __init__(
+        self, path: str, max_batch: int = 2000, lazy_delay: float = 0.02, *, timer: Timer | None = None
+    ) -> None:
         self._path = path
         self._lazy_delay = lazy_delay
+        self._timer = timer
         self._conn: sqlite3.Connection | None = None
         # One thread: the connection is only ever used from it.
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="group-commit")
@@ -94,7 +118,7 @@ class GroupCommitter:
         self._forced_queued = 0
         #: Lazy writes have waited long enough: commit them even without a forced write.
         self._lazy_due = False
-        self._lazy_timer: asyncio.TimerHandle | None = None
+        self._lazy_timer: Cancellable | None = None
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -104,7 +128,8 @@ class GroupCommitter:
 
     async def start(self) -> None:
         self._conn = await self._in_thread(_connect, self._path)
-        self._task = asyncio.create_task(self._run(), name="group-commit-writer")
+        timer = self._timer if self._timer is not None else asyncio.get_running_loop()
+        self._task = asyncio.create_task(self._run(timer), name="group-commit-writer")
 
     async def close(self) -> None:
         """Commit what is queued, then stop the writer."""
@@ -178,7 +203,7 @@ class GroupCommitter:
         if (self._queue or self._committing) and not self._closing:
             await self.write_durable(_FLUSH, ())
 
-    async def _run(self) -> None:
+    async def _run(self, timer: Timer) -> None:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
@@ -203,7 +228,7 @@ class GroupCommitter:
                     self._committing = False
             self._lazy_due = False
             if self._queue and self._lazy_timer is None:  # lazy writes only: they wait a little
-                self._lazy_timer = asyncio.get_running_loop().call_later(self._lazy_delay, self._lazy_waited)
+                self._lazy_timer = timer.call_later(self._lazy_delay, self._lazy_waited)
             if self._closing:
                 return
 
@@ -214,7 +239,7 @@ class GroupCommitter:
 
     async def _commit(self, batch: list[_Write]) -> BaseException | None:
         """Run ``batch`` in one transaction; return the error instead of raising it."""
-        error = await self._in_thread(self._commit_in_thread, [(w.sql, w.params) for w in batch])
+        error: BaseException | None = await self._in_thread(self._commit_in_thread, [(w.sql, w.params) for w in batch])
         if error is None:
             self.stats.commits += 1
             self.stats.statements += len(batch)

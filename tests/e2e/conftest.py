@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,42 @@ def restart_disarmed(cluster: LocalCluster, node: str) -> None:
     """Start a node that crashed at its failpoint again, without the failpoint."""
     cluster.nodes[node].env.clear()
     cluster.restart(node)
+
+
+@dataclass(frozen=True)
+class Crash:
+    """A row of a kill table: ``node`` crashes at ``failpoint`` during one transaction,
+    is restarted without it, and then every participant holds ``outcome``, once."""
+
+    node: str
+    failpoint: str
+    outcome: str
+
+    def __str__(self) -> str:
+        return f"{self.node}@{self.failpoint}"
+
+    def arm(self, cluster: LocalCluster, node: str | None = None) -> None:
+        """Set the failpoint in the node's environment (``node`` names it when the row
+        names its role), before the cluster starts."""
+        cluster.nodes[node or self.node].env["TWOPC_FAILPOINTS"] = f"{self.failpoint}=crash"
+
+
+async def answer_through(crash: Crash, commit: Awaitable[dict[str, Any]]) -> dict[str, Any] | None:
+    """The client's answer to the commit that the crash interrupts: none if the
+    coordinator is the one that crashes (the connection drops), else the outcome the
+    coordinator decided, which is already the row's."""
+    if crash.node == "coordinator":
+        with pytest.raises(aiohttp.ClientError):
+            await commit
+        return None
+    answer = await commit
+    assert answer["outcome"] == crash.outcome, answer
+    return answer
+
+
+def pending_branches(answer: dict[str, Any]) -> set[str]:
+    """The branches whose phase 2 the coordinator had not seen acknowledged when it answered."""
+    return {branch["name"] for branch in answer["branches"] if branch["pending"]}
 
 
 def payloads(tag: str) -> list[dict[str, Any]]:

@@ -1,9 +1,11 @@
 """The bank on real processes: a coordinator and two banks, each on its own PostgreSQL
-database; transfers commit on both databases or on neither, through kills."""
+database; transfers commit on both databases or on neither, through kills (the crashes
+at a failpoint are one table, BANK_CRASHES)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -13,7 +15,7 @@ import pytest
 from adapters.postgres.bank import transfer
 from compose.localcluster import BankCluster
 from participant_sdk.client import CoordinatorClient
-from tests.e2e.conftest import settle
+from tests.e2e.conftest import Crash, answer_through, restart_disarmed, settle
 from twopc_core.failpoints import CRASH_EXIT_CODE
 
 pytestmark = pytest.mark.slow
@@ -140,46 +142,50 @@ async def test_bad_requests_to_the_bank_are_4xx_json_naming_the_problem(
         assert response.status == 404 and "error" in await response.json()
 
 
-async def test_a_bank_killed_after_prepare_before_its_vote_arrives_is_resolved_to_the_abort(
-    banks: BankCluster, client: CoordinatorClient, http: aiohttp.ClientSession
+@dataclass(frozen=True)
+class BankCrash(Crash):
+    """``prepared_while_down``: the banks whose database holds the transfer prepared
+    while the crashed node is down."""
+
+    prepared_while_down: tuple[str, ...] = ()
+
+
+BANK_CRASHES = [
+    # PREPARE TRANSACTION happened, the vote never arrived: the abort reaches it after its restart.
+    BankCrash("bank-b", "participant.after_prepare_before_reply", "aborted", ("bank-b",)),
+    # Both voted yes, the decision is durable and never left the coordinator.
+    BankCrash("coordinator", "coordinator.after_decision_logged", "committed", BANKS),
+]
+
+
+def gid(bank: str, gtid: str) -> str:
+    return f"twopc:{bank}:{gtid}:{bank}"
+
+
+@pytest.mark.parametrize("crash", BANK_CRASHES, ids=str)
+async def test_a_node_killed_during_a_transfer_leaves_both_databases_with_its_outcome_once_restarted(
+    banks: BankCluster, client: CoordinatorClient, http: aiohttp.ClientSession, crash: BankCrash
 ) -> None:
-    banks.nodes["bank-b"].env["TWOPC_FAILPOINTS"] = "participant.after_prepare_before_reply=crash"
+    crash.arm(banks)
     banks.start()
     await open_accounts(http, banks, {"bank-a": {"alice": 100}, "bank-b": {"bob": 0}})
 
-    answer = await transfer(client, ("bank-a", "alice"), ("bank-b", "bob"), 40)
+    answer = await answer_through(crash, transfer(client, ("bank-a", "alice"), ("bank-b", "bob"), 25))
+    assert banks.nodes[crash.node].wait_exit() == CRASH_EXIT_CODE
+    held = {bank: prepared_in(banks.banks[bank]) for bank in crash.prepared_while_down}
+    if answer is not None:
+        gtid = answer["gtid"]
+    else:  # the coordinator died before answering: the gtid is read from a prepared gid
+        first = crash.prepared_while_down[0]
+        gtid = held[first][0].removeprefix(f"twopc:{first}:").removesuffix(f":{first}")
+    assert held == {bank: [gid(bank, gtid)] for bank in crash.prepared_while_down}
 
-    assert answer["outcome"] == "aborted"  # the vote never arrived
-    assert banks.nodes["bank-b"].wait_exit() == CRASH_EXIT_CODE
-    (gid,) = prepared_in(banks.banks["bank-b"])  # PREPARE TRANSACTION happened
-    assert gid == f"twopc:bank-b:{answer['gtid']}:bank-b"
-
-    banks.nodes["bank-b"].env.clear()
-    banks.restart("bank-b")
-    await settle(http, banks, client)
-    assert await balances(http, banks, "bank-a") == {"alice": 100}
-    assert await balances(http, banks, "bank-b") == {"bob": 0}
-    assert prepared_in(banks.banks["bank-b"]) == []
-
-
-async def test_a_coordinator_killed_after_the_decision_commits_both_databases_after_restart(
-    banks: BankCluster, client: CoordinatorClient, http: aiohttp.ClientSession
-) -> None:
-    banks.nodes["coordinator"].env["TWOPC_FAILPOINTS"] = "coordinator.after_decision_logged=crash"
-    banks.start()
-    await open_accounts(http, banks, {"bank-a": {"alice": 100}, "bank-b": {"bob": 0}})
-
-    with pytest.raises(aiohttp.ClientError):
-        await transfer(client, ("bank-a", "alice"), ("bank-b", "bob"), 25)
-    assert banks.nodes["coordinator"].wait_exit() == CRASH_EXIT_CODE
-    assert all(len(prepared_in(dsn)) == 1 for dsn in banks.banks.values())  # both voted yes
-
-    banks.nodes["coordinator"].env.clear()
-    banks.restart("coordinator")
+    restart_disarmed(banks, crash.node)
     await settle(http, banks, client)
 
-    assert await balances(http, banks, "bank-a") == {"alice": 75}
-    assert await balances(http, banks, "bank-b") == {"bob": 25}
-    assert all(prepared_in(dsn) == [] for dsn in banks.banks.values())
-    gtids = [await applied(http, banks, bank) for bank in BANKS]
-    assert gtids[0] == gtids[1] and len(gtids[0]) == 1
+    moved = 25 if crash.outcome == "committed" else 0
+    assert await balances(http, banks, "bank-a") == {"alice": 100 - moved}
+    assert await balances(http, banks, "bank-b") == {"bob": moved}
+    for bank in BANKS:
+        assert await applied(http, banks, bank) == ([gtid] if crash.outcome == "committed" else [])
+        assert prepared_in(banks.banks[bank]) == []

@@ -1,20 +1,34 @@
 """Kill tests: real processes, killed by a crash failpoint or SIGKILL, then restarted.
 
-Each test asserts the final state of every queue and of the coordinator.
+Each test asserts the final state of every queue and of the coordinator. The crashes
+at a failpoint are one table (QUEUE_CRASHES), run by one test.
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import aiohttp
 import pytest
 
 from compose.localcluster import LocalCluster
 from participant_sdk.client import CoordinatorClient, CoordinatorError
-from tests.e2e.conftest import QUEUES, gtids_at, in_doubt, payloads, restart_disarmed, settle
+from tests.e2e.conftest import (
+    QUEUES,
+    Crash,
+    answer_through,
+    gtids_at,
+    in_doubt,
+    payloads,
+    pending_branches,
+    restart_disarmed,
+    settle,
+)
 from twopc_core.failpoints import CRASH_EXIT_CODE
+from twopc_core.testing import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -24,113 +38,66 @@ async def begin_two(client: CoordinatorClient, tag: str) -> str:
     return begun["gtid"]
 
 
-async def test_coordinator_crash_before_the_decision_aborts_everywhere(
-    cluster: LocalCluster, client: CoordinatorClient, http: aiohttp.ClientSession
-) -> None:
-    cluster.nodes["coordinator"].env["TWOPC_FAILPOINTS"] = "coordinator.before_decision_logged=crash"
-    cluster.start()
-    gtid = await begin_two(client, "doomed")
-    with pytest.raises(aiohttp.ClientError):
-        await client.commit(gtid)
-    assert cluster.nodes["coordinator"].wait_exit() == CRASH_EXIT_CODE
-    assert [await in_doubt(http, cluster, q) for q in QUEUES] == [1, 1]  # both voted yes
+@dataclass(frozen=True)
+class QueueCrash(Crash):
+    """``while_down``: what each other queue holds of the transaction while the crashed
+    node is down (IN_DOUBT, COMMITTED or ABORTED), where that is certain."""
 
-    restart_disarmed(cluster, "coordinator")
+    while_down: Mapping[str, str] = field(default_factory=dict)
+
+
+IN_DOUBT, COMMITTED, ABORTED = "in doubt", "committed", "aborted"
+BOTH_IN_DOUBT = {"queue-a": IN_DOUBT, "queue-b": IN_DOUBT}
+
+QUEUE_CRASHES = [
+    # Both voted yes, nothing was decided: presumed abort.
+    QueueCrash("coordinator", "coordinator.before_decision_logged", "aborted", BOTH_IN_DOUBT),
+    # The decision is durable but never left the coordinator.
+    QueueCrash("coordinator", "coordinator.after_decision_logged", "committed", BOTH_IN_DOUBT),
+    # One commit went out (which one is a race), the other did not.
+    QueueCrash("coordinator", "coordinator.after_first_commit_sent", "committed"),
+    # Voted yes, killed before the commit was applied.
+    QueueCrash("queue-b", "participant.before_commit_applied", "committed", {"queue-a": COMMITTED}),
+    # Committed, killed before the answer left.
+    QueueCrash("queue-a", "participant.after_commit_before_reply", "committed", {"queue-b": COMMITTED}),
+    # Prepared, killed before its yes reached the coordinator: it learns the abort.
+    QueueCrash("queue-b", "participant.after_prepare_before_reply", "aborted", {"queue-a": ABORTED}),
+]
+
+
+async def holds(http: aiohttp.ClientSession, cluster: LocalCluster, queue: str, gtid: str, expected: str) -> bool:
+    """Whether ``queue`` holds ``gtid`` as ``expected`` says (the only transaction there)."""
+    at, doubt = await gtids_at(http, cluster, queue), await in_doubt(http, cluster, queue)
+    return (at, doubt) == {IN_DOUBT: ([], 1), COMMITTED: ([gtid], 0), ABORTED: ([], 0)}[expected]
+
+
+@pytest.mark.parametrize("crash", QUEUE_CRASHES, ids=str)
+async def test_a_node_crashed_during_a_transaction_leaves_both_queues_with_its_outcome_once_restarted(
+    cluster: LocalCluster, client: CoordinatorClient, http: aiohttp.ClientSession, crash: QueueCrash
+) -> None:
+    crash.arm(cluster)
+    cluster.start()
+    gtid = await begin_two(client, crash.failpoint)
+    answer = await answer_through(crash, client.commit(gtid))
+    if answer is not None and crash.outcome == "committed":
+        assert pending_branches(answer) == {crash.node}  # the decision is durable; the crashed queue's branch waits
+    assert cluster.nodes[crash.node].wait_exit() == CRASH_EXIT_CODE
+    for queue, expected in crash.while_down.items():
+        await wait_until(
+            lambda q=queue, e=expected: holds(http, cluster, q, gtid, e), message=f"{queue} to hold {gtid} {expected}"
+        )
+
+    restart_disarmed(cluster, crash.node)
     await settle(http, cluster, client)
 
     for queue in QUEUES:
-        assert await gtids_at(http, cluster, queue) == []
+        assert await gtids_at(http, cluster, queue) == ([gtid] if crash.outcome == "committed" else [])
     try:
-        assert (await client.get(gtid))["outcome"] == "aborted"
-    except CoordinatorError as exc:  # no record at all is presumed abort
-        assert exc.status == 404
-
-
-async def test_coordinator_crash_after_the_decision_commits_everywhere_once(
-    cluster: LocalCluster, client: CoordinatorClient, http: aiohttp.ClientSession
-) -> None:
-    cluster.nodes["coordinator"].env["TWOPC_FAILPOINTS"] = "coordinator.after_decision_logged=crash"
-    cluster.start()
-    gtid = await begin_two(client, "decided")
-    with pytest.raises(aiohttp.ClientError):
-        await client.commit(gtid)
-    assert cluster.nodes["coordinator"].wait_exit() == CRASH_EXIT_CODE
-    for queue in QUEUES:
-        assert await gtids_at(http, cluster, queue) == []  # the decision never left the coordinator
-
-    restart_disarmed(cluster, "coordinator")
-    await settle(http, cluster, client)
-
-    for queue in QUEUES:
-        assert await gtids_at(http, cluster, queue) == [gtid]
-    shown = await client.get(gtid)
-    assert (shown["state"], shown["outcome"]) == ("committed", "committed")
-
-
-async def test_coordinator_crash_after_the_first_commit_finishes_the_rest_once(
-    cluster: LocalCluster, client: CoordinatorClient, http: aiohttp.ClientSession
-) -> None:
-    cluster.nodes["coordinator"].env["TWOPC_FAILPOINTS"] = "coordinator.after_first_commit_sent=crash"
-    cluster.start()
-    gtid = await begin_two(client, "half")
-    with pytest.raises(aiohttp.ClientError):
-        await client.commit(gtid)
-    assert cluster.nodes["coordinator"].wait_exit() == CRASH_EXIT_CODE
-
-    restart_disarmed(cluster, "coordinator")
-    await settle(http, cluster, client)
-    for queue in QUEUES:
-        assert await gtids_at(http, cluster, queue) == [gtid]
-
-
-async def test_participant_killed_after_voting_yes_applies_the_commit_once_after_restart(
-    cluster: LocalCluster, client: CoordinatorClient, http: aiohttp.ClientSession
-) -> None:
-    cluster.nodes["queue-b"].env["TWOPC_FAILPOINTS"] = "participant.before_commit_applied=crash"
-    cluster.start()
-    gtid = await begin_two(client, "b-dies")
-    answer = await client.commit(gtid)
-    # The decision is durable, so the client hears committed, with queue-b still pending.
-    assert answer["outcome"] == "committed"
-    assert {b["name"]: b["pending"] for b in answer["branches"]} == {"queue-a": False, "queue-b": True}
-    assert cluster.nodes["queue-b"].wait_exit() == CRASH_EXIT_CODE
-
-    restart_disarmed(cluster, "queue-b")
-    await settle(http, cluster, client)
-    for queue in QUEUES:
-        assert await gtids_at(http, cluster, queue) == [gtid]
-
-
-async def test_participant_killed_after_committing_but_before_replying_commits_once(
-    cluster: LocalCluster, client: CoordinatorClient, http: aiohttp.ClientSession
-) -> None:
-    cluster.nodes["queue-a"].env["TWOPC_FAILPOINTS"] = "participant.after_commit_before_reply=crash"
-    cluster.start()
-    gtid = await begin_two(client, "a-dies")
-    answer = await client.commit(gtid)
-    assert answer["outcome"] == "committed"
-    assert cluster.nodes["queue-a"].wait_exit() == CRASH_EXIT_CODE
-
-    restart_disarmed(cluster, "queue-a")
-    await settle(http, cluster, client)
-    for queue in QUEUES:
-        assert await gtids_at(http, cluster, queue) == [gtid]
-
-
-async def test_participant_killed_before_its_yes_reaches_the_coordinator_learns_the_abort(
-    cluster: LocalCluster, client: CoordinatorClient, http: aiohttp.ClientSession
-) -> None:
-    cluster.nodes["queue-b"].env["TWOPC_FAILPOINTS"] = "participant.after_prepare_before_reply=crash"
-    cluster.start()
-    gtid = await begin_two(client, "lost-vote")
-    answer = await client.commit(gtid)
-    assert answer["outcome"] == "aborted"
-    assert cluster.nodes["queue-b"].wait_exit() == CRASH_EXIT_CODE
-
-    restart_disarmed(cluster, "queue-b")
-    await settle(http, cluster, client)  # queue-b was prepared: it asks and hears "aborted"
-    for queue in QUEUES:
-        assert await gtids_at(http, cluster, queue) == []
+        shown = await client.get(gtid)
+    except CoordinatorError as exc:  # no record at all is presumed abort, if nothing was decided
+        assert (exc.status, crash.failpoint) == (404, "coordinator.before_decision_logged")
+    else:
+        assert (shown["state"], shown["outcome"]) == (crash.outcome, crash.outcome)
 
 
 async def test_the_same_commit_retried_by_the_client_is_one_transaction(
@@ -185,8 +152,6 @@ async def test_sigkill_of_the_coordinator_under_load_keeps_every_transaction_ato
                 return
 
     workers = [asyncio.create_task(worker(n)) for n in range(8)]
-    from twopc_core.testing import wait_until
-
     await wait_until(lambda: sum(o == "committed" for o in told.values()) >= 40, timeout=30, message="load")
     cluster.nodes["coordinator"].kill(signal.SIGKILL)
     stop.set()

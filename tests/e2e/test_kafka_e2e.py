@@ -9,6 +9,7 @@ import asyncio
 import signal
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from adapters.kafka.testing import bootstrap_servers, create_topic, read_committ
 from adapters.postgres.testing import scratch_database, server_dsn
 from compose.localcluster import LocalCluster, Service
 from participant_sdk.client import CoordinatorClient, CoordinatorError
-from tests.e2e.conftest import FAST, restart_disarmed, settle
+from tests.e2e.conftest import FAST, Crash, pending_branches, restart_disarmed, settle
 from twopc_core.failpoints import CRASH_EXIT_CODE
 from twopc_core.testing import wait_until
 
@@ -137,35 +138,62 @@ async def test_early_prepare_through_the_events_endpoint_commits_with_the_queue(
         assert [m["value"] for m in (await response.json())["messages"]] == [{"early": True}]
 
 
-@pytest.mark.parametrize(
-    "failpoint",
-    [
-        "participant.before_commit_applied",  # voted yes, killed before the commit reached Kafka
-        "kafka.after_publish_before_marker",  # data and marker sent, Kafka transaction still open
-        "kafka.after_publish_committed",  # Kafka committed, the answer never left
-    ],
-)
-async def test_kafka_killed_during_its_commit_publishes_exactly_once_after_restart(
+@dataclass(frozen=True)
+class EventsCrash(Crash):
+    """A crash of the events service (the row's node is its role, "events").
+    ``remembered``: whether the restarted service knows the branch (from its log, or
+    from a stage it finds in Kafka), and so counts it among the finished ones."""
+
+    remembered: bool = True
+
+
+EVENTS_CRASHES = [
+    # Voted yes, killed before the commit reached Kafka.
+    EventsCrash("events", "participant.before_commit_applied", "committed"),
+    # Data and marker sent, the Kafka transaction still open.
+    EventsCrash("events", "kafka.after_publish_before_marker", "committed"),
+    # Kafka committed, the answer never left.
+    EventsCrash("events", "kafka.after_publish_committed", "committed"),
+    # Killed while staging, before the stage was committed: no vote, nothing to find.
+    EventsCrash("events", "kafka.after_stage_before_marker", "aborted", remembered=False),
+    # The stage committed in Kafka, no vote came back: found at restart, and aborted.
+    EventsCrash("events", "kafka.after_stage_committed", "aborted"),
+]
+
+
+@pytest.mark.parametrize("crash", EVENTS_CRASHES, ids=str)
+async def test_kafka_killed_during_a_transaction_holds_its_outcome_exactly_once_after_restart(
     cluster: LocalCluster,
     client: CoordinatorClient,
     http: aiohttp.ClientSession,
     kafka: str,
     topic: str,
     events_name: str,
-    failpoint: str,
+    crash: EventsCrash,
 ) -> None:
-    cluster.nodes[events_name].env["TWOPC_FAILPOINTS"] = f"{failpoint}=crash"
+    crash.arm(cluster, events_name)
     cluster.start()
     messages = [{"topic": topic, "key": "same", "value": n} for n in range(5)]
     gtid, answer = await run_transaction(client, events_name, topic, kafka_messages=messages)
-    assert answer["outcome"] == "committed"  # the decision is durable; Kafka's branch is pending
+    assert answer["outcome"] == crash.outcome  # when staging: no vote came back
+    if crash.outcome == "committed":
+        assert pending_branches(answer) == {events_name}  # the decision is durable; Kafka's branch waits
     assert cluster.nodes[events_name].wait_exit() == CRASH_EXIT_CODE
 
     restart_disarmed(cluster, events_name)
     await settle(http, cluster, client, timeout=60)
+
+    committed = crash.outcome == "committed"
     read = await read_committed(kafka, [topic], settled=True)
-    assert [orjson.loads(m.value) for m in read] == [0, 1, 2, 3, 4]  # once each, in order
-    assert await gtids_in_queue(http, cluster) == [gtid]
+    assert [orjson.loads(m.value) for m in read] == ([0, 1, 2, 3, 4] if committed else [])  # once each, in order
+    assert await gtids_in_queue(http, cluster) == ([gtid] if committed else [])
+    async with http.get(f"{cluster.url(events_name)}/healthz") as response:
+        branches = (await response.json())["branches"]
+    finished = {"prepared": 0, "committed": 0, "aborted": 0}
+    if crash.remembered:
+        finished[crash.outcome] += 1
+    assert branches == finished
+    assert (await run_transaction(client, events_name, topic))[1]["outcome"] == "committed"  # and it works on
 
 
 @pytest.fixture
@@ -247,30 +275,3 @@ async def run_load_with_kills(
         stop.set()
         await asyncio.gather(*workers)
     return told
-
-
-@pytest.mark.parametrize("failpoint", ["kafka.after_stage_before_marker", "kafka.after_stage_committed"])
-async def test_kafka_killed_while_staging_aborts_everywhere_after_restart(
-    cluster: LocalCluster,
-    client: CoordinatorClient,
-    http: aiohttp.ClientSession,
-    kafka: str,
-    topic: str,
-    events_name: str,
-    failpoint: str,
-) -> None:
-    cluster.nodes[events_name].env["TWOPC_FAILPOINTS"] = f"{failpoint}=crash"
-    cluster.start()
-    _, answer = await run_transaction(client, events_name, topic)
-    assert answer["outcome"] == "aborted"  # no vote came back
-    assert cluster.nodes[events_name].wait_exit() == CRASH_EXIT_CODE
-
-    restart_disarmed(cluster, events_name)  # staged (or not) before the crash: either way it learns the abort
-    await settle(http, cluster, client, timeout=60)
-    async with http.get(f"{cluster.url(events_name)}/healthz") as response:
-        branches = (await response.json())["branches"]
-    staged = failpoint == "kafka.after_stage_committed"
-    assert branches == {"prepared": 0, "committed": 0, "aborted": 1 if staged else 0}
-    assert await gtids_in_kafka(kafka, topic) == []
-    assert await gtids_in_queue(http, cluster) == []
-    assert (await run_transaction(client, events_name, topic))[1]["outcome"] == "committed"  # and it works on

@@ -7,8 +7,9 @@ import asyncio
 from typing import Any
 
 import orjson
-from sdk_harness import SECRET, Harness, branch_body, prepare_body
+from sdk_harness import SECRET, branch_body, prepare_body
 
+from participant_sdk.testing import ParticipantTestServer
 from twopc_core.signing import signed_headers
 
 
@@ -16,7 +17,7 @@ def op(name: str, body: dict) -> dict:
     return {"op": name, **body}
 
 
-async def test_batch_answers_each_op_in_order(harness: Harness) -> None:
+async def test_batch_answers_each_op_in_order(harness: ParticipantTestServer) -> None:
     ops = [
         op("prepare", prepare_body("g1", {"n": 1})),
         op("prepare", prepare_body("g2", {"n": 2})),
@@ -41,7 +42,7 @@ async def test_batch_answers_each_op_in_order(harness: Harness) -> None:
     assert harness.resource.committed == {("g1", "p1"): {"n": 1}, ("g3", "p1"): {"n": 3}}
 
 
-async def test_batch_op_error_fills_only_its_own_slot(harness: Harness) -> None:
+async def test_batch_op_error_fills_only_its_own_slot(harness: ParticipantTestServer) -> None:
     ops = [
         op("commit", branch_body("never-prepared")),
         {"op": "explode", "gtid": "g1", "branch": "p1"},
@@ -56,7 +57,7 @@ async def test_batch_op_error_fills_only_its_own_slot(harness: Harness) -> None:
     assert third == {"vote": "yes", "reason": None}
 
 
-async def test_batch_answers_a_repeated_op_as_the_first(harness: Harness) -> None:
+async def test_batch_answers_a_repeated_op_as_the_first(harness: ParticipantTestServer) -> None:
     ops = [op("prepare", prepare_body("g1")), op("prepare", prepare_body("g1"))]
     status, body = await harness.call("batch", {"ops": ops})
 
@@ -65,21 +66,21 @@ async def test_batch_answers_a_repeated_op_as_the_first(harness: Harness) -> Non
     assert harness.resource.calls_of("prepare") == [("g1", "p1")]
 
 
-async def test_batch_body_must_be_an_ops_list(harness: Harness) -> None:
+async def test_batch_body_must_be_an_ops_list(harness: ParticipantTestServer) -> None:
     status, body = await harness.call("batch", {"operations": []})
 
     assert status == 400
     assert body["error"]["code"] == "invalid_request"
 
 
-async def test_batch_with_malformed_json_is_a_400(harness: Harness) -> None:
+async def test_batch_with_malformed_json_is_a_400(harness: ParticipantTestServer) -> None:
     status, body = await harness.call("batch", b"[[[")
 
     assert status == 400
     assert body["error"]["code"] == "invalid_json"
 
 
-async def test_a_batch_asked_for_as_ndjson_answers_each_op_as_it_is_done(harness: Harness) -> None:
+async def test_a_batch_asked_for_as_ndjson_answers_each_op_as_it_is_done(harness: ParticipantTestServer) -> None:
     ops = [op("prepare", prepare_body(f"g{i}", {"n": i})) for i in range(3)]
     status, raw = await harness.call("batch", {"ops": ops}, headers={"Accept": "application/x-ndjson"})
 
@@ -89,14 +90,13 @@ async def test_a_batch_asked_for_as_ndjson_answers_each_op_as_it_is_done(harness
     assert all(line["result"] == {"vote": "yes", "reason": None} for line in lines)
 
 
-async def _post_batch(harness: Harness, ops: list[dict]) -> Any:
-    assert harness.client is not None
+async def _post_batch(harness: ParticipantTestServer, ops: list[dict]) -> Any:
     data = orjson.dumps({"ops": ops})
     headers = {"Accept": "application/x-ndjson", **signed_headers(SECRET, "batch", data)}
-    return harness.client.post("/twopc/batch", data=data, headers=headers)
+    return harness.http.post("/twopc/batch", data=data, headers=headers)
 
 
-async def test_a_batch_answered_in_one_burst_goes_out_as_one_plain_response(harness: Harness) -> None:
+async def test_a_batch_answered_in_one_burst_goes_out_as_one_plain_response(harness: ParticipantTestServer) -> None:
     ops = [op("prepare", prepare_body(f"g{i}", {"n": i})) for i in range(3)]
 
     async with await _post_batch(harness, ops) as response:
@@ -108,7 +108,7 @@ async def test_a_batch_answered_in_one_burst_goes_out_as_one_plain_response(harn
     assert sorted(orjson.loads(line)["index"] for line in raw.splitlines()) == [0, 1, 2]
 
 
-async def test_a_slow_op_does_not_hold_back_the_answers_of_the_others(harness: Harness) -> None:
+async def test_a_slow_op_does_not_hold_back_the_answers_of_the_others(harness: ParticipantTestServer) -> None:
     harness.resource.gate = asyncio.Event()  # prepares wait; a status does not
     ops = [op("prepare", prepare_body("slow")), op("status", branch_body("other"))]
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from sdk_harness import Harness, branch_body, prepare_body
+from sdk_harness import branch_body, prepare_body
 
+from participant_sdk.testing import ParticipantTestServer
 from twopc_core import failpoints
 
 
 async def test_error_after_prepare_is_a_503_and_the_retry_votes_yes_from_the_log(
-    harness: Harness,
+    harness: ParticipantTestServer,
 ) -> None:
     failpoints.configure("participant.after_prepare_before_reply=1*error")
     first = await harness.prepare("g1")
@@ -23,17 +24,17 @@ async def test_error_after_prepare_is_a_503_and_the_retry_votes_yes_from_the_log
     assert harness.resource.calls_of("prepare") == [("g1", "p1")]
 
 
-async def test_error_before_commit_is_applied_leaves_the_branch_prepared(harness: Harness) -> None:
+async def test_error_before_commit_is_applied_leaves_the_branch_prepared(harness: ParticipantTestServer) -> None:
     await harness.prepare("g1")
     failpoints.configure("participant.before_commit_applied=1*error")
     status, _ = await harness.call("commit", branch_body("g1"))
 
     assert status == 503
     assert harness.resource.calls_of("commit") == []
-    assert await harness.state("g1") == "prepared"
+    assert await harness.status("g1") == "prepared"
 
 
-async def test_error_after_commit_leaves_it_committed_for_the_retry(harness: Harness) -> None:
+async def test_error_after_commit_leaves_it_committed_for_the_retry(harness: ParticipantTestServer) -> None:
     await harness.prepare("g1")
     failpoints.configure("participant.after_commit_before_reply=1*error")
     first, _ = await harness.call("commit", branch_body("g1"))

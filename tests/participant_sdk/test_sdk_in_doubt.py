@@ -6,48 +6,48 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from sdk_harness import Harness, branch_body
+from sdk_harness import branch_body
 
-from participant_sdk.testing import StubCoordinator
+from participant_sdk.testing import ParticipantTestServer, StubCoordinator
 from twopc_core.testing import FakeClock, wait_until
 
 
-async def test_restart_keeps_prepared_branches(harness: Harness, stub: StubCoordinator) -> None:
+async def test_restart_keeps_prepared_branches(harness: ParticipantTestServer, stub: StubCoordinator) -> None:
     await harness.prepare("g1", {"k": 1})
     stub.decide("g1", None)
     await harness.restart()
 
-    assert await harness.state("g1") == "prepared"
+    assert await harness.status("g1") == "prepared"
     assert harness.participant.in_doubt() == [("g1", "p1")]
     assert await harness.prepare("g1", {"k": 1}) == (200, {"vote": "yes", "reason": None})
     assert harness.resource.calls_of("prepare") == [("g1", "p1")]
 
 
 async def test_in_doubt_branch_commits_when_the_coordinator_decided_commit(
-    harness: Harness, stub: StubCoordinator
+    harness: ParticipantTestServer, stub: StubCoordinator
 ) -> None:
     await harness.prepare("g1", {"k": 1})
     stub.decide("g1", "committed")
     await harness.restart()
 
     assert harness.resource.committed == {("g1", "p1"): {"k": 1}}
-    assert await harness.state("g1") == "committed"
+    assert await harness.status("g1") == "committed"
     assert harness.participant.in_doubt_count == 0
 
 
 async def test_in_doubt_branch_aborts_when_the_coordinator_decided_abort(
-    harness: Harness, stub: StubCoordinator
+    harness: ParticipantTestServer, stub: StubCoordinator
 ) -> None:
     await harness.prepare("g1")
     stub.decide("g1", "aborted")
     await harness.restart()
 
     assert ("g1", "p1") in harness.resource.aborted
-    assert await harness.state("g1") == "aborted"
+    assert await harness.status("g1") == "aborted"
 
 
 async def test_transaction_unknown_to_the_coordinator_is_presumed_aborted(
-    harness: Harness, stub: StubCoordinator
+    harness: ParticipantTestServer, stub: StubCoordinator
 ) -> None:
     await harness.prepare("g1")
     result = await harness.participant.resolve_in_doubt()
@@ -55,46 +55,45 @@ async def test_transaction_unknown_to_the_coordinator_is_presumed_aborted(
     assert "g1" in stub.inquiries
     assert result.aborted == 1
     assert ("g1", "p1") in harness.resource.aborted
-    assert await harness.state("g1") == "aborted"
+    assert await harness.status("g1") == "aborted"
 
 
 async def test_undecided_transaction_waits_until_the_coordinator_decides(
-    harness: Harness, stub: StubCoordinator
+    harness: ParticipantTestServer, stub: StubCoordinator
 ) -> None:
     await harness.prepare("g1")
     stub.decide("g1", None)
     waiting = await harness.participant.resolve_in_doubt()
 
     assert waiting.undecided == 1
-    assert await harness.state("g1") == "prepared"
+    assert await harness.status("g1") == "prepared"
     assert harness.resource.calls_of("abort") == []
 
     stub.decide("g1", "committed")
     await harness.participant.resolve_in_doubt()
-    assert await harness.state("g1") == "committed"
+    assert await harness.status("g1") == "committed"
 
 
 async def test_unreachable_coordinator_leaves_the_branch_prepared_for_the_next_round(
-    harness: Harness, stub: StubCoordinator
+    harness: ParticipantTestServer, stub: StubCoordinator
 ) -> None:
     await harness.prepare("g1")
     stub.unavailable = True
     result = await harness.participant.resolve_in_doubt()
 
     assert result.unreachable == 1
-    assert await harness.state("g1") == "prepared"
+    assert await harness.status("g1") == "prepared"
 
     stub.unavailable = False
     stub.decide("g1", "committed")
     await harness.participant.resolve_in_doubt()
-    assert await harness.state("g1") == "committed"
+    assert await harness.status("g1") == "committed"
 
 
 async def test_coordinator_not_listening_counts_as_unreachable(
-    harness_factory: Callable[[], Harness], unused_tcp_port: int
+    harness_factory: Callable[..., ParticipantTestServer], unused_tcp_port: int
 ) -> None:
-    h = harness_factory()
-    h.coordinator_url = f"http://127.0.0.1:{unused_tcp_port}"
+    h = harness_factory(coordinator_url=f"http://127.0.0.1:{unused_tcp_port}")
     await h.start()
     try:
         await h.prepare("g1")
@@ -106,7 +105,9 @@ async def test_coordinator_not_listening_counts_as_unreachable(
     assert result.resolved == 0
 
 
-async def test_branches_of_one_transaction_share_one_inquiry(harness: Harness, stub: StubCoordinator) -> None:
+async def test_branches_of_one_transaction_share_one_inquiry(
+    harness: ParticipantTestServer, stub: StubCoordinator
+) -> None:
     for branch in ("a", "b"):
         await harness.call("prepare", {"gtid": "g1", "branch": branch, "deadline": time.time() + 30})
     stub.decide("g1", "committed")
@@ -118,7 +119,7 @@ async def test_branches_of_one_transaction_share_one_inquiry(harness: Harness, s
 
 
 async def test_branch_held_only_by_the_resource_is_asked_about_after_a_restart(
-    harness: Harness, stub: StubCoordinator
+    harness: ParticipantTestServer, stub: StubCoordinator
 ) -> None:
     # Staged, then a crash before the YES reached the log.
     harness.resource.prepared[("g9", "p1")] = {"k": 9}
@@ -133,20 +134,20 @@ async def test_branch_held_only_by_the_resource_is_asked_about_after_a_restart(
 
 
 async def test_loop_asks_again_every_interval_without_being_told(
-    harness_factory: Callable[[], Harness], stub: StubCoordinator
+    harness_factory: Callable[[], ParticipantTestServer], stub: StubCoordinator
 ) -> None:
     h = await harness_factory().start(inquiry_interval=0.05)
     try:
         await h.prepare("g1")
         stub.decide("g1", "committed")
         await wait_until(lambda: h.resource.committed, timeout=5, message="loop commits g1")
-        assert await h.state("g1") == "committed"
+        assert await h.status("g1") == "committed"
     finally:
         await h.stop()
 
 
 async def test_branch_is_not_asked_about_before_its_inquiry_interval(
-    harness_factory: Callable[[], Harness], stub: StubCoordinator
+    harness_factory: Callable[[], ParticipantTestServer], stub: StubCoordinator
 ) -> None:
     clock = FakeClock(time.time())
     h = harness_factory()
@@ -164,7 +165,7 @@ async def test_branch_is_not_asked_about_before_its_inquiry_interval(
     assert late.asked == 1
 
 
-async def test_operator_heuristic_outcome_is_recorded_and_reported(harness: Harness) -> None:
+async def test_operator_heuristic_outcome_is_recorded_and_reported(harness: ParticipantTestServer) -> None:
     await harness.prepare("g1")
     await harness.participant.force_outcome("g1", "p1", "aborted")
     status = await harness.call("status", branch_body("g1"))

@@ -10,10 +10,11 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from sdk_harness import BRANCH, Harness, branch_body, prepare_body
+from sdk_harness import BRANCH, branch_body, prepare_body
 
 from participant_sdk import log as participant_log
 from participant_sdk.log import BranchState, ParticipantLog
+from participant_sdk.testing import ParticipantTestServer
 from twopc_core.protocol import Vote
 from twopc_core.testing import FakeClock
 
@@ -55,7 +56,9 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def clocked(harness_factory: Callable[[], Harness], clock: FakeClock) -> AsyncIterator[Harness]:
+async def clocked(
+    harness_factory: Callable[[], ParticipantTestServer], clock: FakeClock
+) -> AsyncIterator[ParticipantTestServer]:
     """A participant service on ``clock``, with a retention of a minute."""
     h = harness_factory()
     h.clock = clock.now
@@ -64,15 +67,17 @@ async def clocked(harness_factory: Callable[[], Harness], clock: FakeClock) -> A
     await h.stop()
 
 
-async def test_participant_forgets_finished_branches_after_the_retention(clocked: Harness, clock: FakeClock) -> None:
+async def test_participant_forgets_finished_branches_after_the_retention(
+    clocked: ParticipantTestServer, clock: FakeClock
+) -> None:
     await clocked.prepare("done")
     await clocked.call("commit", branch_body("done"))
     await clocked.prepare("open")
     clock.advance(61)
     forgotten = await clocked.participant.prune()
     assert forgotten == 1
-    assert await clocked.state("done") == "unknown"
-    assert await clocked.state("open") == "prepared"
+    assert await clocked.status("done") == "unknown"
+    assert await clocked.status("open") == "prepared"
 
 
 async def test_a_finished_row_leaves_memory_but_is_still_found_on_disk(tmp_path: Path) -> None:
@@ -183,7 +188,7 @@ async def test_a_log_written_before_rows_had_a_deadline_opens_and_keeps_its_rows
 
 
 async def test_calls_repeated_after_a_branch_left_memory_answer_as_the_first(
-    clocked: Harness, clock: FakeClock
+    clocked: ParticipantTestServer, clock: FakeClock
 ) -> None:
     first = await clocked.prepare("done", {"n": 1})
     await clocked.call("commit", branch_body("done"))
@@ -219,7 +224,7 @@ async def test_forgetting_deletes_old_finished_rows_in_chunks_and_keeps_prepared
 
 
 async def test_a_new_one_phase_commit_with_a_live_deadline_reads_no_disk_and_a_late_repeat_does(
-    clocked: Harness, clock: FakeClock
+    clocked: ParticipantTestServer, clock: FakeClock
 ) -> None:
     body = branch_body("solo", one_phase=True, payload={"n": 1}, deadline=clock.now() + 30)
     first = await clocked.call("commit", body)

@@ -7,13 +7,14 @@ import asyncio
 import sqlite3
 
 import pytest
-from sdk_harness import Harness, branch_body
+from sdk_harness import branch_body
 
+from participant_sdk.testing import ParticipantTestServer
 from twopc_core.protocol import Vote
 from twopc_core.testing import wait_until
 
 
-async def test_malformed_json_is_a_400_json_error(harness: Harness) -> None:
+async def test_malformed_json_is_a_400_json_error(harness: ParticipantTestServer) -> None:
     status, body = await harness.call("prepare", b"{not json")
 
     assert status == 400
@@ -30,7 +31,9 @@ async def test_malformed_json_is_a_400_json_error(harness: Harness) -> None:
         ([1, 2, 3], "body"),
     ],
 )
-async def test_invalid_request_is_a_400_naming_the_problem(harness: Harness, body: object, field: str) -> None:
+async def test_invalid_request_is_a_400_naming_the_problem(
+    harness: ParticipantTestServer, body: object, field: str
+) -> None:
     status, answer = await harness.call("prepare", body)
 
     assert status == 400
@@ -38,24 +41,24 @@ async def test_invalid_request_is_a_400_naming_the_problem(harness: Harness, bod
     assert field in answer["error"]["message"]
 
 
-async def test_unknown_operation_is_a_json_404(harness: Harness) -> None:
+async def test_unknown_operation_is_a_json_404(harness: ParticipantTestServer) -> None:
     status, body = await harness.call("frobnicate", branch_body("g1"))
 
     assert status == 404
     assert body["error"]["code"] == "not_found"
 
 
-async def test_yes_vote_is_on_disk_before_the_reply(harness: Harness) -> None:
+async def test_yes_vote_is_on_disk_before_the_reply(harness: ParticipantTestServer) -> None:
     status, body = await harness.prepare("g1", {"k": 1})
 
     assert (status, body) == (200, {"vote": "yes", "reason": None})
     # Read the file with a separate connection: the row must already be committed.
-    with sqlite3.connect(harness.log_path) as db:
+    with sqlite3.connect(harness.participant.log.path) as db:
         rows = db.execute("SELECT status, vote FROM branches WHERE gtid = 'g1'").fetchall()
     assert rows == [("prepared", "yes")]
 
 
-async def test_repeated_prepare_answers_yes_without_preparing_again(harness: Harness) -> None:
+async def test_repeated_prepare_answers_yes_without_preparing_again(harness: ParticipantTestServer) -> None:
     first = await harness.prepare("g1", {"k": 1})
     second = await harness.prepare("g1", {"k": 1})
 
@@ -63,7 +66,7 @@ async def test_repeated_prepare_answers_yes_without_preparing_again(harness: Har
     assert harness.resource.calls_of("prepare") == [("g1", "p1")]
 
 
-async def test_concurrent_duplicate_prepares_reach_the_resource_once(harness: Harness) -> None:
+async def test_concurrent_duplicate_prepares_reach_the_resource_once(harness: ParticipantTestServer) -> None:
     harness.resource.gate = asyncio.Event()
     calls = [asyncio.create_task(harness.prepare("g1")) for _ in range(3)]
     await wait_until(lambda: harness.resource.calls_of("prepare"), message="first prepare")
@@ -74,7 +77,7 @@ async def test_concurrent_duplicate_prepares_reach_the_resource_once(harness: Ha
     assert harness.resource.calls_of("prepare") == [("g1", "p1")]
 
 
-async def test_prepare_with_another_payload_is_a_409_payload_mismatch(harness: Harness) -> None:
+async def test_prepare_with_another_payload_is_a_409_payload_mismatch(harness: ParticipantTestServer) -> None:
     await harness.prepare("g1", {"k": 1})
     status, body = await harness.prepare("g1", {"k": 2})
 
@@ -82,7 +85,7 @@ async def test_prepare_with_another_payload_is_a_409_payload_mismatch(harness: H
     assert body["error"]["code"] == "payload_mismatch"
 
 
-async def test_no_vote_carries_the_reason_and_is_repeated(harness: Harness) -> None:
+async def test_no_vote_carries_the_reason_and_is_repeated(harness: ParticipantTestServer) -> None:
     harness.resource.vote, harness.resource.reason = Vote.NO, "insufficient funds"
     first = await harness.prepare("g1")
     harness.resource.vote = Vote.YES
@@ -90,10 +93,10 @@ async def test_no_vote_carries_the_reason_and_is_repeated(harness: Harness) -> N
 
     assert first == second == (200, {"vote": "no", "reason": "insufficient funds"})
     assert harness.resource.calls_of("prepare") == [("g1", "p1")]
-    assert await harness.state("g1") == "aborted"
+    assert await harness.status("g1") == "aborted"
 
 
-async def test_prepare_that_raises_votes_no_with_the_exception_as_reason(harness: Harness) -> None:
+async def test_prepare_that_raises_votes_no_with_the_exception_as_reason(harness: ParticipantTestServer) -> None:
     harness.resource.errors["prepare"] = RuntimeError("disk on fire")
     status, body = await harness.prepare("g1")
 
@@ -103,7 +106,7 @@ async def test_prepare_that_raises_votes_no_with_the_exception_as_reason(harness
     assert harness.resource.calls_of("abort") == [("g1", "p1")]
 
 
-async def test_read_only_vote_is_remembered(harness: Harness) -> None:
+async def test_read_only_vote_is_remembered(harness: ParticipantTestServer) -> None:
     harness.resource.vote = Vote.READ_ONLY
     first = await harness.prepare("g1")
     second = await harness.prepare("g1")
@@ -112,7 +115,7 @@ async def test_read_only_vote_is_remembered(harness: Harness) -> None:
     assert harness.resource.calls_of("prepare") == [("g1", "p1")]
 
 
-async def test_commit_applies_a_prepared_branch_once(harness: Harness) -> None:
+async def test_commit_applies_a_prepared_branch_once(harness: ParticipantTestServer) -> None:
     await harness.prepare("g1", {"k": 1})
     first = await harness.call("commit", branch_body("g1"))
     second = await harness.call("commit", branch_body("g1"))
@@ -122,7 +125,7 @@ async def test_commit_applies_a_prepared_branch_once(harness: Harness) -> None:
     assert harness.resource.calls_of("commit") == [("g1", "p1")]
 
 
-async def test_commit_of_an_unknown_branch_is_a_409_not_prepared(harness: Harness) -> None:
+async def test_commit_of_an_unknown_branch_is_a_409_not_prepared(harness: ParticipantTestServer) -> None:
     status, body = await harness.call("commit", branch_body("g1"))
 
     assert status == 409
@@ -130,7 +133,7 @@ async def test_commit_of_an_unknown_branch_is_a_409_not_prepared(harness: Harnes
     assert harness.resource.calls == []
 
 
-async def test_commit_of_an_aborted_branch_answers_aborted(harness: Harness) -> None:
+async def test_commit_of_an_aborted_branch_answers_aborted(harness: ParticipantTestServer) -> None:
     await harness.prepare("g1")
     await harness.call("abort", branch_body("g1"))
     status, body = await harness.call("commit", branch_body("g1"))
@@ -139,7 +142,7 @@ async def test_commit_of_an_aborted_branch_answers_aborted(harness: Harness) -> 
     assert harness.resource.calls_of("commit") == []
 
 
-async def test_commit_that_fails_at_the_resource_is_a_503_and_can_be_retried(harness: Harness) -> None:
+async def test_commit_that_fails_at_the_resource_is_a_503_and_can_be_retried(harness: ParticipantTestServer) -> None:
     await harness.prepare("g1")
     harness.resource.errors["commit"] = ConnectionError("db away")
     failed = await harness.call("commit", branch_body("g1"))
@@ -151,7 +154,7 @@ async def test_commit_that_fails_at_the_resource_is_a_503_and_can_be_retried(har
     assert retried == (200, {"status": "committed", "reason": None})
 
 
-async def test_abort_drops_a_prepared_branch_and_is_repeatable(harness: Harness) -> None:
+async def test_abort_drops_a_prepared_branch_and_is_repeatable(harness: ParticipantTestServer) -> None:
     await harness.prepare("g1")
     first = await harness.call("abort", branch_body("g1"))
     second = await harness.call("abort", branch_body("g1"))
@@ -162,7 +165,7 @@ async def test_abort_drops_a_prepared_branch_and_is_repeatable(harness: Harness)
     assert harness.resource.calls_of("abort") == [("g1", "p1")]
 
 
-async def test_abort_of_an_unknown_branch_makes_a_late_prepare_vote_no(harness: Harness) -> None:
+async def test_abort_of_an_unknown_branch_makes_a_late_prepare_vote_no(harness: ParticipantTestServer) -> None:
     aborted = await harness.call("abort", branch_body("g1"))
     late = await harness.prepare("g1")
 
@@ -171,7 +174,7 @@ async def test_abort_of_an_unknown_branch_makes_a_late_prepare_vote_no(harness: 
     assert harness.resource.calls_of("prepare") == []
 
 
-async def test_abort_of_a_committed_branch_is_a_409_already_committed(harness: Harness) -> None:
+async def test_abort_of_a_committed_branch_is_a_409_already_committed(harness: ParticipantTestServer) -> None:
     await harness.prepare("g1")
     await harness.call("commit", branch_body("g1"))
     status, body = await harness.call("abort", branch_body("g1"))
@@ -181,7 +184,7 @@ async def test_abort_of_a_committed_branch_is_a_409_already_committed(harness: H
     assert harness.resource.committed.keys() == {("g1", "p1")}
 
 
-async def test_one_phase_commit_prepares_durably_then_commits_once(harness: Harness) -> None:
+async def test_one_phase_commit_prepares_durably_then_commits_once(harness: ParticipantTestServer) -> None:
     request = branch_body("g1", one_phase=True, payload={"k": 1})
     first = await harness.call("commit", request)
     second = await harness.call("commit", request)
@@ -192,29 +195,29 @@ async def test_one_phase_commit_prepares_durably_then_commits_once(harness: Harn
     assert harness.resource.calls_of("commit") == [("g1", "p1")]
     # On disk before the reply: at least the YES vote, so a crash leaves it in doubt,
     # never unknown (a coordinator recovering the one-phase commit then commits it).
-    with sqlite3.connect(harness.log_path) as db:
+    with sqlite3.connect(harness.participant.log.path) as db:
         assert db.execute("SELECT status FROM branches").fetchall() in ([("prepared",)], [("committed",)])
-    assert await harness.state("g1") == "committed"
+    assert await harness.status("g1") == "committed"
 
 
 async def test_one_phase_commit_with_a_no_vote_answers_aborted_with_the_reason(
-    harness: Harness,
+    harness: ParticipantTestServer,
 ) -> None:
     harness.resource.vote, harness.resource.reason = Vote.NO, "out of stock"
     status, body = await harness.call("commit", branch_body("g1", one_phase=True, payload={}))
 
     assert (status, body) == (200, {"status": "aborted", "reason": "out of stock"})
     assert harness.resource.committed == {}
-    assert await harness.state("g1") == "aborted"
+    assert await harness.status("g1") == "aborted"
 
 
-async def test_status_reports_what_the_log_knows(harness: Harness) -> None:
+async def test_status_reports_what_the_log_knows(harness: ParticipantTestServer) -> None:
     await harness.prepare("prepared-one")
     await harness.prepare("committed-one")
     await harness.call("commit", branch_body("committed-one"))
     await harness.call("abort", branch_body("aborted-one"))
 
-    assert await harness.state("never-seen") == "unknown"
-    assert await harness.state("prepared-one") == "prepared"
-    assert await harness.state("committed-one") == "committed"
-    assert await harness.state("aborted-one") == "aborted"
+    assert await harness.status("never-seen") == "unknown"
+    assert await harness.status("prepared-one") == "prepared"
+    assert await harness.status("committed-one") == "committed"
+    assert await harness.status("aborted-one") == "aborted"

@@ -11,7 +11,7 @@ import aiosqlite
 import pytest
 
 from twopc_core.groupcommit import GroupCommitter, open_sqlite
-from twopc_core.testing import wait_until
+from twopc_core.testing import ManualTimer, ScheduledCall, wait_until
 
 SCHEMA = "CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT NOT NULL)"
 INSERT = "INSERT INTO t (k, v) VALUES (?, ?)"
@@ -155,36 +155,85 @@ async def test_lazy_write_is_committed_without_anyone_waiting(committer: GroupCo
     assert await rows(db) == [(1, "lazy")]
 
 
+#: How long a patient committer's lazy writes wait: longer than any test runs.
+PATIENCE = 60.0
+
+
 @pytest.fixture
-async def patient(db: str) -> AsyncIterator[GroupCommitter]:
-    """A committer whose lazy writes wait a minute for a forced write."""
-    committer = GroupCommitter(db, lazy_delay=60)
+def timer() -> ManualTimer:
+    return ManualTimer()
+
+
+@pytest.fixture
+async def patient(db: str, timer: ManualTimer) -> AsyncIterator[GroupCommitter]:
+    """A committer whose lazy writes wait a minute for a forced write, on a timer that
+    fires only when the test says."""
+    committer = GroupCommitter(db, lazy_delay=PATIENCE, timer=timer)
     await committer.start()
     yield committer
     await committer.close()
 
 
-async def test_a_lazy_write_waits_for_a_forced_write_to_ride_with(patient: GroupCommitter, db: str) -> None:
+async def lazy_timer_set(timer: ManualTimer) -> ScheduledCall:
+    """The one call the writer sets once it has only lazy writes left."""
+    [call] = await wait_until(lambda: timer.pending, timeout=5, message="the writer to set the lazy timer")
+    return call
+
+
+async def test_a_lazy_write_waits_for_a_forced_write_to_ride_with(
+    patient: GroupCommitter, timer: ManualTimer, db: str
+) -> None:
     patient.write(INSERT, (1, "lazy"))
-    # An observation window, not a synchronisation: a commit of its own would have
-    # happened within milliseconds.
-    await asyncio.sleep(0.3)
+    call = await lazy_timer_set(timer)
+    assert call.delay == PATIENCE
     assert patient.stats.commits == 0
     await patient.write_durable(INSERT, (2, "forced"))
     assert patient.stats.commits == 1
     assert await rows(db) == [(1, "lazy"), (2, "forced")]
 
 
-async def test_lazy_writes_left_after_a_forced_batch_wait_for_the_next_one(patient: GroupCommitter, db: str) -> None:
-    forced = asyncio.create_task(patient.write_durable(INSERT, (1, "forced")))
-    await wait_until(lambda: patient.stats.commits == 1, timeout=5, message="the forced batch")
-    patient.write(INSERT, (2, "lazy"))
-    await asyncio.sleep(0.3)  # an observation window, as above
+async def test_a_lazy_write_is_committed_when_its_timer_fires(
+    patient: GroupCommitter, timer: ManualTimer, db: str
+) -> None:
+    patient.write(INSERT, (1, "lazy"))
+    call = await lazy_timer_set(timer)
+    assert timer.advance(call.delay) == 1
+    await wait_until(lambda: patient.stats.commits == 1, timeout=5, message="the lazy write to commit")
+    assert await rows(db) == [(1, "lazy")]
+    assert patient.stats.durable_writes == 0
+
+
+async def test_lazy_writes_left_after_a_forced_batch_wait_for_the_next_one(
+    patient: GroupCommitter, timer: ManualTimer, db: str
+) -> None:
+    # Another connection holds the write lock, so the forced batch stays in flight
+    # while the lazy write is queued behind it.
+    blocker = await aiosqlite.connect(db, isolation_level=None)
+    try:
+        await blocker.execute("BEGIN IMMEDIATE")
+        forced = asyncio.create_task(patient.write_durable(INSERT, (1, "forced")))
+        await wait_until(lambda: patient._committing, timeout=5, message="the writer to take the forced batch")
+        patient.write(INSERT, (2, "lazy"))
+        await blocker.execute("ROLLBACK")
+        await asyncio.wait_for(forced, timeout=10)
+    finally:
+        await blocker.close()
+    call = await lazy_timer_set(timer)
     assert patient.stats.commits == 1
-    await forced
-    await patient.flush()
-    assert patient.stats.commits == 2
+    assert await rows(db) == [(1, "forced")]
+    timer.advance(call.delay)
+    await wait_until(lambda: patient.stats.commits == 2, timeout=5, message="the lazy write to commit")
     assert await rows(db) == [(1, "forced"), (2, "lazy")]
+
+
+async def test_close_calls_off_the_lazy_timer_and_commits_what_waited(db: str, timer: ManualTimer) -> None:
+    committer = GroupCommitter(db, lazy_delay=PATIENCE, timer=timer)
+    await committer.start()
+    committer.write(INSERT, (1, "lazy"))
+    call = await lazy_timer_set(timer)
+    await committer.close()
+    assert call.cancelled()
+    assert await rows(db) == [(1, "lazy")]
 
 
 async def test_close_drains_lazy_writes(db: str) -> None:

@@ -1,20 +1,17 @@
 """Test harness for the PostgreSQL adapter: a real database, a participant around a
-PostgresResource mounted under /twopc on a real test server, a stub coordinator."""
+PostgresResource mounted under /twopc on a participant test server, helpers that look
+at the database behind its back."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import psycopg
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 
 from adapters.postgres import PostgresResource
 from participant_sdk import Participant, PrepareResult
-from participant_sdk.testing import call_participant
-from twopc_core.testing import wait_until
+from participant_sdk.testing import ParticipantTestServer
 
 SECRET = "pg-test-secret"
 NAME = "pg1"
@@ -69,65 +66,33 @@ async def create_items(dsn: str) -> None:
         await conn.execute(ITEMS_DDL)
 
 
-class PgService:
+class PgService(ParticipantTestServer):
     """One participant service on a real database; :meth:`restart` keeps the log file
     (or, with ``lose_log=True``, starts on a fresh one, as after losing the disk)."""
 
     def __init__(self, tmp_path: Path, dsn: str, coordinator_url: str, **resource_options: Any) -> None:
-        self.tmp_path = tmp_path
-        self.dsn = dsn
-        self.coordinator_url = coordinator_url
-        self.resource_options = {"handler": items_handler, "pool_size": 4, **resource_options}
         self.log_path = tmp_path / "participant.db"
-        self.participant_options: dict[str, Any] = {"inquiry_interval": 60.0}
-        self.participant: Participant
-        self.resource: PostgresResource
-        self.client: TestClient | None = None
-        self.generation = 0
+        self._generation = 0
+        resource_options = {"handler": items_handler, "pool_size": 4, **resource_options}
 
-    async def start(self, **participant_options: Any) -> PgService:
-        self.participant_options.update(participant_options)
-        self.resource = PostgresResource(self.dsn, NAME, **self.resource_options)
-        self.participant = Participant(
-            NAME, self.resource, SECRET, self.coordinator_url, self.log_path, **self.participant_options
-        )
-        app = web.Application()
-        app.add_subapp("/twopc", self.participant.app())
-        self.client = TestClient(TestServer(app))
-        await self.client.start_server()
-        await wait_until(lambda: self.participant.inquiry_rounds >= 1, message="first inquiry round")
-        return self
+        def participant(**options: Any) -> Participant:
+            resource = PostgresResource(dsn, NAME, **resource_options)
+            return Participant(NAME, resource, SECRET, coordinator_url, self.log_path, **options)
 
-    async def stop(self) -> None:
-        if self.client is not None:
-            await self.client.close()
-            self.client = None
+        super().__init__(participant, NAME, SECRET, options={"inquiry_interval": 60.0})
 
-    async def restart(self, lose_log: bool = False, **participant_options: Any) -> PgService:
-        await self.stop()
+    async def restart(self, lose_log: bool = False, **options: Any) -> Self:
         if lose_log:
-            self.generation += 1
-            self.log_path = self.tmp_path / f"participant-{self.generation}.db"
-        return await self.start(**participant_options)
+            await self.stop()
+            self._generation += 1
+            self.log_path = self.log_path.with_name(f"participant-{self._generation}.db")
+        return await super().restart(**options)
 
-    async def call(self, operation: str, body: dict[str, Any]) -> tuple[int, Any]:
-        assert self.client is not None
-        return await call_participant(self.client, f"/twopc/{operation}", operation, body, SECRET)
-
-    async def prepare(self, gtid: str, payload: Any) -> tuple[int, Any]:
-        body = {"gtid": gtid, "branch": NAME, "payload": payload, "deadline": time.time() + 30}
-        return await self.call("prepare", body)
-
-    async def commit(self, gtid: str, **extra: Any) -> tuple[int, Any]:
-        return await self.call("commit", {"gtid": gtid, "branch": NAME, **extra})
-
-    async def abort(self, gtid: str) -> tuple[int, Any]:
-        return await self.call("abort", {"gtid": gtid, "branch": NAME})
-
-    async def status(self, gtid: str) -> str:
-        status, body = await self.call("status", {"gtid": gtid, "branch": NAME})
-        assert status == 200, body
-        return body["status"]
+    @property
+    def resource(self) -> PostgresResource:
+        resource = self.participant.resource
+        assert isinstance(resource, PostgresResource)
+        return resource
 
     def gid(self, gtid: str) -> str:
         return self.resource.gids.gid(gtid, NAME)
