@@ -14,7 +14,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[all,test]'
 	touch $@
 
 run: setup
@@ -22,6 +22,7 @@ run: setup
 
 test: setup
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 ifneq ($(strip $(DEV_SERVICES)),)
 	$(BIN)/twopc dev up $(DEV_SERVICES)
 	$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; $(BIN)/twopc dev down $(DEV_SERVICES); exit $$status

@@ -1,31 +1,25 @@
-"""The ``twopc`` command line: serve, participants, transactions, the demo."""
+"""The ``twopc`` command line: serve, participants, transactions, the demo, chaos, bench.
+
+It needs the ``cli`` extra (typer, rich, matplotlib); without it, ``twopc`` says which
+package to install instead of failing with a traceback.
+"""
 
 from __future__ import annotations
 
-import typer
+import sys
 
-from tools.cli import _bank, _bench, _chaos, _demo, _dev, _events, _kafka, _mockqueue, _pg, _serve, _txn
+__all__ = ["main"]
 
-__all__ = ["app", "main"]
-
-app = typer.Typer(
-    help="twopc: a two-phase-commit coordinator, participant SDK and adapters.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-app.command("serve")(_serve.serve)
-app.command("demo")(_demo.demo)
-app.command("bench")(_bench.bench)
-app.add_typer(_mockqueue.app, name="mockqueue")
-app.add_typer(_events.app, name="events")
-app.add_typer(_kafka.app, name="kafka")
-app.add_typer(_txn.app, name="txn")
-app.add_typer(_chaos.app, name="chaos")
-app.add_typer(_dev.app, name="dev")
-app.add_typer(_pg.app, name="pg")
-app.add_typer(_bank.app, name="bank")
+#: What the command itself needs, beyond the core install.
+_CLI_PACKAGES = frozenset({"typer", "click", "rich", "matplotlib"})
 
 
 def main() -> None:
+    try:
+        from tools.cli._app import app
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in _CLI_PACKAGES:
+            raise
+        sys.exit(f"twopc: the command line needs the cli extra: pip install 'twopc[cli]' ({exc.name} is missing)")
     app()
+

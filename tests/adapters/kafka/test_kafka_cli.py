@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from adapters.kafka.testing import read_committed, unique_name
 from participant_sdk.testing import StubCoordinator
-from tools.cli import app
+from tools.cli._app import app
 
 
 async def twopc(args: list[str]) -> Any:

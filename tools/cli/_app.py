@@ -1,0 +1,27 @@
+"""The ``twopc`` command, assembled from its groups of subcommands."""
+
+from __future__ import annotations
+
+import typer
+
+from tools.cli import _bank, _bench, _chaos, _demo, _dev, _events, _kafka, _mockqueue, _pg, _serve, _txn
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    help="twopc: a two-phase-commit coordinator, participant SDK and adapters.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("serve")(_serve.serve)
+app.command("demo")(_demo.demo)
+app.command("bench")(_bench.bench)
+app.add_typer(_mockqueue.app, name="mockqueue")
+app.add_typer(_events.app, name="events")
+app.add_typer(_kafka.app, name="kafka")
+app.add_typer(_txn.app, name="txn")
+app.add_typer(_chaos.app, name="chaos")
+app.add_typer(_dev.app, name="dev")
+app.add_typer(_pg.app, name="pg")
+app.add_typer(_bank.app, name="bank")
