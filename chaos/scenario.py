@@ -5,13 +5,22 @@ from __future__ import annotations
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["INVARIANTS", "NemesisSpec", "ParticipantSpec", "Scenario", "list_scenarios", "load_scenario"]
+__all__ = [
+    "INVARIANTS",
+    "Invariant",
+    "NemesisSpec",
+    "ParticipantSpec",
+    "Scenario",
+    "WorkloadSpec",
+    "list_scenarios",
+    "load_scenario",
+]
 
-INVARIANTS = (
+Invariant = Literal[
     "atomicity",
     "exactly_once",
     "durability",
@@ -19,7 +28,8 @@ INVARIANTS = (
     "liveness",
     "conservation",
     "no_prepared_left",
-)
+]
+INVARIANTS: tuple[Invariant, ...] = get_args(Invariant)
 
 
 class _Spec(BaseModel):
@@ -68,7 +78,7 @@ class Scenario(_Spec):
     participants: list[ParticipantSpec] = Field(min_length=1)
     workload: WorkloadSpec = WorkloadSpec()
     nemesis: list[NemesisSpec] = Field(min_length=1)
-    invariants: list[Literal[INVARIANTS]] = list(INVARIANTS)  # type: ignore[valid-type]
+    invariants: list[Invariant] = list(INVARIANTS)
     #: Coordinator settings by section, e.g. ``[coordinator.transactions] retry_cap_ms = 200``.
     coordinator: dict[str, dict[str, Any]] = {}
     #: Only for proving that the checkers catch a broken build: see

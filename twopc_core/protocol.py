@@ -27,6 +27,7 @@ __all__ = [
     "BatchResponse",
     "BranchStatus",
     "CommitRequest",
+    "ErrorBody",
     "ErrorResponse",
     "GTID_PATTERN",
     "NAME_PATTERN",

@@ -18,7 +18,7 @@ import orjson
 
 from twopc_core.groupcommit import GroupCommitter, open_sqlite
 
-__all__ = ["QueueItem", "QueueStore"]
+__all__ = ["QueueItem", "QueueStore", "encode_items"]
 
 _SCHEMA = (
     """

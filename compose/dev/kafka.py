@@ -41,6 +41,7 @@ __all__ = [
     "find_java",
     "kafka_version",
     "new_cluster_id",
+    "restart",
     "server_properties",
     "status",
     "up",
@@ -199,9 +200,10 @@ def _base(state_dir: Path) -> Path:
 
 def _read_state(base: Path) -> dict[str, Any] | None:
     try:
-        return json.loads((base / "broker.json").read_text())
+        state: dict[str, Any] = json.loads((base / "broker.json").read_text())
     except (OSError, ValueError):
         return None
+    return state
 
 
 def _alive(pid: int) -> bool:

@@ -39,7 +39,9 @@ __all__ = [
     "MAX_PREPARED_TRANSACTIONS",
     "ROLE",
     "down",
+    "dsn",
     "find_bindir",
+    "restart",
     "status",
     "up",
 ]

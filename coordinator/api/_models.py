@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -15,11 +15,17 @@ __all__ = [
     "BeginResponse",
     "BranchView",
     "EnlistRequest",
+    "Enlistment",
+    "ErrorDetail",
     "ErrorResponse",
+    "ExecuteParticipant",
     "ExecuteRequest",
     "HealthResponse",
+    "OutcomeName",
+    "ParticipantHealth",
     "ParticipantView",
     "ParticipantsResponse",
+    "StateName",
     "TransactionList",
     "TransactionOut",
 ]
@@ -64,10 +70,14 @@ class BranchView(BaseModel):
     pending: bool = Field(description="phase 2 not yet acknowledged; the coordinator keeps retrying")
 
 
+StateName = Literal["active", "preparing", "committing", "committed", "aborting", "aborted"]
+OutcomeName = Literal["committed", "aborted"]
+
+
 class TransactionOut(BaseModel):
     gtid: str
-    state: Literal["active", "preparing", "committing", "committed", "aborting", "aborted"]
-    outcome: Literal["committed", "aborted"] | None = Field(description="null while undecided")
+    state: StateName
+    outcome: OutcomeName | None = Field(description="null while undecided")
     reason: str | None
     created_at: datetime
     updated_at: datetime
@@ -81,8 +91,8 @@ class TransactionOut(BaseModel):
         r = view.record
         return cls.model_construct(
             gtid=r.gtid,
-            state=r.state,
-            outcome=r.decision,
+            state=cast(StateName, r.state),
+            outcome=cast(OutcomeName | None, r.decision),
             reason=r.reason,
             created_at=_time(r.created_at),
             updated_at=_time(r.updated_at),

@@ -103,7 +103,7 @@ def _wait_for_phase_two(request: web.Request) -> bool:
 
 
 @routes.post("/v1/transactions")
-async def begin(request: web.Request) -> web.Response:
+async def _begin(request: web.Request) -> web.Response:
     body, raw = await _body(request, BeginRequest, allow_empty=True)
     key, request_hash = _idempotency(request, raw)
     view, created = (
@@ -123,7 +123,7 @@ async def begin(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/transactions:execute")
-async def execute(request: web.Request) -> web.Response:
+async def _execute(request: web.Request) -> web.Response:
     body, raw = await _body(request, ExecuteRequest)
     key, request_hash = _idempotency(request, raw)
     view = (
@@ -142,7 +142,7 @@ async def execute(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/transactions/{gtid}/participants")
-async def enlist(request: web.Request) -> web.Response:
+async def _enlist(request: web.Request) -> web.Response:
     gtid = _gtid(request)
     body, _ = await _body(request, EnlistRequest)
     view = await request.app[STATE].require().enlist(gtid, body.name, body.payload, body.prepared)
@@ -150,7 +150,7 @@ async def enlist(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/transactions/{gtid}/commit")
-async def commit(request: web.Request) -> web.Response:
+async def _commit(request: web.Request) -> web.Response:
     gtid = _gtid(request)
     wait = _wait_for_phase_two(request)
     view = await request.app[STATE].require().commit(gtid, wait_for_phase_two=wait)
@@ -158,19 +158,19 @@ async def commit(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/transactions/{gtid}/abort")
-async def abort(request: web.Request) -> web.Response:
+async def _abort(request: web.Request) -> web.Response:
     view = await request.app[STATE].require().abort(_gtid(request))
     return _json(TransactionOut.of(view))
 
 
 @routes.get("/v1/transactions/{gtid}")
-async def get_transaction(request: web.Request) -> web.Response:
+async def _get_transaction(request: web.Request) -> web.Response:
     view = await request.app[STATE].require().get(_gtid(request))
     return _json(TransactionOut.of(view))
 
 
 @routes.get("/v1/transactions")
-async def list_transactions(request: web.Request) -> web.Response:
+async def _list_transactions(request: web.Request) -> web.Response:
     state = request.query.get("state")
     if state is not None and state not in _STATES:
         raise HttpError(400, "invalid_parameter", f"state must be one of {sorted(_STATES)}", {"state": state})
@@ -183,13 +183,13 @@ async def list_transactions(request: web.Request) -> web.Response:
     cursor = request.query.get("cursor")
     if cursor is not None and not _GTID.match(cursor):
         raise HttpError(400, "invalid_parameter", "cursor is not one this API gave out")
-    views = await request.app[STATE].require().list(state, limit, cursor)
+    views = await request.app[STATE].require().page(state, limit, cursor)
     next_cursor = views[-1].record.gtid if len(views) == limit else None
     return _json(TransactionList(transactions=[TransactionOut.of(v) for v in views], next_cursor=next_cursor))
 
 
 @routes.get("/v1/participants")
-async def participants(request: web.Request) -> web.Response:
+async def _participants(request: web.Request) -> web.Response:
     coordinator = request.app[STATE].require()
     views = []
     for p in coordinator.participant_settings:
@@ -201,19 +201,19 @@ async def participants(request: web.Request) -> web.Response:
 
 
 @routes.get("/healthz")
-async def healthz(request: web.Request) -> web.Response:
+async def _healthz(request: web.Request) -> web.Response:
     return _json(HealthResponse(status="ok"))
 
 
 @routes.get("/readyz")
-async def readyz(request: web.Request) -> web.Response:
+async def _readyz(request: web.Request) -> web.Response:
     coordinator = request.app[STATE].require()
     detail: dict[str, Any] = {"active_transactions": coordinator.active_count, "recovered": coordinator.recovered}
     return _json(HealthResponse(status="ready", detail=detail))
 
 
 @routes.get("/metrics")
-async def metrics(request: web.Request) -> web.Response:
+async def _metrics(request: web.Request) -> web.Response:
     coordinator = request.app[STATE].require()
     lines = [f"twopc_active_transactions {coordinator.active_count}"]
     lines += [f"twopc_{name} {value}" for name, value in coordinator.log_stats().items()]

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from tools.cli._options import CoordinatorUrl, DataDir, Host, InquiryInterval, Name, Port, Secret
 from twopc_core import telemetry
+
+__all__ = ["app", "serve", "transfer"]
 
 app = typer.Typer(help="The bank example: accounts in PostgreSQL as a 2PC participant.", no_args_is_help=True)
 
@@ -58,7 +60,7 @@ def transfer(
     from adapters.postgres.bank import transfer as run_transfer
     from participant_sdk import CoordinatorClient
 
-    async def go() -> dict:
+    async def go() -> dict[str, Any]:
         async with CoordinatorClient(coordinator) as client:
             return await run_transfer(
                 client, _side(source, "--from"), _side(target, "--to"), amount, idempotency_key=idempotency_key

@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+__all__ = ["WorkloadName", "bench"]
+
 
 class WorkloadName(StrEnum):
     """As ``tools.bench.WORKLOADS``, named here so that --help does not import the benchmark."""

@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+__all__ = ["app", "list_scenarios", "run", "suite"]
+
 app = typer.Typer(help="Chaos scenarios: faults under load, then invariant checks.", no_args_is_help=True)
 
 

@@ -11,6 +11,8 @@ import typer
 
 from compose.localcluster import LocalCluster
 
+__all__ = ["demo"]
+
 
 def demo(
     directory: Annotated[Path, typer.Option("--dir", help="where the demo keeps its data and logs")] = Path("var/demo"),

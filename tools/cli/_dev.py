@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from compose.dev import SERVICES, default_state_dir, write_service
+from compose.dev import SERVICES, DevService, default_state_dir, service, write_service
+
+__all__ = ["app", "down", "restart", "status", "up"]
 
 app = typer.Typer(help="Local services for development and tests.", no_args_is_help=True)
 
@@ -17,12 +18,12 @@ Services = Annotated[list[str] | None, typer.Argument(help=f"any of: {', '.join(
 StateDir = Annotated[Path | None, typer.Option("--dir", help="where the services keep data (default var/dev)")]
 
 
-def _modules(names: list[str] | None) -> list[tuple[str, object]]:
+def _modules(names: list[str] | None) -> list[tuple[str, DevService]]:
     chosen = names or list(SERVICES)
     unknown = [n for n in chosen if n not in SERVICES]
     if unknown:
         raise typer.BadParameter(f"unknown service {unknown[0]!r}; choose from {', '.join(SERVICES)}")
-    return [(n, importlib.import_module(f"compose.dev.{n}")) for n in chosen]
+    return [(n, service(n)) for n in chosen]
 
 
 @app.command("up")
@@ -32,7 +33,7 @@ def up(services: Services = None, state_dir: StateDir = None) -> None:
     for name, module in _modules(services):
         typer.echo(f"{name}: starting or reusing ...", err=True)
         try:
-            info = module.up(where)  # type: ignore[attr-defined]
+            info = module.up(where)
         except RuntimeError as exc:
             typer.echo(f"{name}: {exc}", err=True)
             raise typer.Exit(1) from None
@@ -45,7 +46,7 @@ def down(services: Services = None, state_dir: StateDir = None) -> None:
     """Stop the services that `twopc dev up` started."""
     where = state_dir or default_state_dir()
     for name, module in _modules(services):
-        module.down(where)  # type: ignore[attr-defined]
+        module.down(where)
         write_service(where, name, None)
         typer.echo(f"{name}: stopped", err=True)
 
@@ -60,7 +61,7 @@ def restart(
     where = state_dir or default_state_dir()
     for name, module in _modules(services):
         try:
-            info = module.restart(where, downtime)  # type: ignore[attr-defined]
+            info = module.restart(where, downtime)
         except RuntimeError as exc:
             typer.echo(f"{name}: {exc}", err=True)
             raise typer.Exit(1) from None
@@ -73,5 +74,5 @@ def status(services: Services = None, state_dir: StateDir = None) -> None:
     """Say which services are running and how to reach them."""
     where = state_dir or default_state_dir()
     for name, module in _modules(services):
-        info = module.status(where)  # type: ignore[attr-defined]
+        info = module.status(where)
         typer.echo(f"{name}: {json.dumps(info) if info else 'not running'}")

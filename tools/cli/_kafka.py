@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+__all__ = ["app", "create_topic", "stage"]
+
 app = typer.Typer(help="Kafka chores: make topics, look into a participant's stage.", no_args_is_help=True)
 
 Bootstrap = Annotated[str, typer.Option(help="Kafka bootstrap servers, HOST:PORT[,HOST:PORT...]")]
@@ -53,7 +55,7 @@ def stage(
         if described["error_code"] != 0:
             raise RuntimeError(f"no stage topic {settings.topic!r}")
         folds = await read_stage(settings, range(len(described["partitions"])))
-        rows = []
+        rows: list[dict[str, object]] = []
         for shard, fold in sorted(folds.items()):
             for entry in fold.finish().values():
                 rows.append({"gtid": entry.gtid, "state": entry.state.value, "shard": shard, "at": entry.at})

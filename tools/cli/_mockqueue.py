@@ -10,6 +10,8 @@ import typer
 from tools.cli._options import CoordinatorUrl, Host, InquiryInterval, Name, Port, Secret
 from twopc_core import telemetry
 
+__all__ = ["app", "serve"]
+
 app = typer.Typer(help="The mock queue participant.", no_args_is_help=True)
 
 

@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+__all__ = ["app", "recover"]
+
 app = typer.Typer(help="PostgreSQL participants: tools for operators.", no_args_is_help=True)
 
 

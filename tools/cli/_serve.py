@@ -10,6 +10,8 @@ from pydantic import ValidationError
 
 from twopc_core import telemetry
 
+__all__ = ["serve"]
+
 
 def serve(
     config: Annotated[

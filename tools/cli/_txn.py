@@ -11,6 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+__all__ = ["app", "list_transactions", "show"]
+
 app = typer.Typer(help="Inspect transactions.", no_args_is_help=True)
 
 Coordinator = Annotated[str, typer.Option("--coordinator", envvar="TWOPC_COORDINATOR", help="coordinator base URL")]
