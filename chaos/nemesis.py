@@ -156,13 +156,10 @@ class Nemesis:
 
 def _restart_service(name: str, downtime: float) -> None:
     """Stop and start a dev service (``twopc dev``): PostgreSQL or the Kafka broker."""
-    import importlib
+    from compose.dev import default_state_dir, service, write_service
 
-    from compose.dev import default_state_dir, write_service
-
-    module = importlib.import_module(f"compose.dev.{name}")
     state_dir = default_state_dir()
-    write_service(state_dir, name, module.restart(state_dir, downtime))
+    write_service(state_dir, name, service(name).restart(state_dir, downtime))
 
 
 async def _unfinished_before(client: CoordinatorClient, loop_time: float) -> bool:

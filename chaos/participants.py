@@ -130,7 +130,7 @@ class BankKind(ParticipantKind):
         import psycopg
 
         async with await psycopg.AsyncConnection.connect(self._server_dsn, autocommit=True) as admin:
-            await admin.execute(statement)  # type: ignore[arg-type]
+            await admin.execute(statement)
 
     async def populate(self, http: aiohttp.ClientSession) -> None:
         for n in range(self.ACCOUNTS):

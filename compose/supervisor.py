@@ -33,7 +33,7 @@ def free_port() -> int:
     for _ in range(1000):
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
+            port: int = sock.getsockname()[1]
         if port not in _handed_out:
             _handed_out.add(port)
             return port

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import (
@@ -117,7 +117,7 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
 
 
-def load(config_file: Path | None = None, **overrides: object) -> Settings:
+def load(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Settings from ``config_file`` (TOML) under the environment's ``TWOPC_*`` values.
 
     Raises FileNotFoundError for a missing file and pydantic's ValidationError for bad values.
@@ -130,4 +130,4 @@ def load(config_file: Path | None = None, **overrides: object) -> Settings:
         settings_cls = type(
             "Settings", (Settings,), {"model_config": {**Settings.model_config, "toml_file": config_file}}
         )
-    return settings_cls(**overrides)  # type: ignore[arg-type]
+    return settings_cls(**overrides)

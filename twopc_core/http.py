@@ -14,12 +14,13 @@ through the service's table of which status and code each one means.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 from pydantic import ValidationError
 
 __all__ = [
@@ -37,9 +38,6 @@ __all__ = [
 ]
 
 log = structlog.get_logger(__name__)
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 #: The code of an error that has no code of its own, by status: the one table.
 CODES: Mapping[int, str] = {

@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import make_conninfo
 
 from compose.dev import read_services
 
@@ -49,7 +49,7 @@ def server_dsn() -> str:
 
 def database_dsn(dsn: str, database: str) -> str:
     """The same server and role, another database."""
-    return make_conninfo(**{**conninfo_to_dict(dsn), "dbname": database})  # type: ignore[arg-type]
+    return make_conninfo(dsn, dbname=database)
 
 
 @asynccontextmanager

@@ -58,7 +58,7 @@ _WAIT = {"name": "wait", "in": "query", "required": False, "schema": {"enum": ["
 
 
 def openapi_document() -> dict[str, Any]:
-    models = [
+    models: list[type[BaseModel]] = [
         BeginRequest,
         BeginResponse,
         EnlistRequest,

@@ -4,9 +4,8 @@ included (a batch exchange carries the trace of the call that opened it)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from opentelemetry import context, propagate, trace
 
 from twopc_core import telemetry
@@ -17,7 +16,7 @@ tracer = trace.get_tracer("coordinator.api")
 
 
 @web.middleware
-async def tracing_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+async def tracing_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if "traceparent" not in request.headers and not telemetry.records_root_spans():
         # Nothing would record this request's span: only its ids are needed, for the
         # participants' calls to carry (a tenth of the coordinator's CPU otherwise).

@@ -280,10 +280,11 @@ class Coordinator:
             return self._view(entry)
         return TransactionView(await self._record_or_raise(gtid), frozenset())
 
-    async def list(self, state: str | None, limit: int, after: str | None) -> list[TransactionView]:
+    async def page(self, state: str | None, limit: int, after: str | None) -> list[TransactionView]:
+        """Transactions in the order they began, ``limit`` of them after the gtid ``after``."""
         await self._log.sync()
         views = []
-        for record in await self._log.list(state, limit, after):
+        for record in await self._log.page(state, limit, after):
             entry = self._active.get(record.gtid)
             view = self._view(entry) if entry is not None else TransactionView(record, frozenset())
             if state is None or view.record.state == state:

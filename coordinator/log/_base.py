@@ -52,7 +52,7 @@ class DecisionLog(abc.ABC):
     async def get(self, gtid: str) -> TransactionRecord | None: ...
 
     @abc.abstractmethod
-    async def list(self, state: str | None, limit: int, after_gtid: str | None) -> list[TransactionRecord]:
+    async def page(self, state: str | None, limit: int, after_gtid: str | None) -> list[TransactionRecord]:
         """Records ordered by gtid (which is time-ordered), after ``after_gtid``."""
 
     @abc.abstractmethod

@@ -136,7 +136,7 @@ class SQLiteLog(DecisionLog):
             row = await cur.fetchone()
         return _from_row(row) if row is not None else None
 
-    async def list(self, state: str | None, limit: int, after_gtid: str | None) -> list[TransactionRecord]:
+    async def page(self, state: str | None, limit: int, after_gtid: str | None) -> list[TransactionRecord]:
         sql = f"SELECT {_COLUMNS} FROM transactions WHERE gtid > ?"
         params: list[object] = [after_gtid or ""]
         if state is not None:

@@ -20,7 +20,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import aiohttp
 import orjson
@@ -49,12 +49,12 @@ class CallFailed(Exception):
 
 
 @dataclass(eq=False)
-class _Call:
+class _Call(Generic[R]):
     operation: str
     body: dict[str, Any]
-    response_type: type[BaseModel]
+    response_type: type[R]
     timeout: float
-    future: asyncio.Future[Any]
+    future: asyncio.Future[R]
 
     def fail(self, reason: str) -> None:
         if not self.future.done():
@@ -75,12 +75,12 @@ class _Lane:
     def __init__(self, endpoint: Endpoint, max_inflight: int) -> None:
         self._endpoint = endpoint
         self._max_inflight = max_inflight
-        self._queue: list[_Call] = []
+        self._queue: list[_Call[Any]] = []
         self._inflight = 0
         self._pump_scheduled = False
         self.tasks: set[asyncio.Task[None]] = set()
 
-    def add(self, call: _Call) -> None:
+    def add(self, call: _Call[Any]) -> None:
         self._queue.append(call)
         if not self._pump_scheduled:
             # At the end of this turn: the other calls this turn makes go along.
@@ -135,7 +135,7 @@ class Endpoint:
     async def call(self, operation: str, body: dict[str, Any], response_type: type[R], timeout: float) -> R:
         """Send one protocol operation; ``body`` is the JSON of its request message."""
         loop = asyncio.get_running_loop()
-        call = _Call(operation, body, response_type, timeout, loop.create_future())
+        call: _Call[R] = _Call(operation, body, response_type, timeout, loop.create_future())
         # Each call keeps its own deadline, whatever exchange carries it.
         expiry = loop.call_later(timeout, call.fail, f"no answer within {timeout:.3g}s")
         self.calls += 1
@@ -146,7 +146,7 @@ class Endpoint:
         finally:
             expiry.cancel()
 
-    async def exchange(self, calls: list[_Call]) -> None:
+    async def exchange(self, calls: list[_Call[Any]]) -> None:
         """One HTTP exchange carrying ``calls``: alone, or as a batch."""
         self.exchanges += 1
         try:
@@ -167,7 +167,7 @@ class Endpoint:
             raise
         self.last_exchange = (time.time(), None)
 
-    async def _post_batch(self, body: bytes, calls: list[_Call]) -> None:
+    async def _post_batch(self, body: bytes, calls: list[_Call[Any]]) -> None:
         """Send a batch and settle each call as its answer arrives.
 
         The participant answers op by op (NDJSON), so one slow op — a prepare waiting
@@ -228,14 +228,14 @@ class Endpoint:
             raise CallFailed(f"answered something that is not the protocol: {_first_line(exc)}") from None
 
 
-def _settle(call: _Call, result: Any) -> None:
+def _settle(call: _Call[Any], result: Any) -> None:
     if isinstance(result, dict) and isinstance(result.get("error"), dict):
         call.fail(f"answered error: {_error_text(result['error'])}")
     else:
         call.answer(result)
 
 
-def _settle_line(calls: list[_Call], line: bytes) -> None:
+def _settle_line(calls: list[_Call[Any]], line: bytes) -> None:
     """One NDJSON line of a batch answer: ``{"index": i, "result": {...}}``."""
     try:
         item = orjson.loads(line)
@@ -248,7 +248,7 @@ def _settle_line(calls: list[_Call], line: bytes) -> None:
     _settle(calls[index], result)
 
 
-def _settle_all(calls: list[_Call], raw: bytes) -> None:
+def _settle_all(calls: list[_Call[Any]], raw: bytes) -> None:
     try:
         results = orjson.loads(raw).get("results")
     except (orjson.JSONDecodeError, AttributeError):

@@ -6,9 +6,9 @@ import asyncio
 import json
 import resource
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tools.bench._kafka import KafkaWorkload
 from tools.bench._load import LoadResult, run_load
@@ -40,6 +40,8 @@ commit_wait_ms = 10000
 """
 _DEFAULT_MOCK_PARTICIPANTS = 2
 
+
+T = TypeVar("T")
 
 def _workload(
     name: str, directory: Path, participants: int | None, postgres_dsn: str | None, kafka_bootstrap: str | None
@@ -204,7 +206,7 @@ def _point(concurrency: int, result: LoadResult) -> dict[str, Any]:
     return {"concurrency": concurrency, "throughput_tps": result.throughput, **result.latency()}
 
 
-def _event_loop_run(coro: Any) -> Any:
+def _event_loop_run(coro: Coroutine[Any, Any, T]) -> T:
     # The load generator allocates like a service does: the same loop, the same collector.
     tune_garbage_collector()
     with asyncio.Runner(loop_factory=new_event_loop) as runner:

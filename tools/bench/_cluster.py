@@ -126,7 +126,7 @@ class ClusterWorkload(Workload):
             answer = orjson.loads(await response.read())
         if response.status != 200:
             raise RuntimeError(f"coordinator answered {response.status}: {answer}")
-        return answer["outcome"] == "committed"
+        return bool(answer["outcome"] == "committed")
 
     async def baseline(self, worker: int, seq: int) -> bool:
         gtid = self.baseline_gtid()
@@ -171,7 +171,7 @@ class ClusterWorkload(Workload):
         body = orjson.dumps(message)
         headers = {"Content-Type": "application/json", **signed_headers(cluster.secret, operation, body)}
         async with self.session.post(f"{cluster.url(participant)}/twopc/{operation}", data=body, headers=headers) as r:
-            answer = orjson.loads(await r.read())
+            answer: dict[str, Any] = orjson.loads(await r.read())
         if r.status != 200:
             raise RuntimeError(f"{participant} answered {r.status} to {operation}: {answer}")
         return answer

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import psycopg
 from aiokafka.admin import AIOKafkaAdminClient
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import make_conninfo
 
 from adapters.kafka.topics import create_topic
 from compose.dev import read_services
@@ -52,7 +52,7 @@ def kafka_bootstrap(bootstrap: str | None) -> str:
 
 def database_dsn(server_dsn: str, database: str) -> str:
     """The same server and role, another database."""
-    return make_conninfo(**{**conninfo_to_dict(server_dsn), "dbname": database})  # type: ignore[arg-type]
+    return make_conninfo(server_dsn, dbname=database)
 
 
 @asynccontextmanager

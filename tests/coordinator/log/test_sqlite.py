@@ -124,9 +124,9 @@ async def test_list_pages_by_gtid_and_filters_by_state(tmp_path: Path) -> None:
         for gtid, state in [("a", "active"), ("b", "aborted"), ("c", "active"), ("d", "active")]:
             log.save(record(gtid, state))
         await log.sync()
-        first = await log.list("active", 2, None)
+        first = await log.page("active", 2, None)
         assert [r.gtid for r in first] == ["a", "c"]
-        assert [r.gtid for r in await log.list("active", 2, "c")] == ["d"]
+        assert [r.gtid for r in await log.page("active", 2, "c")] == ["d"]
     finally:
         await log.close()
 
