@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import traceback
 from pathlib import Path
 from typing import Annotated
 
@@ -83,9 +84,15 @@ def suite(
     for scenario in scenarios():
         for seed in seed_list:
             report_path = reports / f"{scenario.name}-{seed}.json" if reports else None
-            result = run_scenario(
-                scenario, seed, duration, report_path, show=False, progress=lambda line: typer.echo(line, err=True)
-            )
+            try:
+                result = run_scenario(
+                    scenario, seed, duration, report_path, show=False, progress=lambda line: typer.echo(line, err=True)
+                )
+            except Exception as exc:  # a run that cannot finish is a failed run; the others still run
+                typer.echo(f"{scenario.name} (seed {seed}) did not finish:\n{traceback.format_exc()}", err=True)
+                table.add_row(scenario.name, str(seed), "-", "-", "-", f"[red]error: {type(exc).__name__}[/]")
+                failed += 1
+                continue
             report = result.report
             caught = bool(report["violations"]) and report["faults_injected"] > 0
             good = caught if scenario.broken_build else result.ok
