@@ -11,7 +11,7 @@ import orjson
 import pytest
 from kafka_harness import EventsService
 
-from adapters.kafka import BranchState, KafkaResource, KafkaSettings
+from adapters.kafka import KafkaResource, KafkaSettings, StageEntryState
 from adapters.kafka.testing import create_topic, read_committed, unique_name
 from compose.supervisor import free_port
 from participant_sdk.testing import StubCoordinator
@@ -33,7 +33,7 @@ async def test_commit_publishes_every_message_exactly_once(events: EventsService
     assert (await events.commit("g1"))[1]["status"] == "committed"
     assert await events.commit("g1") == (200, {"status": "committed", "reason": None})  # repeated: answered the same
     assert sorted(v["order"] for v in await values(kafka, topic)) == [1, 2]
-    assert events.resource.entry("g1", events.name).state is BranchState.COMMITTED
+    assert events.resource.entry("g1", events.name).state is StageEntryState.COMMITTED
 
 
 async def test_keys_headers_partitions_and_byte_values_arrive_as_given(
@@ -64,7 +64,7 @@ async def test_abort_leaves_nothing_visible(events: EventsService, kafka: str, t
     await events.commit("g-kept")
 
     assert [v["order"] for v in await values(kafka, topic)] == [2]
-    assert events.resource.entry("g-abort", events.name).state is BranchState.ABORTED
+    assert events.resource.entry("g-abort", events.name).state is StageEntryState.ABORTED
     status, body = await events.commit("g-abort")
     assert (status, body["status"]) == (200, "aborted")  # the log answers: no publication
 
@@ -184,7 +184,7 @@ async def test_a_commit_that_keeps_failing_is_refused_and_the_branch_stays_prepa
     assert (status, body["error"]["code"]) == (503, "resource_error")
     assert "did not take the commit" in body["error"]["message"]
     assert await read_committed(kafka, [topic], settled=True) == []
-    assert events.resource.entry("g-stuck", events.name).state is BranchState.PREPARED
+    assert events.resource.entry("g-stuck", events.name).state is StageEntryState.PREPARED
     assert (await events.commit("g-stuck"))[1]["status"] == "committed"  # the coordinator's retry
     assert [v["order"] for v in await values(kafka, topic)] == [1]
 
@@ -214,7 +214,7 @@ async def test_forgotten_markers_are_gone_after_a_restart(
     assert forgotten == 1
     await events.restart()
     assert events.resource.entry("g-old", events.name) is None
-    assert events.resource.entry("g-open", events.name).state is BranchState.PREPARED  # prepared ones stay
+    assert events.resource.entry("g-open", events.name).state is StageEntryState.PREPARED  # prepared ones stay
 
 
 async def test_healthz_counts_branches(events: EventsService, topic: str) -> None:
