@@ -14,12 +14,12 @@ through the service's table of which status and code each one means.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 import structlog
-from aiohttp import web
+from aiohttp import typedefs, web
 from pydantic import ValidationError
 
 __all__ = [
@@ -29,17 +29,20 @@ __all__ = [
     "HttpError",
     "Middleware",
     "code_for",
+    "domain_answer",
     "error_body",
     "error_middleware",
     "error_response",
+    "invalid_body",
     "json_response",
     "validation_details",
 ]
 
 log = structlog.get_logger(__name__)
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
+# aiohttp's own, so that a middleware typed here is one aiohttp takes, mypy included.
+Handler = typedefs.Handler
+Middleware = typedefs.Middleware
 
 #: The code of an error that has no code of its own, by status: the one table.
 CODES: Mapping[int, str] = {
@@ -140,3 +143,25 @@ def error_middleware(domain_errors: DomainErrors | None = None, *, service: str 
             return error_response(500, "internal", f"{service} failed to handle this request")
 
     return json_errors
+
+
+def invalid_body(exc: ValidationError, *, what: str = "the request body", status: int = 422) -> HttpError:
+    """The error for a body that failed a model's validation, to raise where a service
+    parses it: 400 ``invalid_json`` when it is not JSON at all, else ``status``
+    ``invalid_request`` with the first problems in the message and all in ``details``."""
+    errors = exc.errors(include_url=False, include_context=False, include_input=False)
+    if any(error["type"] == "json_invalid" for error in errors):
+        return HttpError(400, "invalid_json", f"{what} is not JSON")
+    problems = validation_details(exc)
+    summary = "; ".join(f"{problem['field']}: {problem['problem']}" for problem in problems[:5])
+    return HttpError(status, "invalid_request", f"{what} is not valid: {summary}", problems)
+
+
+def domain_answer(domain_errors: DomainErrors, exc: BaseException) -> tuple[int, str] | None:
+    """The status and code ``domain_errors`` gives ``exc`` (or its nearest listed
+    ancestor), for an error answered outside the middleware (one op of a batch)."""
+    for cls in type(exc).__mro__:
+        known = domain_errors.get(cls)
+        if known is not None:
+            return known
+    return None
