@@ -11,14 +11,13 @@ coordinator. :class:`CoordinatorClient` talks to the coordinator's REST API.
 from participant_sdk._recovery import InquiryRound, outcome_for_branch
 from participant_sdk.client import CoordinatorClient, CoordinatorError
 from participant_sdk.errors import ParticipantError
-from participant_sdk.log import BranchRecord, BranchState, ParticipantLog
+from participant_sdk.log import BranchRecord, ParticipantLog, RecordState
 from participant_sdk.participant import Participant
 from participant_sdk.resource import PrepareResult, Resource
 from twopc_core.protocol import BranchStatus, Outcome, Vote
 
 __all__ = [
     "BranchRecord",
-    "BranchState",
     "BranchStatus",
     "CoordinatorClient",
     "CoordinatorError",
@@ -28,6 +27,7 @@ __all__ = [
     "ParticipantError",
     "ParticipantLog",
     "PrepareResult",
+    "RecordState",
     "Resource",
     "Vote",
     "outcome_for_branch",

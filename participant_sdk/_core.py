@@ -20,7 +20,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from participant_sdk._locks import KeyedLocks
 from participant_sdk.errors import ParticipantError, error_body
-from participant_sdk.log import BranchRecord, BranchState, ParticipantLog
+from participant_sdk.log import BranchRecord, ParticipantLog, RecordState
 from participant_sdk.resource import PrepareResult, Resource
 from twopc_core import failpoints
 from twopc_core.failpoints import FailpointError
@@ -48,11 +48,11 @@ _BATCH_CONCURRENCY = 64
 _MAX_REASON = 500
 
 _STATUS_OF = {
-    BranchState.PREPARED: BranchStatus.PREPARED,
-    BranchState.COMMITTED: BranchStatus.COMMITTED,
-    BranchState.ABORTED: BranchStatus.ABORTED,
+    RecordState.PREPARED: BranchStatus.PREPARED,
+    RecordState.COMMITTED: BranchStatus.COMMITTED,
+    RecordState.ABORTED: BranchStatus.ABORTED,
     # A read-only branch has nothing to undo and nothing left to apply: as good as committed.
-    BranchState.READ_ONLY: BranchStatus.COMMITTED,
+    RecordState.READ_ONLY: BranchStatus.COMMITTED,
 }
 
 
@@ -81,9 +81,9 @@ def _describe(exc: BaseException) -> str:
 
 
 _STATE_AFTER_VOTE = {
-    Vote.YES: BranchState.PREPARED,
-    Vote.READ_ONLY: BranchState.READ_ONLY,
-    Vote.NO: BranchState.ABORTED,
+    Vote.YES: RecordState.PREPARED,
+    Vote.READ_ONLY: RecordState.READ_ONLY,
+    Vote.NO: RecordState.ABORTED,
 }
 
 
@@ -151,9 +151,9 @@ class BranchHandler:
 
     def _repeat_prepare(self, row: BranchRecord, digest: str | None) -> PrepareResponse:
         self._check_same_payload(row, digest)
-        if row.status is BranchState.READ_ONLY:
+        if row.status is RecordState.READ_ONLY:
             return PrepareResponse(vote=Vote.READ_ONLY, reason=row.reason)
-        if row.status is BranchState.ABORTED:
+        if row.status is RecordState.ABORTED:
             reason = row.reason if row.vote is Vote.NO and row.reason else "already aborted"
             return PrepareResponse(vote=Vote.NO, reason=reason)
         return PrepareResponse(vote=Vote.YES)
@@ -185,7 +185,7 @@ class BranchHandler:
                     f"branch {branch} of {gtid} is not prepared here",
                     {"gtid": gtid, "branch": branch},
                 )
-            if row.status is not BranchState.PREPARED:
+            if row.status is not RecordState.PREPARED:
                 return self._outcome_of(row)
             await self._apply(row, Outcome.COMMITTED)
         await failpoints.hit("participant.after_commit_before_reply")
@@ -215,7 +215,7 @@ class BranchHandler:
                     return OutcomeResponse(status=Outcome.COMMITTED, reason=vote.reason)
                 row = self.log.get(gtid, branch)
                 assert row is not None
-            if row.status is not BranchState.PREPARED:
+            if row.status is not RecordState.PREPARED:
                 return self._outcome_of(row)
             await self._apply(row, Outcome.COMMITTED)
         await failpoints.hit("participant.after_commit_before_reply")
@@ -223,7 +223,7 @@ class BranchHandler:
 
     @staticmethod
     def _outcome_of(row: BranchRecord) -> OutcomeResponse:
-        if row.status is BranchState.ABORTED:
+        if row.status is RecordState.ABORTED:
             return OutcomeResponse(status=Outcome.ABORTED, reason=row.reason)
         reason = row.reason if row.heuristic else None
         return OutcomeResponse(status=Outcome.COMMITTED, reason=reason)
@@ -234,21 +234,21 @@ class BranchHandler:
         gtid, branch = req.gtid, req.branch
         async with self.locks.hold((gtid, branch)):
             row = await self.log.lookup(gtid, branch)
-            if row is not None and row.status is BranchState.COMMITTED:
+            if row is not None and row.status is RecordState.COMMITTED:
                 raise ParticipantError(
                     409,
                     "already_committed",
                     f"branch {branch} of {gtid} is already committed",
                     {"gtid": gtid, "branch": branch, "heuristic": row.heuristic},
                 )
-            if row is not None and row.status is BranchState.ABORTED:
+            if row is not None and row.status is RecordState.ABORTED:
                 return OutcomeResponse(status=Outcome.ABORTED)
-            if row is not None and row.status is BranchState.PREPARED:
+            if row is not None and row.status is RecordState.PREPARED:
                 await self._apply(row, Outcome.ABORTED)
             else:
                 # Remember the abort of a branch never prepared here (or read-only), so
                 # that a prepare arriving late votes no.
-                await self.log.record(gtid, branch, BranchState.ABORTED, durable=False)
+                await self.log.record(gtid, branch, RecordState.ABORTED, durable=False)
         return OutcomeResponse(status=Outcome.ABORTED)
 
     # -- status --------------------------------------------------------------------
@@ -333,7 +333,7 @@ class BranchHandler:
         """Apply ``outcome`` to a branch still prepared; False if it no longer is."""
         async with self.locks.hold((gtid, branch)):
             row = self.log.get(gtid, branch)
-            if row is None or row.status is not BranchState.PREPARED:
+            if row is None or row.status is not RecordState.PREPARED:
                 return False
             await self._apply(row, outcome, heuristic=heuristic)
             return True
@@ -355,13 +355,13 @@ class BranchHandler:
                 await self.resource.commit(gtid, branch)
             except Exception as exc:
                 raise ParticipantError(503, "resource_error", f"commit failed: {_describe(exc)}") from exc
-            await self.log.record(gtid, branch, BranchState.COMMITTED, durable=heuristic, **extra)
+            await self.log.record(gtid, branch, RecordState.COMMITTED, durable=heuristic, **extra)
         else:
             try:
                 await self.resource.abort(gtid, branch)
             except Exception as exc:
                 raise ParticipantError(503, "resource_error", f"abort failed: {_describe(exc)}") from exc
-            await self.log.record(gtid, branch, BranchState.ABORTED, durable=heuristic, **extra)
+            await self.log.record(gtid, branch, RecordState.ABORTED, durable=heuristic, **extra)
 
     async def _drop_quietly(self, gtid: str, branch: str) -> None:
         """Drop whatever a failed prepare may have staged; the resource's problem is
@@ -417,12 +417,12 @@ class BranchHandler:
                     await self.log.record(
                         gtid,
                         branch,
-                        BranchState.PREPARED,
+                        RecordState.PREPARED,
                         durable=True,
                         reason="found prepared in the resource",
                     )
-                elif row.status is BranchState.COMMITTED:
+                elif row.status is RecordState.COMMITTED:
                     await self.resource.commit(gtid, branch)
-                elif row.status is not BranchState.PREPARED:
+                elif row.status is not RecordState.PREPARED:
                     await self.resource.abort(gtid, branch)
         return found
