@@ -9,8 +9,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from participant_sdk.errors import error_body
 from participant_sdk.resource import PrepareResult, Resource
+from twopc_core.http import error_body
 from twopc_core.protocol import Vote
 from twopc_core.signing import signed_headers
 
