@@ -134,23 +134,21 @@ class LogVote:
 class Apply:
     """Commit or abort a prepared branch at the resource, then log ``outcome``.
 
-    The log write is lazy unless ``heuristic``: the resource's commit and abort are
-    idempotent, and until the row is on disk the branch reads as prepared, so a
-    restart asks the coordinator again and applies the same outcome. A heuristic
-    outcome is the participant's own decision: it must survive a crash, durably.
+    The coordinator's outcome is logged lazily (not ``durable``): the resource's commit
+    and abort are idempotent, and until the row is on disk the branch reads as
+    prepared, so a restart asks the coordinator again and applies the same outcome. A
+    ``heuristic`` outcome is the participant's own decision: it is logged durably, as
+    it must survive a crash.
     """
 
     outcome: Outcome
     state: RecordState
+    durable: bool
     heuristic: bool
     #: The reason logged with a heuristic outcome (``None``: the row's stays).
     reason: str | None
     #: The answer to the call that applied it.
     answer: OutcomeResponse
-
-    @property
-    def durable(self) -> bool:
-        return self.heuristic
 
 
 class Reconcile(Enum):
@@ -179,20 +177,21 @@ _LOG_OF_VOTE: Mapping[Vote, LogVote] = {
     Vote.READ_ONLY: LogVote(Vote.READ_ONLY, RecordState.READ_ONLY, durable=False, drop_staged=False),
     Vote.NO: LogVote(Vote.NO, RecordState.ABORTED, durable=False, drop_staged=True),
 }
-_APPLY_COMMIT = Apply(Outcome.COMMITTED, RecordState.COMMITTED, heuristic=False, reason=None, answer=_COMMITTED)
-_APPLY_ABORT = Apply(Outcome.ABORTED, RecordState.ABORTED, heuristic=False, reason=None, answer=_ABORTED)
+_APPLY_COMMIT = Apply(
+    Outcome.COMMITTED, RecordState.COMMITTED, durable=False, heuristic=False, reason=None, answer=_COMMITTED
+)
+_APPLY_ABORT = Apply(Outcome.ABORTED, RecordState.ABORTED, durable=False, heuristic=False, reason=None, answer=_ABORTED)
 _APPLY: Mapping[Outcome, Apply] = {Outcome.COMMITTED: _APPLY_COMMIT, Outcome.ABORTED: _APPLY_ABORT}
 _FORCE: Mapping[Outcome, Apply] = {
-    Outcome.COMMITTED: Apply(
-        Outcome.COMMITTED,
-        RecordState.COMMITTED,
+    outcome: Apply(
+        outcome,
+        plain.state,
+        durable=True,
         heuristic=True,
-        reason="heuristic committed by operator",
-        answer=_COMMITTED,
-    ),
-    Outcome.ABORTED: Apply(
-        Outcome.ABORTED, RecordState.ABORTED, heuristic=True, reason="heuristic aborted by operator", answer=_ABORTED
-    ),
+        reason=f"heuristic {outcome.value} by operator",
+        answer=plain.answer,
+    )
+    for outcome, plain in _APPLY.items()
 }
 _COUNTED_YES = PrepareResult(Vote.YES)
 _YES_NOT_LOGGED = PrepareResult(Vote.NO, "participant log write failed")

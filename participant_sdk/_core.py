@@ -233,9 +233,9 @@ class BranchHandler:
             except Exception as exc:
                 raise rules.resource_failed(step.outcome, gtid, branch, exc) from exc
         if step.heuristic:
-            await self.log.record(gtid, branch, step.state, durable=True, heuristic=True, reason=step.reason)
+            await self.log.record(gtid, branch, step.state, durable=step.durable, heuristic=True, reason=step.reason)
         else:
-            await self.log.record(gtid, branch, step.state, durable=False)
+            await self.log.record(gtid, branch, step.state, durable=step.durable)
 
     async def _drop_quietly(self, gtid: str, branch: str) -> None:
         """Drop whatever a failed prepare may have staged; the resource's problem is
