@@ -229,16 +229,31 @@ async def test_healthz_counts_branches(events: EventsService, topic: str) -> Non
 
 async def test_events_endpoint_refuses_bad_requests_before_staging(events: EventsService, topic: str) -> None:
     cases = [
-        (b"not json", 400),
-        (orjson.dumps({"gtid": "g"}), 422),
-        (orjson.dumps({"gtid": "no spaces", "messages": []}), 422),
-        (orjson.dumps({"gtid": "g-bad", "messages": [{"topic": unique_name("missing"), "value": 1}]}), 422),
-        (orjson.dumps({"gtid": "g-none", "messages": []}), 422),
+        (b"not json", 400, "invalid_json"),
+        (orjson.dumps({"gtid": "g"}), 422, "invalid_request"),
+        (orjson.dumps({"gtid": "no spaces", "messages": []}), 422, "invalid_request"),
+        (
+            orjson.dumps({"gtid": "g-bad", "messages": [{"topic": unique_name("missing"), "value": 1}]}),
+            422,
+            "invalid_messages",
+        ),
+        (orjson.dumps({"gtid": "g-none", "messages": []}), 422, "invalid_messages"),
     ]
-    for body, expected in cases:
+    for body, expected, code in cases:
         response = await events.http.post("/events", data=body)
         assert response.status == expected, await response.text()
+        assert (await response.json())["error"]["code"] == code
     assert events.resource.counts() == {"prepared": 0, "committed": 0, "aborted": 0}
+
+
+async def test_events_for_a_branch_already_staged_are_a_409_branch_exists(events: EventsService, topic: str) -> None:
+    body = orjson.dumps({"gtid": "g-twice", "messages": [order(1, topic)]})
+    first = await events.http.post("/events", data=body)
+    second = await events.http.post("/events", data=body)
+
+    assert first.status == 201, await first.text()
+    assert second.status == 409
+    assert (await second.json())["error"]["code"] == "branch_exists"
 
 
 async def test_read_endpoint_shows_committed_messages(events: EventsService, topic: str) -> None:
