@@ -6,29 +6,61 @@ aiohttp application; ``participant.branch(gtid)`` does a branch's work early (XA
 for resources that support it. The SDK answers the coordinator's signed protocol calls
 idempotently from its local log and resolves branches left in doubt by asking the
 coordinator. :class:`CoordinatorClient` talks to the coordinator's REST API.
+
+What cannot be done raises a :class:`ParticipantError` (a subclass for each case); a
+service that lets those reach :func:`twopc_core.http.error_middleware` with
+:data:`PARTICIPANT_ERRORS` answers them as the protocol app does.
 """
 
-from participant_sdk._recovery import InquiryRound, outcome_for_branch
+from participant_sdk._branch import outcome_for_branch
+from participant_sdk._core import BatchResult, BranchAnswer
+from participant_sdk._http import PARTICIPANT_ERRORS
+from participant_sdk._recovery import InquiryRound
 from participant_sdk.client import CoordinatorClient, CoordinatorError
-from participant_sdk.errors import ParticipantError
-from participant_sdk.log import BranchRecord, BranchState, ParticipantLog
+from participant_sdk.errors import (
+    AlreadyCommitted,
+    BranchExists,
+    CoordinatorUnreachable,
+    EnlistFailed,
+    EnlistRefused,
+    LogWriteFailed,
+    NotInDoubt,
+    NotPrepared,
+    ParticipantError,
+    PayloadMismatch,
+    ResourceFailed,
+)
+from participant_sdk.log import BranchRecord, ParticipantLog, RecordState
 from participant_sdk.participant import Participant
 from participant_sdk.resource import PrepareResult, Resource
 from twopc_core.protocol import BranchStatus, Outcome, Vote
 
 __all__ = [
+    "PARTICIPANT_ERRORS",
+    "AlreadyCommitted",
+    "BatchResult",
+    "BranchAnswer",
+    "BranchExists",
     "BranchRecord",
-    "BranchState",
     "BranchStatus",
     "CoordinatorClient",
     "CoordinatorError",
+    "CoordinatorUnreachable",
+    "EnlistFailed",
+    "EnlistRefused",
     "InquiryRound",
+    "LogWriteFailed",
+    "NotInDoubt",
+    "NotPrepared",
     "Outcome",
     "Participant",
     "ParticipantError",
     "ParticipantLog",
+    "PayloadMismatch",
     "PrepareResult",
+    "RecordState",
     "Resource",
+    "ResourceFailed",
     "Vote",
     "outcome_for_branch",
 ]

@@ -1,63 +1,111 @@
-"""The participant protocol over HTTP: signatures, JSON in and out, error bodies, spans."""
+"""The participant protocol over HTTP: signatures, parsing, JSON answers, spans.
+
+The one place where the SDK's domain errors become HTTP answers:
+:data:`PARTICIPANT_ERRORS` gives each its status and code, for
+:func:`twopc_core.http.error_middleware` (the protocol app's, and any embedding
+service's that lets them through) and for the error slots of a batch's answer.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 import orjson
-import structlog
 from aiohttp import web
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from participant_sdk._core import BranchHandler, describe_validation_error
-from participant_sdk.errors import ParticipantError, error_body
+from participant_sdk._branch import describe
+from participant_sdk._core import BatchResult, BranchHandler
+from participant_sdk.errors import (
+    AlreadyCommitted,
+    BranchExists,
+    CoordinatorUnreachable,
+    EnlistFailed,
+    EnlistRefused,
+    LogWriteFailed,
+    NotInDoubt,
+    NotPrepared,
+    PayloadMismatch,
+    ResourceFailed,
+)
 from twopc_core.failpoints import FailpointError
-from twopc_core.protocol import AbortRequest, CommitRequest, PrepareRequest, StatusRequest
+from twopc_core.http import (
+    DomainErrors,
+    HttpError,
+    Middleware,
+    domain_answer,
+    error_body,
+    error_middleware,
+    invalid_body,
+    json_response,
+    validation_details,
+)
+from twopc_core.protocol import AbortRequest, BatchOp, CommitRequest, PrepareRequest, StatusRequest
 from twopc_core.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureError, verify
 
-__all__ = ["build_protocol_app", "json_response"]
+__all__ = ["NDJSON", "PARTICIPANT_ERRORS", "build_protocol_app", "encode_result", "parse_ops"]
 
-logger = structlog.get_logger("participant_sdk")
-
-_MAX_BATCH_OPS = 10_000
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
-
+#: The status and code each of the SDK's errors is answered with: the one table.
+PARTICIPANT_ERRORS: DomainErrors = {
+    NotPrepared: (409, "not_prepared"),
+    PayloadMismatch: (409, "payload_mismatch"),
+    AlreadyCommitted: (409, "already_committed"),
+    BranchExists: (409, "branch_exists"),
+    NotInDoubt: (409, "not_in_doubt"),
+    EnlistRefused: (409, "enlist_refused"),
+    ResourceFailed: (503, "resource_error"),
+    LogWriteFailed: (503, "log_error"),
+    EnlistFailed: (503, "enlist_failed"),
+    CoordinatorUnreachable: (503, "coordinator_unreachable"),
+    FailpointError: (503, "failpoint"),
+}
 
 #: The media type of a batch answered op by op.
 NDJSON = "application/x-ndjson"
 
+_MAX_BATCH_OPS = 10_000
+_BATCH_OP: TypeAdapter[BatchOp] = TypeAdapter(BatchOp)
 
-def json_response(body: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
-
-
-def _error(status: int, code: str, message: str, details: Any = None) -> web.Response:
-    return json_response(error_body(code, message, details), status)
+Request = TypeVar("Request", bound=BaseModel)
 
 
-_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+# -- batches: parsing and encoding ----------------------------------------------------------
 
 
-@web.middleware
-async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every answer of the protocol app is JSON, errors included."""
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return _error(exc.status, _CODES.get(exc.status, f"http_{exc.status}"), exc.reason)
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        logger.exception("participant handler failed", path=request.path)
-        return _error(500, "internal_error", "unexpected error in the participant")
+def parse_ops(raw_ops: Sequence[Any]) -> tuple[list[BatchOp], list[int], list[tuple[int, dict[str, Any]]]]:
+    """Validate a batch's ops: the valid ones, the position of each in the batch, and
+    the answer of each invalid one by its position."""
+    ops: list[BatchOp] = []
+    positions: list[int] = []
+    refused: list[tuple[int, dict[str, Any]]] = []
+    for position, raw in enumerate(raw_ops):
+        try:
+            ops.append(_BATCH_OP.validate_python(raw))
+        except ValidationError as exc:
+            problems = validation_details(exc)
+            summary = "; ".join(f"{problem['field']}: {problem['problem']}" for problem in problems[:5])
+            refused.append((position, error_body("invalid_request", f"invalid op: {summary}", problems)))
+        else:
+            positions.append(position)
+    return ops, positions, refused
+
+
+def encode_result(result: BatchResult) -> dict[str, Any]:
+    """One op's answer as its slot in the batch's answer: the body it would have had
+    alone, or ``{"error": ...}``."""
+    if isinstance(result, BaseModel):
+        return result.model_dump(mode="json")
+    known = domain_answer(PARTICIPANT_ERRORS, result)
+    if known is None:
+        return error_body("internal", describe(result))
+    return error_body(known[1], str(result), getattr(result, "details", None))
+
+
+# -- the app ---------------------------------------------------------------------------------
 
 
 class _Protocol:
@@ -74,54 +122,61 @@ class _Protocol:
         self._tracer = tracer
 
     def route(
-        self, operation: str, model: type[BaseModel], call: Callable[[Any], Awaitable[BaseModel]]
+        self, operation: str, model: type[Request], call: Callable[[Request], Awaitable[BaseModel]]
     ) -> Callable[[web.Request], Awaitable[web.Response]]:
+        what = f"the {operation} request"
+
         async def handle(request: web.Request) -> web.Response:
             body = await request.read()
-            refusal = self._refuse(request, operation, body)
-            if refusal is not None:
-                return refusal
+            self._verify(request, operation, body)
             try:
                 message = model.model_validate_json(body)
             except ValidationError as exc:
-                return _invalid(operation, exc)
+                raise invalid_body(exc, what=what, status=400) from None
             with self._span(request, operation) as span:
                 if span.is_recording():
-                    span.set_attribute("twopc.gtid", message.gtid)  # type: ignore[attr-defined]
-                    span.set_attribute("twopc.branch", message.branch)  # type: ignore[attr-defined]
-                try:
-                    answer = await call(message)
-                except ParticipantError as exc:
-                    return _error(exc.status, exc.code, exc.message, exc.details)
-                except FailpointError as exc:
-                    return _error(503, "failpoint", str(exc))
+                    span.set_attribute("twopc.gtid", getattr(message, "gtid", ""))
+                    span.set_attribute("twopc.branch", getattr(message, "branch", ""))
+                answer = await call(message)
             return json_response(answer.model_dump(mode="json"))
 
         return handle
 
-    async def batch(self, request: web.Request) -> web.Response:
+    async def batch(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        refusal = self._refuse(request, "batch", body)
-        if refusal is not None:
-            return refusal
+        self._verify(request, "batch", body)
         try:
             message = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            return _error(400, "invalid_json", f"batch body is not JSON: {exc}")
-        ops = message.get("ops") if isinstance(message, dict) else None
-        if not isinstance(ops, list) or set(message) != {"ops"}:
-            return _error(400, "invalid_request", 'batch body must be {"ops": [...]}')
-        if len(ops) > _MAX_BATCH_OPS:
-            return _error(400, "invalid_request", f"a batch carries at most {_MAX_BATCH_OPS} ops")
+            raise HttpError(400, "invalid_json", f"batch body is not JSON: {exc}") from None
+        raw_ops = message.get("ops") if isinstance(message, dict) else None
+        if not isinstance(raw_ops, list) or set(message) != {"ops"}:
+            raise HttpError(400, "invalid_request", 'batch body must be {"ops": [...]}')
+        if len(raw_ops) > _MAX_BATCH_OPS:
+            raise HttpError(400, "invalid_request", f"a batch carries at most {_MAX_BATCH_OPS} ops")
+        ops, positions, refused = parse_ops(raw_ops)
         with self._span(request, "batch") as span:
             if span.is_recording():
-                span.set_attribute("twopc.batch.ops", len(ops))
+                span.set_attribute("twopc.batch.ops", len(raw_ops))
             if NDJSON in request.headers.get("Accept", ""):
-                return await self._stream_batch(request, ops)
-            results = await self._handler.batch(ops)
+                return await self._stream_batch(request, ops, positions, refused)
+            results: list[dict[str, Any]] = [{}] * len(raw_ops)
+            for position, answer in refused:
+                results[position] = answer
+
+            def settle(index: int, result: BatchResult) -> None:
+                results[positions[index]] = encode_result(result)
+
+            await self._handler.batch(ops, settle)
         return json_response({"results": results})
 
-    async def _stream_batch(self, request: web.Request, ops: list[Any]) -> web.StreamResponse:
+    async def _stream_batch(
+        self,
+        request: web.Request,
+        ops: list[BatchOp],
+        positions: list[int],
+        refused: list[tuple[int, dict[str, Any]]],
+    ) -> web.StreamResponse:
         """Answer a batch as NDJSON, one ``{"index", "result"}`` line per op as it is done.
 
         A prepare that waits for a lock must not hold back the answers of the others:
@@ -131,9 +186,19 @@ class _Protocol:
         since every write wakes the coordinator.
         """
         answered: asyncio.Queue[tuple[int, dict[str, Any]]] = asyncio.Queue()
-        work = asyncio.create_task(self._handler.batch(ops, lambda i, r: answered.put_nowait((i, r))))
+        for answer in refused:
+            answered.put_nowait(answer)
+
+        def settle(index: int, result: BatchResult) -> None:
+            answered.put_nowait((positions[index], encode_result(result)))
+
+        work = asyncio.create_task(self._handler.batch(ops, settle))
+        remaining = len(ops) + len(refused)
+        if not remaining:
+            await work
+            return web.Response(body=b"", headers={"Content-Type": NDJSON})
         ready = await _next_answers(answered)
-        remaining = len(ops) - len(ready)
+        remaining -= len(ready)
         if not remaining:
             await work
             return web.Response(body=_ndjson(ready), headers={"Content-Type": NDJSON})
@@ -152,7 +217,7 @@ class _Protocol:
         await response.write_eof(_ndjson(ready))  # the last lines and the end in one write
         return response
 
-    def _refuse(self, request: web.Request, operation: str, body: bytes) -> web.Response | None:
+    def _verify(self, request: web.Request, operation: str, body: bytes) -> None:
         try:
             verify(
                 self._secret,
@@ -163,8 +228,7 @@ class _Protocol:
                 now=self._clock(),
             )
         except SignatureError as exc:
-            return _error(401, "unauthorized", str(exc))
-        return None
+            raise HttpError(401, "unauthorized", str(exc)) from None
 
     def _span(self, request: web.Request, operation: str) -> Any:
         # Extracting costs a header parse, so only when a caller sent trace context.
@@ -186,18 +250,6 @@ def _ndjson(answers: list[tuple[int, dict[str, Any]]]) -> bytes:
     return b"".join(orjson.dumps({"index": i, "result": r}) + b"\n" for i, r in answers)
 
 
-def _invalid(operation: str, exc: ValidationError) -> web.Response:
-    errors = exc.errors(include_url=False, include_context=False, include_input=False)
-    if any(error["type"] == "json_invalid" for error in errors):
-        return _error(400, "invalid_json", f"{operation} body is not JSON")
-    return _error(
-        400,
-        "invalid_request",
-        f"invalid {operation} request: {describe_validation_error(exc)}",
-        errors,
-    )
-
-
 def build_protocol_app(
     handler: BranchHandler,
     *,
@@ -207,8 +259,8 @@ def build_protocol_app(
     middlewares: Iterable[Middleware] = (),
 ) -> web.Application:
     protocol = _Protocol(handler, secret, clock, tracer)
-    # Ours first, so it is outermost and turns any error below it into JSON.
-    app = web.Application(middlewares=[_json_errors, *middlewares])
+    # The error edge first, so it is outermost and turns any error below it into JSON.
+    app = web.Application(middlewares=[error_middleware(PARTICIPANT_ERRORS, service="the participant"), *middlewares])
     app.router.add_post("/prepare", protocol.route("prepare", PrepareRequest, handler.prepare))
     app.router.add_post("/commit", protocol.route("commit", CommitRequest, handler.commit))
     app.router.add_post("/abort", protocol.route("abort", AbortRequest, handler.abort))

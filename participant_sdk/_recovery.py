@@ -1,9 +1,9 @@
 """The in-doubt loop: a prepared branch that hears no phase 2 asks the coordinator.
 
-The participant never decides on its own: it applies the coordinator's outcome,
-or, for a transaction the coordinator has no record of, the presumed abort. A
-committed transaction that does not name the branch never counted its vote (an early
-prepare whose enlistment was lost): for that branch the outcome is abort.
+The participant never decides on its own: it applies the coordinator's outcome, as
+:func:`participant_sdk._branch.outcome_for_branch` reads it from the coordinator's view
+(presumed abort for a transaction the coordinator has no record of; abort for a
+committed one that does not name the branch).
 """
 
 from __future__ import annotations
@@ -11,18 +11,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import aiohttp
 import structlog
 
+from participant_sdk import _branch as rules
 from participant_sdk._core import BranchHandler
 from participant_sdk.client import CoordinatorClient, CoordinatorError
 from twopc_core.protocol import Outcome
 
-__all__ = ["InDoubtResolver", "InquiryRound", "outcome_for_branch"]
+__all__ = ["InDoubtResolver", "InquiryRound"]
 
 logger = structlog.get_logger("participant_sdk")
+
+_OUTCOMES = frozenset(outcome.value for outcome in Outcome)
 
 
 @dataclass
@@ -105,17 +107,18 @@ class InDoubtResolver:
         try:
             view = await self._client.get(gtid)
         except CoordinatorError as exc:
-            if exc.status != 404:
+            if not rules.coordinator_has_no_record(exc.status):
                 result.unreachable += len(branches)
                 result.errors.append(str(exc))
                 return
-            view = None  # no record: presumed abort
+            view = None
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             result.unreachable += len(branches)
             result.errors.append(repr(exc))
             return
+        _warn_if_unreadable(view)
         for branch in branches:
-            outcome = outcome_for_branch(view, branch)
+            outcome = rules.outcome_for_branch(view, branch)
             if outcome is None:
                 result.undecided += 1
                 continue
@@ -140,31 +143,8 @@ class InDoubtResolver:
                     result.aborted += 1
 
 
-def outcome_for_branch(view: dict[str, Any] | None, branch: str) -> Outcome | None:
-    """What a branch prepared here must do, from the coordinator's view of its
-    transaction (``None`` when the coordinator has no record of it): the outcome, or
-    ``None`` while the transaction is undecided.
-
-    A committed transaction whose view names its branches but not this one decided
-    without this branch's vote, so the branch aborts.
-    """
-    if view is None:
-        return Outcome.ABORTED  # presumed abort
-    outcome = _outcome_of(view)
-    if outcome is Outcome.COMMITTED:
-        branches = view.get("branches")
-        if isinstance(branches, list) and branch not in {b.get("name") for b in branches if isinstance(b, dict)}:
-            return Outcome.ABORTED
-    return outcome
-
-
-def _outcome_of(view: object) -> Outcome | None:
-    if not isinstance(view, dict):
-        return None
-    try:
-        return Outcome(view.get("outcome"))
-    except ValueError:
-        # null means undecided; anything else we cannot act on, so we wait as well
-        if view.get("outcome") is not None:
-            logger.warning("coordinator sent an unknown outcome", outcome=view.get("outcome"))
-        return None
+def _warn_if_unreadable(view: object) -> None:
+    """Say so when the coordinator sends an outcome this SDK cannot read (the branch waits)."""
+    outcome = view.get("outcome") if isinstance(view, dict) else None
+    if outcome is not None and outcome not in _OUTCOMES:
+        logger.warning("coordinator sent an unknown outcome", outcome=outcome)

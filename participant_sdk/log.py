@@ -18,16 +18,16 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from enum import StrEnum
+from collections.abc import Callable, Iterable, Iterator
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from participant_sdk._records import BranchRecord, RecordState
 from twopc_core.groupcommit import GroupCommitter, open_sqlite
 from twopc_core.protocol import Vote
 
-__all__ = ["BranchRecord", "BranchState", "ParticipantLog"]
+__all__ = ["BranchRecord", "ParticipantLog", "RecordState"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS branches (
@@ -63,45 +63,21 @@ _FORGET_CHUNK_ROWS = 2000
 _EVICTION_STEP = 4
 
 
-class BranchState(StrEnum):
-    PREPARED = "prepared"
-    COMMITTED = "committed"
-    ABORTED = "aborted"
-    READ_ONLY = "read_only"
-
-    @property
-    def finished(self) -> bool:
-        return self is not BranchState.PREPARED
-
-
-@dataclass(frozen=True, slots=True)
-class BranchRecord:
-    gtid: str
-    branch: str
-    status: BranchState
-    vote: Vote | None
-    reason: str | None
-    payload_hash: str | None
-    created_at: float
-    updated_at: float
-    heuristic: bool = False
-    #: The transaction's deadline as its prepare gave it (unix seconds), if any.
-    deadline: float | None = None
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.gtid, self.branch)
-
-
-def _from_row(row: tuple[Any, ...]) -> BranchRecord:
+def _from_row(row: Iterable[Any]) -> BranchRecord:
     gtid, branch, status, vote, reason, phash, created, updated, heuristic, deadline = row
     return BranchRecord(
-        gtid, branch, BranchState(status), Vote(vote) if vote else None, reason, phash, created, updated,
+        gtid, branch, RecordState(status), Vote(vote) if vote else None, reason, phash, created, updated,
         bool(heuristic), deadline,
     )  # fmt: skip
 
 
-_UNSET = object()
+class _Unset(Enum):
+    """A field :meth:`ParticipantLog.record` is not given: it keeps its logged value."""
+
+    UNSET = "unset"
+
+
+_UNSET = _Unset.UNSET
 
 
 class ParticipantLog:
@@ -196,14 +172,14 @@ class ParticipantLog:
         self,
         gtid: str,
         branch: str,
-        status: BranchState,
+        status: RecordState,
         *,
         durable: bool,
-        vote: Vote | object | None = _UNSET,
-        reason: str | object | None = _UNSET,
-        payload_hash: str | object | None = _UNSET,
-        heuristic: bool | object = _UNSET,
-        deadline: float | object | None = _UNSET,
+        vote: Vote | _Unset | None = _UNSET,
+        reason: str | _Unset | None = _UNSET,
+        payload_hash: str | _Unset | None = _UNSET,
+        heuristic: bool | _Unset = _UNSET,
+        deadline: float | _Unset | None = _UNSET,
     ) -> BranchRecord:
         """Write a branch's new status; fields not given keep their logged value.
 
@@ -222,13 +198,13 @@ class ParticipantLog:
             gtid,
             branch,
             status,
-            old.vote if vote is _UNSET else vote,  # type: ignore[arg-type]
-            old.reason if reason is _UNSET else reason,  # type: ignore[arg-type]
-            old.payload_hash if payload_hash is _UNSET else payload_hash,  # type: ignore[arg-type]
+            old.vote if vote is _UNSET else vote,
+            old.reason if reason is _UNSET else reason,
+            old.payload_hash if payload_hash is _UNSET else payload_hash,
             old.created_at,
             now,
-            old.heuristic if heuristic is _UNSET else heuristic,  # type: ignore[arg-type]
-            old.deadline if deadline is _UNSET else deadline,  # type: ignore[arg-type]
+            old.heuristic if heuristic is _UNSET else heuristic,
+            old.deadline if deadline is _UNSET else deadline,
         )
         params = (
             row.gtid,
@@ -253,7 +229,7 @@ class ParticipantLog:
 
     def _remember(self, row: BranchRecord) -> None:
         key = row.key
-        if row.status is BranchState.PREPARED:
+        if row.status is RecordState.PREPARED:
             self._finished.pop(key, None)
             self._prepared[key] = row
         else:

@@ -31,16 +31,18 @@ import structlog
 from aiohttp import web
 from opentelemetry import trace
 
-from participant_sdk._core import BranchHandler
-from participant_sdk._http import Middleware, build_protocol_app
+from participant_sdk import _branch as rules
+from participant_sdk._core import BatchResult, BranchHandler
+from participant_sdk._http import build_protocol_app
 from participant_sdk._recovery import InDoubtResolver, InquiryRound
 from participant_sdk.client import CoordinatorClient, CoordinatorError
-from participant_sdk.errors import ParticipantError
 from participant_sdk.log import ParticipantLog
 from participant_sdk.resource import Resource
 from twopc_core import failpoints
+from twopc_core.http import Middleware
 from twopc_core.protocol import (
     AbortRequest,
+    BatchOp,
     CommitRequest,
     Outcome,
     OutcomeResponse,
@@ -53,6 +55,9 @@ from twopc_core.protocol import (
 __all__ = ["Participant"]
 
 logger = structlog.get_logger("participant_sdk")
+
+#: A batch slot not answered (yet); every slot is answered before :meth:`Participant.batch` returns.
+_NOT_RUN = RuntimeError("not run")
 
 
 class Participant:
@@ -150,8 +155,9 @@ class Participant:
     def app(self, *, middlewares: Iterable[Middleware] = (), manage_lifecycle: bool = True) -> web.Application:
         """The protocol as an aiohttp application, to mount with ``add_subapp``.
 
-        ``middlewares`` wrap the protocol handlers (after signature checks are
-        possible: they see every request and response of the protocol).
+        ``middlewares`` wrap the protocol handlers, inside the SDK's error edge: they
+        see every request and every answer a handler returns, while an error passes
+        through them as an exception that the edge answers as JSON.
         """
         app = build_protocol_app(
             self._handler,
@@ -183,8 +189,15 @@ class Participant:
     async def status(self, request: StatusRequest) -> StatusResponse:
         return await self._handler.status(request)
 
-    async def batch(self, ops: Sequence[Any]) -> list[dict[str, Any]]:
-        return await self._handler.batch(ops)
+    async def batch(self, ops: Sequence[BatchOp]) -> list[BatchResult]:
+        """Each op's answer, in order, or the exception it failed with (see ``/batch``)."""
+        results: list[BatchResult] = [_NOT_RUN] * len(ops)
+
+        def settle(index: int, result: BatchResult) -> None:
+            results[index] = result
+
+        await self._handler.batch(ops, settle)
+        return results
 
     # -- early prepare ---------------------------------------------------------------
 
@@ -197,12 +210,15 @@ class Participant:
         ``enlist=False``, enlisted with the coordinator as already prepared; on an
         exception the work is dropped and the exception propagates.
 
-        If the coordinator refuses the enlistment (unknown or finished transaction,
-        unknown participant), the branch is aborted here and :class:`ParticipantError`
-        (409) is raised. If the coordinator cannot be reached, the branch stays
-        prepared and the in-doubt loop settles it (it aborts unless the coordinator
-        committed the transaction with this branch in it); ParticipantError (503) is
-        raised.
+        Raises :class:`~participant_sdk.errors.BranchExists` if this participant
+        already knows the branch. If the coordinator refuses the enlistment (unknown or
+        finished transaction, unknown participant), the branch is aborted here and
+        :class:`~participant_sdk.errors.EnlistRefused` is raised. If the coordinator
+        cannot be reached (:class:`~participant_sdk.errors.CoordinatorUnreachable`) or
+        answers another error (:class:`~participant_sdk.errors.EnlistFailed`), the
+        branch stays prepared and the in-doubt loop settles it (it aborts unless the
+        coordinator committed the transaction with this branch in it). All of them are
+        :class:`~participant_sdk.errors.ParticipantError`.
         """
         async with self._handler.early_branch(gtid, self.name) as handle:
             yield handle
@@ -213,24 +229,12 @@ class Participant:
         try:
             await self._client.enlist(gtid, self.name, prepared=True)
         except CoordinatorError as exc:
-            if exc.status not in (404, 409, 422):
-                raise ParticipantError(
-                    503, "enlist_failed", f"enlisting {self.name} in {gtid} failed: {exc}; the branch stays in doubt"
-                ) from exc
-            # A definite refusal: the coordinator will never commit with this branch.
+            if not rules.enlistment_refused(exc.status):
+                raise rules.enlist_failed(gtid, self.name, str(exc)) from exc
             await self._handler.resolve(gtid, self.name, Outcome.ABORTED)
-            raise ParticipantError(
-                409,
-                "enlist_refused",
-                f"the coordinator refused to enlist {self.name} in {gtid}: {exc.message}; the branch was aborted",
-                {"gtid": gtid, "branch": self.name, "coordinator_error": exc.code},
-            ) from exc
+            raise rules.enlist_refused(gtid, self.name, exc.code, exc.message) from exc
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise ParticipantError(
-                503,
-                "coordinator_unreachable",
-                f"enlisting {self.name} in {gtid} failed: {exc!r}; the branch stays in doubt",
-            ) from exc
+            raise rules.coordinator_unreachable(gtid, self.name, repr(exc)) from exc
 
     # -- in doubt --------------------------------------------------------------------
 
@@ -257,10 +261,10 @@ class Participant:
 
         Recorded as heuristic: ``status`` reports it, and a coordinator decision that
         differs is answered with what was done here so the coordinator can report it.
+        Raises :class:`~participant_sdk.errors.NotInDoubt` for a branch not prepared here.
         """
         outcome = Outcome(outcome)
-        if not await self._handler.resolve(gtid, branch, outcome, heuristic=True):
-            raise ParticipantError(409, "not_in_doubt", f"branch {branch} of {gtid} is not prepared here")
+        await self._handler.force(gtid, branch, outcome)
         logger.warning("heuristic outcome forced", gtid=gtid, branch=branch, outcome=outcome.value)
 
     # -- retention -------------------------------------------------------------------

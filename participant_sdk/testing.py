@@ -27,8 +27,8 @@ import orjson
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from participant_sdk.errors import error_body
 from participant_sdk.resource import PrepareResult, Resource
+from twopc_core.http import error_body
 from twopc_core.protocol import Vote
 from twopc_core.signing import signed_headers
 from twopc_core.testing import wait_until

@@ -30,9 +30,11 @@ __all__ = [
     "HttpError",
     "Middleware",
     "code_for",
+    "domain_answer",
     "error_body",
     "error_middleware",
     "error_response",
+    "invalid_body",
     "json_response",
     "validation_details",
 ]
@@ -138,3 +140,25 @@ def error_middleware(domain_errors: DomainErrors | None = None, *, service: str 
             return error_response(500, "internal", f"{service} failed to handle this request")
 
     return json_errors
+
+
+def invalid_body(exc: ValidationError, *, what: str = "the request body", status: int = 422) -> HttpError:
+    """The error for a body that failed a model's validation, to raise where a service
+    parses it: 400 ``invalid_json`` when it is not JSON at all, else ``status``
+    ``invalid_request`` with the first problems in the message and all in ``details``."""
+    errors = exc.errors(include_url=False, include_context=False, include_input=False)
+    if any(error["type"] == "json_invalid" for error in errors):
+        return HttpError(400, "invalid_json", f"{what} is not JSON")
+    problems = validation_details(exc)
+    summary = "; ".join(f"{problem['field']}: {problem['problem']}" for problem in problems[:5])
+    return HttpError(status, "invalid_request", f"{what} is not valid: {summary}", problems)
+
+
+def domain_answer(domain_errors: DomainErrors, exc: BaseException) -> tuple[int, str] | None:
+    """The status and code ``domain_errors`` gives ``exc`` (or its nearest listed
+    ancestor), for an error answered outside the middleware (one op of a batch)."""
+    for cls in type(exc).__mro__:
+        known = domain_errors.get(cls)
+        if known is not None:
+            return known
+    return None

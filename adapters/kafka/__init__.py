@@ -12,17 +12,17 @@ from adapters.kafka.messages import OutgoingMessage, PayloadError, parse_payload
 from adapters.kafka.resource import KafkaResource, MessageBatch
 from adapters.kafka.settings import KafkaSettings
 from adapters.kafka.shard import KafkaUnavailableError
-from adapters.kafka.stage import BranchEntry, BranchState
+from adapters.kafka.stage import BranchEntry, StageEntryState
 
 __all__ = [
     "BranchEntry",
-    "BranchState",
     "KafkaResource",
     "KafkaSettings",
     "KafkaUnavailableError",
     "MessageBatch",
     "OutgoingMessage",
     "PayloadError",
+    "StageEntryState",
     "TopicCatalog",
     "TopicInfo",
     "check_messages",

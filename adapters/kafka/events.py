@@ -31,7 +31,8 @@ from aiohttp import web
 
 from adapters.kafka import KafkaResource, KafkaSettings, PayloadError
 from adapters.kafka.topics import read_committed
-from participant_sdk import Participant, ParticipantError
+from participant_sdk import PARTICIPANT_ERRORS, Participant
+from twopc_core.http import DomainErrors, HttpError, error_middleware, json_response
 from twopc_core.protocol import GTID_PATTERN
 from twopc_core.runtime import run_service
 
@@ -47,13 +48,8 @@ _MAX_BODY = 64 * 1024 * 1024
 _MAX_READ = 10_000
 _GTID = re.compile(GTID_PATTERN)
 
-
-def _json(body: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
-
-
-def _error(status: int, code: str, message: str, details: Any = None) -> web.Response:
-    return _json({"error": {"code": code, "message": message, "details": details}}, status)
+#: The service's errors, and the participant's (an early prepare), by status and code.
+_ERRORS: DomainErrors = {**PARTICIPANT_ERRORS, PayloadError: (422, "invalid_messages")}
 
 
 def build_app(
@@ -84,15 +80,19 @@ def build_app(
     app = web.Application(client_max_size=_MAX_BODY)
     app[PARTICIPANT], app[RESOURCE] = participant, resource
     app.router.add_get("/healthz", _healthz)
-    app.router.add_post("/events", _publish)
-    app.router.add_get("/events/{topic}", _read)
+    # The service's own API answers its errors through the shared edge, in a sub-app of
+    # its own: the protocol's calls pass through no middleware but the SDK's.
+    events = web.Application(middlewares=[error_middleware(_ERRORS, service="the events service")])
+    events.router.add_post("", _publish)
+    events.router.add_get("/{topic}", _read)
+    app.add_subapp("/events", events)
     app.add_subapp("/twopc", participant.app())
     return app
 
 
 async def _healthz(request: web.Request) -> web.Response:
     participant, resource = request.app[PARTICIPANT], request.app[RESOURCE]
-    return _json(
+    return json_response(
         {
             "status": "ok",
             "name": participant.name,
@@ -105,27 +105,26 @@ async def _healthz(request: web.Request) -> web.Response:
 
 
 async def _publish(request: web.Request) -> web.Response:
-    """Stage messages as this participant's branch of ``gtid`` and enlist it (early prepare)."""
+    """Stage messages as this participant's branch of ``gtid`` and enlist it (early prepare).
+
+    Messages Kafka would refuse, and what the participant refuses (the branch exists,
+    the coordinator refused or could not be reached), are answered by the error middleware.
+    """
     try:
         body = orjson.loads(await request.read())
     except orjson.JSONDecodeError:
-        return _error(400, "invalid_json", "the body is not JSON")
+        raise HttpError(400, "invalid_json", "the body is not JSON") from None
     if not isinstance(body, dict) or set(body) != {"gtid", "messages"}:
-        return _error(422, "invalid_request", 'the body must be {"gtid": "...", "messages": [...]}')
+        raise HttpError(422, "invalid_request", 'the body must be {"gtid": "...", "messages": [...]}')
     gtid, messages = body["gtid"], body["messages"]
     if not isinstance(gtid, str) or not _GTID.match(gtid):
-        return _error(422, "invalid_request", "gtid must be a transaction id the coordinator gave")
-    participant = request.app[PARTICIPANT]
-    try:
-        async with participant.branch(gtid) as batch:
-            if not isinstance(messages, list):
-                raise PayloadError(f'"messages" must be a list, not {type(messages).__name__}')
-            batch.extend(messages)
-    except PayloadError as exc:
-        return _error(422, "invalid_messages", str(exc))
-    except ParticipantError as exc:
-        return _json(exc.body(), exc.status)
-    return _json({"gtid": gtid, "branch": participant.name, "messages": len(messages), "vote": "yes"}, 201)
+        raise HttpError(422, "invalid_request", "gtid must be a transaction id the coordinator gave")
+    participant = request.config_dict[PARTICIPANT]
+    async with participant.branch(gtid) as batch:
+        if not isinstance(messages, list):
+            raise PayloadError(f'"messages" must be a list, not {type(messages).__name__}')
+        batch.extend(messages)
+    return json_response({"gtid": gtid, "branch": participant.name, "messages": len(messages), "vote": "yes"}, 201)
 
 
 async def _read(request: web.Request) -> web.Response:
@@ -133,15 +132,15 @@ async def _read(request: web.Request) -> web.Response:
     try:
         limit = int(request.query.get("limit", "100"))
     except ValueError:
-        return _error(400, "invalid_request", "limit must be an integer")
+        raise HttpError(400, "invalid_request", "limit must be an integer") from None
     if not 0 < limit <= _MAX_READ:
-        return _error(400, "invalid_request", f"limit must be between 1 and {_MAX_READ}")
-    resource = request.app[RESOURCE]
+        raise HttpError(400, "invalid_request", f"limit must be between 1 and {_MAX_READ}")
+    resource = request.config_dict[RESOURCE]
     try:
         found = await read_committed(resource.settings.bootstrap_servers, [topic])
     except RuntimeError as exc:
-        return _error(404, "not_found", str(exc))
-    return _json(
+        raise HttpError(404, "not_found", str(exc)) from None
+    return json_response(
         {
             "messages": [
                 {

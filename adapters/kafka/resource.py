@@ -31,7 +31,7 @@ from adapters.kafka.limits import TopicCatalog, check_messages
 from adapters.kafka.messages import OutgoingMessage, PayloadError, encode_messages, parse_payload
 from adapters.kafka.settings import KafkaSettings
 from adapters.kafka.shard import Shard
-from adapters.kafka.stage import BranchEntry, BranchState, chunk_records, digest_of
+from adapters.kafka.stage import BranchEntry, StageEntryState, chunk_records, digest_of
 from participant_sdk import PrepareResult, Resource, Vote
 
 __all__ = ["KafkaResource", "MessageBatch"]
@@ -164,13 +164,13 @@ class KafkaResource(Resource):
         if entry is not None:
             return self._repeat_prepare(entry, digest)
         records = chunk_records(branch, gtid, blob, self.settings.chunk_bytes)
-        staged = BranchEntry(gtid, branch, BranchState.PREPARED, digest, len(records), self._clock(), messages)
+        staged = BranchEntry(gtid, branch, StageEntryState.PREPARED, digest, len(records), self._clock(), messages)
         await shard.stage(staged, records, len(blob))
         return PrepareResult.yes()
 
     @staticmethod
     def _repeat_prepare(entry: BranchEntry, digest: str) -> PrepareResult:
-        if entry.state is BranchState.ABORTED:
+        if entry.state is StageEntryState.ABORTED:
             return PrepareResult.no("this branch was already aborted")
         if entry.digest and entry.digest != digest:
             return PrepareResult.no("this branch was already prepared with other messages")
@@ -196,13 +196,13 @@ class KafkaResource(Resource):
                 f"nothing is staged for branch {branch} of {gtid}, and no marker says it was committed "
                 f"(markers are forgotten after {self.settings.marker_retention:.0f}s)"
             )
-        if entry.state is BranchState.COMMITTED:
+        if entry.state is StageEntryState.COMMITTED:
             return
         await shard.commit((gtid, branch))
 
     async def abort(self, gtid: str, branch: str) -> None:
         shard, entry = self._find(gtid, branch)
-        if entry is None or entry.state is BranchState.ABORTED:
+        if entry is None or entry.state is StageEntryState.ABORTED:
             return  # nothing staged: nothing to drop, and nothing to remember
         await shard.abort((gtid, branch))
 
@@ -216,7 +216,7 @@ class KafkaResource(Resource):
 
     def counts(self) -> dict[str, int]:
         """Branches per state, over every shard."""
-        counts = {state.value: 0 for state in BranchState}
+        counts = {state.value: 0 for state in StageEntryState}
         for shard in self.shards:
             for entry in shard.entries.values():
                 counts[entry.state.value] += 1
@@ -224,7 +224,10 @@ class KafkaResource(Resource):
 
     def _prepared(self) -> list[tuple[str, str]]:
         return [
-            key for shard in self.shards for key, entry in shard.entries.items() if entry.state is BranchState.PREPARED
+            key
+            for shard in self.shards
+            for key, entry in shard.entries.items()
+            if entry.state is StageEntryState.PREPARED
         ]
 
     def shard_of(self, gtid: str) -> int:
@@ -253,7 +256,7 @@ class KafkaResource(Resource):
             old = [
                 key
                 for key, entry in shard.entries.items()
-                if entry.state is not BranchState.PREPARED and entry.at < older_than
+                if entry.state is not StageEntryState.PREPARED and entry.at < older_than
             ]
             for start in range(0, len(old), _FORGET_BATCH):
                 batch = old[start : start + _FORGET_BATCH]

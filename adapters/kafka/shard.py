@@ -29,7 +29,7 @@ from adapters.kafka.clients import fenced_producer, read_stage, stop_quietly
 from adapters.kafka.settings import KafkaSettings
 from adapters.kafka.stage import (
     BranchEntry,
-    BranchState,
+    StageEntryState,
     StageRecord,
     marker_record,
     tombstone,
@@ -209,7 +209,7 @@ class Shard:
             assert work.entry is not None
             found = self.entries.get(work.keys[0])
             if found is not None:
-                if found.digest == work.entry.digest and found.state is not BranchState.ABORTED:
+                if found.digest == work.entry.digest and found.state is not StageEntryState.ABORTED:
                     raise _Done
                 raise ValueError(f"branch {work.keys[0][1]} of {work.keys[0][0]} is already staged as {found.state}")
             return
@@ -221,14 +221,14 @@ class Shard:
         entry = self.entries.get(key)
         state = entry.state if entry is not None else None
         if work.kind is _Kind.COMMIT:
-            if state is BranchState.COMMITTED:
+            if state is StageEntryState.COMMITTED:
                 raise _Done
-            if state is not BranchState.PREPARED:
+            if state is not StageEntryState.PREPARED:
                 raise RuntimeError(f"cannot commit branch {key[1]} of {key[0]}: it is {state or 'not staged here'}")
         else:  # ABORT
-            if state is None or state is BranchState.ABORTED:
+            if state is None or state is StageEntryState.ABORTED:
                 raise _Done
-            if state is BranchState.COMMITTED:
+            if state is StageEntryState.COMMITTED:
                 raise RuntimeError(f"cannot abort branch {key[1]} of {key[0]}: it is already committed")
 
     async def _transaction(self, todo: list[_Work]) -> None:
@@ -263,7 +263,7 @@ class Shard:
                             message.topic, message.value, message.key, message.partition, headers=list(message.headers)
                         )
                         sent.append(future)
-                state = BranchState.COMMITTED if work.kind is _Kind.COMMIT else BranchState.ABORTED
+                state = StageEntryState.COMMITTED if work.kind is _Kind.COMMIT else StageEntryState.ABORTED
                 for chunk in range(entry.chunks):
                     await send(tombstone(branch, gtid, chunk))
                 await send(marker_record(branch, gtid, state, now, entry.chunks))
@@ -291,7 +291,7 @@ class Shard:
                 self.entries.pop(key, None)
         else:
             entry = self.entries[work.keys[0]]
-            entry.state = BranchState.COMMITTED if work.kind is _Kind.COMMIT else BranchState.ABORTED
+            entry.state = StageEntryState.COMMITTED if work.kind is _Kind.COMMIT else StageEntryState.ABORTED
             entry.at = now
             entry.messages = None  # published or dropped: no longer needed
 

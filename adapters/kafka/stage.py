@@ -29,7 +29,7 @@ from adapters.kafka.messages import OutgoingMessage, decode_messages
 
 __all__ = [
     "BranchEntry",
-    "BranchState",
+    "StageEntryState",
     "StageFold",
     "StageRecord",
     "chunk_records",
@@ -42,7 +42,9 @@ __all__ = [
 Headers = tuple[tuple[str, bytes], ...]
 
 
-class BranchState(enum.StrEnum):
+class StageEntryState(enum.StrEnum):
+    """The state of a branch's entry in the stage topic, as its records add up to."""
+
     PREPARED = "prepared"
     COMMITTED = "committed"
     ABORTED = "aborted"
@@ -61,7 +63,7 @@ class BranchEntry:
 
     gtid: str
     branch: str
-    state: BranchState
+    state: StageEntryState
     digest: str
     chunks: int
     at: float
@@ -97,7 +99,7 @@ def chunk_records(branch: str, gtid: str, blob: bytes, chunk_bytes: int) -> list
     return [StageRecord(_key(branch, gtid, index), piece, headers) for index, piece in enumerate(pieces)]
 
 
-def marker_record(branch: str, gtid: str, state: BranchState, at: float, chunks: int) -> StageRecord:
+def marker_record(branch: str, gtid: str, state: StageEntryState, at: float, chunks: int) -> StageRecord:
     value = orjson.dumps({"state": state.value, "at": at, "chunks": chunks})
     return StageRecord(_key(branch, gtid), value)
 
@@ -171,7 +173,7 @@ class StageFold:
         gtid, branch = ident
         try:
             marker = orjson.loads(value)
-            state = BranchState(marker["state"])
+            state = StageEntryState(marker["state"])
             at, chunks = float(marker["at"]), int(marker.get("chunks", 0))
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             self.problems.append(f"unreadable marker of {branch}/{gtid}: {value[:100]!r}")
@@ -199,7 +201,7 @@ class StageFold:
                 self.problems.append(f"{branch}/{gtid}: {exc}")
                 continue
             self.entries[ident] = BranchEntry(
-                gtid, branch, BranchState.PREPARED, pending.digest, pending.total, pending.at, messages
+                gtid, branch, StageEntryState.PREPARED, pending.digest, pending.total, pending.at, messages
             )
         self._pending.clear()
         return self.entries

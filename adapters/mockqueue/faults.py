@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Literal
 
 import orjson
@@ -11,6 +11,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from twopc_core.failpoints import CRASH_EXIT_CODE
+from twopc_core.http import Handler, Middleware
 
 __all__ = ["FaultSwitch", "Faults", "garbage_middleware"]
 
@@ -51,12 +52,6 @@ class FaultSwitch:
     def crash_if(self, step: str) -> None:
         if self.current.crash_on == step:
             self._exit(CRASH_EXIT_CODE)
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 
 def garbage_middleware(switch: FaultSwitch) -> Middleware:

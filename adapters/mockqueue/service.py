@@ -8,9 +8,7 @@ Files in the data directory: ``queue.db`` (staged and committed items) and
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-import orjson
 import structlog
 from aiohttp import web
 from pydantic import ValidationError
@@ -19,6 +17,7 @@ from adapters.mockqueue.faults import Faults, FaultSwitch, garbage_middleware
 from adapters.mockqueue.resource import MockQueueResource
 from adapters.mockqueue.store import QueueStore
 from participant_sdk import Participant
+from twopc_core.http import HttpError, error_middleware, invalid_body, json_response
 from twopc_core.runtime import run_service
 
 __all__ = ["FAULTS", "PARTICIPANT", "STORE", "build_app", "run"]
@@ -31,14 +30,6 @@ PARTICIPANT = web.AppKey("mockqueue.participant", Participant)
 
 #: Large enough for a batch of thousands of prepares.
 _MAX_BODY = 16 * 1024 * 1024
-
-
-def _json(body: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
-
-
-def _error(status: int, code: str, message: str, details: Any = None) -> web.Response:
-    return _json({"error": {"code": code, "message": message, "details": details}}, status)
 
 
 def build_app(
@@ -67,16 +58,20 @@ def build_app(
     app = web.Application(client_max_size=_MAX_BODY)
     app[FAULTS], app[STORE], app[PARTICIPANT] = switch, store, participant
     app.router.add_get("/healthz", _healthz)
-    app.router.add_get("/queue/items", _items)
-    app.router.add_get("/queue/faults", _get_faults)
-    app.router.add_post("/queue/faults", _set_faults)
+    # The queue's own API answers its errors through the shared edge, in a sub-app of
+    # its own: the protocol's calls pass through no middleware but the SDK's.
+    queue = web.Application(middlewares=[error_middleware(service="the mock queue")])
+    queue.router.add_get("/items", _items)
+    queue.router.add_get("/faults", _get_faults)
+    queue.router.add_post("/faults", _set_faults)
+    app.add_subapp("/queue", queue)
     app.add_subapp("/twopc", participant.app(middlewares=[garbage_middleware(switch)]))
     return app
 
 
 async def _healthz(request: web.Request) -> web.Response:
     participant = request.app[PARTICIPANT]
-    return _json({"status": "ok", "name": participant.name, "in_doubt": participant.in_doubt_count})
+    return json_response({"status": "ok", "name": participant.name, "in_doubt": participant.in_doubt_count})
 
 
 async def _items(request: web.Request) -> web.Response:
@@ -85,15 +80,15 @@ async def _items(request: web.Request) -> web.Response:
         after = int(request.query.get("after", "0"))
         limit = int(request.query["limit"]) if "limit" in request.query else None
     except ValueError:
-        return _error(400, "invalid_request", "after and limit must be integers")
+        raise HttpError(400, "invalid_request", "after and limit must be integers") from None
     if after < 0 or (limit is not None and limit < 0):
-        return _error(400, "invalid_request", "after and limit must not be negative")
-    items = await request.app[STORE].items(after, limit)
-    return _json({"items": [{"seq": i.seq, "gtid": i.gtid, "value": i.value} for i in items]})
+        raise HttpError(400, "invalid_request", "after and limit must not be negative")
+    items = await request.config_dict[STORE].items(after, limit)
+    return json_response({"items": [{"seq": i.seq, "gtid": i.gtid, "value": i.value} for i in items]})
 
 
 async def _get_faults(request: web.Request) -> web.Response:
-    return _json(request.app[FAULTS].current.model_dump())
+    return json_response(request.config_dict[FAULTS].current.model_dump())
 
 
 async def _set_faults(request: web.Request) -> web.Response:
@@ -101,13 +96,10 @@ async def _set_faults(request: web.Request) -> web.Response:
     try:
         faults = Faults.model_validate_json(body or b"{}")
     except ValidationError as exc:
-        errors = exc.errors(include_url=False, include_context=False, include_input=False)
-        if any(error["type"] == "json_invalid" for error in errors):
-            return _error(400, "invalid_json", "faults body is not JSON")
-        return _error(400, "invalid_request", f"invalid faults: {exc.error_count()} error(s)", errors)
-    current = request.app[FAULTS].set(faults)
-    logger.warning("faults set", participant=request.app[PARTICIPANT].name, **current.model_dump())
-    return _json(current.model_dump())
+        raise invalid_body(exc, what="the faults body", status=400) from None
+    current = request.config_dict[FAULTS].set(faults)
+    logger.warning("faults set", participant=request.config_dict[PARTICIPANT].name, **current.model_dump())
+    return json_response(current.model_dump())
 
 
 def run(

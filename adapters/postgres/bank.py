@@ -22,9 +22,8 @@ from __future__ import annotations
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-import orjson
 import psycopg
 import structlog
 from aiohttp import web
@@ -32,13 +31,17 @@ from psycopg import errors as pg_errors
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from adapters.postgres import PostgresResource, PostgresSetupError
-from participant_sdk import CoordinatorClient, Participant, ParticipantError, PrepareResult
+from participant_sdk import PARTICIPANT_ERRORS, CoordinatorClient, Participant, PrepareResult, Vote
+from twopc_core.http import DomainErrors, HttpError, error_middleware, invalid_body, json_response
 from twopc_core.protocol import GTID_PATTERN
 from twopc_core.runtime import run_service
 
 __all__ = [
     "SCHEMA",
+    "EarlyEntry",
     "Entry",
+    "NewAccount",
+    "VotedNo",
     "apply_entry",
     "bank_handler",
     "build_app",
@@ -47,7 +50,7 @@ __all__ = [
     "transfer",
 ]
 
-logger = structlog.get_logger("adapters.postgres.bank")
+logger = structlog.get_logger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
@@ -180,7 +183,7 @@ def build_app(
         inquiry_interval,
         sweep_interval=sweep_interval,
     )
-    app = web.Application(middlewares=[_json_errors])
+    app = web.Application(middlewares=[error_middleware(_ERRORS, service="the bank")])
     app[PARTICIPANT], app[RESOURCE] = participant, resource
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
@@ -200,41 +203,29 @@ def build_app(
     return app
 
 
-def _json(body: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+class VotedNo(Exception):
+    """An early prepare whose entry the bank refused (the branch was rolled back)."""
+
+    def __init__(self, message: str, details: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.details = details
 
 
-def _error(status: int, code: str, message: str, details: Any = None) -> web.Response:
-    return _json({"error": {"code": code, "message": message, "details": details}}, status)
+#: The bank's errors, and the participant's (an early prepare), by status and code.
+_ERRORS: DomainErrors = {
+    **PARTICIPANT_ERRORS,
+    VotedNo: (409, "vote_no"),
+    psycopg.OperationalError: (503, "database_unavailable"),
+}
+
+_Model = TypeVar("_Model", bound=_Body)
 
 
-@web.middleware
-async def _json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+async def _read(request: web.Request, model: type[_Model]) -> _Model:
     try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return _error(exc.status, f"http_{exc.status}", exc.reason)
-    except psycopg.OperationalError as exc:
-        return _error(503, "database_unavailable", f"the bank's database is unavailable: {exc}")
-
-
-async def _read(request: web.Request, model: type[_Body]) -> Any:
-    body = await request.read()
-    try:
-        return model.model_validate_json(body)
+        return model.model_validate_json(await request.read())
     except ValidationError as exc:
-        errors = exc.errors(include_url=False, include_context=False, include_input=False)
-        if any(error["type"] == "json_invalid" for error in errors):
-            raise _Refused(_error(400, "invalid_json", "the body is not JSON")) from None
-        raise _Refused(_error(422, "invalid_request", _describe(exc), errors)) from None
-
-
-class _Refused(Exception):
-    def __init__(self, response: web.Response) -> None:
-        super().__init__(response.text)
-        self.response = response
+        raise invalid_body(exc, what="the body") from None
 
 
 def _describe(exc: ValidationError) -> str:
@@ -249,8 +240,8 @@ async def _healthz(request: web.Request) -> web.Response:
     try:
         stats = await request.app[RESOURCE].prepared_stats()
     except (psycopg.Error, OSError) as exc:
-        return _json({"status": "unavailable", "name": participant.name, "error": str(exc)}, 503)
-    return _json(
+        return json_response({"status": "unavailable", "name": participant.name, "error": str(exc)}, 503)
+    return json_response(
         {
             "status": "ok",
             "name": participant.name,
@@ -264,7 +255,7 @@ async def _accounts(request: web.Request) -> web.Response:
     async with request.app[RESOURCE].connection() as conn:
         cursor = await conn.execute("SELECT id, balance FROM accounts ORDER BY id")
         accounts = [{"id": id_, "balance": balance} for id_, balance in await cursor.fetchall()]
-    return _json({"accounts": accounts, "total": sum(a["balance"] for a in accounts)})
+    return json_response({"accounts": accounts, "total": sum(a["balance"] for a in accounts)})
 
 
 async def _account(request: web.Request) -> web.Response:
@@ -273,23 +264,20 @@ async def _account(request: web.Request) -> web.Response:
         cursor = await conn.execute("SELECT balance FROM accounts WHERE id = %s", [account])
         row = await cursor.fetchone()
     if row is None:
-        return _error(404, "not_found", f"no account {account!r}")
-    return _json({"id": account, "balance": row[0]})
+        raise HttpError(404, "not_found", f"no account {account!r}")
+    return json_response({"id": account, "balance": row[0]})
 
 
 async def _open_account(request: web.Request) -> web.Response:
-    try:
-        new = await _read(request, NewAccount)
-    except _Refused as refused:
-        return refused.response
+    new = await _read(request, NewAccount)
     async with request.app[RESOURCE].connection() as conn:
         cursor = await conn.execute(
             "INSERT INTO accounts (id, balance) VALUES (%s, %s) ON CONFLICT (id) DO NOTHING RETURNING id",
             [new.id, new.balance],
         )
         if await cursor.fetchone() is None:
-            return _error(409, "account_exists", f"account {new.id!r} already exists")
-    return _json({"id": new.id, "balance": new.balance}, 201)
+            raise HttpError(409, "account_exists", f"account {new.id!r} already exists")
+    return json_response({"id": new.id, "balance": new.balance}, 201)
 
 
 async def _transfers(request: web.Request) -> web.Response:
@@ -297,30 +285,23 @@ async def _transfers(request: web.Request) -> web.Response:
     async with request.app[RESOURCE].connection() as conn:
         cursor = await conn.execute("SELECT gtid, account, delta FROM applied_transfers ORDER BY applied_at, gtid")
         rows = await cursor.fetchall()
-    return _json({"transfers": [{"gtid": g, "account": a, "delta": d} for g, a, d in rows]})
-
-
-class _VotedNo(Exception):
-    pass
+    return json_response({"transfers": [{"gtid": g, "account": a, "delta": d} for g, a, d in rows]})
 
 
 async def _early_prepare(request: web.Request) -> web.Response:
-    """Apply an entry now, in this bank's branch of ``gtid``, and enlist it prepared."""
-    try:
-        entry = await _read(request, EarlyEntry)
-    except _Refused as refused:
-        return refused.response
+    """Apply an entry now, in this bank's branch of ``gtid``, and enlist it prepared.
+
+    A refused entry, or what the participant refuses (the branch exists, the
+    coordinator refused or could not be reached), is answered by the error middleware.
+    """
+    entry = await _read(request, EarlyEntry)
     participant = request.app[PARTICIPANT]
-    try:
-        async with participant.branch(entry.gtid) as conn:
-            result = await apply_entry(conn, entry.gtid, entry)
-            if result.vote != "yes":
-                raise _VotedNo(result.reason)  # leaves the branch: rolled back
-    except _VotedNo as no:
-        return _error(409, "vote_no", str(no), {"gtid": entry.gtid, "account": entry.account})
-    except ParticipantError as exc:
-        return _error(exc.status, exc.code, exc.message, exc.details)
-    return _json({"gtid": entry.gtid, "branch": participant.name, "vote": "yes"}, 201)
+    async with participant.branch(entry.gtid) as conn:
+        result = await apply_entry(conn, entry.gtid, entry)
+        if result.vote is not Vote.YES:
+            # Leaving the branch with an exception rolls it back.
+            raise VotedNo(result.reason or "voted no", {"gtid": entry.gtid, "account": entry.account})
+    return json_response({"gtid": entry.gtid, "branch": participant.name, "vote": "yes"}, 201)
 
 
 def run(

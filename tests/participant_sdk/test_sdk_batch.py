@@ -7,10 +7,16 @@ import asyncio
 from typing import Any
 
 import orjson
+import pytest
+from pydantic import TypeAdapter
 from sdk_harness import SECRET, branch_body, prepare_body
 
+from participant_sdk import NotPrepared
 from participant_sdk.testing import ParticipantTestServer
+from twopc_core.protocol import BatchOp, PrepareResponse, Vote
 from twopc_core.signing import signed_headers
+
+_BATCH_OP: TypeAdapter[BatchOp] = TypeAdapter(BatchOp)
 
 
 def op(name: str, body: dict) -> dict:
@@ -122,3 +128,43 @@ async def test_a_slow_op_does_not_hold_back_the_answers_of_the_others(harness: P
     assert first == {"index": 1, "result": {"status": "unknown", "heuristic": False}}
     assert second == {"index": 0, "result": {"vote": "yes", "reason": None}}
     assert rest == b""
+
+
+async def test_an_op_that_fails_unexpectedly_is_an_internal_error_in_its_own_slot(
+    harness: ParticipantTestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_lookup = harness.participant.log.lookup
+
+    async def lookup(gtid: str, branch: str, deadline: float | None = None) -> Any:
+        if gtid == "broken":
+            raise RuntimeError("disk gone")
+        return await real_lookup(gtid, branch, deadline)
+
+    monkeypatch.setattr(harness.participant.log, "lookup", lookup)
+    ops = [op("status", branch_body("broken")), op("prepare", prepare_body("g2"))]
+    status, body = await harness.call("batch", {"ops": ops})
+
+    assert status == 200
+    broken, fine = body["results"]
+    assert broken["error"]["code"] == "internal"
+    assert fine == {"vote": "yes", "reason": None}
+
+
+async def test_an_empty_batch_asked_for_as_ndjson_is_answered_at_once(harness: ParticipantTestServer) -> None:
+    status, raw = await asyncio.wait_for(
+        harness.call("batch", {"ops": []}, headers={"Accept": "application/x-ndjson"}), timeout=5
+    )
+
+    assert (status, raw) == (200, b"")
+
+
+async def test_the_participant_answers_parsed_ops_without_http(harness: ParticipantTestServer) -> None:
+    ops = [
+        _BATCH_OP.validate_python(op("prepare", prepare_body("g1"))),
+        _BATCH_OP.validate_python(op("commit", branch_body("never-prepared"))),
+    ]
+
+    answered, refused = await harness.participant.batch(ops)
+
+    assert answered == PrepareResponse(vote=Vote.YES)
+    assert isinstance(refused, NotPrepared)

@@ -13,7 +13,7 @@ import pytest
 from sdk_harness import BRANCH, branch_body, prepare_body
 
 from participant_sdk import log as participant_log
-from participant_sdk.log import BranchState, ParticipantLog
+from participant_sdk.log import ParticipantLog, RecordState
 from participant_sdk.testing import ParticipantTestServer
 from twopc_core.protocol import Vote
 from twopc_core.testing import FakeClock
@@ -22,8 +22,8 @@ from twopc_core.testing import FakeClock
 async def test_durable_and_lazy_rows_are_both_there_after_a_reopen(tmp_path: Path) -> None:
     log = ParticipantLog(tmp_path / "p.db")
     await log.open()
-    await log.record("g1", "b", BranchState.PREPARED, durable=True, vote=Vote.YES, payload_hash="h")
-    await log.record("g2", "b", BranchState.ABORTED, durable=False)
+    await log.record("g1", "b", RecordState.PREPARED, durable=True, vote=Vote.YES, payload_hash="h")
+    await log.record("g2", "b", RecordState.ABORTED, durable=False)
     await log.close()
 
     reopened = ParticipantLog(tmp_path / "p.db")
@@ -32,8 +32,8 @@ async def test_durable_and_lazy_rows_are_both_there_after_a_reopen(tmp_path: Pat
         g1, g2 = reopened.get("g1", "b"), reopened.get("g2", "b")
     finally:
         await reopened.close()
-    assert g1 is not None and (g1.status, g1.vote, g1.payload_hash) == (BranchState.PREPARED, Vote.YES, "h")
-    assert g2 is not None and g2.status is BranchState.ABORTED
+    assert g1 is not None and (g1.status, g1.vote, g1.payload_hash) == (RecordState.PREPARED, Vote.YES, "h")
+    assert g2 is not None and g2.status is RecordState.ABORTED
 
 
 async def test_a_new_status_keeps_the_fields_it_does_not_change(tmp_path: Path) -> None:
@@ -41,9 +41,9 @@ async def test_a_new_status_keeps_the_fields_it_does_not_change(tmp_path: Path) 
     log = ParticipantLog(tmp_path / "p.db", clock=clock.now)
     await log.open()
     try:
-        await log.record("g1", "b", BranchState.PREPARED, durable=True, vote=Vote.YES, payload_hash="h")
+        await log.record("g1", "b", RecordState.PREPARED, durable=True, vote=Vote.YES, payload_hash="h")
         clock.advance(5)
-        row = await log.record("g1", "b", BranchState.COMMITTED, durable=False)
+        row = await log.record("g1", "b", RecordState.COMMITTED, durable=False)
     finally:
         await log.close()
     assert (row.vote, row.payload_hash) == (Vote.YES, "h")
@@ -85,15 +85,15 @@ async def test_a_finished_row_leaves_memory_but_is_still_found_on_disk(tmp_path:
     log = ParticipantLog(tmp_path / "p.db", clock=clock.now, keep_in_memory=60)
     await log.open()
     try:
-        await log.record("g-old", "b", BranchState.COMMITTED, durable=True, vote=Vote.YES, payload_hash="h")
+        await log.record("g-old", "b", RecordState.COMMITTED, durable=True, vote=Vote.YES, payload_hash="h")
         clock.advance(61)
-        await log.record("g-new", "b", BranchState.ABORTED, durable=True)  # a write evicts the stale row
+        await log.record("g-new", "b", RecordState.ABORTED, durable=True)  # a write evicts the stale row
         in_memory = log.get("g-old", "b")
         found = await log.lookup("g-old", "b")
     finally:
         await log.close()
     assert in_memory is None
-    assert found is not None and (found.status, found.payload_hash) == (BranchState.COMMITTED, "h")
+    assert found is not None and (found.status, found.payload_hash) == (RecordState.COMMITTED, "h")
     assert log.disk_reads == 1
 
 
@@ -102,14 +102,14 @@ async def test_prepared_rows_never_leave_memory(tmp_path: Path) -> None:
     log = ParticipantLog(tmp_path / "p.db", clock=clock.now, keep_in_memory=60)
     await log.open()
     try:
-        await log.record("g-open", "b", BranchState.PREPARED, durable=True)
+        await log.record("g-open", "b", RecordState.PREPARED, durable=True)
         clock.advance(3600)
-        await log.record("g-new", "b", BranchState.ABORTED, durable=True)
+        await log.record("g-new", "b", RecordState.ABORTED, durable=True)
         row = log.get("g-open", "b")
         in_doubt = [r.gtid for r in log.prepared()]
     finally:
         await log.close()
-    assert row is not None and row.status is BranchState.PREPARED
+    assert row is not None and row.status is RecordState.PREPARED
     assert in_doubt == ["g-open"]
 
 
@@ -118,12 +118,12 @@ async def test_a_finished_row_stays_in_memory_while_its_deadline_is_ahead(tmp_pa
     log = ParticipantLog(tmp_path / "p.db", clock=clock.now, keep_in_memory=60)
     await log.open()
     try:
-        await log.record("g-long", "b", BranchState.ABORTED, durable=True, deadline=clock.now() + 600)
+        await log.record("g-long", "b", RecordState.ABORTED, durable=True, deadline=clock.now() + 600)
         clock.advance(61)
-        await log.record("g-new", "b", BranchState.ABORTED, durable=True)
+        await log.record("g-new", "b", RecordState.ABORTED, durable=True)
         kept = log.get("g-long", "b")
         clock.advance(600)
-        await log.record("g-newer", "b", BranchState.ABORTED, durable=True)
+        await log.record("g-newer", "b", RecordState.ABORTED, durable=True)
         dropped = log.get("g-long", "b")
     finally:
         await log.close()
@@ -150,10 +150,10 @@ async def test_a_reopen_loads_prepared_and_recent_rows_only(tmp_path: Path) -> N
     clock = FakeClock()
     log = ParticipantLog(tmp_path / "p.db", clock=clock.now, keep_in_memory=60)
     await log.open()
-    await log.record("g-open", "b", BranchState.PREPARED, durable=True)
-    await log.record("g-old", "b", BranchState.COMMITTED, durable=True)
+    await log.record("g-open", "b", RecordState.PREPARED, durable=True)
+    await log.record("g-old", "b", RecordState.COMMITTED, durable=True)
     clock.advance(100)
-    await log.record("g-recent", "b", BranchState.COMMITTED, durable=True)
+    await log.record("g-recent", "b", RecordState.COMMITTED, durable=True)
     await log.close()
 
     reopened = ParticipantLog(tmp_path / "p.db", clock=clock.now, keep_in_memory=60)
@@ -164,7 +164,7 @@ async def test_a_reopen_loads_prepared_and_recent_rows_only(tmp_path: Path) -> N
     finally:
         await reopened.close()
     assert loaded == {"g-open", "g-recent"}
-    assert old is not None and old.status is BranchState.COMMITTED
+    assert old is not None and old.status is RecordState.COMMITTED
 
 
 async def test_a_log_written_before_rows_had_a_deadline_opens_and_keeps_its_rows(tmp_path: Path) -> None:
@@ -179,11 +179,11 @@ async def test_a_log_written_before_rows_had_a_deadline_opens_and_keeps_its_rows
     log = ParticipantLog(path)
     await log.open()
     try:
-        await log.record("g2", "b", BranchState.PREPARED, durable=True, deadline=5.0)
+        await log.record("g2", "b", RecordState.PREPARED, durable=True, deadline=5.0)
         old, new = log.get("g1", "b"), log.get("g2", "b")
     finally:
         await log.close()
-    assert old is not None and (old.status, old.deadline) == (BranchState.PREPARED, None)
+    assert old is not None and (old.status, old.deadline) == (RecordState.PREPARED, None)
     assert new is not None and new.deadline == 5.0
 
 
@@ -210,10 +210,10 @@ async def test_forgetting_deletes_old_finished_rows_in_chunks_and_keeps_prepared
     log = ParticipantLog(tmp_path / "p.db", clock=clock.now)
     await log.open()
     for n in range(10):
-        await log.record(f"old-{n}", "b", BranchState.COMMITTED, durable=False)
-    await log.record("old-open", "b", BranchState.PREPARED, durable=True)
+        await log.record(f"old-{n}", "b", RecordState.COMMITTED, durable=False)
+    await log.record("old-open", "b", RecordState.PREPARED, durable=True)
     clock.advance(100)
-    await log.record("new-done", "b", BranchState.COMMITTED, durable=True)
+    await log.record("new-done", "b", RecordState.COMMITTED, durable=True)
     forgotten = await log.forget_finished(older_than=clock.now() - 50)
     await log.close()
 

@@ -221,3 +221,25 @@ async def test_status_reports_what_the_log_knows(harness: ParticipantTestServer)
     assert await harness.status("prepared-one") == "prepared"
     assert await harness.status("committed-one") == "committed"
     assert await harness.status("aborted-one") == "aborted"
+
+
+async def test_a_body_too_large_is_a_413_body_too_large(harness: ParticipantTestServer) -> None:
+    status, body = await harness.call("prepare", b"{" + b" " * (2 * 1024 * 1024) + b"}")
+
+    assert status == 413
+    assert body["error"]["code"] == "body_too_large"
+    assert harness.resource.calls == []
+
+
+async def test_an_unexpected_failure_is_a_json_500_internal_without_its_trace(
+    harness: ParticipantTestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*_args: object) -> None:
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(harness.participant.log, "lookup", broken)
+    status, body = await harness.call("status", branch_body("g1"))
+
+    assert status == 500
+    assert body["error"]["code"] == "internal"
+    assert "secret internals" not in body["error"]["message"]

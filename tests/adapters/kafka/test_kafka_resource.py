@@ -11,7 +11,7 @@ import orjson
 import pytest
 from kafka_harness import EventsService
 
-from adapters.kafka import BranchState, KafkaResource, KafkaSettings
+from adapters.kafka import KafkaResource, KafkaSettings, StageEntryState
 from adapters.kafka.testing import create_topic, read_committed, unique_name
 from compose.supervisor import free_port
 from participant_sdk.testing import StubCoordinator
@@ -33,7 +33,7 @@ async def test_commit_publishes_every_message_exactly_once(events: EventsService
     assert (await events.commit("g1"))[1]["status"] == "committed"
     assert await events.commit("g1") == (200, {"status": "committed", "reason": None})  # repeated: answered the same
     assert sorted(v["order"] for v in await values(kafka, topic)) == [1, 2]
-    assert events.resource.entry("g1", events.name).state is BranchState.COMMITTED
+    assert events.resource.entry("g1", events.name).state is StageEntryState.COMMITTED
 
 
 async def test_keys_headers_partitions_and_byte_values_arrive_as_given(
@@ -64,7 +64,7 @@ async def test_abort_leaves_nothing_visible(events: EventsService, kafka: str, t
     await events.commit("g-kept")
 
     assert [v["order"] for v in await values(kafka, topic)] == [2]
-    assert events.resource.entry("g-abort", events.name).state is BranchState.ABORTED
+    assert events.resource.entry("g-abort", events.name).state is StageEntryState.ABORTED
     status, body = await events.commit("g-abort")
     assert (status, body["status"]) == (200, "aborted")  # the log answers: no publication
 
@@ -184,7 +184,7 @@ async def test_a_commit_that_keeps_failing_is_refused_and_the_branch_stays_prepa
     assert (status, body["error"]["code"]) == (503, "resource_error")
     assert "did not take the commit" in body["error"]["message"]
     assert await read_committed(kafka, [topic], settled=True) == []
-    assert events.resource.entry("g-stuck", events.name).state is BranchState.PREPARED
+    assert events.resource.entry("g-stuck", events.name).state is StageEntryState.PREPARED
     assert (await events.commit("g-stuck"))[1]["status"] == "committed"  # the coordinator's retry
     assert [v["order"] for v in await values(kafka, topic)] == [1]
 
@@ -214,7 +214,7 @@ async def test_forgotten_markers_are_gone_after_a_restart(
     assert forgotten == 1
     await events.restart()
     assert events.resource.entry("g-old", events.name) is None
-    assert events.resource.entry("g-open", events.name).state is BranchState.PREPARED  # prepared ones stay
+    assert events.resource.entry("g-open", events.name).state is StageEntryState.PREPARED  # prepared ones stay
 
 
 async def test_healthz_counts_branches(events: EventsService, topic: str) -> None:
@@ -229,16 +229,31 @@ async def test_healthz_counts_branches(events: EventsService, topic: str) -> Non
 
 async def test_events_endpoint_refuses_bad_requests_before_staging(events: EventsService, topic: str) -> None:
     cases = [
-        (b"not json", 400),
-        (orjson.dumps({"gtid": "g"}), 422),
-        (orjson.dumps({"gtid": "no spaces", "messages": []}), 422),
-        (orjson.dumps({"gtid": "g-bad", "messages": [{"topic": unique_name("missing"), "value": 1}]}), 422),
-        (orjson.dumps({"gtid": "g-none", "messages": []}), 422),
+        (b"not json", 400, "invalid_json"),
+        (orjson.dumps({"gtid": "g"}), 422, "invalid_request"),
+        (orjson.dumps({"gtid": "no spaces", "messages": []}), 422, "invalid_request"),
+        (
+            orjson.dumps({"gtid": "g-bad", "messages": [{"topic": unique_name("missing"), "value": 1}]}),
+            422,
+            "invalid_messages",
+        ),
+        (orjson.dumps({"gtid": "g-none", "messages": []}), 422, "invalid_messages"),
     ]
-    for body, expected in cases:
+    for body, expected, code in cases:
         response = await events.http.post("/events", data=body)
         assert response.status == expected, await response.text()
+        assert (await response.json())["error"]["code"] == code
     assert events.resource.counts() == {"prepared": 0, "committed": 0, "aborted": 0}
+
+
+async def test_events_for_a_branch_already_staged_are_a_409_branch_exists(events: EventsService, topic: str) -> None:
+    body = orjson.dumps({"gtid": "g-twice", "messages": [order(1, topic)]})
+    first = await events.http.post("/events", data=body)
+    second = await events.http.post("/events", data=body)
+
+    assert first.status == 201, await first.text()
+    assert second.status == 409
+    assert (await second.json())["error"]["code"] == "branch_exists"
 
 
 async def test_read_endpoint_shows_committed_messages(events: EventsService, topic: str) -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from adapters.kafka.messages import OutgoingMessage, encode_messages
 from adapters.kafka.stage import (
-    BranchState,
+    StageEntryState,
     StageFold,
     StageRecord,
     chunk_records,
@@ -34,7 +34,12 @@ def test_chunks_cut_the_staged_bytes_and_add_up_to_a_prepared_branch() -> None:
 
     folded = fold(list(reversed(records)))  # order of chunks does not matter
     [entry] = folded.finish().values()
-    assert (entry.gtid, entry.branch, entry.state, entry.chunks) == ("g1", "events", BranchState.PREPARED, len(records))
+    assert (entry.gtid, entry.branch, entry.state, entry.chunks) == (
+        "g1",
+        "events",
+        StageEntryState.PREPARED,
+        len(records),
+    )
     assert entry.messages == MESSAGES
     assert folded.problems == []
 
@@ -42,17 +47,17 @@ def test_chunks_cut_the_staged_bytes_and_add_up_to_a_prepared_branch() -> None:
 def test_a_marker_and_the_chunks_tombstones_finish_the_branch() -> None:
     records = chunk_records("events", "g1", BLOB, chunk_bytes=4000)
     ending = [tombstone("events", "g1", i) for i in range(len(records))]
-    ending.append(marker_record("events", "g1", BranchState.COMMITTED, at=123.0, chunks=len(records)))
+    ending.append(marker_record("events", "g1", StageEntryState.COMMITTED, at=123.0, chunks=len(records)))
     [entry] = fold(records + ending).finish().values()
-    assert (entry.state, entry.at, entry.messages) == (BranchState.COMMITTED, 123.0, None)
+    assert (entry.state, entry.at, entry.messages) == (StageEntryState.COMMITTED, 123.0, None)
 
     # After compaction only the marker is left: the same answer.
     [entry] = fold([ending[-1]]).finish().values()
-    assert entry.state is BranchState.COMMITTED
+    assert entry.state is StageEntryState.COMMITTED
 
 
 def test_a_tombstoned_marker_forgets_the_branch() -> None:
-    records = [marker_record("events", "g1", BranchState.ABORTED, 1.0, 1), tombstone("events", "g1")]
+    records = [marker_record("events", "g1", StageEntryState.ABORTED, 1.0, 1), tombstone("events", "g1")]
     assert fold(records).finish() == {}
 
 

@@ -114,6 +114,20 @@ async def test_unsigned_protocol_call_is_refused(queue: QueueService) -> None:
     assert response.status == 401
 
 
+async def test_faults_that_are_not_json_are_a_400_invalid_json(queue: QueueService) -> None:
+    response = await queue.http.post("/queue/faults", data=b"{not json")
+
+    assert response.status == 400
+    assert (await response.json())["error"]["code"] == "invalid_json"
+
+
+async def test_an_unknown_path_is_a_json_404_not_found(queue: QueueService) -> None:
+    response = await queue.http.get("/queue/nowhere")
+
+    assert response.status == 404
+    assert (await response.json())["error"]["code"] == "not_found"
+
+
 async def test_items_query_must_be_integers(queue: QueueService) -> None:
     response = await queue.http.get("/queue/items?after=soon")
 

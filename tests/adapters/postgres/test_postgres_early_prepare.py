@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from pg_harness import NAME, PgService, prepared_gids, rows
 
-from participant_sdk import ParticipantError
+from participant_sdk import BranchExists, EnlistFailed, EnlistRefused
 from participant_sdk.testing import StubCoordinator
 
 
@@ -43,11 +43,11 @@ async def test_an_exception_inside_rolls_back_and_enlists_nothing(
 async def test_a_refused_enlistment_aborts_the_branch(service: PgService, database: str, stub: StubCoordinator) -> None:
     stub.refuse_enlist.add("g1")
 
-    with pytest.raises(ParticipantError) as refused:
+    with pytest.raises(EnlistRefused) as refused:
         async with service.participant.branch("g1") as conn:
             await conn.execute("INSERT INTO items VALUES ('a', 'refused')")
 
-    assert (refused.value.status, refused.value.code) == (409, "enlist_refused")
+    assert refused.value.details == {"gtid": "g1", "branch": NAME, "coordinator_error": "wrong_state"}
     assert await prepared_gids(database) == []
     assert await service.status("g1") == "aborted"
 
@@ -56,10 +56,9 @@ async def test_an_unreachable_coordinator_leaves_the_branch_in_doubt_until_it_an
     service: PgService, database: str, stub: StubCoordinator
 ) -> None:
     stub.unavailable = True
-    with pytest.raises(ParticipantError) as failed:
+    with pytest.raises(EnlistFailed, match="stays in doubt"):
         async with service.participant.branch("g1") as conn:
             await conn.execute("INSERT INTO items VALUES ('a', 'in doubt')")
-    assert failed.value.status == 503
 
     assert await service.status("g1") == "prepared"
     stub.unavailable = False
@@ -87,11 +86,11 @@ async def test_the_same_branch_cannot_be_opened_twice(service: PgService, databa
     async with service.participant.branch("g1") as conn:
         await conn.execute("INSERT INTO items VALUES ('a', 'first')")
 
-    with pytest.raises(ParticipantError) as twice:
+    with pytest.raises(BranchExists) as twice:
         async with service.participant.branch("g1") as conn:
             await conn.execute("INSERT INTO items VALUES ('b', 'second')")
 
-    assert (twice.value.status, twice.value.code) == (409, "branch_exists")
+    assert twice.value.details == {"gtid": "g1", "branch": NAME, "status": "prepared"}
     assert await prepared_gids(database) == [service.gid("g1")]
 
 
