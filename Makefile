@@ -23,6 +23,7 @@ run: setup
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 ifneq ($(strip $(DEV_SERVICES)),)
 	$(BIN)/twopc dev up $(DEV_SERVICES)
 	$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; $(BIN)/twopc dev down $(DEV_SERVICES); exit $$status

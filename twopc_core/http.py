@@ -107,16 +107,11 @@ def error_middleware(domain_errors: DomainErrors | None = None, *, service: str 
 
     ``domain_errors`` maps the service's own exceptions to a status and a code (a
     subclass is answered as its nearest listed ancestor). A body that fails a model's
-    validation is a 422; aiohttp's own errors (404, 405, 413, ...) keep their status;
+    validation is a 422 naming the fields (a 400 if it is not JSON at all, see
+    :func:`invalid_body`); aiohttp's own errors (404, 405, 413, ...) keep their status;
     anything else is logged and answered 500, naming ``service``.
     """
     table = dict(domain_errors or {})
-
-    def mapped(exc: BaseException) -> tuple[int, str] | None:
-        for cls in type(exc).__mro__:
-            if cls in table:
-                return table[cls]
-        return None
 
     @web.middleware
     async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -125,7 +120,8 @@ def error_middleware(domain_errors: DomainErrors | None = None, *, service: str 
         except HttpError as exc:
             return error_response(exc.status, exc.code, exc.message, exc.details)
         except ValidationError as exc:
-            return error_response(422, "invalid_request", "the request body is not valid", validation_details(exc))
+            invalid = invalid_body(exc)
+            return error_response(invalid.status, invalid.code, invalid.message, invalid.details)
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
@@ -133,7 +129,7 @@ def error_middleware(domain_errors: DomainErrors | None = None, *, service: str 
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            known = mapped(exc)
+            known = domain_answer(table, exc)
             if known is not None:
                 return error_response(known[0], known[1], str(exc), getattr(exc, "details", None))
             log.exception("internal error", path=request.path)

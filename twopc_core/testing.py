@@ -12,11 +12,23 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TypeVar, overload
 
 __all__ = ["FakeClock", "ManualTimer", "ScheduledCall", "wait_until"]
 
 T = TypeVar("T")
+
+
+@overload
+async def wait_until(
+    condition: Callable[[], Awaitable[T]], timeout: float = ..., interval: float = ..., message: str = ...
+) -> T: ...
+
+
+@overload
+async def wait_until(
+    condition: Callable[[], T], timeout: float = ..., interval: float = ..., message: str = ...
+) -> T: ...
 
 
 async def wait_until(

@@ -103,7 +103,8 @@ class TopicCatalog:
 def record_size(message: OutgoingMessage) -> int:
     """An upper bound of the size of the record batch that carries ``message`` alone."""
     headers: list[Any] = list(message.headers)
-    return DefaultRecordBatchBuilder.estimate_size_in_bytes(message.key, message.value, headers)
+    size: int = DefaultRecordBatchBuilder.estimate_size_in_bytes(message.key, message.value, headers)
+    return size
 
 
 def check_messages(

@@ -137,11 +137,19 @@ class Shard:
         """Tombstone the markers of finished branches."""
         await self._submit(_Kind.FORGET, keys)
 
-    async def _submit(self, kind: _Kind, keys: Sequence[BranchKey], **fields: object) -> None:
+    async def _submit(
+        self,
+        kind: _Kind,
+        keys: Sequence[BranchKey],
+        *,
+        entry: BranchEntry | None = None,
+        records: Sequence[StageRecord] = (),
+        size: int = 0,
+    ) -> None:
         if self._closed:
             raise KafkaUnavailableError("the Kafka participant is closed")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Work(kind, keys, future, **fields))  # type: ignore[arg-type]
+        self._queue.append(_Work(kind, keys, future, entry=entry, records=records, size=size))
         self._wakeup.set()
         # A caller that gives up does not take the work back: it is queued, and will be done.
         await asyncio.shield(future)

@@ -12,7 +12,7 @@ same outcome and finds the work already done (see ``PostgresResource.commit``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import aiohttp
 import psycopg
@@ -98,7 +98,7 @@ async def _settle(
     return answer("committed" if outcome is Outcome.COMMITTED else "rolled_back", why)
 
 
-def _why(view: dict | None, outcome: Outcome) -> str:
+def _why(view: dict[str, Any] | None, outcome: Outcome) -> str:
     if view is None:
         return "the coordinator has no record of it: presumed abort"
     if outcome is Outcome.ABORTED and view.get("outcome") == "committed":

@@ -345,4 +345,4 @@ def _redacted(dsn: str) -> str:
     except psycopg.ProgrammingError:
         return "<unparsable DSN>"
     params.pop("password", None)
-    return psycopg.conninfo.make_conninfo(**params)  # type: ignore[arg-type]
+    return psycopg.conninfo.make_conninfo("", **params)

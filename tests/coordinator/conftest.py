@@ -28,6 +28,8 @@ class StubParticipant:
     """Answers the participant protocol the way a test tells it to, and records the calls."""
 
     name: str
+    #: Where a test server serves it, once it runs.
+    url: str = ""
     vote: str = "yes"
     #: "json" (the protocol), "garbage" (200 with a body that is not the protocol), "hang",
     #: "hang_commit" (votes, then never answers phase 2), "hang_prepare" (never votes).

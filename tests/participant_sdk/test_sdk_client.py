@@ -93,7 +93,7 @@ async def test_commit_waits_for_all_unless_told_decision(rest: tuple[Recorder, C
 async def test_commit_refuses_an_unknown_wait(rest: tuple[Recorder, CoordinatorClient]) -> None:
     _, client = rest
     with pytest.raises(ValueError, match="wait"):
-        await client.commit("g1", wait="forever")  # type: ignore[arg-type]
+        await client.commit("g1", wait="forever")  # type: ignore[arg-type]  # a wrong value on purpose
 
 
 async def test_abort_get_and_list_use_their_paths(rest: tuple[Recorder, CoordinatorClient]) -> None:

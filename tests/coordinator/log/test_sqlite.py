@@ -12,18 +12,27 @@ from coordinator.log import _sqlite as sqlite_log
 
 
 def record(
-    gtid: str, state: str = "active", decision: str | None = None, finished: bool = False, **kw: object
+    gtid: str,
+    state: str = "active",
+    decision: str | None = None,
+    finished: bool = False,
+    *,
+    created_at: float = 100.0,
+    updated_at: float = 100.0,
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
 ) -> TransactionRecord:
     return TransactionRecord(
         gtid=gtid,
         state=state,
         decision=decision,
-        created_at=kw.pop("created_at", 100.0),  # type: ignore[arg-type]
-        updated_at=kw.pop("updated_at", 100.0),  # type: ignore[arg-type]
+        created_at=created_at,
+        updated_at=updated_at,
         deadline=130.0,
         finished=finished,
         branches=(BranchRecord("a", "prepared"), BranchRecord("b", "read_only")),
-        **kw,  # type: ignore[arg-type]
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
     )
 
 

@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestServer
 from coordinator.config import ParticipantSettings
 from coordinator.transport import Backoff, CallFailed, Transport
 from tests.coordinator.conftest import SECRET, StubParticipant
-from twopc_core.protocol import Outcome, Vote
+from twopc_core.protocol import BranchStatus, Outcome, Vote
 from twopc_core.testing import wait_until
 
 
@@ -20,7 +20,7 @@ async def stub() -> AsyncIterator[StubParticipant]:
     participant = StubParticipant("p1")
     server = TestServer(participant.app())
     await server.start_server()
-    participant.url = str(server.make_url("/twopc"))  # type: ignore[attr-defined]
+    participant.url = str(server.make_url("/twopc"))
     try:
         yield participant
     finally:
@@ -30,7 +30,7 @@ async def stub() -> AsyncIterator[StubParticipant]:
 async def make_transport(stub: StubParticipant, max_inflight: int) -> Transport:
     settings = ParticipantSettings(
         name="p1",
-        url=stub.url,  # type: ignore[attr-defined]
+        url=stub.url,
         secret=SECRET,
         max_inflight_exchanges=max_inflight,
     )
@@ -116,7 +116,7 @@ async def test_an_error_in_one_batch_slot_fails_only_that_call(stub: StubPartici
     try:
         results = await asyncio.gather(*(transport.status("p1", f"g{i}") for i in range(6)), return_exceptions=True)
         assert isinstance(results[3], CallFailed) and "boom" in str(results[3])
-        assert [r.value for i, r in enumerate(results) if i != 3] == ["unknown"] * 5  # type: ignore[union-attr]
+        assert [r for i, r in enumerate(results) if i != 3] == [BranchStatus.UNKNOWN] * 5
         assert max(stub.batches) > 1
     finally:
         await transport.close()
