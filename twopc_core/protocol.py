@@ -7,7 +7,10 @@ shared secret (see :mod:`twopc_core.signing`):
 - ``POST {base}/commit``   :class:`CommitRequest`   → :class:`OutcomeResponse`
 - ``POST {base}/abort``    :class:`AbortRequest`    → :class:`OutcomeResponse`
 - ``POST {base}/status``   :class:`StatusRequest`   → :class:`StatusResponse`
-- ``POST {base}/batch``    :class:`BatchRequest`    → :class:`BatchResponse`
+- ``POST {base}/batch``    ``{"ops": [BatchOp, ...]}`` → ``{"results": [...]}``, or
+  with ``Accept: application/x-ndjson`` one ``{"index", "result"}`` line per op as it
+  finishes; each result is the body the op would have had alone, or an error body
+  (:func:`twopc_core.http.error_body`)
 
 A repeated call answers as the first one did; an abort of an unknown branch is
 ``aborted`` (and remembered, so that a late prepare of it votes ``no``).
@@ -23,12 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "AbortRequest",
     "BatchOp",
-    "BatchRequest",
-    "BatchResponse",
     "BranchStatus",
     "CommitRequest",
-    "ErrorBody",
-    "ErrorResponse",
     "GTID_PATTERN",
     "NAME_PATTERN",
     "Outcome",
@@ -135,23 +134,3 @@ class _StatusOp(StatusRequest):
 
 
 BatchOp = Annotated[_PrepareOp | _CommitOp | _AbortOp | _StatusOp, Field(discriminator="op")]
-
-
-class BatchRequest(_Message):
-    ops: list[BatchOp] = Field(max_length=10_000)
-
-
-class BatchResponse(_Message):
-    #: One result per op, in order: the response body the op would have had alone,
-    #: or ``{"error": {...}}``.
-    results: list[dict[str, Any]]
-
-
-class ErrorBody(_Message):
-    code: str
-    message: str
-    details: Any = None
-
-
-class ErrorResponse(_Message):
-    error: ErrorBody
