@@ -106,6 +106,7 @@ class Participant:
         self._client = CoordinatorClient(coordinator_url, session, timeout=inquiry_timeout)
         self._resolver = InDoubtResolver(self._handler, self._client, inquiry_interval, after_round=self._housekeeping)
         self._loop_task: asyncio.Task[None] | None = None
+        self._failpoints_task: asyncio.Task[None] | None = None
         self._last_prune = 0.0
         self._last_sweep = 0.0
         self._started = False
@@ -116,10 +117,18 @@ class Participant:
         """Start the resource, load the log, reconcile them, start the in-doubt loop."""
         if self._started:
             raise RuntimeError(f"participant {self.name} is already started")
-        self._started = True
         await self.resource.start()
-        await self.log.open()
-        await self._handler.reconcile()
+        try:
+            await self.log.open()
+            try:
+                await self._handler.reconcile()
+            except BaseException:
+                await self.log.close()
+                raise
+        except BaseException:
+            await self.resource.close()  # a start that fails leaves nothing open behind it
+            raise
+        self._started = True
         self._last_prune = self._last_sweep = self._clock()
         self._loop_task = asyncio.create_task(self._resolver.run(), name=f"in-doubt:{self.name}")
         self._failpoints_task = asyncio.create_task(failpoints.watch_file(), name="failpoints-file")
@@ -140,7 +149,9 @@ class Participant:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
             self._loop_task = None
-        self._failpoints_task.cancel()
+        if self._failpoints_task is not None:
+            self._failpoints_task.cancel()
+            self._failpoints_task = None
         await self.log.close()
         await self.resource.close()
         await self._client.close()

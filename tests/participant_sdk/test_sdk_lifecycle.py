@@ -58,3 +58,18 @@ class _TwoStep(Resource):
 
     async def recover(self) -> list[tuple[str, str]]:
         return []
+
+
+async def test_a_start_that_fails_leaves_nothing_open_and_can_be_tried_again(tmp_path: Path) -> None:
+    resource = InMemoryResource()
+    resource.errors["recover"] = RuntimeError("resource not ready")
+    participant = Participant("p1", resource, "s", "http://127.0.0.1:9", tmp_path / "p.db")
+
+    with pytest.raises(RuntimeError, match="not ready"):
+        await participant.start()
+    assert resource.closed
+    await participant.close()  # nothing to close: not an error
+
+    del resource.errors["recover"]
+    async with participant:
+        assert participant.in_doubt_count == 0
