@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,7 +20,15 @@ from pydantic_settings import (
 
 from twopc_core.protocol import NAME_PATTERN
 
-__all__ = ["LogSettings", "ParticipantSettings", "ServerSettings", "Settings", "TransactionSettings", "load"]
+__all__ = [
+    "ClusterSettings",
+    "LogSettings",
+    "ParticipantSettings",
+    "ServerSettings",
+    "Settings",
+    "TransactionSettings",
+    "load",
+]
 
 
 class _Section(BaseModel):
@@ -35,11 +43,40 @@ class ServerSettings(_Section):
 
 
 class LogSettings(_Section):
-    store: Literal["sqlite"] = "sqlite"
+    #: ``sqlite``: a file of this replica's own (the embedded default); ``postgres``: a
+    #: database shared by every replica (``dsn``).
+    store: Literal["sqlite", "postgres"] = "sqlite"
+    #: The SQLite file.
     path: Path = Path("var/coordinator.db")
+    #: The PostgreSQL database, e.g. postgresql://twopc@127.0.0.1:5432/twopc
+    dsn: str | None = None
+    #: Most connections this replica keeps to the PostgreSQL log.
+    pool_size: int = Field(8, gt=1)
     #: How long a finished transaction stays visible before it is pruned.
     retention_seconds: float = Field(24 * 3600.0, ge=0)
     prune_interval_seconds: float = Field(60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _postgres_needs_a_dsn(self) -> LogSettings:
+        if self.store == "postgres" and not self.dsn:
+            raise ValueError("store = 'postgres' needs a dsn")
+        return self
+
+
+class ClusterSettings(_Section):
+    """How this replica takes part beside others over a shared (PostgreSQL) log."""
+
+    #: How the other replicas reach this one; by default its own host and port.
+    advertise_url: str | None = None
+    #: A replica that has not renewed its lease for this long is taken over by another.
+    lease_ms: int = Field(3000, ge=300)
+
+    @field_validator("advertise_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+/?$", value):
+            raise ValueError("must be an http(s) URL with no path")
+        return value.rstrip("/") if value else value
 
 
 class TransactionSettings(_Section):
@@ -91,6 +128,7 @@ class Settings(BaseSettings):
     node_id: str = Field("c1", pattern=r"^[A-Za-z0-9]{1,16}$")
     server: ServerSettings = ServerSettings()
     log: LogSettings = LogSettings()
+    cluster: ClusterSettings = ClusterSettings()
     transactions: TransactionSettings = TransactionSettings()
     participants: list[ParticipantSettings] = []
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -103,6 +141,11 @@ class Settings(BaseSettings):
         if duplicates:
             raise ValueError(f"participant names must be unique: {', '.join(duplicates)}")
         return value
+
+    @property
+    def advertise_url(self) -> str:
+        """Where the other replicas reach this one."""
+        return self.cluster.advertise_url or f"http://{self.server.host}:{self.server.port}"
 
     @classmethod
     def settings_customise_sources(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["BranchRecord", "IdempotencyEntry", "TransactionRecord"]
+__all__ = ["BranchRecord", "IdempotencyEntry", "NodeRecord", "TransactionRecord"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,9 @@ class TransactionRecord:
     metadata: dict[str, Any] = field(default_factory=dict)
     idempotency_key: str | None = None
     request_hash: str | None = None
+    #: The replica that drives the transaction now, as the log knows it (set by the log on
+    #: every read; a takeover moves it). ``None`` on records not read from a log.
+    owner: str | None = None
 
 
 @dataclass(frozen=True)
@@ -45,3 +48,19 @@ class IdempotencyEntry:
     gtid: str
     request_hash: str | None
     created_at: float
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    """A coordinator replica as the shared log knows it. Times are unix seconds by the
+    log database's clock, which alone decides whether a lease is live."""
+
+    node_id: str
+    epoch: int
+    advertise_url: str
+    lease_expires_at: float
+    #: The lease had not run out, by the database's clock, when the row was read.
+    alive: bool
+    #: The replica that took this one's unfinished work over, and when.
+    taken_over_by: str | None = None
+    taken_over_at: float | None = None

@@ -4,16 +4,38 @@ Presumed abort keeps it small: only a COMMIT decision is forced (and must name e
 branch that must hear phase 2); everything else — begin, the start of the commit
 round, aborts, the end — is written lazily, for operators and listings. The engine
 keeps active transactions in memory and never reads the log on the hot path.
+
+A log may be shared by several coordinator replicas (PostgreSQL). Each replica then
+joins with a new epoch and a lease on the database's clock, renews it, and every write
+it makes is conditional, in the same log transaction, on that lease being live and
+that epoch being its own: a replica whose lease ran out is fenced (:class:`Fenced`)
+and writes nothing more. A replica takes over another whose lease ran out by bumping
+that one's epoch and moving its unfinished transactions to itself. A log used by one
+process only (SQLite) is a cluster of one: its lease never runs out.
 """
 
 from __future__ import annotations
 
 import abc
+import math
 from dataclasses import dataclass
 
-from coordinator.records import IdempotencyEntry, TransactionRecord
+from coordinator.records import IdempotencyEntry, NodeRecord, TransactionRecord
 
-__all__ = ["DecisionLog", "LogStats"]
+__all__ = ["DecisionLog", "Fenced", "LogStats", "LogUnavailable", "NodeIdInUse"]
+
+
+class Fenced(Exception):
+    """This replica's lease ran out or its epoch was taken: the write did not happen, and
+    another replica may own its transactions now. It must stop and join again."""
+
+
+class NodeIdInUse(Exception):
+    """Another live replica holds this node id (a configuration error: ids must differ)."""
+
+
+class LogUnavailable(Exception):
+    """The log's database cannot be reached, or refuses this role what the log needs."""
 
 
 @dataclass(frozen=True)
@@ -57,7 +79,8 @@ class DecisionLog(abc.ABC):
 
     @abc.abstractmethod
     async def unfinished(self) -> list[TransactionRecord]:
-        """Every record not yet finished: what recovery must look at after a restart."""
+        """Every unfinished record this replica owns: what recovery must look at after a
+        restart (or a takeover moved to it)."""
 
     @abc.abstractmethod
     async def idempotency_keys(self, since: float) -> dict[str, IdempotencyEntry]:
@@ -70,3 +93,50 @@ class DecisionLog(abc.ABC):
     @property
     @abc.abstractmethod
     def stats(self) -> LogStats: ...
+
+    # -- replicas ------------------------------------------------------------------------
+    # What follows is a cluster of one, for a log only one process uses; a shared log
+    # overrides all of it.
+
+    _membership: NodeRecord | None = None
+
+    @property
+    def shared(self) -> bool:
+        """Whether other replicas may write this log (then ``claim`` and leases matter)."""
+        return False
+
+    async def join(self, node_id: str, advertise_url: str, lease: float) -> NodeRecord:
+        """Register this replica under ``node_id`` with a new epoch and a lease of ``lease``
+        seconds; every later write is fenced on them. A previous incarnation's lease is
+        waited out; :class:`NodeIdInUse` if another process keeps renewing it meanwhile."""
+        self._membership = NodeRecord(node_id, 1, advertise_url, math.inf, True)
+        return self._membership
+
+    async def renew(self) -> NodeRecord:
+        """Extend this replica's lease by the database's clock; :class:`Fenced` when it ran
+        out or another replica took its epoch."""
+        if self._membership is None:
+            raise RuntimeError("renew before join")
+        return self._membership
+
+    async def leave(self) -> None:
+        """End this replica's lease now (a clean shutdown): others may take over at once."""
+
+    async def nodes(self) -> list[NodeRecord]:
+        """Every replica the log knows, with whether its lease is live."""
+        return [self._membership] if self._membership is not None else []
+
+    async def take_over(self, node: NodeRecord) -> int | None:
+        """Fence ``node`` (whose lease ran out) by bumping its epoch, and move its
+        unfinished transactions to this replica; their records then come with
+        :meth:`unfinished`. Returns how many moved, or ``None`` when another replica (or
+        the node itself, joining again) was first."""
+        return None
+
+    async def claim(self, record: TransactionRecord) -> TransactionRecord | None:
+        """Claim ``record``'s Idempotency-Key before its transaction does any work: write
+        the record durably unless another transaction holds the key, and return that one's
+        record (``None``: the key is ``record``'s now). A log of one replica, whose memory
+        knows every key, writes the record lazily."""
+        self.save(record)
+        return None
