@@ -9,6 +9,7 @@ import orjson
 from aiohttp import web
 
 from coordinator.api._errors import coordinator_errors
+from coordinator.api._forward import Forwarder
 from coordinator.api._openapi import openapi_document
 from coordinator.api._routes import STATE, ServiceState, routes
 from coordinator.api._tracing import tracing_middleware
@@ -56,14 +57,25 @@ def build_app(settings: Settings, log_factory: Callable[[Settings], DecisionLog]
             tx,
             retention_seconds=settings.log.retention_seconds,
             prune_interval=settings.log.prune_interval_seconds,
+            advertise_url=settings.advertise_url,
+            lease=settings.cluster.lease_ms / 1000,
         )
-        await coordinator.start()
+        try:
+            await coordinator.start()
+        except BaseException:
+            await coordinator.close()
+            await transport.close()
+            await log_store.close()
+            raise
+        # A forwarded call may wait as long as a commit does at the replica it goes to.
+        forwarder = Forwarder(settings.node_id, (tx.prepare_timeout_ms + tx.commit_wait_ms) / 1000 + 5.0)
         watcher = asyncio.create_task(failpoints.watch_file(), name="failpoints-file")
-        state.coordinator = coordinator
+        state.coordinator, state.forwarder = coordinator, forwarder
         state.ready = True  # recovery is scheduled: inquiries get the right answers
         yield
         state.ready = False
         watcher.cancel()
+        await forwarder.close()
         await coordinator.close()
         await transport.close()
         await log_store.close()

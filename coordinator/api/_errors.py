@@ -6,7 +6,17 @@ shared edge (:mod:`twopc_core.http`) makes every error a JSON body.
 
 from __future__ import annotations
 
-from coordinator.engine import Conflict, IdempotencyMismatch, NotFound, UnknownParticipantError, WrongState
+from coordinator.engine import (
+    Conflict,
+    Elsewhere,
+    IdempotencyMismatch,
+    Moved,
+    NotFound,
+    NotReady,
+    UnknownParticipantError,
+    WrongState,
+)
+from coordinator.log import LogUnavailable
 from twopc_core.http import DomainErrors, error_middleware
 
 __all__ = ["DOMAIN_ERRORS", "coordinator_errors"]
@@ -17,6 +27,11 @@ DOMAIN_ERRORS: DomainErrors = {
     IdempotencyMismatch: (422, "idempotency_key_reused"),
     Conflict: (409, "conflict"),
     WrongState: (409, "wrong_state"),
+    # This replica cannot answer now; another one, or this one a little later, can.
+    NotReady: (503, "not_ready"),
+    Moved: (503, "moved"),
+    Elsewhere: (503, "held_elsewhere"),
+    LogUnavailable: (503, "log_unavailable"),
 }
 
 coordinator_errors = error_middleware(DOMAIN_ERRORS, service="the coordinator")

@@ -14,6 +14,7 @@ __all__ = [
     "BeginRequest",
     "BeginResponse",
     "BranchView",
+    "ClusterView",
     "EnlistRequest",
     "Enlistment",
     "ErrorDetail",
@@ -25,6 +26,7 @@ __all__ = [
     "ParticipantHealth",
     "ParticipantView",
     "ParticipantsResponse",
+    "ReplicaView",
     "StateName",
     "TransactionList",
     "TransactionOut",
@@ -134,6 +136,25 @@ class ParticipantView(BaseModel):
 
 class ParticipantsResponse(BaseModel):
     participants: list[ParticipantView]
+
+
+class ReplicaView(BaseModel):
+    node_id: str
+    epoch: int
+    advertise_url: str
+    alive: bool = Field(description="its lease had not run out, by the log database's clock")
+    lease_expires_at: datetime | None = Field(description="null for a log of one replica")
+    taken_over_by: str | None = Field(description="the replica that took its unfinished work over")
+    taken_over_at: datetime | None
+    this: bool = Field(description="the replica that answered")
+
+
+class ClusterView(BaseModel):
+    node_id: str = Field(description="the replica that answered")
+    ready: bool
+    shared_log: bool = Field(description="false for a log only this replica uses (SQLite)")
+    takeovers: int = Field(description="replicas this one took over since it started")
+    replicas: list[ReplicaView]
 
 
 class HealthResponse(BaseModel):

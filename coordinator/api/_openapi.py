@@ -9,6 +9,7 @@ from pydantic import BaseModel
 from coordinator.api._models import (
     BeginRequest,
     BeginResponse,
+    ClusterView,
     EnlistRequest,
     ErrorResponse,
     ExecuteRequest,
@@ -59,6 +60,7 @@ _WAIT = {"name": "wait", "in": "query", "required": False, "schema": {"enum": ["
 
 def openapi_document() -> dict[str, Any]:
     models: list[type[BaseModel]] = [
+        ClusterView,
         BeginRequest,
         BeginResponse,
         EnlistRequest,
@@ -105,6 +107,9 @@ def openapi_document() -> dict[str, Any]:
             },
             "/v1/transactions/{gtid}/abort": {"post": _op("Abort", TransactionOut, params=[_GTID])},
             "/v1/participants": {"get": _op("Registered participants", ParticipantsResponse, errors=())},
+            "/v1/cluster": {
+                "get": _op("The replicas: their epochs and leases, who took over whom", ClusterView, errors=())
+            },
             "/healthz": {"get": _op("Liveness", HealthResponse, errors=())},
             "/readyz": {"get": _op("Readiness: recovery scheduled", HealthResponse, errors=("503",))},
         },

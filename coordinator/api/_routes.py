@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import re
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -12,19 +14,22 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel
 
+from coordinator.api._forward import Forwarder
 from coordinator.api._models import (
     BeginRequest,
     BeginResponse,
+    ClusterView,
     EnlistRequest,
     ExecuteRequest,
     HealthResponse,
     ParticipantHealth,
     ParticipantsResponse,
     ParticipantView,
+    ReplicaView,
     TransactionList,
     TransactionOut,
 )
-from coordinator.engine import Coordinator, TxState
+from coordinator.engine import Coordinator, Elsewhere, TxState
 from twopc_core.http import HttpError
 from twopc_core.protocol import GTID_PATTERN
 
@@ -36,12 +41,27 @@ class ServiceState:
     """Set while the app starts; the handlers read the coordinator from here."""
 
     coordinator: Coordinator | None = None
+    forwarder: Forwarder | None = None
     ready: bool = False
 
     def require(self) -> Coordinator:
         if self.coordinator is None or not self.ready:
             raise HttpError(503, "not_ready", "the coordinator is starting or stopping")
         return self.coordinator
+
+    def forward(self, request: web.Request, replica_url: str) -> Awaitable[web.Response]:
+        if self.forwarder is None:
+            raise HttpError(503, "not_ready", "the coordinator is starting or stopping")
+        return self.forwarder.forward(request, replica_url)
+
+
+async def _elsewhere(request: web.Request, gtid: str) -> web.Response | None:
+    """The answer of the replica that holds ``gtid``, if that is another one."""
+    state = request.app[STATE]
+    if Forwarder.forwarded(request):
+        return None  # answered where it lands
+    url = await state.require().locate(gtid)
+    return None if url is None else await state.forward(request, url)
 
 
 STATE = web.AppKey("state", ServiceState)
@@ -106,17 +126,17 @@ def _wait_for_phase_two(request: web.Request) -> bool:
 async def _begin(request: web.Request) -> web.Response:
     body, raw = await _body(request, BeginRequest, allow_empty=True)
     key, request_hash = _idempotency(request, raw)
-    view, created = (
-        await request.app[STATE]
-        .require()
-        .begin(
+    state = request.app[STATE]
+    try:
+        view, created = await state.require().begin(
             timeout_ms=body.timeout_ms,
             metadata=body.metadata,
             participants=[(p.name, p.payload, p.prepared) for p in body.participants or ()],
             idempotency_key=key,
             request_hash=request_hash,
         )
-    )
+    except Elsewhere as elsewhere:  # the key began a transaction another replica holds
+        return await state.forward(request, elsewhere.url)
     out = TransactionOut.of(view)
     response = BeginResponse(gtid=out.gtid, state=out.state, deadline=out.deadline)
     return _json(response, 201 if created else 200, None if created else {"Idempotent-Replayed": "true"})
@@ -126,10 +146,9 @@ async def _begin(request: web.Request) -> web.Response:
 async def _execute(request: web.Request) -> web.Response:
     body, raw = await _body(request, ExecuteRequest)
     key, request_hash = _idempotency(request, raw)
-    view = (
-        await request.app[STATE]
-        .require()
-        .execute(
+    state = request.app[STATE]
+    try:
+        view = await state.require().execute(
             participants=[(p.name, p.payload) for p in body.participants],
             timeout_ms=body.timeout_ms,
             metadata=body.metadata,
@@ -137,7 +156,8 @@ async def _execute(request: web.Request) -> web.Response:
             request_hash=request_hash,
             wait_for_phase_two=_wait_for_phase_two(request),
         )
-    )
+    except Elsewhere as elsewhere:  # the key began a transaction another replica holds
+        return await state.forward(request, elsewhere.url)
     return _json(TransactionOut.of(view))
 
 
@@ -145,6 +165,8 @@ async def _execute(request: web.Request) -> web.Response:
 async def _enlist(request: web.Request) -> web.Response:
     gtid = _gtid(request)
     body, _ = await _body(request, EnlistRequest)
+    if (answer := await _elsewhere(request, gtid)) is not None:
+        return answer
     view = await request.app[STATE].require().enlist(gtid, body.name, body.payload, body.prepared)
     return _json(TransactionOut.of(view), 201)
 
@@ -153,19 +175,27 @@ async def _enlist(request: web.Request) -> web.Response:
 async def _commit(request: web.Request) -> web.Response:
     gtid = _gtid(request)
     wait = _wait_for_phase_two(request)
+    if (answer := await _elsewhere(request, gtid)) is not None:
+        return answer
     view = await request.app[STATE].require().commit(gtid, wait_for_phase_two=wait)
     return _json(TransactionOut.of(view))
 
 
 @routes.post("/v1/transactions/{gtid}/abort")
 async def _abort(request: web.Request) -> web.Response:
-    view = await request.app[STATE].require().abort(_gtid(request))
+    gtid = _gtid(request)
+    if (answer := await _elsewhere(request, gtid)) is not None:
+        return answer
+    view = await request.app[STATE].require().abort(gtid)
     return _json(TransactionOut.of(view))
 
 
 @routes.get("/v1/transactions/{gtid}")
 async def _get_transaction(request: web.Request) -> web.Response:
-    view = await request.app[STATE].require().get(_gtid(request))
+    gtid = _gtid(request)
+    if (answer := await _elsewhere(request, gtid)) is not None:
+        return answer
+    view = await request.app[STATE].require().get(gtid)
     return _json(TransactionOut.of(view))
 
 
@@ -208,8 +238,46 @@ async def _healthz(request: web.Request) -> web.Response:
 @routes.get("/readyz")
 async def _readyz(request: web.Request) -> web.Response:
     coordinator = request.app[STATE].require()
+    if not coordinator.ready:
+        raise HttpError(503, "not_ready", "this replica holds no live lease on the log (or the log does not answer)")
     detail: dict[str, Any] = {"active_transactions": coordinator.active_count, "recovered": coordinator.recovered}
     return _json(HealthResponse(status="ready", detail=detail))
+
+
+@routes.get("/v1/cluster")
+async def _cluster(request: web.Request) -> web.Response:
+    coordinator = request.app[STATE].require()
+    membership = coordinator.membership
+    if membership.shared:
+        await membership.refresh()
+    replicas = [
+        ReplicaView(
+            node_id=r.node_id,
+            epoch=r.epoch,
+            advertise_url=r.advertise_url,
+            alive=r.alive,
+            lease_expires_at=_time(r.lease_expires_at) if math.isfinite(r.lease_expires_at) else None,
+            taken_over_by=r.taken_over_by,
+            taken_over_at=_time(r.taken_over_at) if r.taken_over_at is not None else None,
+            this=r.node_id == coordinator.node_id,
+        )
+        for r in sorted(
+            membership.replicas.values() if membership.shared else [membership.me] if membership.me else [],
+            key=lambda r: r.node_id,
+        )
+    ]
+    view = ClusterView(
+        node_id=coordinator.node_id,
+        ready=coordinator.ready,
+        shared_log=membership.shared,
+        takeovers=membership.takeovers,
+        replicas=replicas,
+    )
+    return _json(view)
+
+
+def _time(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, tz=UTC)
 
 
 @routes.get("/metrics")

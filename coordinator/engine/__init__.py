@@ -2,8 +2,11 @@
 
 from coordinator.engine._driver import (
     Coordinator,
+    Elsewhere,
     IdempotencyMismatch,
+    Moved,
     NotFound,
+    NotReady,
     TransactionView,
     UnknownParticipantError,
 )
@@ -27,6 +30,7 @@ from coordinator.engine._machine import (
     TxState,
     WrongState,
 )
+from coordinator.engine._membership import Membership
 
 __all__ = [
     "Action",
@@ -35,11 +39,15 @@ __all__ = [
     "BranchState",
     "Conflict",
     "Coordinator",
+    "Elsewhere",
     "Finish",
     "ForceDecision",
     "ForceRecord",
     "IdempotencyMismatch",
+    "Membership",
+    "Moved",
     "NotFound",
+    "NotReady",
     "NotifyAbort",
     "ProtocolError",
     "SaveRecord",

@@ -20,7 +20,7 @@ import structlog
 from opentelemetry import trace
 
 from coordinator.config import ParticipantSettings, TransactionSettings
-from coordinator.engine._ids import new_gtid
+from coordinator.engine._ids import new_gtid, node_of
 from coordinator.engine._machine import (
     Action,
     AskStatus,
@@ -36,15 +36,19 @@ from coordinator.engine._machine import (
     SendPrepare,
     Transaction,
 )
-from coordinator.log import DecisionLog, IdempotencyEntry, TransactionRecord
+from coordinator.engine._membership import Membership
+from coordinator.log import DecisionLog, Fenced, IdempotencyEntry, TransactionRecord
 from coordinator.transport import Backoff, CallFailed, Transport
 from twopc_core import failpoints
 from twopc_core.protocol import Outcome
 
 __all__ = [
     "Coordinator",
+    "Elsewhere",
     "IdempotencyMismatch",
+    "Moved",
     "NotFound",
+    "NotReady",
     "TransactionView",
     "UnknownParticipantError",
 ]
@@ -72,6 +76,28 @@ class IdempotencyMismatch(ValueError):
     """An Idempotency-Key was reused for a different request."""
 
 
+class NotReady(RuntimeError):
+    """This replica holds no live lease (or its log does not answer): it takes no new work."""
+
+
+class Moved(RuntimeError):
+    """This replica lost its lease while the request waited: the transaction may belong to
+    another replica now. Retrying the request (at any replica) is safe."""
+
+    def __init__(self, gtid: str) -> None:
+        super().__init__(f"transaction {gtid!r} moved to another replica while this one waited; retry")
+        self.gtid = gtid
+
+
+class Elsewhere(LookupError):
+    """The request is about a transaction another live replica holds: ask it there."""
+
+    def __init__(self, gtid: str, url: str) -> None:
+        super().__init__(f"transaction {gtid!r} is held by the replica at {url}")
+        self.gtid = gtid
+        self.url = url
+
+
 #: How often a best-effort abort after a restart is tried, and how long each try may take.
 _NOTIFY_ATTEMPTS = 5
 _NOTIFY_TIMEOUT = 10.0
@@ -88,6 +114,8 @@ class _Entry:
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     #: The record written when every branch acknowledged; it changes no more.
     final_record: TransactionRecord | None = None
+    #: This replica lost its lease: the transaction is no longer driven from here.
+    dropped: bool = False
 
 
 @dataclass(frozen=True)
@@ -110,6 +138,9 @@ class Coordinator:
         retention_seconds: float = 24 * 3600.0,
         prune_interval: float = 60.0,
         clock: Callable[[], float] = time.time,
+        *,
+        advertise_url: str = "",
+        lease: float = 3.0,
     ) -> None:
         self._retention = retention_seconds
         self._prune_interval = prune_interval
@@ -127,29 +158,50 @@ class Coordinator:
         self._backoff = Backoff(settings.retry_base_ms / 1000, settings.retry_cap_ms / 1000)
         self._recovered = 0
         self.decisions_logged = 0
+        self.membership = Membership(log_store, node_id, advertise_url, lease, self._adopt, self._drop)
 
     # -- lifecycle ----------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load what recovery needs and schedule it; returns before phase 2 completes."""
+        """Join the log, load what recovery needs and schedule it; returns before phase 2
+        completes."""
+        await self.membership.join()
         now = self._clock()
         self._idempotency = await self._log.idempotency_keys(now - self._settings.idempotency_ttl_seconds)
-        for record in await self._log.unfinished():
-            self._recover(record)
+        await self._adopt()
         self._spawn(self._reap(), "reaper")
+        if self._log.shared:
+            await self.membership.refresh()
+            self._spawn(self.membership.run(), "membership")
 
     async def close(self) -> None:
+        """Stop every task; with a shared log, end the lease so another replica takes this
+        one's unfinished work over at once rather than when the lease runs out."""
         tasks = list(self._background)
         for entry in self._active.values():
             tasks.extend(entry.tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._log.shared and self.membership.me is not None:
+            try:
+                await self._log.leave()
+            except Exception as exc:  # the lease then simply runs out
+                log.warning("could not end the lease", error=repr(exc))
 
     @property
     def recovered(self) -> int:
-        """Unfinished transactions found in the log at start."""
+        """Unfinished transactions found in the log at start or moved here by a takeover."""
         return self._recovered
+
+    @property
+    def node_id(self) -> str:
+        return self._node_id
+
+    @property
+    def ready(self) -> bool:
+        """Holding a live lease on a log that answers: new transactions are taken."""
+        return self.membership.ready
 
     @property
     def active_count(self) -> int:
@@ -189,14 +241,17 @@ class Coordinator:
         request_hash: str | None,
         save: bool,
     ) -> tuple[_Entry | TransactionView, bool]:
-        """The new transaction's entry, or the view of the one its Idempotency-Key began."""
+        """The new transaction's entry, or the view of the one its Idempotency-Key began
+        (:class:`Elsewhere` when another live replica holds that one)."""
         if idempotency_key is not None:
             known = self._idempotency.get(idempotency_key)
             if known is not None:
                 if known.request_hash != request_hash:
                     raise IdempotencyMismatch("Idempotency-Key was already used for a different request")
                 with contextlib.suppress(NotFound):  # pruned meanwhile: begin afresh
-                    return await self.get(known.gtid), False
+                    return await self._replayed(known.gtid), False
+        if not self.ready:
+            raise NotReady("this replica holds no live lease on the log: it takes no new transactions")
         for name, _, _ in participants:
             self._check_participant(name)
         timeout = min(timeout_ms or self._settings.default_timeout_ms, self._settings.max_timeout_ms)
@@ -212,6 +267,15 @@ class Coordinator:
         )
         for name, payload, prepared in participants:
             tx.enlist(name, payload, prepared)  # the BEGIN record below holds them all
+        if idempotency_key is not None and self._log.shared:
+            # Claimed in the shared log before any work: a retry at another replica finds it.
+            holder = await self._claim(tx)
+            if holder is not None:
+                if holder.request_hash != request_hash:
+                    raise IdempotencyMismatch("Idempotency-Key was already used for a different request")
+                self._idempotency[idempotency_key] = IdempotencyEntry(holder.gtid, holder.request_hash, now)
+                return await self._replayed(holder.gtid), False
+            save = False  # the claim wrote the BEGIN record
         entry = _Entry(tx)
         self._active[tx.gtid] = entry
         if idempotency_key is not None:
@@ -235,6 +299,8 @@ class Coordinator:
         async with entry.lock:
             self._run(entry, entry.tx.commit())
         await entry.decided.wait()
+        if entry.dropped and entry.tx.decision is None:
+            raise Moved(gtid)
         if wait_for_phase_two:
             await self._wait_for_phase_two(entry)
         return self._view(entry)
@@ -349,6 +415,9 @@ class Coordinator:
         tx = entry.tx
         try:
             await self._log.force(tx.record())
+        except Fenced:
+            self._lost_lease()
+            return
         except Exception as exc:  # nothing was sent yet, so aborting is safe
             reason = repr(exc)
             log.error("one-phase record could not be logged", gtid=tx.gtid, error=reason)
@@ -384,6 +453,10 @@ class Coordinator:
             with tracer.start_as_current_span("coordinator.force_decision"):
                 await self._log.force(tx.decision_record())
             self.decisions_logged += 1
+        except Fenced:
+            # Whether the decision made it in is for the replica that takes over to read.
+            self._lost_lease()
+            return
         except Exception as exc:
             reason = repr(exc)
             log.error("decision could not be logged", gtid=tx.gtid, error=reason)
@@ -437,7 +510,7 @@ class Coordinator:
         entry.tx.updated_at = self._clock()
         record = entry.final_record = entry.tx.record()
         if durable:
-            self._spawn(self._log.force(record), f"end {record.gtid}")
+            self._spawn(self._force_end(record), f"end {record.gtid}")
         else:
             self._log.save(record)  # lost in a crash, recovery merely resends phase 2
         self._finished[record.gtid] = record
@@ -447,10 +520,46 @@ class Coordinator:
 
     # -- recovery --------------------------------------------------------------------------
 
+    async def _adopt(self) -> None:
+        """Take into memory every unfinished transaction the log says this replica owns
+        (at start, after a takeover, after joining again) and carry out what each needs."""
+        for record in await self._log.unfinished():
+            if record.gtid not in self._active:
+                self._recover(record)
+
+    async def _drop(self) -> None:
+        """This replica lost its lease: stop driving the transactions in memory (another
+        replica may own them now) and wake whoever waits on them."""
+        entries = list(self._active.values())
+        self._active.clear()
+        tasks = [task for entry in entries for task in entry.tasks]
+        for entry in entries:
+            entry.dropped = True
+            entry.decided.set()
+            entry.finished.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        log.warning("dropped the transactions in memory", count=len(entries))
+
+    def _lost_lease(self) -> None:
+        """A write was fenced: have the membership drop the work, join again and adopt."""
+        self._spawn(self.membership.fenced(), "fenced")
+
+    async def _force_end(self, record: TransactionRecord) -> None:
+        try:
+            await self._log.force(record)
+        except Fenced:
+            self._lost_lease()
+
     def _recover(self, record: TransactionRecord) -> None:
         """Take an unfinished transaction of the log back in memory and carry out what the
         machine says it needs; returns at once."""
         self._recovered += 1
+        if record.idempotency_key is not None:
+            self._idempotency[record.idempotency_key] = IdempotencyEntry(
+                record.gtid, record.request_hash, record.created_at
+            )
         entry = _Entry(Transaction.from_record(record))
         actions = entry.tx.recover()
         log.info("recovering", gtid=record.gtid, actions=[type(a).__name__ for a in actions])
@@ -505,6 +614,41 @@ class Coordinator:
     def _check_participant(self, name: str) -> None:
         if name not in self._transport.participants:
             raise UnknownParticipantError(f"no participant named {name!r} is registered")
+
+    async def locate(self, gtid: str) -> str | None:
+        """Where a request about ``gtid`` is answered: ``None`` here, else the URL of the
+        live replica that holds it. The transaction of a replica that is gone is answered
+        here once that replica is fenced (this replica takes it over if nobody has): only
+        then does "no record" mean aborted."""
+        if gtid in self._active or not self._log.shared:
+            return None
+        record = await self._log.get(gtid)
+        if record is not None and record.finished:
+            return None
+        holder = (record.owner if record is not None else None) or node_of(gtid)
+        if holder is None or holder == self._node_id:
+            return None
+        url = self.membership.url_of(holder)
+        if url is None:
+            await self.membership.take_over(holder)
+            url = self.membership.url_of(holder)  # it may have come back meanwhile
+        return url
+
+    async def _replayed(self, gtid: str) -> TransactionView:
+        """The view of a transaction an Idempotency-Key began, wherever it lives."""
+        if gtid in self._active:
+            return self._view(self._active[gtid])
+        url = await self.locate(gtid)
+        if url is not None:
+            raise Elsewhere(gtid, url)
+        return await self.get(gtid)
+
+    async def _claim(self, tx: Transaction) -> TransactionRecord | None:
+        try:
+            return await self._log.claim(tx.record())
+        except Fenced:
+            self._lost_lease()
+            raise NotReady("this replica lost its lease on the log: it takes no new transactions") from None
 
     async def _record_or_raise(self, gtid: str) -> TransactionRecord:
         """A transaction no longer active: from memory if it finished lately, else the log."""

@@ -12,7 +12,7 @@ import itertools
 import random
 import time
 
-__all__ = ["new_gtid"]
+__all__ = ["new_gtid", "node_of"]
 
 _counter = itertools.count()
 _last_millis = 0
@@ -25,3 +25,9 @@ def new_gtid(node_id: str, now: float | None = None) -> str:
     global _last_millis
     _last_millis = max(_last_millis, int((time.time() if now is None else now) * 1000))
     return f"{node_id}-{_last_millis:012x}{next(_counter) % (1 << 24):06x}{_random.getrandbits(40):010x}"
+
+
+def node_of(gtid: str) -> str | None:
+    """The id of the replica that began ``gtid`` (None for one this module did not make)."""
+    node, dash, _ = gtid.partition("-")
+    return node if dash and node else None

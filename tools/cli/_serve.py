@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
 
 from twopc_core import telemetry
+
+if TYPE_CHECKING:
+    from coordinator.config import Settings
 
 __all__ = ["serve"]
 
@@ -21,6 +25,7 @@ def serve(
     """Run the coordinator: REST API, decision log, recovery."""
     from coordinator.api import build_app
     from coordinator.config import load
+    from coordinator.log import LogUnavailable, NodeIdInUse
     from twopc_core.runtime import run_service
 
     try:
@@ -34,11 +39,23 @@ def serve(
     names = ", ".join(p.name for p in settings.participants) or "none"
     typer.echo(
         f"twopc coordinator {settings.node_id} on http://{settings.server.host}:{settings.server.port}"
-        f" (log: {settings.log.store} {settings.log.path}; participants: {names})",
+        f" (log: {settings.log.store} {_where(settings)}; participants: {names})",
         err=True,
     )
     if settings.transactions.unsafe_lazy_decision:
         typer.echo(
             "twopc: WARNING: transactions.unsafe_lazy_decision is on: this coordinator is broken on purpose", err=True
         )
-    run_service(build_app(settings), settings.server.host, settings.server.port)
+    try:
+        run_service(build_app(settings), settings.server.host, settings.server.port)
+    except (LogUnavailable, NodeIdInUse) as exc:
+        typer.echo(f"twopc: the coordinator cannot start: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _where(settings: Settings) -> str:
+    """Where the log is, without a password."""
+    if settings.log.store == "sqlite":
+        return str(settings.log.path)
+    dsn = settings.log.dsn or ""
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", dsn)
