@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -523,9 +523,12 @@ class Coordinator:
     async def _adopt(self) -> None:
         """Take into memory every unfinished transaction the log says this replica owns
         (at start, after a takeover, after joining again) and carry out what each needs."""
+        kinds: Counter[str] = Counter()
         for record in await self._log.unfinished():
             if record.gtid not in self._active:
-                self._recover(record)
+                kinds.update(self._recover(record))
+        if kinds:
+            log.info("unfinished transactions taken into memory", **kinds)
 
     async def _drop(self) -> None:
         """This replica lost its lease: stop driving the transactions in memory (another
@@ -552,9 +555,9 @@ class Coordinator:
         except Fenced:
             self._lost_lease()
 
-    def _recover(self, record: TransactionRecord) -> None:
+    def _recover(self, record: TransactionRecord) -> list[str]:
         """Take an unfinished transaction of the log back in memory and carry out what the
-        machine says it needs; returns at once."""
+        machine says it needs; returns at once, with the names of the actions."""
         self._recovered += 1
         if record.idempotency_key is not None:
             self._idempotency[record.idempotency_key] = IdempotencyEntry(
@@ -562,10 +565,12 @@ class Coordinator:
             )
         entry = _Entry(Transaction.from_record(record))
         actions = entry.tx.recover()
-        log.info("recovering", gtid=record.gtid, actions=[type(a).__name__ for a in actions])
+        names = [type(a).__name__ for a in actions]
+        log.debug("recovering", gtid=record.gtid, actions=names)
         entry.tx.updated_at = self._clock()
         self._active[record.gtid] = entry
         self._run(entry, actions)
+        return names
 
     # -- background duties -------------------------------------------------------------------
 
