@@ -19,8 +19,9 @@ A test of a service that embeds a participant, against a stub coordinator::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Self
 
 import orjson
@@ -43,10 +44,11 @@ class InMemoryResource(Resource):
     """A resource that keeps branches in dicts and records every call.
 
     Steer it from a test: ``vote``/``reason`` set the next votes, ``errors[op]``
-    makes ``op`` ("prepare", "commit", "abort", "recover") raise, and ``gate``, when
-    set, holds every prepare until the event is set. The state is plain Python, so
-    handing the same instance to a new participant simulates a durable resource
-    surviving a restart.
+    makes ``op`` ("prepare", "commit", "abort", "recover", "branch") raise, and
+    ``gate``, when set, holds every prepare until the event is set. The state is plain
+    Python, so handing the same instance to a new participant simulates a durable
+    resource surviving a restart. It supports early prepare: :meth:`branch` yields a
+    list to put the branch's work in.
     """
 
     def __init__(self, vote: Vote = Vote.YES, reason: str | None = None) -> None:
@@ -102,6 +104,16 @@ class InMemoryResource(Resource):
     async def recover(self) -> list[tuple[str, str]]:
         self._maybe_fail("recover")
         return list(self.prepared)
+
+    @contextlib.asynccontextmanager
+    async def branch(self, gtid: str, branch: str) -> AsyncIterator[list[Any]]:
+        """Early prepare: yields a list for the branch's work; a clean exit holds the
+        work prepared (as a YES from :meth:`prepare` does), an exception drops it."""
+        self.calls.append(("branch", gtid, branch))
+        work: list[Any] = []
+        yield work
+        self._maybe_fail("branch")
+        self.prepared[(gtid, branch)] = work
 
 
 async def call_participant(
@@ -307,7 +319,8 @@ class StubCoordinator:
     coordinator that has no record of it. ``unavailable = True`` answers 503 to everything.
     ``POST /v1/transactions/{gtid}/participants`` (an early-prepared branch enlisting)
     is recorded in ``enlisted``, or answered 409 for a gtid in ``refuse_enlist``.
-    ``inquiries`` lists the gtids asked about, in order.
+    ``inquiries`` lists the gtids asked about, in order. :meth:`serve` runs it on a
+    local test server; several stubs, some stopped, stand for coordinator replicas.
     """
 
     def __init__(self) -> None:
@@ -328,6 +341,17 @@ class StubCoordinator:
         app.router.add_get("/v1/transactions/{gtid}", self._get)
         app.router.add_post("/v1/transactions/{gtid}/participants", self._enlist)
         return app
+
+    @contextlib.asynccontextmanager
+    async def serve(self) -> AsyncIterator[str]:
+        """Serve the stub on a local test server until the block ends; yields its base
+        URL (which refuses connections once the block has ended)."""
+        server = TestServer(self.app())
+        await server.start_server()
+        try:
+            yield str(server.make_url("")).rstrip("/")
+        finally:
+            await server.close()
 
     async def _enlist(self, request: web.Request) -> web.Response:
         gtid = request.match_info["gtid"]

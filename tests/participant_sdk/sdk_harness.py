@@ -5,6 +5,7 @@ bodies of protocol calls."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ def branch_body(gtid: str, branch: str = BRANCH, **extra: Any) -> dict[str, Any]
     return {"gtid": gtid, "branch": branch, **extra}
 
 
-def participant_server(tmp_path: Path, coordinator_url: str) -> ParticipantTestServer:
+def participant_server(tmp_path: Path, coordinator_url: str | Sequence[str]) -> ParticipantTestServer:
     """One participant; a restart keeps its log file and its resource (the resource's
     state is plain Python, so it survives as a durable one would). It runs on the
     server's ``clock`` as it is at each start."""

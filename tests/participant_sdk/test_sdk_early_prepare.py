@@ -1,0 +1,124 @@
+"""Early prepare through the participant: the branch's work done in
+``participant.branch(gtid)``, prepared and logged on exit, and enlisted with the first
+coordinator replica that answers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from participant_sdk import CoordinatorUnreachable, EnlistFailed
+from participant_sdk.testing import InMemoryResource, ParticipantTestServer, StubCoordinator
+
+ENLISTED = {"g1": [{"name": "p1", "prepared": True}]}
+
+
+@pytest.fixture
+async def not_ready() -> AsyncIterator[tuple[StubCoordinator, str]]:
+    """A coordinator replica that answers 503 to everything."""
+    stub = StubCoordinator()
+    stub.unavailable = True
+    async with stub.serve() as url:
+        yield stub, url
+
+
+async def early_branch(server: ParticipantTestServer, gtid: str, work: str) -> None:
+    async with server.participant.branch(gtid) as handle:
+        handle.append(work)
+
+
+def prepared_work(server: ParticipantTestServer) -> dict[tuple[str, str], object]:
+    resource = server.resource
+    assert isinstance(resource, InMemoryResource)
+    return dict(resource.prepared)
+
+
+async def test_a_clean_exit_prepares_the_work_and_enlists_it_as_voted_yes(
+    harness: ParticipantTestServer, stub: StubCoordinator
+) -> None:
+    await early_branch(harness, "g1", "w")
+
+    assert stub.enlisted == ENLISTED
+    assert await harness.status("g1") == "prepared"
+    assert prepared_work(harness) == {("g1", "p1"): ["w"]}
+
+
+async def test_an_exception_inside_drops_the_work_and_enlists_nothing(
+    harness: ParticipantTestServer, stub: StubCoordinator
+) -> None:
+    with pytest.raises(ZeroDivisionError):
+        async with harness.participant.branch("g1") as handle:
+            handle.append("w")
+            _ = 1 / 0
+
+    assert stub.enlisted == {}
+    assert prepared_work(harness) == {}
+    assert await harness.status("g1") == "unknown"
+
+
+async def test_an_early_branch_enlists_with_the_next_replica_when_the_first_is_down(
+    harness_factory: Callable[..., ParticipantTestServer],
+    coordinator: tuple[StubCoordinator, str],
+    stopped_coordinator: str,
+) -> None:
+    stub, url = coordinator
+    h = await harness_factory([stopped_coordinator, url]).start()
+    try:
+        await early_branch(h, "g1", "w")
+        status = await h.status("g1")
+    finally:
+        await h.stop()
+
+    assert stub.enlisted == ENLISTED
+    assert status == "prepared"
+
+
+async def test_an_early_branch_enlists_with_the_next_replica_when_the_first_is_not_ready(
+    harness_factory: Callable[..., ParticipantTestServer],
+    coordinator: tuple[StubCoordinator, str],
+    not_ready: tuple[StubCoordinator, str],
+) -> None:
+    stub, url = coordinator
+    h = await harness_factory([not_ready[1], url]).start()
+    try:
+        await early_branch(h, "g1", "w")
+    finally:
+        await h.stop()
+
+    assert stub.enlisted == ENLISTED
+    assert not_ready[0].enlisted == {}
+
+
+async def test_an_early_branch_stays_in_doubt_when_the_last_replica_tried_is_not_ready(
+    harness_factory: Callable[..., ParticipantTestServer],
+    stopped_coordinator: str,
+    not_ready: tuple[StubCoordinator, str],
+) -> None:
+    h = await harness_factory([stopped_coordinator, not_ready[1]]).start()
+    try:
+        with pytest.raises(EnlistFailed, match="stays in doubt") as caught:
+            await early_branch(h, "g1", "w")
+        status = await h.status("g1")
+    finally:
+        await h.stop()
+
+    assert stopped_coordinator in caught.value.message and not_ready[1] in caught.value.message
+    assert status == "prepared"
+
+
+async def test_an_early_branch_stays_in_doubt_when_no_replica_can_be_reached(
+    harness_factory: Callable[..., ParticipantTestServer],
+    stopped_coordinator: str,
+    not_ready: tuple[StubCoordinator, str],
+) -> None:
+    h = await harness_factory([not_ready[1], stopped_coordinator]).start()
+    try:
+        with pytest.raises(CoordinatorUnreachable, match="stays in doubt"):
+            await early_branch(h, "g1", "w")
+        status = await h.status("g1")
+    finally:
+        await h.stop()
+
+    assert status == "prepared"
+    assert prepared_work(h) == {("g1", "p1"): ["w"]}
