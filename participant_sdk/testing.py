@@ -44,11 +44,10 @@ class InMemoryResource(Resource):
     """A resource that keeps branches in dicts and records every call.
 
     Steer it from a test: ``vote``/``reason`` set the next votes, ``errors[op]``
-    makes ``op`` ("prepare", "commit", "abort", "recover", "branch") raise, and
-    ``gate``, when set, holds every prepare until the event is set. The state is plain
-    Python, so handing the same instance to a new participant simulates a durable
-    resource surviving a restart. It supports early prepare: :meth:`branch` yields a
-    list to put the branch's work in.
+    makes ``op`` ("prepare", "commit", "abort", "recover") raise, and ``gate``, when
+    set, holds every prepare until the event is set. The state is plain Python, so
+    handing the same instance to a new participant simulates a durable resource
+    surviving a restart.
     """
 
     def __init__(self, vote: Vote = Vote.YES, reason: str | None = None) -> None:
@@ -104,16 +103,6 @@ class InMemoryResource(Resource):
     async def recover(self) -> list[tuple[str, str]]:
         self._maybe_fail("recover")
         return list(self.prepared)
-
-    @contextlib.asynccontextmanager
-    async def branch(self, gtid: str, branch: str) -> AsyncIterator[list[Any]]:
-        """Early prepare: yields a list for the branch's work; a clean exit holds the
-        work prepared (as a YES from :meth:`prepare` does), an exception drops it."""
-        self.calls.append(("branch", gtid, branch))
-        work: list[Any] = []
-        yield work
-        self._maybe_fail("branch")
-        self.prepared[(gtid, branch)] = work
 
 
 async def call_participant(

@@ -4,14 +4,47 @@ coordinator replica that answers."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
+from sdk_harness import participant_server
 
 from participant_sdk import CoordinatorUnreachable, EnlistFailed
 from participant_sdk.testing import InMemoryResource, ParticipantTestServer, StubCoordinator
 
 ENLISTED = {"g1": [{"name": "p1", "prepared": True}]}
+
+
+class BranchingResource(InMemoryResource):
+    """An in-memory resource with early prepare: the branch's work goes in a list."""
+
+    @contextlib.asynccontextmanager
+    async def branch(self, gtid: str, branch: str) -> AsyncIterator[list[Any]]:
+        work: list[Any] = []
+        yield work  # an exception inside drops the work: nothing is held prepared
+        self.prepared[(gtid, branch)] = work
+
+
+@pytest.fixture
+def on_replicas(tmp_path: Path) -> Callable[[list[str]], ParticipantTestServer]:
+    """A participant not yet started, on these coordinator URLs, with early prepare."""
+
+    def make(urls: list[str]) -> ParticipantTestServer:
+        return participant_server(tmp_path, urls, BranchingResource())
+
+    return make
+
+
+@pytest.fixture
+async def harness(
+    on_replicas: Callable[[list[str]], ParticipantTestServer], coordinator: tuple[StubCoordinator, str]
+) -> AsyncIterator[ParticipantTestServer]:
+    h = await on_replicas([coordinator[1]]).start()
+    yield h
+    await h.stop()
 
 
 @pytest.fixture
@@ -58,12 +91,12 @@ async def test_an_exception_inside_drops_the_work_and_enlists_nothing(
 
 
 async def test_an_early_branch_enlists_with_the_next_replica_when_the_first_is_down(
-    harness_factory: Callable[..., ParticipantTestServer],
+    on_replicas: Callable[[list[str]], ParticipantTestServer],
     coordinator: tuple[StubCoordinator, str],
     stopped_coordinator: str,
 ) -> None:
     stub, url = coordinator
-    h = await harness_factory([stopped_coordinator, url]).start()
+    h = await on_replicas([stopped_coordinator, url]).start()
     try:
         await early_branch(h, "g1", "w")
         status = await h.status("g1")
@@ -75,12 +108,12 @@ async def test_an_early_branch_enlists_with_the_next_replica_when_the_first_is_d
 
 
 async def test_an_early_branch_enlists_with_the_next_replica_when_the_first_is_not_ready(
-    harness_factory: Callable[..., ParticipantTestServer],
+    on_replicas: Callable[[list[str]], ParticipantTestServer],
     coordinator: tuple[StubCoordinator, str],
     not_ready: tuple[StubCoordinator, str],
 ) -> None:
     stub, url = coordinator
-    h = await harness_factory([not_ready[1], url]).start()
+    h = await on_replicas([not_ready[1], url]).start()
     try:
         await early_branch(h, "g1", "w")
     finally:
@@ -91,11 +124,11 @@ async def test_an_early_branch_enlists_with_the_next_replica_when_the_first_is_n
 
 
 async def test_an_early_branch_stays_in_doubt_when_the_last_replica_tried_is_not_ready(
-    harness_factory: Callable[..., ParticipantTestServer],
+    on_replicas: Callable[[list[str]], ParticipantTestServer],
     stopped_coordinator: str,
     not_ready: tuple[StubCoordinator, str],
 ) -> None:
-    h = await harness_factory([stopped_coordinator, not_ready[1]]).start()
+    h = await on_replicas([stopped_coordinator, not_ready[1]]).start()
     try:
         with pytest.raises(EnlistFailed, match="stays in doubt") as caught:
             await early_branch(h, "g1", "w")
@@ -108,11 +141,11 @@ async def test_an_early_branch_stays_in_doubt_when_the_last_replica_tried_is_not
 
 
 async def test_an_early_branch_stays_in_doubt_when_no_replica_can_be_reached(
-    harness_factory: Callable[..., ParticipantTestServer],
+    on_replicas: Callable[[list[str]], ParticipantTestServer],
     stopped_coordinator: str,
     not_ready: tuple[StubCoordinator, str],
 ) -> None:
-    h = await harness_factory([not_ready[1], stopped_coordinator]).start()
+    h = await on_replicas([not_ready[1], stopped_coordinator]).start()
     try:
         with pytest.raises(CoordinatorUnreachable, match="stays in doubt"):
             await early_branch(h, "g1", "w")
