@@ -3,7 +3,8 @@
 ``twopc demo`` runs one for people; tests, chaos runs and the benchmark kill and
 restart its nodes. Participants are any of twopc's services — ``mockqueue``, ``bank``,
 ``events`` — which share one command-line shape (``twopc KIND serve --name --port
---data --coordinator --secret --inquiry-interval``) plus options of their own.
+--data --coordinator --secret --inquiry-interval``, ``--coordinator`` once per
+coordinator replica) plus options of their own.
 """
 
 from __future__ import annotations
@@ -26,10 +27,16 @@ class Service:
     kind: str = "mockqueue"
     args: tuple[str, ...] = ()
 
-    def argv(self, port: int, data_dir: Path, coordinator_url: str, secret: str, inquiry_interval: float) -> list[str]:
+    def argv(
+        self, port: int, data_dir: Path, coordinator_urls: str | Sequence[str], secret: str, inquiry_interval: float
+    ) -> list[str]:
+        """The command that serves it; ``coordinator_urls``: the coordinator's URL, or every
+        replica's (one ``--coordinator`` each)."""
+        urls = [coordinator_urls] if isinstance(coordinator_urls, str) else list(coordinator_urls)
+        coordinators = [arg for url in urls for arg in ("--coordinator", url)]
         return twopc_command(
             self.kind, "serve", "--name", self.name, "--port", str(port), "--data", str(data_dir),
-            "--coordinator", coordinator_url, "--secret", secret, "--inquiry-interval", str(inquiry_interval),
+            *coordinators, "--secret", secret, "--inquiry-interval", str(inquiry_interval),
             *self.args,
         )  # fmt: skip
 

@@ -3,7 +3,9 @@
 The participant never decides on its own: it applies the coordinator's outcome, as
 :func:`participant_sdk._branch.outcome_for_branch` reads it from the coordinator's view
 (presumed abort for a transaction the coordinator has no record of; abort for a
-committed one that does not name the branch).
+committed one that does not name the branch). With several coordinator replicas an
+inquiry goes to each in turn until one answers (see :class:`CoordinatorClient`): one
+replica down or not ready leaves the branch waiting only when none of the others answers.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import structlog
 
 from participant_sdk import _branch as rules
 from participant_sdk._core import BranchHandler
-from participant_sdk.client import CoordinatorClient, CoordinatorError
+from participant_sdk.client import CoordinatorClient, CoordinatorError, describe_failure
 from twopc_core.protocol import Outcome
 
 __all__ = ["InDoubtResolver", "InquiryRound"]
@@ -35,6 +37,7 @@ class InquiryRound:
     committed: int = 0
     aborted: int = 0
     undecided: int = 0
+    #: Branches whose inquiry no coordinator replica answered (they wait for the next round).
     unreachable: int = 0
     failed: int = 0
     errors: list[str] = field(default_factory=list)
@@ -109,12 +112,12 @@ class InDoubtResolver:
         except CoordinatorError as exc:
             if not rules.coordinator_has_no_record(exc.status):
                 result.unreachable += len(branches)
-                result.errors.append(str(exc))
+                result.errors.append(describe_failure(exc))
                 return
             view = None
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             result.unreachable += len(branches)
-            result.errors.append(repr(exc))
+            result.errors.append(describe_failure(exc))
             return
         _warn_if_unreadable(view)
         for branch in branches:

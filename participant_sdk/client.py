@@ -1,26 +1,51 @@
-"""A small async client for the coordinator's REST API (v1).
+"""A small async client for the coordinator's REST API (v1), across its replicas.
 
-    async with CoordinatorClient("http://127.0.0.1:7070") as coordinator:
-        view = await coordinator.execute([{"name": "queue-a", "payload": {"items": [1]}}])
+    async with CoordinatorClient(["http://10.0.0.1:7070", "http://10.0.0.2:7070"]) as coordinator:
+        view = await coordinator.execute(
+            [{"name": "queue-a", "payload": {"items": [1]}}], idempotency_key="order-17"
+        )
         assert view["outcome"] == "committed"
 
 Every method returns the decoded JSON body and raises :class:`CoordinatorError` for an
 error response.
+
+Replicas: the client takes one base URL or several, the replicas of one coordinator over
+a shared log (any of them accepts any request). A call goes first to the replica that
+answered last. When it gets no answer there (connection refused or reset, timeout) or an
+answer that says "try elsewhere" (503, and 502 or 504 from a proxy), it goes on to the
+next replica, each at most once; any other answer (2xx, or a 4xx) is final. Only calls
+that are safe to repeat go on by themselves: reads, enlist, commit and abort (the
+coordinator answers those idempotently per transaction and participant name), and begin
+and execute that carry an ``Idempotency-Key`` (a retry finds the same transaction).
+Without a key, begin and execute go on only from a replica that could not be connected
+to (the request never left); after a reset, a timeout or a 503 the transaction may have
+begun, so that is raised as it is from a single coordinator, and the next call starts at
+the next replica. When no replica answers, the last failure is raised as with one URL (a
+:class:`CoordinatorError`, an ``aiohttp.ClientError`` or a ``TimeoutError``), with a note
+(PEP 678) per replica saying what it answered; :func:`describe_failure` gives them in one line.
 """
 
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 import orjson
 
-__all__ = ["CoordinatorClient", "CoordinatorError"]
+__all__ = ["CoordinatorClient", "CoordinatorError", "describe_failure", "parse_coordinator_urls"]
 
 JSON = dict[str, Any]
+
+#: Answers that say "this replica cannot serve it now; another may" (a replica not ready,
+#: a forward to a replica that died; a proxy's bad gateway or gateway timeout).
+_TRY_ELSEWHERE = frozenset({502, 503, 504})
+#: What a replica that gives no answer raises (refused, reset, timed out).
+_NO_ANSWER: tuple[type[BaseException], ...] = (aiohttp.ClientError, TimeoutError, OSError)
+#: Of those, the failures to connect at all: the request was never sent.
+_NEVER_SENT: tuple[type[BaseException], ...] = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
 
 
 class CoordinatorError(Exception):
@@ -34,21 +59,70 @@ class CoordinatorError(Exception):
         self.details = details
 
 
+def parse_coordinator_urls(urls: str | Iterable[str]) -> tuple[str, ...]:
+    """The coordinator's base URLs from one URL, several, or comma-separated lists of them:
+    blanks and trailing slashes dropped, each URL once, in the order given.
+
+    Raises ``ValueError`` when there is none, or for one that is not
+    ``http(s)://HOST[:PORT][/PATH]``.
+    """
+    found: list[str] = []
+    for item in [urls] if isinstance(urls, str) else urls:
+        if not isinstance(item, str):
+            raise ValueError(f"a coordinator URL must be a string, not {type(item).__name__}")
+        for part in item.split(","):
+            text = part.strip()
+            if not text:
+                continue
+            _check_url(text)
+            url = text.rstrip("/")
+            if url not in found:
+                found.append(url)
+    if not found:
+        raise ValueError("no coordinator URL given")
+    return tuple(found)
+
+
+def describe_failure(error: BaseException) -> str:
+    """One line saying why a call failed: what each replica answered, if the client
+    tried several, else the error itself."""
+    notes = getattr(error, "__notes__", None)
+    if notes:
+        return "; ".join(str(note) for note in notes)
+    return _one_line(error)
+
+
 class CoordinatorClient:
+    """The coordinator's REST API at ``base_url``: one base URL, or a sequence of them
+    (every replica's, or one string of comma-separated URLs); see the module's docstring
+    for how a call fails over from one replica to the next.
+
+    ``timeout`` bounds each attempt (seconds), so a call that tries every replica may
+    take that long per replica. A ``session`` passed in stays the caller's to close.
+    """
+
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Sequence[str],
         session: aiohttp.ClientSession | None = None,
         *,
         timeout: float = 30.0,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        #: Every replica's base URL, in the order given.
+        self.urls = parse_coordinator_urls(base_url)
+        # Where the next call starts: the replica that answered last.
+        self._first = 0
         self._session = session
         # A session passed in belongs to the caller, who closes it.
         self._owns_session = session is None
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._headers = dict(headers or {})
+
+    @property
+    def base_url(self) -> str:
+        """The replica the next call goes to first (the one that answered last)."""
+        return self.urls[self._first]
 
     async def __aenter__(self) -> CoordinatorClient:
         return self
@@ -68,9 +142,15 @@ class CoordinatorClient:
         participants: Sequence[Mapping[str, Any]] | None = None,
         idempotency_key: str | None = None,
     ) -> JSON:
-        """Start a transaction; returns ``{gtid, state, deadline}``."""
+        """Start a transaction; returns ``{gtid, state, deadline}``.
+
+        Fails over to another replica only with an ``idempotency_key`` (or when a replica
+        cannot be connected to): without one, a retry could begin a second transaction.
+        """
         body = _without_none(timeout_ms=timeout_ms, metadata=metadata, participants=participants)
-        return await self._request("POST", "/v1/transactions", body, idempotency_key=idempotency_key)
+        return await self._request(
+            "POST", "/v1/transactions", body, idempotency_key=idempotency_key, repeatable=idempotency_key is not None
+        )
 
     async def enlist(self, gtid: str, name: str, payload: Any = None, prepared: bool = False) -> JSON:
         """Enlist the participant ``name``; ``prepared=True`` for a branch already voted YES."""
@@ -89,6 +169,7 @@ class CoordinatorClient:
         return await self._request("POST", f"/v1/transactions/{_segment(gtid)}/commit", {}, params=params)
 
     async def abort(self, gtid: str) -> JSON:
+        """Abort the transaction; returns its view."""
         return await self._request("POST", f"/v1/transactions/{_segment(gtid)}/abort", {})
 
     async def get(self, gtid: str) -> JSON:
@@ -101,9 +182,19 @@ class CoordinatorClient:
         timeout_ms: int | None = None,
         idempotency_key: str | None = None,
     ) -> JSON:
-        """Begin, enlist ``[{"name", "payload"}, ...]`` and commit in one call."""
+        """Begin, enlist ``[{"name", "payload"}, ...]`` and commit in one call.
+
+        Fails over to another replica only with an ``idempotency_key`` (or when a replica
+        cannot be connected to), as :meth:`begin` does.
+        """
         body = _without_none(participants=builtins.list(participants), timeout_ms=timeout_ms)
-        return await self._request("POST", "/v1/transactions:execute", body, idempotency_key=idempotency_key)
+        return await self._request(
+            "POST",
+            "/v1/transactions:execute",
+            body,
+            idempotency_key=idempotency_key,
+            repeatable=idempotency_key is not None,
+        )
 
     async def list(self, state: str | None = None, limit: int | None = None, cursor: str | None = None) -> JSON:
         """One page: ``{"transactions": [...], "next_cursor": str | None}``."""
@@ -118,7 +209,13 @@ class CoordinatorClient:
         *,
         params: Mapping[str, str] | None = None,
         idempotency_key: str | None = None,
+        repeatable: bool = True,
     ) -> JSON:
+        """Send to the replicas in turn, from the one that answered last, until one answers.
+
+        ``repeatable``: whether the call may be sent again after a replica may have
+        received it (see the module's docstring).
+        """
         if self._session is None:
             self._session = aiohttp.ClientSession()
         headers = dict(self._headers)
@@ -128,18 +225,71 @@ class CoordinatorClient:
             headers["Content-Type"] = "application/json"
         if idempotency_key is not None:
             headers["Idempotency-Key"] = idempotency_key
-        async with self._session.request(
-            method, self.base_url + path, data=data, params=params, headers=headers, timeout=self._timeout
-        ) as response:
-            raw = await response.read()
-            status = response.status
-        if status >= 400:
-            raise _error_from(status, raw)
-        try:
-            return orjson.loads(raw) if raw else {}
-        except orjson.JSONDecodeError:
-            excerpt = raw[:200].decode(errors="replace")
-            raise CoordinatorError(status, "invalid_response", "response body is not JSON", excerpt) from None
+        count = len(self.urls)
+        first = self._first
+        failures: builtins.list[tuple[str, BaseException]] = []
+        for step in range(count):
+            index = (first + step) % count
+            url = self.urls[index]
+            failure: BaseException
+            try:
+                async with self._session.request(
+                    method, url + path, data=data, params=params, headers=headers, timeout=self._timeout
+                ) as response:
+                    raw = await response.read()
+                    status = response.status
+            except _NO_ANSWER as exc:
+                failure = exc
+                may_go_on = repeatable or isinstance(exc, _NEVER_SENT)
+            else:
+                if status not in _TRY_ELSEWHERE:
+                    self._first = index
+                    return _decoded(status, raw)
+                failure = _error_from(status, raw)
+                may_go_on = repeatable
+            failures.append((url, failure))
+            if not may_go_on:
+                # The caller decides whether to try again; not at a replica that just failed.
+                self._first = (index + 1) % count
+                break
+        raise self._noted(failures)
+
+    def _noted(self, failures: builtins.list[tuple[str, BaseException]]) -> BaseException:
+        """The last failure, with a note per replica tried when there are several."""
+        error = failures[-1][1]
+        if len(self.urls) > 1:
+            for url, failure in failures:
+                error.add_note(f"coordinator {url}: {_one_line(failure)}")
+            if len(failures) < len(self.urls):
+                error.add_note("not sent to the other replicas: without an Idempotency-Key it may have begun")
+        return error
+
+
+def _check_url(url: str) -> None:
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises for a port that is not a number in range
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ValueError(f"a coordinator URL is http(s)://HOST[:PORT][/PATH], not {url!r}")
+
+
+def _one_line(error: BaseException) -> str:
+    if isinstance(error, CoordinatorError):
+        return str(error)
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _decoded(status: int, raw: bytes) -> JSON:
+    if status >= 400:
+        raise _error_from(status, raw)
+    try:
+        return orjson.loads(raw) if raw else {}
+    except orjson.JSONDecodeError:
+        excerpt = raw[:200].decode(errors="replace")
+        raise CoordinatorError(status, "invalid_response", "response body is not JSON", excerpt) from None
 
 
 def _segment(value: str) -> str:

@@ -6,6 +6,9 @@ Embedding it in an aiohttp service::
     app = web.Application()
     app.add_subapp("/twopc", participant.app())   # starts and stops with ``app``
 
+With several coordinator replicas, give every one's URL (a list instead of the one
+string): the participant asks the next one when one does not answer.
+
 ``app()`` hooks :meth:`Participant.start` and :meth:`Participant.close` into the
 application's start-up and clean-up; pass ``manage_lifecycle=False`` to call them
 yourself (or use ``async with participant:``).
@@ -35,7 +38,7 @@ from participant_sdk import _branch as rules
 from participant_sdk._core import BatchResult, BranchHandler
 from participant_sdk._http import build_protocol_app
 from participant_sdk._recovery import InDoubtResolver, InquiryRound
-from participant_sdk.client import CoordinatorClient, CoordinatorError
+from participant_sdk.client import CoordinatorClient, CoordinatorError, describe_failure
 from participant_sdk.log import ParticipantLog
 from participant_sdk.resource import Resource
 from twopc_core import failpoints
@@ -63,6 +66,9 @@ _NOT_RUN = RuntimeError("not run")
 class Participant:
     """A participant in global transactions, around one :class:`Resource`.
 
+    ``coordinator_url``: the coordinator's base URL, or every replica's (a sequence, or
+    one string of comma-separated URLs); inquiries and early-prepare enlistments go to
+    the replicas in turn until one answers (see :class:`CoordinatorClient`).
     ``inquiry_interval``: how long a prepared branch waits for phase 2 before asking
     the coordinator, and how often the in-doubt loop runs. ``retention``: how long a
     finished branch is remembered (a repeated call within it answers as the first); the
@@ -77,7 +83,7 @@ class Participant:
         name: str,
         resource: Resource,
         secret: str,
-        coordinator_url: str,
+        coordinator_url: str | Sequence[str],
         log_path: str | Path,
         inquiry_interval: float = 5.0,
         *,
@@ -94,7 +100,6 @@ class Participant:
             raise ValueError("sweep_interval must be positive")
         self.name = name
         self.resource = resource
-        self.coordinator_url = coordinator_url
         self.inquiry_interval = inquiry_interval
         self.retention = retention
         self.sweep_interval = sweep_interval
@@ -104,6 +109,8 @@ class Participant:
         self.log = ParticipantLog(log_path, clock=clock)
         self._handler = BranchHandler(resource, self.log)
         self._client = CoordinatorClient(coordinator_url, session, timeout=inquiry_timeout)
+        #: The coordinator replicas' base URLs, in the order given.
+        self.coordinator_urls = self._client.urls
         self._resolver = InDoubtResolver(self._handler, self._client, inquiry_interval, after_round=self._housekeeping)
         self._loop_task: asyncio.Task[None] | None = None
         self._failpoints_task: asyncio.Task[None] | None = None
@@ -224,8 +231,9 @@ class Participant:
         Raises :class:`~participant_sdk.errors.BranchExists` if this participant
         already knows the branch. If the coordinator refuses the enlistment (unknown or
         finished transaction, unknown participant), the branch is aborted here and
-        :class:`~participant_sdk.errors.EnlistRefused` is raised. If the coordinator
-        cannot be reached (:class:`~participant_sdk.errors.CoordinatorUnreachable`) or
+        :class:`~participant_sdk.errors.EnlistRefused` is raised. The enlistment goes to
+        the coordinator's replicas in turn until one answers; if none can be reached
+        (:class:`~participant_sdk.errors.CoordinatorUnreachable`) or the last one tried
         answers another error (:class:`~participant_sdk.errors.EnlistFailed`), the
         branch stays prepared and the in-doubt loop settles it (it aborts unless the
         coordinator committed the transaction with this branch in it). All of them are
@@ -241,11 +249,11 @@ class Participant:
             await self._client.enlist(gtid, self.name, prepared=True)
         except CoordinatorError as exc:
             if not rules.enlistment_refused(exc.status):
-                raise rules.enlist_failed(gtid, self.name, str(exc)) from exc
+                raise rules.enlist_failed(gtid, self.name, describe_failure(exc)) from exc
             await self._handler.resolve(gtid, self.name, Outcome.ABORTED)
             raise rules.enlist_refused(gtid, self.name, exc.code, exc.message) from exc
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise rules.coordinator_unreachable(gtid, self.name, repr(exc)) from exc
+            raise rules.coordinator_unreachable(gtid, self.name, describe_failure(exc)) from exc
 
     # -- in doubt --------------------------------------------------------------------
 

@@ -19,8 +19,9 @@ A test of a service that embeds a participant, against a stub coordinator::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Self
 
 import orjson
@@ -307,7 +308,8 @@ class StubCoordinator:
     coordinator that has no record of it. ``unavailable = True`` answers 503 to everything.
     ``POST /v1/transactions/{gtid}/participants`` (an early-prepared branch enlisting)
     is recorded in ``enlisted``, or answered 409 for a gtid in ``refuse_enlist``.
-    ``inquiries`` lists the gtids asked about, in order.
+    ``inquiries`` lists the gtids asked about, in order. :meth:`serve` runs it on a
+    local test server; several stubs, some stopped, stand for coordinator replicas.
     """
 
     def __init__(self) -> None:
@@ -328,6 +330,17 @@ class StubCoordinator:
         app.router.add_get("/v1/transactions/{gtid}", self._get)
         app.router.add_post("/v1/transactions/{gtid}/participants", self._enlist)
         return app
+
+    @contextlib.asynccontextmanager
+    async def serve(self) -> AsyncIterator[str]:
+        """Serve the stub on a local test server until the block ends; yields its base
+        URL (which refuses connections once the block has ended)."""
+        server = TestServer(self.app())
+        await server.start_server()
+        try:
+            yield str(server.make_url("")).rstrip("/")
+        finally:
+            await server.close()
 
     async def _enlist(self, request: web.Request) -> web.Response:
         gtid = request.match_info["gtid"]

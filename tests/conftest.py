@@ -23,3 +23,12 @@ async def coordinator() -> AsyncIterator[tuple[StubCoordinator, str]]:
 @pytest.fixture
 def stub(coordinator: tuple[StubCoordinator, str]) -> StubCoordinator:
     return coordinator[0]
+
+
+@pytest.fixture
+async def stopped_coordinator() -> str:
+    """The URL of a stub coordinator that was started and stopped: it refuses connections,
+    as a coordinator replica that is down does."""
+    async with StubCoordinator().serve() as url:
+        pass
+    return url

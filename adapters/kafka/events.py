@@ -1,7 +1,8 @@
 """The "events" example service: Kafka messages that take part in global transactions.
 
 ``twopc events serve --name events --port 7081 --bootstrap 127.0.0.1:9092
---coordinator http://127.0.0.1:7070 --secret change-me``
+--coordinator http://127.0.0.1:7070 --secret change-me`` (``--coordinator`` once per
+coordinator replica, or their URLs comma-separated)
 
 - ``/twopc``: the participant protocol; a prepare's payload is ``{"messages": [...]}``
   (see :mod:`adapters.kafka.messages`), so a client can enlist ``events`` with its
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +57,7 @@ _ERRORS: DomainErrors = {**PARTICIPANT_ERRORS, PayloadError: (422, "invalid_mess
 def build_app(
     name: str,
     bootstrap: str,
-    coordinator_url: str,
+    coordinator_url: str | Sequence[str],
     secret: str,
     data_dir: str | Path,
     inquiry_interval: float = 5.0,
@@ -65,7 +67,8 @@ def build_app(
 ) -> web.Application:
     """The whole service as an aiohttp application (the participant starts with it).
 
-    ``kafka_options`` are further :class:`KafkaSettings` (``shards``, ``stage_topic``, ...).
+    ``coordinator_url``: the coordinator's base URL, or every replica's. ``kafka_options``
+    are further :class:`KafkaSettings` (``shards``, ``stage_topic``, ...).
     """
     resource = KafkaResource(KafkaSettings(bootstrap_servers=bootstrap, participant=name, **kafka_options))
     participant = Participant(
@@ -174,13 +177,13 @@ def run(
     host: str,
     port: int,
     bootstrap: str,
-    coordinator_url: str,
+    coordinator_url: str | Sequence[str],
     secret: str,
     data_dir: str | Path,
     inquiry_interval: float = 5.0,
     **kafka_options: Any,
 ) -> None:
-    """Serve the events participant until SIGINT or SIGTERM."""
+    """Serve the events participant until SIGINT or SIGTERM (``coordinator_url``: one URL, or every replica's)."""
     app = build_app(name, bootstrap, coordinator_url, secret, data_dir, inquiry_interval, **kafka_options)
 
     def listening(*_args: object, **_kwargs: object) -> None:

@@ -7,6 +7,7 @@ Files in the data directory: ``queue.db`` (staged and committed items) and
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import structlog
@@ -35,14 +36,17 @@ _MAX_BODY = 16 * 1024 * 1024
 def build_app(
     name: str,
     data_dir: str | Path,
-    coordinator_url: str,
+    coordinator_url: str | Sequence[str],
     secret: str,
     inquiry_interval: float = 5.0,
     *,
     retention: float = 3600.0,
     faults: FaultSwitch | None = None,
 ) -> web.Application:
-    """The whole service as an aiohttp application (the participant starts with it)."""
+    """The whole service as an aiohttp application (the participant starts with it).
+
+    ``coordinator_url``: the coordinator's base URL, or every replica's.
+    """
     data = Path(data_dir)
     switch = faults or FaultSwitch()
     store = QueueStore(data / "queue.db")
@@ -107,11 +111,11 @@ def run(
     host: str,
     port: int,
     data_dir: str | Path,
-    coordinator_url: str,
+    coordinator_url: str | Sequence[str],
     secret: str,
     inquiry_interval: float = 5.0,
 ) -> None:
-    """Serve the mock queue until SIGINT or SIGTERM."""
+    """Serve the mock queue until SIGINT or SIGTERM (``coordinator_url``: one URL, or every replica's)."""
     app = build_app(name, data_dir, coordinator_url, secret, inquiry_interval)
 
     def listening(*_args: object, **_kwargs: object) -> None:

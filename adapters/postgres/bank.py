@@ -20,7 +20,7 @@ the participant protocol at ``/twopc``.
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -164,7 +164,7 @@ async def transfer(
 def build_app(
     name: str,
     dsn: str,
-    coordinator_url: str,
+    coordinator_url: str | Sequence[str],
     secret: str,
     data_dir: str | Path,
     *,
@@ -172,7 +172,10 @@ def build_app(
     sweep_interval: float = 60.0,
     pool_size: int = 10,
 ) -> web.Application:
-    """The bank as an aiohttp application; the participant starts and stops with it."""
+    """The bank as an aiohttp application; the participant starts and stops with it.
+
+    ``coordinator_url``: the coordinator's base URL, or every replica's.
+    """
     resource = PostgresResource(dsn, name, handler=bank_handler, pool_size=pool_size)
     participant = Participant(
         name,
@@ -309,14 +312,17 @@ def run(
     host: str,
     port: int,
     dsn: str,
-    coordinator_url: str,
+    coordinator_url: str | Sequence[str],
     secret: str,
     data_dir: str | Path,
     *,
     inquiry_interval: float = 5.0,
     sweep_interval: float = 60.0,
 ) -> None:
-    """Serve the bank until SIGINT or SIGTERM; exit 2 with the reason if PostgreSQL cannot serve."""
+    """Serve the bank until SIGINT or SIGTERM; exit 2 with the reason if PostgreSQL cannot serve.
+
+    ``coordinator_url``: the coordinator's base URL, or every replica's.
+    """
     app = build_app(
         name,
         dsn,

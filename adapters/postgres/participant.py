@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ def postgres_participant(
     name: str,
     dsn: str,
     secret: str,
-    coordinator_url: str,
+    coordinator_url: str | Sequence[str],
     log_path: str | Path,
     *,
     handler: PrepareHandler | None = None,
@@ -24,7 +25,8 @@ def postgres_participant(
     lock_timeout_ms: int = 5000,
     **participant_options: Any,
 ) -> Participant:
-    """``Participant(name, PostgresResource(dsn, ...), ...)``.
+    """``Participant(name, PostgresResource(dsn, ...), ...)``; ``coordinator_url`` is the
+    coordinator's base URL, or every replica's.
 
     Work at prepare goes through ``handler``; early prepare through
     ``participant.branch(gtid)``, which yields a psycopg connection inside the branch::

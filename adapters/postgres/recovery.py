@@ -11,6 +11,7 @@ same outcome and finds the work already done (see ``PostgresResource.commit``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -21,6 +22,7 @@ from psycopg import errors as pg_errors
 from adapters.postgres.gids import GidScheme
 from adapters.postgres.prepared import PreparedBranch, list_prepared
 from participant_sdk import CoordinatorClient, CoordinatorError, Outcome, outcome_for_branch
+from participant_sdk.client import describe_failure
 
 __all__ = ["Action", "Resolution", "resolve_orphans"]
 
@@ -48,7 +50,7 @@ class Resolution:
 
 async def resolve_orphans(
     dsn: str,
-    coordinator_url: str,
+    coordinator_url: str | Sequence[str],
     gids: GidScheme,
     *,
     min_age: float = 0.0,
@@ -56,7 +58,11 @@ async def resolve_orphans(
     timeout: float = 10.0,
 ) -> list[Resolution]:
     """Settle the prepared transactions of ``gids``' participant in ``dsn``'s database
-    that were prepared at least ``min_age`` seconds ago; return what was done to each."""
+    that were prepared at least ``min_age`` seconds ago; return what was done to each.
+
+    ``coordinator_url``: the coordinator's base URL, or every replica's (each inquiry
+    goes to the replicas in turn until one answers).
+    """
     results = []
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
         branches = [b for b in await list_prepared(conn, gids) if b.age() >= min_age]
@@ -76,10 +82,10 @@ async def _settle(
         view = await coordinator.get(branch.gtid)
     except CoordinatorError as exc:
         if exc.status != 404:
-            return answer("coordinator_unreachable", str(exc))
+            return answer("coordinator_unreachable", describe_failure(exc))
         view = None
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-        return answer("coordinator_unreachable", repr(exc))
+        return answer("coordinator_unreachable", describe_failure(exc))
     outcome = outcome_for_branch(view, branch.branch)
     if outcome is None:
         return answer("undecided", f"transaction is {view.get('state') if view else 'unknown'}")

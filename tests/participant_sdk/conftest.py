@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +15,10 @@ from twopc_core import failpoints
 
 @pytest.fixture
 def harness_factory(tmp_path: Path, coordinator: tuple[StubCoordinator, str]) -> Callable[..., ParticipantTestServer]:
-    """A participant server not yet started, on the stub coordinator unless given another's URL."""
+    """A participant server not yet started, on the stub coordinator unless given other
+    URLs (several for coordinator replicas)."""
 
-    def make(coordinator_url: str = coordinator[1]) -> ParticipantTestServer:
+    def make(coordinator_url: str | Sequence[str] = coordinator[1]) -> ParticipantTestServer:
         return participant_server(tmp_path, coordinator_url)
 
     return make

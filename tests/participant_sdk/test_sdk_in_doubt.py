@@ -1,5 +1,6 @@
 """Restarts keep prepared branches, and the in-doubt loop settles them by asking the
-coordinator: committed, aborted, unknown (presumed abort) or still undecided."""
+coordinator: committed, aborted, unknown (presumed abort) or still undecided; with
+several coordinator replicas, through one that answers."""
 
 from __future__ import annotations
 
@@ -175,3 +176,74 @@ async def test_operator_heuristic_outcome_is_recorded_and_reported(harness: Part
     assert commit == (200, {"status": "aborted", "reason": "heuristic aborted by operator"})
     await harness.restart()
     assert (await harness.call("status", branch_body("g1")))[1]["heuristic"] is True
+
+
+# -- coordinator replicas ------------------------------------------------------------------
+
+
+async def test_an_in_doubt_branch_is_settled_through_the_next_replica_when_the_first_is_down(
+    harness_factory: Callable[..., ParticipantTestServer],
+    coordinator: tuple[StubCoordinator, str],
+    stopped_coordinator: str,
+) -> None:
+    stub, url = coordinator
+    h = harness_factory([stopped_coordinator, url])
+    await h.start()
+    try:
+        await h.prepare("g1", {"k": 1})
+        stub.decide("g1", "committed")
+        result = await h.participant.resolve_in_doubt()
+        status = await h.status("g1")
+    finally:
+        await h.stop()
+
+    assert (result.committed, result.unreachable) == (1, 0)
+    assert status == "committed"
+    assert h.resource.committed == {("g1", "p1"): {"k": 1}}
+
+
+async def test_a_replica_that_is_not_ready_is_not_an_unreachable_coordinator_while_another_answers(
+    harness_factory: Callable[..., ParticipantTestServer], coordinator: tuple[StubCoordinator, str]
+) -> None:
+    stub, url = coordinator
+    not_ready = StubCoordinator()
+    not_ready.unavailable = True
+    async with not_ready.serve() as not_ready_url:
+        h = await harness_factory([not_ready_url, url]).start()
+        try:
+            await h.prepare("g1")
+            await h.prepare("g2")
+            stub.decide("g1", "aborted")
+            stub.decide("g2", None)
+            first = await h.participant.resolve_in_doubt()
+            asked_before = list(not_ready.inquiries)
+            second = await h.participant.resolve_in_doubt()
+        finally:
+            await h.stop()
+
+    assert (first.aborted, first.undecided, first.unreachable) == (1, 1, 0)
+    assert (second.undecided, second.unreachable) == (1, 0)
+    # The first round's inquiries went out at once, each to the replica not ready first;
+    # from then on the replica that answered is asked first.
+    assert sorted(asked_before) == ["g1", "g2"]
+    assert not_ready.inquiries == asked_before
+
+
+async def test_a_branch_waits_for_the_next_round_when_no_replica_answers(
+    harness_factory: Callable[..., ParticipantTestServer],
+    coordinator: tuple[StubCoordinator, str],
+    stopped_coordinator: str,
+) -> None:
+    stub, url = coordinator
+    stub.unavailable = True
+    h = await harness_factory([stopped_coordinator, url]).start()
+    try:
+        await h.prepare("g1")
+        result = await h.participant.resolve_in_doubt()
+        status = await h.status("g1")
+    finally:
+        await h.stop()
+
+    assert result.unreachable == 1
+    assert status == "prepared"
+    assert stopped_coordinator in result.errors[0] and "503 not_ready" in result.errors[0]

@@ -9,7 +9,17 @@ from typing import Annotated, Any
 
 import typer
 
-from tools.cli._options import CoordinatorUrl, DataDir, Host, InquiryInterval, Name, Port, Secret
+from tools.cli._options import (
+    DEFAULT_COORDINATOR,
+    CoordinatorUrls,
+    DataDir,
+    Host,
+    InquiryInterval,
+    Name,
+    OptionalCoordinatorUrls,
+    Port,
+    Secret,
+)
 from twopc_core import telemetry
 
 __all__ = ["app", "serve", "transfer"]
@@ -22,7 +32,7 @@ def serve(
     name: Name,
     port: Port,
     dsn: Annotated[str, typer.Option(help="the bank's PostgreSQL database", envvar="TWOPC_BANK_DSN")],
-    coordinator: CoordinatorUrl,
+    coordinator: CoordinatorUrls,
     secret: Secret,
     data: DataDir = None,
     host: Host = "127.0.0.1",
@@ -53,7 +63,7 @@ def transfer(
     source: Annotated[str, typer.Option("--from", help="BANK:ACCOUNT to debit")],
     target: Annotated[str, typer.Option("--to", help="BANK:ACCOUNT to credit")],
     amount: Annotated[int, typer.Option(help="how much to move", min=1)],
-    coordinator: Annotated[str, typer.Option(help="the coordinator's base URL")] = "http://127.0.0.1:7070",
+    coordinator: OptionalCoordinatorUrls = None,
     idempotency_key: Annotated[str | None, typer.Option(help="makes a retried transfer the same one")] = None,
 ) -> None:
     """Move money between two banks in one global transaction; print the outcome."""
@@ -61,7 +71,7 @@ def transfer(
     from participant_sdk import CoordinatorClient
 
     async def go() -> dict[str, Any]:
-        async with CoordinatorClient(coordinator) as client:
+        async with CoordinatorClient(coordinator or [DEFAULT_COORDINATOR]) as client:
             return await run_transfer(
                 client, _side(source, "--from"), _side(target, "--to"), amount, idempotency_key=idempotency_key
             )

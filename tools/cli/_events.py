@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from tools.cli._options import CoordinatorUrl, DataDir, Host, InquiryInterval, Name, Port, Secret
+from tools.cli._options import CoordinatorUrls, DataDir, Host, InquiryInterval, Name, Port, Secret
 from twopc_core import telemetry
 
 __all__ = ["app", "serve"]
@@ -20,7 +20,7 @@ def serve(
     name: Name,
     port: Port,
     bootstrap: Annotated[str, typer.Option(help="Kafka bootstrap servers, HOST:PORT[,HOST:PORT...]")],
-    coordinator: CoordinatorUrl,
+    coordinator: CoordinatorUrls,
     secret: Secret,
     data: DataDir = None,
     host: Host = "127.0.0.1",

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from tools.cli._options import CoordinatorUrl, Host, InquiryInterval, Name, Port, Secret
+from tools.cli._options import CoordinatorUrls, Host, InquiryInterval, Name, Port, Secret
 from twopc_core import telemetry
 
 __all__ = ["app", "serve"]
@@ -20,7 +20,7 @@ def serve(
     name: Name,
     port: Port,
     data: Annotated[Path, typer.Option(help="directory for the queue and the participant log")],
-    coordinator: CoordinatorUrl,
+    coordinator: CoordinatorUrls,
     secret: Secret,
     host: Host = "127.0.0.1",
     inquiry_interval: InquiryInterval = 5.0,

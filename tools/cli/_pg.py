@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from tools.cli._options import CoordinatorUrls
+
 __all__ = ["app", "recover"]
 
 app = typer.Typer(help="PostgreSQL participants: tools for operators.", no_args_is_help=True)
@@ -17,7 +19,7 @@ app = typer.Typer(help="PostgreSQL participants: tools for operators.", no_args_
 @app.command("recover")
 def recover(
     dsn: Annotated[str, typer.Option(help="the participant's database", envvar="TWOPC_PG_DSN")],
-    coordinator: Annotated[str, typer.Option(help="the coordinator's base URL")],
+    coordinator: CoordinatorUrls,
     participant: Annotated[
         str | None, typer.Option(help="the participant's name (its gid prefix is twopc:NAME:)")
     ] = None,

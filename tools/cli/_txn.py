@@ -11,11 +11,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from tools.cli._options import DEFAULT_COORDINATOR, OptionalCoordinatorUrls
+
 __all__ = ["app", "list_transactions", "show"]
 
 app = typer.Typer(help="Inspect transactions.", no_args_is_help=True)
 
-Coordinator = Annotated[str, typer.Option("--coordinator", envvar="TWOPC_COORDINATOR", help="coordinator base URL")]
 AsJson = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
 
 _STATE_STYLE = {
@@ -29,16 +30,25 @@ _STATE_STYLE = {
 
 
 def _call(coro_fn: Any) -> Any:
-    from participant_sdk.client import CoordinatorError
+    import aiohttp
+
+    from participant_sdk.client import CoordinatorError, describe_failure
 
     try:
         return asyncio.run(coro_fn())
     except CoordinatorError as exc:
         typer.echo(f"twopc: {exc.message} ({exc.status} {exc.code})", err=True)
+        _echo_replicas(exc)
         raise typer.Exit(1) from None
-    except OSError as exc:
-        typer.echo(f"twopc: cannot reach the coordinator: {exc}", err=True)
+    except (aiohttp.ClientError, OSError) as exc:
+        typer.echo(f"twopc: cannot reach the coordinator: {describe_failure(exc)}", err=True)
         raise typer.Exit(1) from None
+
+
+def _echo_replicas(error: BaseException) -> None:
+    """What each coordinator replica answered, when several were asked."""
+    for note in getattr(error, "__notes__", ()):
+        typer.echo(f"  {note}", err=True)
 
 
 def _console() -> Console:
@@ -48,7 +58,7 @@ def _console() -> Console:
 
 @app.command("list")
 def list_transactions(
-    coordinator: Coordinator = "http://127.0.0.1:7070",
+    coordinator: OptionalCoordinatorUrls = None,
     state: Annotated[str | None, typer.Option(help="only transactions in this state")] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
     cursor: Annotated[str | None, typer.Option(help="continue after this gtid")] = None,
@@ -58,7 +68,7 @@ def list_transactions(
     from participant_sdk.client import CoordinatorClient
 
     async def fetch() -> dict[str, Any]:
-        async with CoordinatorClient(coordinator) as client:
+        async with CoordinatorClient(coordinator or [DEFAULT_COORDINATOR]) as client:
             return await client.list(state=state, limit=limit, cursor=cursor)
 
     page = _call(fetch)
@@ -88,14 +98,14 @@ def list_transactions(
 @app.command("show")
 def show(
     gtid: Annotated[str, typer.Argument(help="the transaction's gtid")],
-    coordinator: Coordinator = "http://127.0.0.1:7070",
+    coordinator: OptionalCoordinatorUrls = None,
     as_json: AsJson = False,
 ) -> None:
     """Show one transaction and its branches (* = phase 2 still pending)."""
     from participant_sdk.client import CoordinatorClient
 
     async def fetch() -> dict[str, Any]:
-        async with CoordinatorClient(coordinator) as client:
+        async with CoordinatorClient(coordinator or [DEFAULT_COORDINATOR]) as client:
             return await client.get(gtid)
 
     tx = _call(fetch)

@@ -3,6 +3,7 @@ directory, with shortcuts for its queue and its fault switches."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ NAME = "queue-a"
 
 
 class QueueService(ParticipantTestServer):
-    def __init__(self, data_dir: Path, coordinator_url: str) -> None:
+    def __init__(self, data_dir: Path, coordinator_url: str | Sequence[str]) -> None:
         def service(**options: Any) -> web.Application:
             return build_app(NAME, data_dir, coordinator_url, SECRET, **options)
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from mockqueue_harness import NAME, QueueService
 
@@ -159,3 +160,23 @@ async def test_restart_presumes_abort_for_a_transaction_the_coordinator_forgot(
     assert "g1" in stub.inquiries
     assert await queue.items() == []
     assert (await queue.commit("g1"))[1]["status"] == "aborted"
+
+
+async def test_a_queue_given_two_coordinator_replicas_settles_an_in_doubt_branch_through_the_one_up(
+    tmp_path: Path, coordinator: tuple[StubCoordinator, str], stopped_coordinator: str
+) -> None:
+    stub, url = coordinator
+    queue = QueueService(tmp_path / "replicas", [stopped_coordinator, url])
+    await queue.start()
+    try:
+        await queue.prepare("g1", ["a"])
+        stub.decide("g1", "committed", branches=[NAME])
+        await queue.restart()  # the restart's first in-doubt round asks about g1
+        items = await queue.items()
+        status = await queue.status("g1")
+    finally:
+        await queue.stop()
+
+    assert [(i["gtid"], i["value"]) for i in items] == [("g1", "a")]
+    assert status == "committed"
+    assert stub.inquiries == ["g1"]

@@ -80,3 +80,17 @@ async def test_an_early_prepare_the_coordinator_refuses_is_a_409_enlist_refused(
 
     assert (status, answer["error"]["code"]) == (409, "enlist_refused")
     assert answer["error"]["details"]["coordinator_error"] == "wrong_state"
+
+
+async def test_an_early_prepare_enlists_with_the_next_coordinator_replica_when_the_first_is_down(
+    tmp_path: Path, database: str, coordinator: tuple[StubCoordinator, str], stopped_coordinator: str
+) -> None:
+    stub, url = coordinator
+    app = build_app("bank-a", database, [stopped_coordinator, url], "bank-secret", tmp_path, pool_size=2)
+    async with TestClient(TestServer(app)) as bank:
+        opened, _ = await _post(bank, "/accounts", {"id": "alice", "balance": 10})
+        status, answer = await _post(bank, "/early-prepare", {"gtid": "g1", "account": "alice", "delta": -1})
+
+    assert opened == 201
+    assert (status, answer["vote"]) == (201, "yes")
+    assert stub.enlisted == {"g1": [{"name": "bank-a", "prepared": True}]}

@@ -4,6 +4,7 @@ by asking the coordinator, with the participant service gone."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 
 from pg_harness import NAME, PgService, prepare_by_hand, prepared_gids, rows
@@ -90,6 +91,26 @@ async def test_the_command_prints_what_it_did(
     assert any(line.startswith("undecided") and OURS.gid("pending", NAME) in line for line in lines)
     assert sum(line.startswith("rolled_back") for line in lines) == 3
     assert "5 prepared transaction(s)" in err.decode()
+    assert await prepared_gids(database) == [OURS.gid("pending", NAME)]
+
+
+async def test_the_command_asks_the_next_coordinator_replica_when_the_first_is_down(
+    service: PgService, database: str, coordinator: tuple[StubCoordinator, str], stopped_coordinator: str
+) -> None:
+    stub, url = coordinator
+    await leave_orphans(service, stub)
+
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tools.cli", "pg", "recover", "--dsn", database,
+        "--coordinator", stopped_coordinator, "--coordinator", url, "--participant", NAME, "--json",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+
+    assert process.returncode == 0, err.decode()
+    actions = sorted(json.loads(line)["action"] for line in out.decode().splitlines())
+    assert actions == ["committed", "rolled_back", "rolled_back", "rolled_back", "undecided"]
     assert await prepared_gids(database) == [OURS.gid("pending", NAME)]
 
 
