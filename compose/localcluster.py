@@ -42,15 +42,29 @@ class Service:
 
 
 def coordinator_config(
-    port: int, log_path: Path, participants: Mapping[str, int], secret: str, extra: str = "", node_id: str = "c1"
+    port: int,
+    log_path: Path,
+    participants: Mapping[str, int],
+    secret: str,
+    extra: str = "",
+    node_id: str = "c1",
+    log_dsn: str | None = None,
+    lease_ms: int | None = None,
 ) -> str:
     """The coordinator's TOML: ``participants`` maps names to the ports it reaches them on.
 
-    ``extra`` (top-level keys or whole sections) goes before the fixed sections.
+    ``extra`` (top-level keys or whole sections) goes before the fixed sections. With
+    ``log_dsn`` the log is that PostgreSQL database, shared with the other replicas.
     """
     text = f'node_id = "{node_id}"\n{extra}\n'
     text += f'[server]\nhost = "127.0.0.1"\nport = {port}\n'
-    text += f'[log]\nstore = "sqlite"\npath = "{log_path}"\n'
+    if log_dsn is None:
+        text += f'[log]\nstore = "sqlite"\npath = "{log_path}"\n'
+    else:
+        text += f'[log]\nstore = "postgres"\ndsn = "{log_dsn}"\n'
+        text += f'[cluster]\nadvertise_url = "http://127.0.0.1:{port}"\n'
+        if lease_ms is not None:
+            text += f"lease_ms = {lease_ms}\n"
     for name, participant_port in participants.items():
         text += f'\n[[participants]]\nname = "{name}"\n'
         text += f'url = "http://127.0.0.1:{participant_port}/twopc"\nsecret = "{secret}"\n'
@@ -69,52 +83,79 @@ class LocalCluster:
     inquiry_interval: float = 5.0
     #: Participants of other kinds, after the queues.
     services: Sequence[Service] = ()
+    #: Coordinator replicas; more than one needs ``log_dsn``.
+    replicas: int = 1
+    #: A PostgreSQL database for a log the replicas share (else each has its SQLite file).
+    log_dsn: str | None = None
+    #: The replicas' lease (``[cluster] lease_ms``), when not the default.
+    lease_ms: int | None = None
     nodes: dict[str, Node] = field(default_factory=dict, init=False)
     ports: dict[str, int] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
+        if self.replicas < 1 or (self.replicas > 1 and self.log_dsn is None):
+            raise ValueError("several replicas need a shared log: give log_dsn")
         self.directory = self.directory.resolve()
         self.directory.mkdir(parents=True, exist_ok=True)
         participants = [Service(name) for name in self.queues] + list(self.services)
-        # A fixed coordinator port puts the participants on the ports after it (the
-        # demo's README examples rely on that); otherwise every port is a free one.
+        # A fixed coordinator port puts the replicas on it and the ports after it, then the
+        # participants (the demo's README examples rely on that); otherwise every port is free.
         base = self.coordinator_port
-        self.ports["coordinator"] = base or free_port()
-        for offset, service in enumerate(participants, start=1):
-            self.ports[service.name] = base + offset if base else free_port()
-        self.config_path = self.directory / "twopc.toml"
-        self.config_path.write_text(
-            coordinator_config(
-                self.ports["coordinator"],
-                self.directory / "coordinator.db",
-                {s.name: self.ports[s.name] for s in participants},
-                self.secret,
-                self.coordinator_toml,
-            )
-        )
+        ports = iter(range(base, base + 1000)) if base else None
+        for name in self.replica_names:
+            self.ports[name] = next(ports) if ports else free_port()
+        for service in participants:
+            self.ports[service.name] = next(ports) if ports else free_port()
+        participant_ports = {s.name: self.ports[s.name] for s in participants}
         for service in participants:
             self.nodes[service.name] = Node(
                 service.name,
                 service.argv(
                     self.ports[service.name],
                     self.directory / service.name,
-                    self.coordinator_url,
+                    self.coordinator_urls,
                     self.secret,
                     self.inquiry_interval,
                 ),
                 ready_url=f"{self.url(service.name)}/healthz",
                 log_path=self.directory / f"{service.name}.log",
             )
-        self.nodes["coordinator"] = Node(
-            "coordinator",
-            twopc_command("serve", "--config", str(self.config_path)),
-            ready_url=f"{self.coordinator_url}/readyz",
-            log_path=self.directory / "coordinator.log",
-        )
+        for number, name in enumerate(self.replica_names, start=1):
+            node_id = f"c{number}"
+            config_path = self.directory / ("twopc.toml" if name == "coordinator" else f"{node_id}.toml")
+            config_path.write_text(
+                coordinator_config(
+                    self.ports[name],
+                    self.directory / f"{name}.db",
+                    participant_ports,
+                    self.secret,
+                    self.coordinator_toml,
+                    node_id=node_id,
+                    log_dsn=self.log_dsn,
+                    lease_ms=self.lease_ms,
+                )
+            )
+            self.nodes[name] = Node(
+                name,
+                twopc_command("serve", "--config", str(config_path)),
+                ready_url=f"{self.url(name)}/readyz",
+                log_path=self.directory / f"{name}.log",
+            )
+        self.config_path = self.directory / ("twopc.toml" if self.replicas == 1 else "c1.toml")
+
+    @property
+    def replica_names(self) -> list[str]:
+        """The coordinator nodes: ``coordinator`` alone, or ``c1`` ... ``cN``."""
+        return ["coordinator"] if self.replicas == 1 else [f"c{n}" for n in range(1, self.replicas + 1)]
 
     @property
     def coordinator_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports['coordinator']}"
+        """The first replica's URL."""
+        return self.url(self.replica_names[0])
+
+    @property
+    def coordinator_urls(self) -> list[str]:
+        return [self.url(name) for name in self.replica_names]
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.ports[name]}"

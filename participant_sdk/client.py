@@ -196,6 +196,11 @@ class CoordinatorClient:
             repeatable=idempotency_key is not None,
         )
 
+    async def cluster(self) -> JSON:
+        """The coordinator replicas as the one that answers sees them: ``{"node_id", "ready",
+        "shared_log", "takeovers", "replicas": [{node_id, epoch, advertise_url, alive, ...}]}``."""
+        return await self._request("GET", "/v1/cluster")
+
     async def list(self, state: str | None = None, limit: int | None = None, cursor: str | None = None) -> JSON:
         """One page: ``{"transactions": [...], "next_cursor": str | None}``."""
         params = {k: str(v) for k, v in _without_none(state=state, limit=limit, cursor=cursor).items()}

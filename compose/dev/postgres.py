@@ -47,8 +47,9 @@ __all__ = [
 ]
 
 ROLE = "twopc"
-#: twopc_test for the test suite (which makes more as it needs), bank_a and bank_b for the bank example.
-DATABASES = ("twopc_test", "bank_a", "bank_b")
+#: twopc_test for the test suite (which makes more as it needs), bank_a and bank_b for the bank
+#: example, twopc_log for the log the demo's coordinator replicas share.
+DATABASES = ("twopc_test", "bank_a", "bank_b", "twopc_log")
 MAX_CONNECTIONS = 200
 #: At least max_connections: every session may leave one prepared transaction behind.
 MAX_PREPARED_TRANSACTIONS = 200

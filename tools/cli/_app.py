@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tools.cli import _bank, _bench, _chaos, _demo, _dev, _events, _kafka, _mockqueue, _pg, _serve, _txn
+from tools.cli import _bank, _bench, _chaos, _cluster, _demo, _dev, _events, _kafka, _mockqueue, _pg, _serve, _txn
 
 __all__ = ["app"]
 
@@ -25,3 +25,4 @@ app.add_typer(_chaos.app, name="chaos")
 app.add_typer(_dev.app, name="dev")
 app.add_typer(_pg.app, name="pg")
 app.add_typer(_bank.app, name="bank")
+app.add_typer(_cluster.app, name="cluster")

@@ -1,4 +1,5 @@
-"""``twopc demo``: the coordinator on its SQLite log with two mock-queue participants."""
+"""``twopc demo``: the coordinator on its SQLite log with two mock-queue participants, or
+``--replicas N`` coordinator replicas sharing a log in the dev PostgreSQL."""
 
 from __future__ import annotations
 
@@ -16,20 +17,28 @@ __all__ = ["demo"]
 
 def demo(
     directory: Annotated[Path, typer.Option("--dir", help="where the demo keeps its data and logs")] = Path("var/demo"),
-    port: Annotated[int, typer.Option(help="the coordinator's port; the queues take the next two")] = 7070,
+    port: Annotated[int, typer.Option(help="the (first) coordinator's port; the rest take the next ones")] = 7070,
     secret: Annotated[str, typer.Option(help="shared secret of the demo participants")] = "change-me",
+    replicas: Annotated[
+        int, typer.Option(min=1, max=9, help="coordinator replicas (more than one share a log in the dev PostgreSQL)")
+    ] = 1,
 ) -> None:
-    """Run the coordinator with participants queue-a and queue-b until Ctrl-C."""
-    cluster = LocalCluster(directory, secret=secret, coordinator_port=port)
+    """Run the coordinator (or N replicas) with participants queue-a and queue-b until Ctrl-C."""
+    log_dsn = _shared_log() if replicas > 1 else None
+    cluster = LocalCluster(directory, secret=secret, coordinator_port=port, replicas=replicas, log_dsn=log_dsn)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    coordinators = ", ".join(cluster.replica_names)
     try:
-        typer.echo(f"starting the coordinator and queue-a, queue-b (data and logs in {cluster.directory}) ...")
+        typer.echo(f"starting {coordinators} and queue-a, queue-b (data and logs in {cluster.directory}) ...")
         cluster.start()
+        lines = [f"  {name:<12} {cluster.url(name)}" for name in cluster.replica_names]
+        if log_dsn is not None:
+            lines.append(f"  (the replicas share the log {log_dsn})")
         typer.echo(
-            f"twopc demo is up:\n"
-            f"  coordinator  {cluster.coordinator_url}   (config {cluster.config_path})\n"
-            f"  queue-a      {cluster.url('queue-a')}   committed items: GET /queue/items\n"
+            "twopc demo is up:\n"
+            + "\n".join(lines)
+            + f"\n  queue-a      {cluster.url('queue-a')}   committed items: GET /queue/items\n"
             f"  queue-b      {cluster.url('queue-b')}\n"
             "Try the curl examples in README.md. Ctrl-C stops everything."
         )
@@ -45,3 +54,17 @@ def demo(
         raise typer.Exit(1) from None
     finally:
         cluster.stop()
+
+
+def _shared_log() -> str:
+    """The dev PostgreSQL's log database, for the replicas to share."""
+    from compose.dev import read_services
+    from compose.dev.postgres import DATABASES
+
+    server = read_services().get("postgres")
+    if not server:
+        typer.echo("twopc demo: several replicas share a PostgreSQL log: run `twopc dev up postgres` first", err=True)
+        raise typer.Exit(2)
+    from psycopg.conninfo import make_conninfo
+
+    return make_conninfo(server["dsn"], dbname=DATABASES[-1])
