@@ -189,7 +189,11 @@ class PostgresLog(DecisionLog):
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         conn = await psycopg.AsyncConnection.connect(self._dsn, **self._connect_kwargs)
-        await _configure(conn)
+        try:
+            await _configure(conn)
+        except BaseException:
+            await conn.close()
+            raise
         return conn
 
     async def _open_pool(self) -> AsyncConnectionPool:
