@@ -86,6 +86,8 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
 
 SCHEMA_VERSION = len(_MIGRATIONS)
 
+_MIGRATION_ATTEMPTS = 5
+
 #: The rights the log needs on its tables once they exist.
 _RIGHTS = {
     TRANSACTIONS: ("SELECT", "INSERT", "UPDATE", "DELETE"),
@@ -100,9 +102,16 @@ async def prepare_schema(conn: psycopg.AsyncConnection[Any]) -> None:
     :class:`LogUnavailable` with what to do when it cannot."""
     where = await _where(conn)
     try:
-        version = await _current_version(conn)
-        if version != SCHEMA_VERSION:
-            await _migrate(conn, where)
+        for attempt in range(_MIGRATION_ATTEMPTS):
+            try:
+                if await _current_version(conn) != SCHEMA_VERSION:
+                    await _migrate(conn, where)
+                break
+            except (errors.SerializationFailure, errors.DeadlockDetected):
+                # Another replica migrating at the same moment, on a store that
+                # serializes DDL: its work is done or undone now; look again.
+                if attempt + 1 == _MIGRATION_ATTEMPTS:
+                    raise
     except errors.InsufficientPrivilege as exc:
         raise LogUnavailable(
             f"role {where.user!r} may not create the decision log's tables in schema {where.schema!r} of "
