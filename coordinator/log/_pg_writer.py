@@ -352,7 +352,7 @@ async def _run_batch(conn: psycopg.AsyncConnection[Any], fence: Fence, writes: l
     owner = fence.node_id
     holders: dict[str, TransactionRecord] = {}
     claimed: list[bool] = []
-    async with conn.pipeline(), conn.transaction():
+    async with conn.pipeline() as pipeline, conn.transaction():
         fenced = conn.cursor()
         await fenced.execute(FENCE, (fence.node_id, fence.epoch))
         claiming = conn.cursor()
@@ -360,16 +360,20 @@ async def _run_batch(conn: psycopg.AsyncConnection[Any], fence: Fence, writes: l
             await send(claiming, CLAIM, claims, owner)
         if upserts:
             await send(conn.cursor(), UPSERT, list(upserts.values()), owner)
-        # Fetching the fence's answer sends everything so far: one round trip. If it
-        # failed, the exception rolls back whatever the statements after it did.
+        # Everything so far in one round trip, ended by a Sync rather than a mere flush:
+        # only a server waiting at a Sync point counts as idle in the transaction, so
+        # that it ends the session of a replica that stalls from here on (one paused
+        # while it holds its node row would hold a takeover up).
+        await pipeline.sync()
         if await fenced.fetchone() is None:
-            raise _BatchFenced
+            raise _BatchFenced  # rolls back whatever the statements after the fence did
         if claims:
             written = {gtid for (gtid,) in await returned(claiming)}
             claimed = [r.gtid in written for r in claims]
             taken = [r.idempotency_key for r, won in zip(claims, claimed, strict=True) if not won]
             if taken:
                 cur = await conn.execute(HOLDERS, (taken,))
+                await pipeline.sync()
                 holders = {holder.idempotency_key or "": holder for holder in map(from_row, await cur.fetchall())}
         await failpoints.hit(BEFORE_COMMIT)
     results: list[object] = []

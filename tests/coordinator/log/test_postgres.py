@@ -386,6 +386,23 @@ async def test_a_takeover_racing_the_old_owners_batch_sees_every_decision_that_m
         await old.force(record("g2", "committing", "committed"))
 
 
+async def test_a_replica_stalled_inside_its_batch_does_not_hold_a_takeover_up_and_is_fenced_after(
+    pg_logs: Logs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(postgres_log, "STALLED_TRANSACTION_TIMEOUT", "300ms")
+    stalled = await pg_logs.open("c1", lease=0.3)
+    taker = await pg_logs.open("c2")
+    reached, release = hold_before_commit(monkeypatch)
+    deciding = asyncio.create_task(stalled.force(record("g1", "committing", "committed")))
+    await asyncio.wait_for(reached.wait(), 5)  # paused mid-batch, its node row locked
+    # The server ends the stalled transaction, so the takeover goes through.
+    assert await asyncio.wait_for(taker.take_over(await dead(taker, "c1")), 10) == 0
+    release.set()
+    with pytest.raises(Fenced):
+        await asyncio.wait_for(deciding, 10)
+    assert await taker.get("g1") is None
+
+
 async def test_a_batch_that_waited_for_a_takeovers_epoch_bump_is_fenced(pg_logs: Logs, pg_dsn: str) -> None:
     log = await pg_logs.open("c1")
     async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as taker, taker.transaction():
