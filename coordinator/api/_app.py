@@ -23,6 +23,16 @@ __all__ = ["build_app"]
 
 
 def _open_log(settings: Settings) -> DecisionLog:
+    if settings.log.store == "postgres":
+        # Imported here: psycopg comes with the postgres extra, which SQLite does without.
+        from coordinator.log import LogUnavailable
+
+        try:
+            from coordinator.log import PostgresLog
+        except ImportError as exc:
+            raise LogUnavailable(str(exc)) from exc
+        assert settings.log.dsn is not None  # the settings refuse postgres without one
+        return PostgresLog(settings.log.dsn, pool_size=settings.log.pool_size)
     return SQLiteLog(settings.log.path)
 
 
