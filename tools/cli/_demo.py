@@ -42,13 +42,22 @@ def demo(
             f"  queue-b      {cluster.url('queue-b')}\n"
             "Try the curl examples in README.md. Ctrl-C stops everything."
         )
+        gone: set[str] = set()
         while not stop.wait(0.5):
             for node in cluster.nodes.values():
-                if not node.running:
-                    typer.echo(f"{node.name} exited; see {node.log_path}", err=True)
-                    raise typer.Exit(1)
+                if node.running or node.name in gone:
+                    continue
+                if replicas > 1 and node.name in cluster.replica_names and len(gone) + 1 < replicas:
+                    # The point of replicas: the others go on, and take its work over.
+                    gone.add(node.name)
+                    typer.echo(f"{node.name} exited (see {node.log_path}); the other replicas go on", err=True)
+                    continue
+                typer.echo(f"{node.name} exited; see {node.log_path}", err=True)
+                raise typer.Exit(1)
     except KeyboardInterrupt:
         pass
+    except typer.Exit:
+        raise
     except (RuntimeError, TimeoutError) as exc:
         typer.echo(f"twopc demo: {exc}", err=True)
         raise typer.Exit(1) from None
