@@ -509,14 +509,16 @@ class Coordinator:
         entry.finished.set()
         entry.tx.updated_at = self._clock()
         record = entry.final_record = entry.tx.record()
-        if durable:
-            self._spawn(self._force_end(record), f"end {record.gtid}")
-        else:
-            self._log.save(record)  # lost in a crash, recovery merely resends phase 2
         self._finished[record.gtid] = record
         while len(self._finished) > _FINISHED_IN_MEMORY:
             self._finished.popitem(last=False)
-        self._active.pop(record.gtid, None)
+        if durable:
+            # Active until the END is durable: whoever waits for the active set to drain
+            # (a test, a graceful stop) then finds the log agreeing.
+            self._spawn(self._force_end(entry, record), f"end {record.gtid}")
+        else:
+            self._log.save(record)  # lost in a crash, recovery merely resends phase 2
+            self._active.pop(record.gtid, None)
 
     # -- recovery --------------------------------------------------------------------------
 
@@ -549,11 +551,14 @@ class Coordinator:
         """A write was fenced: have the membership drop the work, join again and adopt."""
         self._spawn(self.membership.fenced(), "fenced")
 
-    async def _force_end(self, record: TransactionRecord) -> None:
+    async def _force_end(self, entry: _Entry, record: TransactionRecord) -> None:
         try:
             await self._log.force(record)
         except Fenced:
             self._lost_lease()
+        finally:
+            if self._active.get(record.gtid) is entry:
+                del self._active[record.gtid]
 
     def _recover(self, record: TransactionRecord) -> list[str]:
         """Take an unfinished transaction of the log back in memory and carry out what the
