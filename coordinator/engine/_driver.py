@@ -640,8 +640,16 @@ class Coordinator:
             return None
         url = self.membership.url_of(holder)
         if url is None:
-            await self.membership.take_over(holder)
+            try:
+                await self.membership.take_over(holder)
+            except Fenced:
+                self._lost_lease()
+                raise NotReady("this replica lost its lease on the log: ask another one") from None
             url = self.membership.url_of(holder)  # it may have come back meanwhile
+            if url is None and not self.membership.fenced_for_good(holder):
+                # Its lease ran out but it is not fenced yet (its stalled batch holds its
+                # row): it might still write a decision, so nothing may be answered yet.
+                raise NotReady(f"replica {holder} is being taken over; retry")
         return url
 
     async def _replayed(self, gtid: str) -> TransactionView:

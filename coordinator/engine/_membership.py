@@ -144,6 +144,12 @@ class Membership:
         await self._adopt()
         return True
 
+    def fenced_for_good(self, node_id: str) -> bool:
+        """Whether ``node_id``, as last read, can no longer write: some replica took it
+        over (bumped its epoch), or the log has never heard of it."""
+        replica = self.replicas.get(node_id)
+        return replica is None or replica.taken_over_by is not None
+
     def url_of(self, node_id: str) -> str | None:
         """Where a live replica is reached; None when it is not known to be live."""
         replica = self.replicas.get(node_id)

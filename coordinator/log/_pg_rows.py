@@ -12,7 +12,19 @@ import psycopg
 from coordinator.log._pg_schema import NODES, TRANSACTIONS
 from coordinator.records import BranchRecord, TransactionRecord
 
-__all__ = ["CLAIM", "COLUMNS", "FENCE", "HOLDERS", "UPSERT", "RowsStatement", "from_row", "returned", "send"]
+__all__ = [
+    "CLAIM",
+    "COLUMNS",
+    "FENCE",
+    "HOLDERS",
+    "UPSERT",
+    "Rows",
+    "RowsStatement",
+    "from_row",
+    "returned",
+    "rows",
+    "send",
+]
 
 COLUMNS = (
     "gtid, state, decision, reason, one_phase, commit_requested, finished, created_at, updated_at, deadline,"
@@ -81,16 +93,31 @@ RETURNING epoch
 """
 
 
-async def send(
-    cur: psycopg.AsyncCursor[Any], statement: RowsStatement, records: Sequence[TransactionRecord], owner: str
-) -> None:
-    """Execute ``statement`` for ``records`` (owned by ``owner``) in the form that costs
-    least for that many."""
-    rows = [_to_row(record, owner) for record in records]
-    if len(rows) < _ARRAYS_FROM:
-        await cur.executemany(statement.row_by_row, rows, returning=statement.returns)
+@dataclass(frozen=True)
+class Rows:
+    """A statement and its parameters for a batch of records, built before anything is
+    sent (see :func:`rows`)."""
+
+    statement: RowsStatement
+    params: list[tuple[object, ...]] | list[list[object]]
+    #: One row of parameters each (``executemany``), else one set of column arrays.
+    many: bool
+
+
+def rows(statement: RowsStatement, records: Sequence[TransactionRecord], owner: str) -> Rows:
+    """``statement`` for ``records`` (owned by ``owner``) in the form that costs least
+    for that many."""
+    params = [_to_row(record, owner) for record in records]
+    if len(params) < _ARRAYS_FROM:
+        return Rows(statement, params, many=True)
+    return Rows(statement, [list(column) for column in zip(*params, strict=True)], many=False)
+
+
+async def send(cur: psycopg.AsyncCursor[Any], batch: Rows) -> None:
+    if batch.many:
+        await cur.executemany(batch.statement.row_by_row, batch.params, returning=batch.statement.returns)
     else:
-        await cur.execute(statement.arrays, [list(column) for column in zip(*rows, strict=True)])
+        await cur.execute(batch.statement.arrays, batch.params)
 
 
 async def returned(cur: psycopg.AsyncCursor[Any]) -> list[Any]:

@@ -39,7 +39,7 @@ from psycopg.pq import TransactionStatus
 
 from coordinator.log._base import Fenced, LogUnavailable
 from coordinator.log._pg_faults import is_transient, reason
-from coordinator.log._pg_rows import CLAIM, FENCE, HOLDERS, UPSERT, from_row, returned, send
+from coordinator.log._pg_rows import CLAIM, FENCE, HOLDERS, UPSERT, from_row, returned, rows, send
 from coordinator.records import TransactionRecord
 from twopc_core import failpoints
 from twopc_core.groupcommit import Cancellable, GroupCommitStats, Timer
@@ -352,14 +352,19 @@ async def _run_batch(conn: psycopg.AsyncConnection[Any], fence: Fence, writes: l
     owner = fence.node_id
     holders: dict[str, TransactionRecord] = {}
     claimed: list[bool] = []
+    # Built first: from the fence's execute (which the driver sends at once) to the Sync
+    # the server holds the node row while it reads on, and a replica paused in between
+    # holds it until it resumes; nothing but sending may stand in that gap.
+    claim_rows = rows(CLAIM, claims, owner) if claims else None
+    upsert_rows = rows(UPSERT, list(upserts.values()), owner) if upserts else None
     async with conn.pipeline() as pipeline, conn.transaction():
         fenced = conn.cursor()
         await fenced.execute(FENCE, (fence.node_id, fence.epoch))
         claiming = conn.cursor()
-        if claims:
-            await send(claiming, CLAIM, claims, owner)
-        if upserts:
-            await send(conn.cursor(), UPSERT, list(upserts.values()), owner)
+        if claim_rows is not None:
+            await send(claiming, claim_rows)
+        if upsert_rows is not None:
+            await send(conn.cursor(), upsert_rows)
         # Everything so far in one round trip, ended by a Sync rather than a mere flush:
         # only a server waiting at a Sync point counts as idle in the transaction, so
         # that it ends the session of a replica that stalls from here on (one paused

@@ -41,6 +41,9 @@ T = TypeVar("T")
 #: locked, and a replica taking it over would wait on that lock; the server ends such a
 #: session after this long. A healthy batch is idle in its transaction for microseconds.
 STALLED_TRANSACTION_TIMEOUT = "2s"
+#: How long a takeover waits for such a stalled transaction's lock before trying again
+#: in the next round (a healthy batch holds its node row for milliseconds).
+_TAKEOVER_LOCK_WAIT = "200ms"
 
 #: Pruning goes in chunks, each its own short transaction; rows another replica is
 #: pruning at the same moment are skipped, not waited for.
@@ -359,7 +362,14 @@ class PostgresLog(DecisionLog):
                 cur = await conn.execute(FENCE, (fence.node_id, fence.epoch))
                 if await cur.fetchone() is None:
                     raise _TakerFenced
-                cur = await conn.execute(_BUMP, params)
+                # A replica stalled inside its batch holds its node row until the server
+                # ends its session; waiting for that here would hold this replica's own
+                # row (and so its renewals) as long. Give up soon and try next round.
+                await conn.execute("SELECT set_config('lock_timeout', %s, true)", (_TAKEOVER_LOCK_WAIT,))
+                try:
+                    cur = await conn.execute(_BUMP, params)
+                except psycopg.errors.LockNotAvailable:
+                    raise _NodeRowBusy from None
                 if await cur.fetchone() is None:
                     raise psycopg.Rollback(tx)  # someone was first: leave everything as it is
                 cur = await conn.execute(_MOVE, params)
@@ -371,6 +381,9 @@ class PostgresLog(DecisionLog):
         except _TakerFenced:
             self._lost(fence)
             raise Fenced(f"{fence.node_id} epoch {fence.epoch} lost its own lease: it takes nobody over") from None
+        except _NodeRowBusy:
+            log.info("takeover postponed: the replica's node row is held by its stalled batch", node=node.node_id)
+            return None
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -428,13 +441,22 @@ class _TakerFenced(Exception):
     """The replica taking another over found its own lease gone."""
 
 
+class _NodeRowBusy(Exception):
+    """The node row to take over is locked (its replica stalled inside a batch)."""
+
+
 async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
     """Every connection of the log: fast JSON, READ COMMITTED (the takeover's move reads
     what committed while it waited), and no stalled transaction left holding locks."""
     set_json_loads(orjson.loads, conn)
     await conn.execute(
         "SELECT set_config('idle_in_transaction_session_timeout', %s, false),"
-        " set_config('default_transaction_isolation', 'read committed', false)",
+        " set_config('default_transaction_isolation', 'read committed', false),"
+        # A replica cut off from the database: the server finds the session dead (and
+        # frees what it holds) in seconds rather than the system's hours.
+        " set_config('tcp_keepalives_idle', '5', false),"
+        " set_config('tcp_keepalives_interval', '1', false),"
+        " set_config('tcp_keepalives_count', '3', false)",
         (STALLED_TRANSACTION_TIMEOUT,),
     )
 
