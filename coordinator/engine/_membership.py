@@ -81,33 +81,61 @@ class Membership:
         return self.me
 
     async def run(self) -> None:
-        """Renew the lease and watch the others, for as long as the replica runs."""
-        while True:
-            await asyncio.sleep(self.lease / _RENEWALS_PER_LEASE)
-            try:
-                await self.tick()
-            except Exception:
-                log.exception("cluster round failed")
+        """Renew the lease and watch the others, for as long as the replica runs. A
+        takeover (which may move thousands of transactions into memory) runs beside the
+        renewals, never in their way: a taker that let its own lease run out would be
+        fenced in turn."""
+        watching: asyncio.Task[None] | None = None
+        try:
+            while True:
+                await asyncio.sleep(self.lease / _RENEWALS_PER_LEASE)
+                try:
+                    renewed = await self.renew()
+                except Exception:
+                    log.exception("cluster round failed")
+                    continue
+                if renewed and (watching is None or watching.done()):
+                    watching = asyncio.create_task(self._watch(), name="take over")
+        finally:
+            if watching is not None:
+                watching.cancel()
 
     async def tick(self) -> None:
         """One round: renew this replica's lease, then take over any replica whose lease
         ran out and that nobody took over yet."""
+        if await self.renew():
+            await self.take_over_the_dead()
+
+    async def renew(self) -> bool:
+        """Renew this replica's lease; False if the log does not answer or fenced it."""
         asked_at = self._monotonic()
         try:
             self.me = await self._log.renew()
         except Fenced:
             await self.fenced()
-            return
+            return False
         except LogUnavailable as exc:
             if self._reachable:
                 log.error("the log does not answer: not ready", error=str(exc))
             self._reachable = False
-            return
+            return False
         self._confirmed(asked_at)
+        return True
+
+    async def take_over_the_dead(self) -> None:
+        """Take over every replica whose lease ran out and that nobody took over yet."""
         await self.refresh()
         for replica in list(self.replicas.values()):
             if replica.node_id != self.node_id and not replica.alive and replica.taken_over_by is None:
                 await self.take_over(replica.node_id)
+
+    async def _watch(self) -> None:
+        try:
+            await self.take_over_the_dead()
+        except Fenced:
+            await self.fenced()
+        except Exception:
+            log.exception("taking over failed; trying again next round")
 
     async def fenced(self) -> None:
         """This replica's lease is gone (a renewal or a write was fenced): drop the work in
