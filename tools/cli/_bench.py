@@ -20,6 +20,13 @@ class WorkloadName(StrEnum):
     mixed = "mixed"
 
 
+class LogName(StrEnum):
+    """As ``tools.bench.LOGS``."""
+
+    sqlite = "sqlite"
+    postgres = "postgres"
+
+
 _WORKLOAD_HELP = (
     "mock: N mock queues (--participants), an item on each. "
     "postgres: a transfer between two bank services, each on a new database of the PostgreSQL server. "
@@ -39,10 +46,22 @@ def bench(
     sweep: Annotated[str, typer.Option(help="other concurrencies to measure, for the plot")] = "1,8,32",
     output: Annotated[Path | None, typer.Option(help="write the report as JSON here (and a PNG beside it)")] = None,
     plot: Annotated[Path | None, typer.Option(help="write the plot here (default: beside --output)")] = None,
+    log: Annotated[
+        str,
+        typer.Option(
+            help="the coordinators' decision log: sqlite or postgres (a database made for the run), or several "
+            "comma-separated (sqlite,postgres) to measure each in turn in this run and print their ratio",
+        ),
+    ] = "sqlite",
+    replicas: Annotated[
+        int,
+        typer.Option(min=1, max=16, help="coordinator replicas over the shared log (needs --log postgres)"),
+    ] = 1,
     postgres_dsn: Annotated[
         str | None,
         typer.Option(
-            help="PostgreSQL server for postgres and mixed, its role allowed to create databases "
+            help="PostgreSQL server for postgres and mixed and for --log postgres, its role allowed to create "
+            "databases "
             "(default: the one `twopc dev up postgres` runs)",
             envvar="TWOPC_BENCH_POSTGRES_DSN",
         ),
@@ -68,6 +87,12 @@ def bench(
         points = [int(p) for p in sweep.split(",") if p.strip()]
     except ValueError:
         raise typer.BadParameter("a comma-separated list of whole numbers", param_hint="--sweep") from None
+    logs = _logs(log)
+    if replicas > 1 and logs != [LogName.postgres]:
+        raise typer.BadParameter(
+            "several replicas share one decision log: use --log postgres (SQLite is one replica's own file)",
+            param_hint="--replicas",
+        )
     try:
         run_bench(
             workload.value,
@@ -81,7 +106,20 @@ def bench(
             progress=lambda line: typer.echo(line, err=True),
             postgres_dsn=postgres_dsn,
             kafka_bootstrap=kafka_bootstrap,
+            logs=[name.value for name in logs],
+            replicas=replicas,
         )
     except BenchSetupError as exc:
         typer.echo(f"twopc bench: {exc}", err=True)
         raise typer.Exit(2) from None
+
+
+def _logs(option: str) -> list[LogName]:
+    names = [name.strip() for name in option.split(",") if name.strip()]
+    try:
+        logs = [LogName(name) for name in names]
+    except ValueError:
+        raise typer.BadParameter(f"{option!r}: sqlite, postgres, or both comma-separated", param_hint="--log") from None
+    if not logs or len(set(logs)) != len(logs):
+        raise typer.BadParameter(f"{option!r}: each log once, at least one", param_hint="--log")
+    return logs
