@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import resource
 import tempfile
 from collections.abc import Coroutine, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from tools.bench._compare import comparison, print_comparison
-from tools.bench._coordinators import LOGS, Coordinators, replica_deltas, summed
+from tools.bench._coordinators import LOGS, Coordinators, summed
 from tools.bench._kafka import KafkaWorkload
 from tools.bench._load import LoadResult, run_load
+from tools.bench._measure import Measured, interleaved
 from tools.bench._mixed import MixedWorkload
 from tools.bench._mock import MockWorkload
 from tools.bench._postgres import PostgresWorkload
@@ -25,7 +26,6 @@ from tools.bench._report import (
     machine_cpu_ticks,
     plot,
     print_report,
-    process_cpu_seconds,
     process_peak_rss_mb,
 )
 from tools.bench._resources import BenchSetupError
@@ -99,8 +99,8 @@ def run_bench(
 
     ``participants`` is for the mock workload (the others have fixed participants);
     ``postgres_dsn`` and ``kafka_bootstrap`` default to the servers ``twopc dev up`` runs.
-    ``logs`` are the decision logs to measure, one after the other in this run (each on
-    a cluster of its own, the baseline measured once); ``replicas`` coordinators share a
+    ``logs`` are the decision logs to measure in this run, each on a cluster of its own,
+    in alternating slices (the baseline measured once); ``replicas`` coordinators share a
     postgres log, and clients are spread over them. With one log the report is that
     log's; with several it holds each log's report under ``runs`` and their throughput
     ratios to the first.
@@ -154,83 +154,52 @@ async def _bench_all(
     sweep: Sequence[int],
     progress: Progress,
 ) -> list[tuple[dict[str, Any], dict[str, list[float]]]]:
-    runs = []
-    baseline: _Baseline | None = None
-    for load, setup in zip(loads, setups, strict=True):
-        if len(loads) > 1:
-            progress(f"== coordinators on the {setup.label} log ==")
-        report, latencies, baseline = await _bench(
-            load, setup, concurrency, duration, warmup, sweep, progress, baseline
+    async with AsyncExitStack() as running:
+        # Every cluster runs for the whole measurement, so that their slices can alternate.
+        for load in loads:
+            running.push_async_callback(_stop, load, progress)
+            await load.start(progress)
+            running.push_async_callback(load.close)
+            await load.open(max([concurrency, *sweep]))
+        labels = [setup.label for setup in setups]
+        who = "; ".join(
+            f"{label} log ({', '.join(load.replica_names)})" for label, load in zip(labels, loads, strict=True)
         )
-        runs.append((report, latencies))
-    return runs
+        progress(f"through the coordinators, {who}: {concurrency} clients, {warmup:g}s warm-up + {duration:g}s each")
+        mains = await interleaved(loads, labels, concurrency, duration, warmup, progress)
+        baseline = await _measure_baseline(loads[0], concurrency, duration, warmup, progress)
+        runs = []
+        for load, setup, main in zip(loads, setups, mains, strict=True):
+            points = [_point(concurrency, main.result)]
+            for clients in sorted(set(sweep) - {concurrency}):
+                progress(f"sweep, {setup.label} log: {clients} clients")
+                point = await run_load(load.transaction, clients, max(2.0, duration / 3), 1.0, progress)
+                points.append(_point(clients, point))
+            report = _report(load, setup, main, baseline, points, concurrency, warmup)
+            runs.append((report, {"coordinator": main.result.latencies_ms, "baseline": baseline.result.latencies_ms}))
+        return runs
 
 
-async def _bench(
+async def _stop(load: Workload, progress: Progress) -> None:
+    progress("stopping the processes and removing what this run made ...")
+    await load.stop()
+
+
+def _report(
     load: Workload,
     setup: Coordinators,
+    measured: Measured,
+    baseline: _Baseline,
+    points: list[dict[str, Any]],
     concurrency: int,
-    duration: float,
     warmup: float,
-    sweep: Sequence[int],
-    progress: Progress,
-    baseline: _Baseline | None,
-) -> tuple[dict[str, Any], dict[str, list[float]], _Baseline]:
-    await load.start(progress)
-    try:
-        await load.open(max([concurrency, *sweep]))
-        try:
-            return await _measure(load, setup, concurrency, duration, warmup, sweep, progress, baseline)
-        finally:
-            await load.close()
-    finally:
-        progress("stopping the processes and removing what this run made ...")
-        await load.stop()
-
-
-async def _measure(
-    load: Workload,
-    setup: Coordinators,
-    concurrency: int,
-    duration: float,
-    warmup: float,
-    sweep: Sequence[int],
-    progress: Progress,
-    baseline: _Baseline | None,
-) -> tuple[dict[str, Any], dict[str, list[float]], _Baseline]:
-    replicas = ", ".join(load.replica_names)
-    progress(
-        f"through the coordinator ({replicas}, {setup.log} log): {concurrency} clients, "
-        f"{warmup:g}s warm-up + {duration:g}s"
-    )
-    before = await load.metrics()
-    cpu_before: dict[str, float] = {}
-    machine_ticks: dict[str, tuple[int, int]] = {}
-
-    def measure_starts() -> None:
-        cpu_before.update(_cpu(load))
-        machine_ticks["main"] = machine_cpu_ticks()
-
-    main = await run_load(load.transaction, concurrency, duration, warmup, progress, at_measure_start=measure_starts)
-    after, cpu_after = await load.metrics(), _cpu(load)
-    machine_busy = busy_percent(machine_ticks["main"], machine_cpu_ticks())
-    cpu_used = {who: cpu_after[who] - cpu_before[who] for who in cpu_after}
-    if baseline is None:
-        baseline = await _measure_baseline(load, concurrency, duration, warmup, progress)
-    base, baseline_busy = baseline.result, baseline.machine_busy_percent
-    points: list[dict[str, Any]] = []
-    for clients in sorted(set(sweep) - {concurrency}):
-        progress(f"sweep: {clients} clients")
-        point = await run_load(load.transaction, clients, max(2.0, duration / 3), 1.0, progress)
-        points.append(_point(clients, point))
-    points.append(_point(concurrency, main))
-
-    by_replica = replica_deltas(before, after)
-    total = summed(by_replica)
+) -> dict[str, Any]:
+    main, base, cpu_used = measured.result, baseline.result, measured.cpu_used
+    total = summed(measured.by_replica)
     calls, exchanges = total.get("participant_calls", 0.0), total.get("participant_exchanges", 0.0)
     commits, decisions = total.get("log_commits", 0.0), total.get("decisions_logged", 0.0)
     names = load.participant_names
-    report = {
+    return {
         "workload": load.name,
         "run_id": load.run_id,
         "log": setup.log,
@@ -255,13 +224,13 @@ async def _measure(
         # Peak resident memory of each role's processes (summed) over the whole run.
         "peak_rss_mb": {role: sum(process_peak_rss_mb(pid) for pid in pids) for role, pids in load.pids().items()},
         # The whole machine, every process on it: below 100, the run was not short of CPU.
-        "machine_busy_percent": machine_busy,
+        "machine_busy_percent": busy_percent((0, 0), measured.machine_ticks),
         # Every replica's own counters over the measured run, summed: decisions it forced
         # to the log, and the log transactions (batches) it committed.
         "decisions_logged": decisions,
         "log_commits": commits,
         "decisions_per_log_commit": decisions / commits if commits else 0.0,
-        "by_replica": {replica: _replica_figures(counters) for replica, counters in by_replica.items()},
+        "by_replica": {replica: _replica_figures(counters) for replica, counters in measured.by_replica.items()},
         "calls_per_exchange": calls / exchanges if exchanges else 0.0,
         "baseline": load.baseline_description,
         "baseline_tps": base.throughput,
@@ -269,12 +238,11 @@ async def _measure(
         "baseline_committed": base.committed,
         "baseline_aborted": base.aborted,
         "baseline_errors": base.errors,
-        "baseline_machine_busy_percent": baseline_busy,
+        "baseline_machine_busy_percent": baseline.machine_busy_percent,
         "overhead_ratio": main.throughput / base.throughput if base.throughput else 0.0,
         "sweep": sorted(points, key=lambda p: p["concurrency"]),
         "machine": machine(),
     }
-    return report, {"coordinator": main.latencies_ms, "baseline": base.latencies_ms}, baseline
 
 
 async def _measure_baseline(
@@ -300,13 +268,6 @@ def _replica_figures(counters: dict[str, float]) -> dict[str, float]:
         "log_commits": commits,
         "decisions_per_log_commit": decisions / commits if commits else 0.0,
     }
-
-
-def _cpu(load: Workload) -> dict[str, float]:
-    """CPU seconds used so far by each role's processes and by this load generator."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    used = {role: sum(process_cpu_seconds(pid) for pid in pids) for role, pids in load.pids().items()}
-    return {**used, "load_generator": usage.ru_utime + usage.ru_stime}
 
 
 def _point(concurrency: int, result: LoadResult) -> dict[str, Any]:

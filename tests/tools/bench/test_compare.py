@@ -1,4 +1,5 @@
-"""Several decision logs in one run: the comparison report, and the options that choose them."""
+"""Several decision logs in one run: the comparison report, slices of a log added up, and
+the options that choose the logs."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from tools.bench._compare import comparison
+from tools.bench._load import LoadResult
+from tools.bench._measure import Measured, combined
 from tools.cli._app import app
 
 
@@ -41,3 +44,22 @@ def test_the_cli_refuses_replicas_without_a_shared_log_and_unknown_logs(options:
     result = CliRunner().invoke(app, ["bench", *options])
     assert result.exit_code == 2
     assert named in result.output
+
+
+def _part(committed: int, seconds: float, latencies: list[float], decisions: float, commits: float) -> Measured:
+    return Measured(
+        LoadResult(seconds, committed, aborted=0, errors=0, latencies_ms=latencies),
+        {"c1": {"decisions_logged": decisions, "log_commits": commits}},
+        {"coordinator": seconds / 2},
+        (int(seconds * 50), int(seconds * 100)),
+    )
+
+
+def test_slices_of_one_log_add_up_to_one_measurement() -> None:
+    whole = combined([_part(100, 2.0, [1.0, 3.0], 90, 9), _part(300, 2.0, [2.0], 290, 11)])
+    assert (whole.result.committed, whole.result.seconds) == (400, 4.0)
+    assert whole.result.throughput == 100.0
+    assert sorted(whole.result.latencies_ms) == [1.0, 2.0, 3.0]
+    assert whole.by_replica == {"c1": {"decisions_logged": 380, "log_commits": 20}}
+    assert whole.cpu_used == {"coordinator": 2.0}
+    assert whole.machine_ticks == (200, 400)
