@@ -93,7 +93,7 @@ def run_bench(
     postgres_dsn: str | None = None,
     kafka_bootstrap: str | None = None,
     logs: Sequence[str] = ("sqlite",),
-    replicas: int = 1,
+    replicas: int | Sequence[int] = 1,
 ) -> dict[str, Any]:
     """Run one workload through the coordinator and as its baseline; print and return the report.
 
@@ -101,11 +101,13 @@ def run_bench(
     ``postgres_dsn`` and ``kafka_bootstrap`` default to the servers ``twopc dev up`` runs.
     ``logs`` are the decision logs to measure in this run, each on a cluster of its own,
     in alternating slices (the baseline measured once); ``replicas`` coordinators share a
-    postgres log, and clients are spread over them. With one log the report is that
+    postgres log, and clients are spread over them (several counts: each is measured,
+    for every log). With one log the report is that
     log's; with several it holds each log's report under ``runs`` and their throughput
     ratios to the first.
     """
-    setups = [Coordinators(log, replicas, postgres_dsn) for log in logs]
+    counts = [replicas] if isinstance(replicas, int) else list(replicas)
+    setups = [Coordinators(log, count, postgres_dsn) for log in logs for count in counts]
     if not setups:
         raise ValueError("at least one log to measure")
     with tempfile.TemporaryDirectory(prefix="twopc-bench-") as tmp:
@@ -113,7 +115,7 @@ def run_bench(
         loads = [
             _workload(
                 workload,
-                root if len(setups) == 1 else root / setup.log,
+                root if len(setups) == 1 else root / setup.label.replace(" ", "-"),
                 participants,
                 postgres_dsn,
                 kafka_bootstrap,

@@ -1,5 +1,6 @@
-"""Several decision logs measured in one run, side by side: since the machine is shared
-and noisy, the figures worth comparing are the ratios between runs of one invocation."""
+"""Several sets of coordinators (decision logs, numbers of replicas) measured in one run,
+side by side: since the machine is shared and noisy, the figures worth comparing are the
+ratios between runs of one invocation."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ def _label(report: dict[str, Any]) -> str:
 def comparison(reports: list[dict[str, Any]]) -> dict[str, Any]:
     """One report for several runs: each run's own under ``runs`` (in the order measured),
     and each later run's throughput over the first's under ``throughput_ratios``
-    (``"postgres/sqlite"``)."""
+    (``"postgres/sqlite"``, ``"postgres x2/postgres"``)."""
     first = reports[0]
     ratios = {
         f"{_label(report)}/{_label(first)}": (
@@ -30,7 +31,7 @@ def comparison(reports: list[dict[str, Any]]) -> dict[str, Any]:
         "workload": first["workload"],
         "concurrency": first["concurrency"],
         "logs": [report["log"] for report in reports],
-        "replicas": first["replicas"],
+        "replicas": [report["replicas"] for report in reports],
         "throughput_ratios": ratios,
         "runs": reports,
     }
@@ -39,11 +40,9 @@ def comparison(reports: list[dict[str, Any]]) -> dict[str, Any]:
 def print_comparison(report: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console()
     runs = report["runs"]
-    table = Table(
-        title=f"twopc bench: the decision logs side by side ({report['workload']}, {report['concurrency']} clients)"
-    )
-    for column in ("log", "committed / s", "vs first", "p50 (ms)", "p99 (ms)", "decisions per log commit"):
-        table.add_column(column, justify="left" if column == "log" else "right")
+    table = Table(title=f"twopc bench: side by side ({report['workload']}, {report['concurrency']} clients)")
+    for column in ("log (x replicas)", "committed / s", "vs first", "p50 (ms)", "p99 (ms)", "decisions per log commit"):
+        table.add_column(column, justify="right" if column != "log (x replicas)" else "left")
     first_tps = runs[0]["throughput_tps"]
     for run in runs:
         ratio = run["throughput_tps"] / first_tps if first_tps else 0.0

@@ -27,6 +27,9 @@ class LogName(StrEnum):
     postgres = "postgres"
 
 
+#: The most replicas one run starts (each is a process of its own).
+_MAX_REPLICAS = 16
+
 _WORKLOAD_HELP = (
     "mock: N mock queues (--participants), an item on each. "
     "postgres: a transfer between two bank services, each on a new database of the PostgreSQL server. "
@@ -54,9 +57,12 @@ def bench(
         ),
     ] = "sqlite",
     replicas: Annotated[
-        int,
-        typer.Option(min=1, max=16, help="coordinator replicas over the shared log (needs --log postgres)"),
-    ] = 1,
+        str,
+        typer.Option(
+            help="coordinator replicas over the shared log (more than one needs --log postgres); several "
+            "comma-separated (1,2) to measure each in turn in this run",
+        ),
+    ] = "1",
     postgres_dsn: Annotated[
         str | None,
         typer.Option(
@@ -88,7 +94,8 @@ def bench(
     except ValueError:
         raise typer.BadParameter("a comma-separated list of whole numbers", param_hint="--sweep") from None
     logs = _logs(log)
-    if replicas > 1 and logs != [LogName.postgres]:
+    counts = _replica_counts(replicas)
+    if max(counts) > 1 and logs != [LogName.postgres]:
         raise typer.BadParameter(
             "several replicas share one decision log: use --log postgres (SQLite is one replica's own file)",
             param_hint="--replicas",
@@ -107,7 +114,7 @@ def bench(
             postgres_dsn=postgres_dsn,
             kafka_bootstrap=kafka_bootstrap,
             logs=[name.value for name in logs],
-            replicas=replicas,
+            replicas=counts,
         )
     except BenchSetupError as exc:
         typer.echo(f"twopc bench: {exc}", err=True)
@@ -123,3 +130,16 @@ def _logs(option: str) -> list[LogName]:
     if not logs or len(set(logs)) != len(logs):
         raise typer.BadParameter(f"{option!r}: each log once, at least one", param_hint="--log")
     return logs
+
+
+def _replica_counts(option: str) -> list[int]:
+    try:
+        counts = [int(count) for count in option.split(",") if count.strip()]
+    except ValueError:
+        counts = []
+    if not counts or any(not 1 <= count <= _MAX_REPLICAS for count in counts) or len(set(counts)) != len(counts):
+        raise typer.BadParameter(
+            f"{option!r}: a number of replicas from 1 to {_MAX_REPLICAS}, or several comma-separated, each once",
+            param_hint="--replicas",
+        )
+    return counts

@@ -22,8 +22,15 @@ def test_the_comparison_holds_every_run_and_each_later_ones_throughput_over_the_
     runs = [_run("sqlite", 1, 1000.0), _run("postgres", 1, 800.0)]
     report = comparison(runs)
     assert report["logs"] == ["sqlite", "postgres"]
+    assert report["replicas"] == [1, 1]
     assert report["runs"] == runs
     assert report["throughput_ratios"] == {"postgres/sqlite": pytest.approx(0.8)}
+
+
+def test_replica_counts_are_named_in_the_ratios() -> None:
+    report = comparison([_run("postgres", 1, 1000.0), _run("postgres", 2, 1100.0)])
+    assert report["throughput_ratios"] == {"postgres x2/postgres": pytest.approx(1.1)}
+    assert report["replicas"] == [1, 2]
 
 
 def test_a_first_run_that_committed_nothing_gives_a_ratio_of_zero_not_a_division_error() -> None:
@@ -38,6 +45,9 @@ def test_a_first_run_that_committed_nothing_gives_a_ratio_of_zero_not_a_division
         (["--replicas", "2", "--log", "sqlite,postgres"], "--replicas"),
         (["--log", "mysql"], "--log"),
         (["--log", "postgres,postgres"], "--log"),
+        (["--replicas", "1,2"], "--replicas"),  # SQLite cannot have the second
+        (["--log", "postgres", "--replicas", "0"], "--replicas"),
+        (["--log", "postgres", "--replicas", "two"], "--replicas"),
     ],
 )
 def test_the_cli_refuses_replicas_without_a_shared_log_and_unknown_logs(options: list[str], named: str) -> None:
