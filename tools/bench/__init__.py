@@ -223,8 +223,13 @@ def _report(
         "cpu_ms_per_transaction": {
             who: 1000 * used / main.committed if main.committed else 0.0 for who, used in cpu_used.items()
         },
-        # Peak resident memory of each role's processes (summed) over the whole run.
-        "peak_rss_mb": {role: sum(process_peak_rss_mb(pid) for pid in pids) for role, pids in load.pids().items()},
+        # Peak resident memory of each role's processes (summed) over the whole run; not
+        # of the log's server backends, whose resident memory is mostly shared buffers.
+        "peak_rss_mb": {
+            role: sum(process_peak_rss_mb(pid) for pid in pids)
+            for role, pids in load.pids().items()
+            if role != "log_database"
+        },
         # The whole machine, every process on it: below 100, the run was not short of CPU.
         "machine_busy_percent": busy_percent((0, 0), measured.machine_ticks),
         # Every replica's own counters over the measured run, summed: decisions it forced

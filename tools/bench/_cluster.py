@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+import psycopg
 
 from compose.localcluster import LocalCluster, Service
 from tools.bench._coordinators import Coordinators
@@ -52,6 +53,11 @@ class ClusterWorkload(Workload):
         self._ids = itertools.count()
         #: Where each worker sends its transactions: the replicas in turn.
         self._execute_urls: list[str] = []
+        #: The postgres log's database, and a connection to it that lists its backends.
+        self._log_dsn: str | None = None
+        self._log_conn: psycopg.AsyncConnection[Any] | None = None
+        #: The server processes serving the replicas' log connections, as far as seen.
+        self._log_backends: set[int] = set()
 
     # -- what a subclass provides ----------------------------------------------------------
 
@@ -82,6 +88,7 @@ class ClusterWorkload(Workload):
         try:
             queues, services = await self.provision(self._cleanup, progress)
             log_dsn = await self._cleanup.enter_async_context(self.coordinators.log_database(self.run_id, progress))
+            self._log_dsn = log_dsn
             self.cluster = LocalCluster(
                 self.directory,
                 queues=queues,
@@ -110,13 +117,25 @@ class ClusterWorkload(Workload):
         limit = concurrency * (len(self.participant_names) + 1)
         self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit))
         self._execute_urls = [f"{url}/v1/transactions:execute" for url in self._running.coordinator_urls]
+        if self._log_dsn is not None:
+            self._log_conn = await psycopg.AsyncConnection.connect(self._log_dsn, autocommit=True)
 
     async def close(self) -> None:
+        if self._log_conn is not None:
+            await self._log_conn.close()
+            self._log_conn = None
         if self._session is not None:
             await self._session.close()
             self._session = None
 
     async def metrics(self) -> dict[str, dict[str, float]]:
+        if self._log_conn is not None:
+            # A backend the pool opens later is seen at the next reading; all its CPU is
+            # then of the stretch it appeared in, which is where it counts.
+            cursor = await self._log_conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            self._log_backends.update(pid for (pid,) in await cursor.fetchall())
         cluster = self._running
         return dict(
             zip(
@@ -137,10 +156,15 @@ class ClusterWorkload(Workload):
 
     def pids(self) -> dict[str, list[int | None]]:
         nodes = self._running.nodes
-        return {
+        pids: dict[str, list[int | None]] = {
             "coordinator": [nodes[name].pid for name in self.replica_names],
             "participants": [nodes[name].pid for name in self.participant_names],
         }
+        if self._log_dsn is not None:
+            # The PostgreSQL log's work on the server (its statements, its WAL flushes):
+            # CPU that the SQLite log spends inside the coordinator.
+            pids["log_database"] = [*sorted(self._log_backends)]
+        return pids
 
     async def transaction(self, worker: int, seq: int) -> bool:
         body = orjson.dumps(

@@ -120,11 +120,13 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
     per_transaction = ", ".join(
         f"{who.replace('_', ' ')} {ms:.2f}" for who, ms in report["cpu_ms_per_transaction"].items()
     )
+    log_database = report.get("log_database_cpu_percent")
     console.print(
         f"concurrency {report['concurrency']}, {report['duration_s']:.0f} s measured; "
         f"throughput vs baseline: {report['overhead_ratio']:.2f}; "
         f"CPU (% of a core): coordinator {report['coordinator_cpu_percent']:.0f}, "
-        f"participants {report['participants_cpu_percent']:.0f}, "
+        + (f"log database {log_database:.0f}, " if log_database is not None else "")
+        + f"participants {report['participants_cpu_percent']:.0f}, "
         f"load generator {report['load_generator_cpu_percent']:.0f}; "
         f"CPU ms per transaction: {per_transaction}; "
         f"peak memory (MiB): coordinator {report['peak_rss_mb']['coordinator']:.0f}, "
