@@ -42,19 +42,18 @@ def print_comparison(report: dict[str, Any], console: Console | None = None) -> 
     runs = report["runs"]
     table = Table(title=f"twopc bench: side by side ({report['workload']}, {report['concurrency']} clients)")
     columns = (
-        "log (x replicas)",
-        "committed / s",
-        "vs first",
-        "p50 (ms)",
-        "p99 (ms)",
-        "decisions per log commit",
+        "log",
+        "committed/s",
+        "ratio",
+        "p50 ms",
+        "p99 ms",
+        "decisions/commit",
         # Where a log's cost goes: the SQLite log's is inside the coordinator, the
         # PostgreSQL log's partly in the server's backends.
-        "CPU ms / txn: coordinator",
-        "log database",
+        "CPU ms/txn: coordinator + log db",
     )
     for column in columns:
-        table.add_column(column, justify="right" if column != "log (x replicas)" else "left")
+        table.add_column(column, justify="left" if column == "log" else "right")
     first_tps = runs[0]["throughput_tps"]
     for run in runs:
         ratio = run["throughput_tps"] / first_tps if first_tps else 0.0
@@ -66,7 +65,6 @@ def print_comparison(report: dict[str, Any], console: Console | None = None) -> 
             f"{run['latency_ms']['p50']:.1f}",
             f"{run['latency_ms']['p99']:.1f}",
             f"{run['decisions_per_log_commit']:.1f}",
-            f"{cpu['coordinator']:.2f}",
-            f"{cpu['log_database']:.2f}" if "log_database" in cpu else "-",
+            f"{cpu['coordinator']:.2f}" + (f" + {cpu['log_database']:.2f}" if "log_database" in cpu else ""),
         )
     console.print(table)
