@@ -47,7 +47,7 @@ def print_comparison(report: dict[str, Any], console: Console | None = None) -> 
         "ratio",
         "p50 ms",
         "p99 ms",
-        "decisions/commit",
+        "decisions per log commit",
         # Where a log's cost goes: the SQLite log's is inside the coordinator, the
         # PostgreSQL log's partly in the server's backends.
         "CPU ms/txn: coordinator + log db",
