@@ -14,6 +14,7 @@ from rich.table import Table
 __all__ = [
     "Series",
     "busy_percent",
+    "coordinators_label",
     "machine",
     "machine_cpu_ticks",
     "plot",

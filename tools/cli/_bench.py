@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-__all__ = ["WorkloadName", "bench"]
+__all__ = ["LogName", "WorkloadName", "bench"]
 
 
 class WorkloadName(StrEnum):
