@@ -102,9 +102,8 @@ def run_bench(
     ``logs`` are the decision logs to measure in this run, each on a cluster of its own,
     in alternating slices (the baseline measured once); ``replicas`` coordinators share a
     postgres log, and clients are spread over them (several counts: each is measured,
-    for every log). With one log the report is that
-    log's; with several it holds each log's report under ``runs`` and their throughput
-    ratios to the first.
+    for every log). With one set of coordinators the report is its own; with several it
+    holds each one's report under ``runs`` and their throughput ratios to the first.
     """
     counts = [replicas] if isinstance(replicas, int) else list(replicas)
     setups = [Coordinators(log, count, postgres_dsn) for log in logs for count in counts]
