@@ -4,31 +4,35 @@ from __future__ import annotations
 
 import asyncio
 import json
-import resource
 import tempfile
 from collections.abc import Coroutine, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tools.bench._compare import comparison, print_comparison
+from tools.bench._coordinators import LOGS, Coordinators, summed
 from tools.bench._kafka import KafkaWorkload
 from tools.bench._load import LoadResult, run_load
+from tools.bench._measure import Measured, interleaved
 from tools.bench._mixed import MixedWorkload
 from tools.bench._mock import MockWorkload
 from tools.bench._postgres import PostgresWorkload
 from tools.bench._report import (
+    Series,
     busy_percent,
     machine,
     machine_cpu_ticks,
     plot,
     print_report,
-    process_cpu_seconds,
     process_peak_rss_mb,
 )
 from tools.bench._resources import BenchSetupError
 from tools.bench._workload import Progress, Workload
 from twopc_core.runtime import new_event_loop, tune_garbage_collector
 
-__all__ = ["WORKLOADS", "BenchSetupError", "Workload", "run_bench"]
+__all__ = ["LOGS", "WORKLOADS", "BenchSetupError", "Coordinators", "Workload", "run_bench"]
 
 WORKLOADS = ("mock", "postgres", "kafka", "mixed")
 
@@ -43,21 +47,35 @@ _DEFAULT_MOCK_PARTICIPANTS = 2
 
 T = TypeVar("T")
 
+
 def _workload(
-    name: str, directory: Path, participants: int | None, postgres_dsn: str | None, kafka_bootstrap: str | None
+    name: str,
+    directory: Path,
+    participants: int | None,
+    postgres_dsn: str | None,
+    kafka_bootstrap: str | None,
+    coordinators: Coordinators,
 ) -> Workload:
     if name == "mock":
         count = participants or _DEFAULT_MOCK_PARTICIPANTS
-        return MockWorkload(directory, count, coordinator_toml=_COORDINATOR_TOML)
+        return MockWorkload(directory, count, _COORDINATOR_TOML, coordinators)
     if name not in WORKLOADS:
         raise ValueError(f"no workload {name!r}: choose one of {', '.join(WORKLOADS)}")
     if participants is not None:
         raise ValueError(f"the {name} workload has fixed participants; participants applies to the mock workload")
     if name == "postgres":
-        return PostgresWorkload(directory, _COORDINATOR_TOML, postgres_dsn)
+        return PostgresWorkload(directory, _COORDINATOR_TOML, postgres_dsn, coordinators)
     if name == "kafka":
-        return KafkaWorkload(directory, _COORDINATOR_TOML, kafka_bootstrap)
-    return MixedWorkload(directory, _COORDINATOR_TOML, postgres_dsn, kafka_bootstrap)
+        return KafkaWorkload(directory, _COORDINATOR_TOML, kafka_bootstrap, coordinators)
+    return MixedWorkload(directory, _COORDINATOR_TOML, postgres_dsn, kafka_bootstrap, coordinators)
+
+
+@dataclass
+class _Baseline:
+    """The coordinator-free run, measured once and shared by every log's report."""
+
+    result: LoadResult
+    machine_busy_percent: float
 
 
 def run_bench(
@@ -74,91 +92,120 @@ def run_bench(
     *,
     postgres_dsn: str | None = None,
     kafka_bootstrap: str | None = None,
+    logs: Sequence[str] = ("sqlite",),
+    replicas: int | Sequence[int] = 1,
 ) -> dict[str, Any]:
     """Run one workload through the coordinator and as its baseline; print and return the report.
 
     ``participants`` is for the mock workload (the others have fixed participants);
     ``postgres_dsn`` and ``kafka_bootstrap`` default to the servers ``twopc dev up`` runs.
+    ``logs`` are the decision logs to measure in this run, each on a cluster of its own,
+    in alternating slices (the baseline measured once); ``replicas`` coordinators share a
+    postgres log, and clients are spread over them (several counts: each is measured,
+    for every log). With one set of coordinators the report is its own; with several it
+    holds each one's report under ``runs`` and their throughput ratios to the first.
     """
+    counts = [replicas] if isinstance(replicas, int) else list(replicas)
+    setups = [Coordinators(log, count, postgres_dsn) for log in logs for count in counts]
+    if not setups:
+        raise ValueError("at least one log to measure")
     with tempfile.TemporaryDirectory(prefix="twopc-bench-") as tmp:
-        load = _workload(workload, directory or Path(tmp), participants, postgres_dsn, kafka_bootstrap)
-        report, latencies = _event_loop_run(_bench(load, concurrency, duration, warmup, sweep, progress))
+        root = directory or Path(tmp)
+        loads = [
+            _workload(
+                workload,
+                root if len(setups) == 1 else root / setup.label.replace(" ", "-"),
+                participants,
+                postgres_dsn,
+                kafka_bootstrap,
+                setup,
+            )
+            for setup in setups
+        ]
+        runs = _event_loop_run(_bench_all(loads, setups, concurrency, duration, warmup, sweep, progress))
+    reports = [report for report, _ in runs]
+    report = reports[0] if len(runs) == 1 else comparison(reports)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(report, indent=2) + "\n")
     if plot_path is None and output is not None:
         plot_path = output.with_suffix(".png")
     if plot_path is not None:
-        plot(report, latencies, plot_path)
+        plot(
+            [
+                Series(setup.label, run_report, latencies)
+                for setup, (run_report, latencies) in zip(setups, runs, strict=True)
+            ],
+            plot_path,
+        )
         report["plot"] = str(plot_path)
-    print_report(report)
+    for run_report in reports:
+        print_report(run_report)
+    if len(reports) > 1:
+        print_comparison(report)
     return report
 
 
-async def _bench(
-    load: Workload,
+async def _bench_all(
+    loads: Sequence[Workload],
+    setups: Sequence[Coordinators],
     concurrency: int,
     duration: float,
     warmup: float,
     sweep: Sequence[int],
     progress: Progress,
-) -> tuple[dict[str, Any], dict[str, list[float]]]:
-    await load.start(progress)
-    try:
-        await load.open(max([concurrency, *sweep]))
-        try:
-            return await _measure(load, concurrency, duration, warmup, sweep, progress)
-        finally:
-            await load.close()
-    finally:
-        progress("stopping the processes and removing what this run made ...")
-        await load.stop()
+) -> list[tuple[dict[str, Any], dict[str, list[float]]]]:
+    async with AsyncExitStack() as running:
+        # Every cluster runs for the whole measurement, so that their slices can alternate.
+        for load in loads:
+            running.push_async_callback(_stop, load, progress)
+            await load.start(progress)
+            running.push_async_callback(load.close)
+            await load.open(max([concurrency, *sweep]))
+        labels = [setup.label for setup in setups]
+        who = "; ".join(
+            f"{label} log ({', '.join(load.replica_names)})" for label, load in zip(labels, loads, strict=True)
+        )
+        progress(f"through the coordinators, {who}: {concurrency} clients, {warmup:g}s warm-up + {duration:g}s each")
+        mains = await interleaved(loads, labels, concurrency, duration, warmup, progress)
+        baseline = await _measure_baseline(loads[0], concurrency, duration, warmup, progress)
+        runs = []
+        for load, setup, main in zip(loads, setups, mains, strict=True):
+            points = [_point(concurrency, main.result)]
+            for clients in sorted(set(sweep) - {concurrency}):
+                progress(f"sweep, {setup.label} log: {clients} clients")
+                point = await run_load(load.transaction, clients, max(2.0, duration / 3), 1.0, progress)
+                points.append(_point(clients, point))
+            report = _report(load, setup, main, baseline, points, concurrency, warmup)
+            runs.append((report, {"coordinator": main.result.latencies_ms, "baseline": baseline.result.latencies_ms}))
+        return runs
 
 
-async def _measure(
+async def _stop(load: Workload, progress: Progress) -> None:
+    progress("stopping the processes and removing what this run made ...")
+    await load.stop()
+
+
+def _report(
     load: Workload,
+    setup: Coordinators,
+    measured: Measured,
+    baseline: _Baseline,
+    points: list[dict[str, Any]],
     concurrency: int,
-    duration: float,
     warmup: float,
-    sweep: Sequence[int],
-    progress: Progress,
-) -> tuple[dict[str, Any], dict[str, list[float]]]:
-    progress(f"through the coordinator: {concurrency} clients, {warmup:g}s warm-up + {duration:g}s")
-    before = await load.metrics()
-    cpu_before: dict[str, float] = {}
-    machine_ticks: dict[str, tuple[int, int]] = {}
-
-    def measure_starts() -> None:
-        cpu_before.update(_cpu(load))
-        machine_ticks["main"] = machine_cpu_ticks()
-
-    main = await run_load(load.transaction, concurrency, duration, warmup, progress, at_measure_start=measure_starts)
-    after, cpu_after = await load.metrics(), _cpu(load)
-    machine_busy = busy_percent(machine_ticks["main"], machine_cpu_ticks())
-    cpu_used = {who: cpu_after[who] - cpu_before[who] for who in cpu_after}
-    progress(f"baseline, the same work without a coordinator: {concurrency} clients")
-
-    def baseline_starts() -> None:
-        machine_ticks["baseline"] = machine_cpu_ticks()
-
-    base = await run_load(load.baseline, concurrency, duration, warmup, progress, at_measure_start=baseline_starts)
-    baseline_busy = busy_percent(machine_ticks["baseline"], machine_cpu_ticks())
-    points: list[dict[str, Any]] = []
-    for clients in sorted(set(sweep) - {concurrency}):
-        progress(f"sweep: {clients} clients")
-        point = await run_load(load.transaction, clients, max(2.0, duration / 3), 1.0, progress)
-        points.append(_point(clients, point))
-    points.append(_point(concurrency, main))
-
-    def delta(counter: str) -> float:
-        return after.get(counter, 0) - before.get(counter, 0)
-
-    calls, exchanges = delta("participant_calls"), delta("participant_exchanges")
-    commits, decisions = delta("log_commits"), delta("decisions_logged")
+) -> dict[str, Any]:
+    main, base, cpu_used = measured.result, baseline.result, measured.cpu_used
+    total = summed(measured.by_replica)
+    calls, exchanges = total.get("participant_calls", 0.0), total.get("participant_exchanges", 0.0)
+    commits, decisions = total.get("log_commits", 0.0), total.get("decisions_logged", 0.0)
     names = load.participant_names
-    report = {
+    return {
         "workload": load.name,
         "run_id": load.run_id,
+        "log": setup.log,
+        "replicas": setup.replicas,
+        "replica_names": load.replica_names,
         "participants": len(names),
         "participant_names": names,
         "concurrency": concurrency,
@@ -175,11 +222,21 @@ async def _measure(
         "cpu_ms_per_transaction": {
             who: 1000 * used / main.committed if main.committed else 0.0 for who, used in cpu_used.items()
         },
-        # Peak resident memory of each role's processes (summed) over the whole run.
-        "peak_rss_mb": {role: sum(process_peak_rss_mb(pid) for pid in pids) for role, pids in load.pids().items()},
+        # Peak resident memory of each role's processes (summed) over the whole run; not
+        # of the log's server backends, whose resident memory is mostly shared buffers.
+        "peak_rss_mb": {
+            role: sum(process_peak_rss_mb(pid) for pid in pids)
+            for role, pids in load.pids().items()
+            if role != "log_database"
+        },
         # The whole machine, every process on it: below 100, the run was not short of CPU.
-        "machine_busy_percent": machine_busy,
+        "machine_busy_percent": busy_percent((0, 0), measured.machine_ticks),
+        # Every replica's own counters over the measured run, summed: decisions it forced
+        # to the log, and the log transactions (batches) it committed.
+        "decisions_logged": decisions,
+        "log_commits": commits,
         "decisions_per_log_commit": decisions / commits if commits else 0.0,
+        "by_replica": {replica: _replica_figures(counters) for replica, counters in measured.by_replica.items()},
         "calls_per_exchange": calls / exchanges if exchanges else 0.0,
         "baseline": load.baseline_description,
         "baseline_tps": base.throughput,
@@ -187,19 +244,36 @@ async def _measure(
         "baseline_committed": base.committed,
         "baseline_aborted": base.aborted,
         "baseline_errors": base.errors,
-        "baseline_machine_busy_percent": baseline_busy,
+        "baseline_machine_busy_percent": baseline.machine_busy_percent,
         "overhead_ratio": main.throughput / base.throughput if base.throughput else 0.0,
         "sweep": sorted(points, key=lambda p: p["concurrency"]),
         "machine": machine(),
     }
-    return report, {"coordinator": main.latencies_ms, "baseline": base.latencies_ms}
 
 
-def _cpu(load: Workload) -> dict[str, float]:
-    """CPU seconds used so far by each role's processes and by this load generator."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    used = {role: sum(process_cpu_seconds(pid) for pid in pids) for role, pids in load.pids().items()}
-    return {**used, "load_generator": usage.ru_utime + usage.ru_stime}
+async def _measure_baseline(
+    load: Workload, concurrency: int, duration: float, warmup: float, progress: Progress
+) -> _Baseline:
+    progress(f"baseline, the same work without a coordinator: {concurrency} clients")
+    ticks: list[tuple[int, int]] = []
+    result = await run_load(
+        load.baseline,
+        concurrency,
+        duration,
+        warmup,
+        progress,
+        at_measure_start=lambda: ticks.append(machine_cpu_ticks()),
+    )
+    return _Baseline(result, busy_percent(ticks[0], machine_cpu_ticks()) if ticks else 0.0)
+
+
+def _replica_figures(counters: dict[str, float]) -> dict[str, float]:
+    decisions, commits = counters.get("decisions_logged", 0.0), counters.get("log_commits", 0.0)
+    return {
+        "decisions_logged": decisions,
+        "log_commits": commits,
+        "decisions_per_log_commit": decisions / commits if commits else 0.0,
+    }
 
 
 def _point(concurrency: int, result: LoadResult) -> dict[str, Any]:

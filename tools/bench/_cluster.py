@@ -15,8 +15,10 @@ from typing import Any
 
 import aiohttp
 import orjson
+import psycopg
 
 from compose.localcluster import LocalCluster, Service
+from tools.bench._coordinators import Coordinators
 from tools.bench._workload import Progress, Workload
 from twopc_core.signing import signed_headers
 
@@ -39,15 +41,23 @@ class ClusterWorkload(Workload):
         "then a commit to every participant at once"
     )
 
-    def __init__(self, directory: Path, coordinator_toml: str = "") -> None:
+    def __init__(self, directory: Path, coordinator_toml: str = "", coordinators: Coordinators | None = None) -> None:
         self.directory = directory
         self.coordinator_toml = coordinator_toml
+        self.coordinators = coordinators or Coordinators()
         #: Tells this run's transactions, databases and topics from any other run's.
         self.run_id = secrets.token_hex(4)
         self.cluster: LocalCluster | None = None
         self._cleanup = AsyncExitStack()
         self._session: aiohttp.ClientSession | None = None
         self._ids = itertools.count()
+        #: Where each worker sends its transactions: the replicas in turn.
+        self._execute_urls: list[str] = []
+        #: The postgres log's database, and a connection to it that lists its backends.
+        self._log_dsn: str | None = None
+        self._log_conn: psycopg.AsyncConnection[Any] | None = None
+        #: The server processes serving the replicas' log connections, as far as seen.
+        self._log_backends: set[int] = set()
 
     # -- what a subclass provides ----------------------------------------------------------
 
@@ -68,17 +78,31 @@ class ClusterWorkload(Workload):
     @property
     def participant_names(self) -> list[str]:
         cluster = self._running
-        return [name for name in cluster.nodes if name != "coordinator"]
+        return [name for name in cluster.nodes if name not in cluster.replica_names]
+
+    @property
+    def replica_names(self) -> list[str]:
+        return self._running.replica_names
 
     async def start(self, progress: Progress) -> None:
         try:
             queues, services = await self.provision(self._cleanup, progress)
+            log_dsn = await self._cleanup.enter_async_context(self.coordinators.log_database(self.run_id, progress))
+            self._log_dsn = log_dsn
             self.cluster = LocalCluster(
-                self.directory, queues=queues, services=services, coordinator_toml=self.coordinator_toml
+                self.directory,
+                queues=queues,
+                services=services,
+                coordinator_toml=self.coordinator_toml,
+                replicas=self.coordinators.replicas,
+                log_dsn=log_dsn,
             )
             # Registered last, so the processes stop before what they use is removed.
             self._cleanup.push_async_callback(asyncio.to_thread, self.cluster.stop)
-            progress(f"starting the coordinator and {', '.join(self.participant_names)} in {self.directory} ...")
+            progress(
+                f"starting {', '.join(self.cluster.replica_names)} ({self.coordinators.log} log) and "
+                f"{', '.join(self.participant_names)} in {self.directory} ..."
+            )
             await asyncio.to_thread(self.cluster.start, _START_TIMEOUT)
             await self.populate(progress)
         except BaseException:
@@ -92,14 +116,37 @@ class ClusterWorkload(Workload):
         # Each worker may hold a connection to the coordinator and one to every participant.
         limit = concurrency * (len(self.participant_names) + 1)
         self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit))
+        self._execute_urls = [f"{url}/v1/transactions:execute" for url in self._running.coordinator_urls]
+        if self._log_dsn is not None:
+            self._log_conn = await psycopg.AsyncConnection.connect(self._log_dsn, autocommit=True)
 
     async def close(self) -> None:
+        if self._log_conn is not None:
+            await self._log_conn.close()
+            self._log_conn = None
         if self._session is not None:
             await self._session.close()
             self._session = None
 
-    async def metrics(self) -> dict[str, float]:
-        async with self.session.get(f"{self._running.coordinator_url}/metrics") as response:
+    async def metrics(self) -> dict[str, dict[str, float]]:
+        if self._log_conn is not None:
+            # A backend the pool opens later is seen at the next reading; all its CPU is
+            # then of the stretch it appeared in, which is where it counts.
+            cursor = await self._log_conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            self._log_backends.update(pid for (pid,) in await cursor.fetchall())
+        cluster = self._running
+        return dict(
+            zip(
+                cluster.replica_names,
+                await asyncio.gather(*(self._replica_metrics(url) for url in cluster.coordinator_urls)),
+                strict=True,
+            )
+        )
+
+    async def _replica_metrics(self, url: str) -> dict[str, float]:
+        async with self.session.get(f"{url}/metrics") as response:
             text = await response.text()
         values = {}
         for line in text.splitlines():
@@ -109,17 +156,24 @@ class ClusterWorkload(Workload):
 
     def pids(self) -> dict[str, list[int | None]]:
         nodes = self._running.nodes
-        return {
-            "coordinator": [nodes["coordinator"].pid],
+        pids: dict[str, list[int | None]] = {
+            "coordinator": [nodes[name].pid for name in self.replica_names],
             "participants": [nodes[name].pid for name in self.participant_names],
         }
+        if self._log_dsn is not None:
+            # The PostgreSQL log's work on the server (its statements, its WAL flushes):
+            # CPU that the SQLite log spends inside the coordinator.
+            pids["log_database"] = [*sorted(self._log_backends)]
+        return pids
 
     async def transaction(self, worker: int, seq: int) -> bool:
         body = orjson.dumps(
             {"participants": [{"name": name, "payload": payload} for name, payload in self.branches(worker, seq)]}
         )
+        # Round-robin by worker: each client keeps to one replica, as a client behind a
+        # load balancer with sticky connections would.
         async with self.session.post(
-            f"{self._running.coordinator_url}/v1/transactions:execute",
+            self._execute_urls[worker % len(self._execute_urls)],
             data=body,
             headers={"Content-Type": "application/json"},
         ) as response:

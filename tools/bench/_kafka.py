@@ -14,6 +14,7 @@ from pathlib import Path
 
 from compose.localcluster import Service
 from tools.bench._cluster import Branch, ClusterWorkload
+from tools.bench._coordinators import Coordinators
 from tools.bench._resources import kafka_bootstrap, run_topics
 from tools.bench._workload import Progress
 
@@ -50,8 +51,14 @@ class KafkaWorkload(ClusterWorkload):
     name = "kafka"
     queue = "queue-a"
 
-    def __init__(self, directory: Path, coordinator_toml: str = "", bootstrap: str | None = None) -> None:
-        super().__init__(directory, coordinator_toml)
+    def __init__(
+        self,
+        directory: Path,
+        coordinator_toml: str = "",
+        bootstrap: str | None = None,
+        coordinators: Coordinators | None = None,
+    ) -> None:
+        super().__init__(directory, coordinator_toml, coordinators)
         self.events = EventsStream(bootstrap, self.run_id)
 
     async def provision(self, cleanup: AsyncExitStack, progress: Progress) -> tuple[Sequence[str], Sequence[Service]]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from compose.localcluster import Service
 from tools.bench._cluster import Branch, ClusterWorkload
+from tools.bench._coordinators import Coordinators
 from tools.bench._kafka import EventsStream
 from tools.bench._postgres import Banks
 from tools.bench._workload import Progress
@@ -26,8 +27,9 @@ class MixedWorkload(ClusterWorkload):
         coordinator_toml: str = "",
         server_dsn: str | None = None,
         bootstrap: str | None = None,
+        coordinators: Coordinators | None = None,
     ) -> None:
-        super().__init__(directory, coordinator_toml)
+        super().__init__(directory, coordinator_toml, coordinators)
         self.banks = Banks(server_dsn, self.run_id)
         self.events = EventsStream(bootstrap, self.run_id)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from compose.localcluster import Service
 from tools.bench._cluster import Branch, ClusterWorkload
+from tools.bench._coordinators import Coordinators
 from tools.bench._workload import Progress
 
 __all__ = ["MockWorkload", "queue_names"]
@@ -21,8 +22,14 @@ def queue_names(count: int) -> list[str]:
 class MockWorkload(ClusterWorkload):
     name = "mock"
 
-    def __init__(self, directory: Path, participants: int, coordinator_toml: str = "") -> None:
-        super().__init__(directory, coordinator_toml)
+    def __init__(
+        self,
+        directory: Path,
+        participants: int,
+        coordinator_toml: str = "",
+        coordinators: Coordinators | None = None,
+    ) -> None:
+        super().__init__(directory, coordinator_toml, coordinators)
         self.queues = queue_names(participants)
 
     async def provision(self, cleanup: AsyncExitStack, progress: Progress) -> tuple[Sequence[str], Sequence[Service]]:

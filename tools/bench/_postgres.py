@@ -17,6 +17,7 @@ from psycopg_pool import AsyncConnectionPool
 from adapters.postgres.bank import Entry, apply_entry
 from compose.localcluster import LocalCluster, Service
 from tools.bench._cluster import Branch, ClusterWorkload
+from tools.bench._coordinators import Coordinators
 from tools.bench._resources import postgres_server, run_database
 from tools.bench._workload import Progress
 
@@ -87,8 +88,14 @@ class PostgresWorkload(ClusterWorkload):
         "(psycopg, a pool per database with a connection per client)"
     )
 
-    def __init__(self, directory: Path, coordinator_toml: str = "", server_dsn: str | None = None) -> None:
-        super().__init__(directory, coordinator_toml)
+    def __init__(
+        self,
+        directory: Path,
+        coordinator_toml: str = "",
+        server_dsn: str | None = None,
+        coordinators: Coordinators | None = None,
+    ) -> None:
+        super().__init__(directory, coordinator_toml, coordinators)
         self.banks = Banks(server_dsn, self.run_id)
         self._pools: dict[str, AsyncConnectionPool] = {}
 

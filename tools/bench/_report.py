@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,9 @@ from rich.console import Console
 from rich.table import Table
 
 __all__ = [
+    "Series",
     "busy_percent",
+    "coordinators_label",
     "machine",
     "machine_cpu_ticks",
     "plot",
@@ -72,10 +75,27 @@ def machine() -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class Series:
+    """One measured set of coordinators, for the plot: its name, its report, its latencies."""
+
+    label: str
+    report: dict[str, Any]
+    #: ``coordinator`` and ``baseline``: every committed transaction's latency (ms).
+    latencies: dict[str, list[float]]
+
+
+def coordinators_label(report: dict[str, Any]) -> str:
+    """``1 coordinator, sqlite log``, ``2 replicas (c1, c2), postgres log``."""
+    replicas = report.get("replicas", 1)
+    who = "1 coordinator" if replicas == 1 else f"{replicas} replicas ({', '.join(report['replica_names'])})"
+    return f"{who}, {report.get('log', 'sqlite')} log"
+
+
 def print_report(report: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console()
     names = ", ".join(report["participant_names"])
-    table = Table(title=f"twopc bench: {report['workload']} workload ({names})")
+    table = Table(title=f"twopc bench: {report['workload']} workload ({names}); {coordinators_label(report)}")
     table.add_column("")
     table.add_column("through the coordinator", justify="right")
     table.add_column("baseline (no coordinator)", justify="right")
@@ -88,15 +108,26 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
         f"{report['aborted']} / {report['errors']}",
         f"{report['baseline_aborted']} / {report['baseline_errors']}",
     )
+    table.add_row("decisions per log commit", f"{report['decisions_per_log_commit']:.1f}", "")
     console.print(table)
+    if len(report.get("by_replica", {})) > 1:
+        console.print(
+            "by replica: "
+            + "; ".join(
+                f"{replica} {figures['decisions_logged']:.0f} decisions in {figures['log_commits']:.0f} log commits"
+                for replica, figures in report["by_replica"].items()
+            )
+        )
     per_transaction = ", ".join(
         f"{who.replace('_', ' ')} {ms:.2f}" for who, ms in report["cpu_ms_per_transaction"].items()
     )
+    log_database = report.get("log_database_cpu_percent")
     console.print(
         f"concurrency {report['concurrency']}, {report['duration_s']:.0f} s measured; "
         f"throughput vs baseline: {report['overhead_ratio']:.2f}; "
         f"CPU (% of a core): coordinator {report['coordinator_cpu_percent']:.0f}, "
-        f"participants {report['participants_cpu_percent']:.0f}, "
+        + (f"log database {log_database:.0f}, " if log_database is not None else "")
+        + f"participants {report['participants_cpu_percent']:.0f}, "
         f"load generator {report['load_generator_cpu_percent']:.0f}; "
         f"CPU ms per transaction: {per_transaction}; "
         f"peak memory (MiB): coordinator {report['peak_rss_mb']['coordinator']:.0f}, "
@@ -116,23 +147,30 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
         console.print(f"[red]error:[/] {sample}")
 
 
-def plot(report: dict[str, Any], latencies: dict[str, list[float]], path: Path) -> None:
-    """Latency distributions (CDF) and throughput against concurrency, in one PNG."""
+def plot(series: list[Series], path: Path) -> None:
+    """Latency distributions (CDF) and throughput against concurrency, in one PNG; one
+    line of each for every set of coordinators measured, and the baseline."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    report = series[0].report
+    several = len(series) > 1
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for label, values in latencies.items():
+    # The baseline is the same for every series (measured once): drawn once, last.
+    curves = [(f"coordinator, {s.label} log" if several else "coordinator", s.latencies["coordinator"]) for s in series]
+    curves.append(("baseline", series[0].latencies.get("baseline", [])))
+    for label, values in curves:
         if not values:
             continue
         ordered = sorted(values)
         fractions = [(i + 1) / len(ordered) for i in range(len(ordered))]
         left.plot(ordered, fractions, label=label)
-    for key in ("p50", "p99"):
-        left.axvline(report["latency_ms"][key], linestyle=":", color="grey")
-        left.annotate(key, (report["latency_ms"][key], 0.02), rotation=90, color="grey")
+    if not several:
+        for key in ("p50", "p99"):
+            left.axvline(report["latency_ms"][key], linestyle=":", color="grey")
+            left.annotate(key, (report["latency_ms"][key], 0.02), rotation=90, color="grey")
     left.set_xscale("log")
     left.set_xlabel("latency (ms, log scale)")
     left.set_ylabel("fraction of committed transactions")
@@ -140,10 +178,14 @@ def plot(report: dict[str, Any], latencies: dict[str, list[float]], path: Path) 
     left.legend()
     left.grid(True, which="both", alpha=0.3)
 
-    points = sorted(report["sweep"], key=lambda p: p["concurrency"])
-    right.plot(
-        [p["concurrency"] for p in points], [p["throughput_tps"] for p in points], marker="o", label="coordinator"
-    )
+    for s in series:
+        points = sorted(s.report["sweep"], key=lambda p: p["concurrency"])
+        right.plot(
+            [p["concurrency"] for p in points],
+            [p["throughput_tps"] for p in points],
+            marker="o",
+            label=f"coordinator, {s.label} log" if several else "coordinator",
+        )
     right.axhline(report["baseline_tps"], linestyle="--", color="grey", label=f"baseline at {report['concurrency']}")
     right.set_xscale("log", base=2)
     right.set_xlabel("concurrent clients")
@@ -152,7 +194,8 @@ def plot(report: dict[str, Any], latencies: dict[str, list[float]], path: Path) 
     right.legend()
     right.grid(True, alpha=0.3)
     names = ", ".join(report["participant_names"])
-    fig.suptitle(f"twopc bench — {report['workload']} workload ({names})")
+    title = f"twopc bench — {report['workload']} workload ({names})"
+    fig.suptitle(title if several else f"{title}; {coordinators_label(report)}")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

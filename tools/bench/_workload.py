@@ -35,6 +35,11 @@ class Workload(ABC):
     def participant_names(self) -> list[str]:
         """The participants every transaction enlists."""
 
+    @property
+    @abstractmethod
+    def replica_names(self) -> list[str]:
+        """The coordinator replicas the clients are spread over."""
+
     @abstractmethod
     async def start(self, progress: Progress) -> None: ...
 
@@ -56,8 +61,9 @@ class Workload(ABC):
         """The same participant work without a coordinator; True when it committed."""
 
     @abstractmethod
-    async def metrics(self) -> dict[str, float]:
-        """The coordinator's counters (``/metrics``, without the ``twopc_`` prefix)."""
+    async def metrics(self) -> dict[str, dict[str, float]]:
+        """Each coordinator replica's counters (``/metrics``, without the ``twopc_``
+        prefix), by replica name."""
 
     @abstractmethod
     def pids(self) -> dict[str, list[int | None]]:

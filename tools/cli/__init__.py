@@ -22,4 +22,3 @@ def main() -> None:
             raise
         sys.exit(f"twopc: the command line needs the cli extra: pip install 'twopc[cli]' ({exc.name} is missing)")
     app()
-

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-__all__ = ["WorkloadName", "bench"]
+__all__ = ["LogName", "WorkloadName", "bench"]
 
 
 class WorkloadName(StrEnum):
@@ -19,6 +19,16 @@ class WorkloadName(StrEnum):
     kafka = "kafka"
     mixed = "mixed"
 
+
+class LogName(StrEnum):
+    """As ``tools.bench.LOGS``."""
+
+    sqlite = "sqlite"
+    postgres = "postgres"
+
+
+#: The most replicas one run starts (each is a process of its own).
+_MAX_REPLICAS = 16
 
 _WORKLOAD_HELP = (
     "mock: N mock queues (--participants), an item on each. "
@@ -39,10 +49,25 @@ def bench(
     sweep: Annotated[str, typer.Option(help="other concurrencies to measure, for the plot")] = "1,8,32",
     output: Annotated[Path | None, typer.Option(help="write the report as JSON here (and a PNG beside it)")] = None,
     plot: Annotated[Path | None, typer.Option(help="write the plot here (default: beside --output)")] = None,
+    log: Annotated[
+        str,
+        typer.Option(
+            help="the coordinators' decision log: sqlite or postgres (a database made for the run), or several "
+            "comma-separated (sqlite,postgres) to measure each in turn in this run and print their ratio",
+        ),
+    ] = "sqlite",
+    replicas: Annotated[
+        str,
+        typer.Option(
+            help="coordinator replicas over the shared log (more than one needs --log postgres); several "
+            "comma-separated (1,2) to measure each in turn in this run",
+        ),
+    ] = "1",
     postgres_dsn: Annotated[
         str | None,
         typer.Option(
-            help="PostgreSQL server for postgres and mixed, its role allowed to create databases "
+            help="PostgreSQL server for postgres and mixed and for --log postgres, its role allowed to create "
+            "databases "
             "(default: the one `twopc dev up postgres` runs)",
             envvar="TWOPC_BENCH_POSTGRES_DSN",
         ),
@@ -68,6 +93,13 @@ def bench(
         points = [int(p) for p in sweep.split(",") if p.strip()]
     except ValueError:
         raise typer.BadParameter("a comma-separated list of whole numbers", param_hint="--sweep") from None
+    logs = _logs(log)
+    counts = _replica_counts(replicas)
+    if max(counts) > 1 and logs != [LogName.postgres]:
+        raise typer.BadParameter(
+            "several replicas share one decision log: use --log postgres (SQLite is one replica's own file)",
+            param_hint="--replicas",
+        )
     try:
         run_bench(
             workload.value,
@@ -81,7 +113,33 @@ def bench(
             progress=lambda line: typer.echo(line, err=True),
             postgres_dsn=postgres_dsn,
             kafka_bootstrap=kafka_bootstrap,
+            logs=[name.value for name in logs],
+            replicas=counts,
         )
     except BenchSetupError as exc:
         typer.echo(f"twopc bench: {exc}", err=True)
         raise typer.Exit(2) from None
+
+
+def _logs(option: str) -> list[LogName]:
+    names = [name.strip() for name in option.split(",") if name.strip()]
+    try:
+        logs = [LogName(name) for name in names]
+    except ValueError:
+        raise typer.BadParameter(f"{option!r}: sqlite, postgres, or both comma-separated", param_hint="--log") from None
+    if not logs or len(set(logs)) != len(logs):
+        raise typer.BadParameter(f"{option!r}: each log once, at least one", param_hint="--log")
+    return logs
+
+
+def _replica_counts(option: str) -> list[int]:
+    try:
+        counts = [int(count) for count in option.split(",") if count.strip()]
+    except ValueError:
+        counts = []
+    if not counts or any(not 1 <= count <= _MAX_REPLICAS for count in counts) or len(set(counts)) != len(counts):
+        raise typer.BadParameter(
+            f"{option!r}: a number of replicas from 1 to {_MAX_REPLICAS}, or several comma-separated, each once",
+            param_hint="--replicas",
+        )
+    return counts

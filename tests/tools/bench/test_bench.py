@@ -1,5 +1,6 @@
 """Short smoke runs of `twopc bench`: the figures it promises are there and sensible, for
-mock queues, PostgreSQL banks and Kafka, and a run leaves nothing behind.
+mock queues, PostgreSQL banks and Kafka, for coordinator replicas over a PostgreSQL log,
+and a run leaves nothing behind.
 
 The PostgreSQL and Kafka runs use the test servers (see adapters/*/testing.py): without
 one they fail, saying how to get it; they never skip.
@@ -57,7 +58,8 @@ def _assert_sensible(report: dict[str, Any], output: Path) -> None:
     assert report["decisions_per_log_commit"] > 0
     assert report["coordinator_cpu_percent"] > 0 and report["participants_cpu_percent"] > 0
     per_transaction = report["cpu_ms_per_transaction"]
-    assert set(per_transaction) == {"coordinator", "participants", "load_generator"}
+    expected = {"coordinator", "participants", "load_generator"}
+    assert set(per_transaction) == expected | ({"log_database"} if report.get("log") == "postgres" else set())
     assert all(ms > 0 for ms in per_transaction.values())
     assert report["peak_rss_mb"]["coordinator"] > 10 and report["peak_rss_mb"]["participants"] > 10
     assert 0 < report["machine_busy_percent"] <= 100 and 0 < report["baseline_machine_busy_percent"] <= 100
@@ -89,6 +91,31 @@ def test_a_short_postgres_bench_measures_two_banks_and_drops_its_databases(tmp_p
             "SELECT datname FROM pg_database WHERE datname LIKE %s", [f"twopc_bench_{report['run_id']}_%"]
         ).fetchall()
     assert left == []
+
+
+@pytest.mark.slow
+def test_a_short_bench_of_two_replicas_on_the_postgres_log_reads_both_and_drops_the_log(tmp_path: Path) -> None:
+    dsn = server_dsn()
+    output = tmp_path / "bench.json"
+    run, report = _bench(output, "mock", "--log", "postgres", "--replicas", "2", "--postgres-dsn", dsn)
+    _assert_sensible(report, output)
+    assert (report["log"], report["replicas"], report["replica_names"]) == ("postgres", 2, ["c1", "c2"])
+    assert report["participant_names"] == ["queue-a", "queue-b"]  # the replicas are not participants
+    by_replica = report["by_replica"]
+    assert set(by_replica) == {"c1", "c2"}
+    # The clients were spread over both: each replica forced decisions of its own.
+    assert all(figures["decisions_logged"] > 0 and figures["log_commits"] > 0 for figures in by_replica.values())
+    assert report["decisions_logged"] == sum(figures["decisions_logged"] for figures in by_replica.values())
+    assert report["log_commits"] == sum(figures["log_commits"] for figures in by_replica.values())
+    assert report["decisions_per_log_commit"] == pytest.approx(report["decisions_logged"] / report["log_commits"])
+    assert "decisions per log commit" in run.stdout
+    assert report["cpu_ms_per_transaction"]["log_database"] > 0  # the log's server backends were found
+    assert set(report["peak_rss_mb"]) == {"coordinator", "participants"}
+    with psycopg.connect(dsn) as conn:
+        left = conn.execute(
+            "SELECT datname FROM pg_database WHERE datname = %s", [f"twopc_bench_{report['run_id']}_log"]
+        )
+        assert left.fetchall() == []
 
 
 @pytest.mark.slow

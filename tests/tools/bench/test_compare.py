@@ -1,0 +1,75 @@
+"""Several decision logs in one run: the comparison report, slices of a log added up, and
+the options that choose the logs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from tools.bench._compare import comparison
+from tools.bench._load import LoadResult
+from tools.bench._measure import Measured, combined
+from tools.cli._app import app
+
+
+def _run(log: str, replicas: int, tps: float) -> dict[str, Any]:
+    return {"workload": "mock", "concurrency": 64, "log": log, "replicas": replicas, "throughput_tps": tps}
+
+
+def test_the_comparison_holds_every_run_and_each_later_ones_throughput_over_the_firsts() -> None:
+    runs = [_run("sqlite", 1, 1000.0), _run("postgres", 1, 800.0)]
+    report = comparison(runs)
+    assert report["logs"] == ["sqlite", "postgres"]
+    assert report["replicas"] == [1, 1]
+    assert report["runs"] == runs
+    assert report["throughput_ratios"] == {"postgres/sqlite": pytest.approx(0.8)}
+
+
+def test_replica_counts_are_named_in_the_ratios() -> None:
+    report = comparison([_run("postgres", 1, 1000.0), _run("postgres", 2, 1100.0)])
+    assert report["throughput_ratios"] == {"postgres x2/postgres": pytest.approx(1.1)}
+    assert report["replicas"] == [1, 2]
+
+
+def test_a_first_run_that_committed_nothing_gives_a_ratio_of_zero_not_a_division_error() -> None:
+    report = comparison([_run("sqlite", 1, 0.0), _run("postgres", 1, 500.0)])
+    assert report["throughput_ratios"] == {"postgres/sqlite": 0.0}
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        (["--replicas", "2"], "--replicas"),  # the default log is SQLite
+        (["--replicas", "2", "--log", "sqlite,postgres"], "--replicas"),
+        (["--log", "mysql"], "--log"),
+        (["--log", "postgres,postgres"], "--log"),
+        (["--replicas", "1,2"], "--replicas"),  # SQLite cannot have the second
+        (["--log", "postgres", "--replicas", "0"], "--replicas"),
+        (["--log", "postgres", "--replicas", "two"], "--replicas"),
+    ],
+)
+def test_the_cli_refuses_replicas_without_a_shared_log_and_unknown_logs(options: list[str], named: str) -> None:
+    result = CliRunner().invoke(app, ["bench", *options])
+    assert result.exit_code == 2
+    assert named in result.output
+
+
+def _part(committed: int, seconds: float, latencies: list[float], decisions: float, commits: float) -> Measured:
+    return Measured(
+        LoadResult(seconds, committed, aborted=0, errors=0, latencies_ms=latencies),
+        {"c1": {"decisions_logged": decisions, "log_commits": commits}},
+        {"coordinator": seconds / 2},
+        (int(seconds * 50), int(seconds * 100)),
+    )
+
+
+def test_slices_of_one_log_add_up_to_one_measurement() -> None:
+    whole = combined([_part(100, 2.0, [1.0, 3.0], 90, 9), _part(300, 2.0, [2.0], 290, 11)])
+    assert (whole.result.committed, whole.result.seconds) == (400, 4.0)
+    assert whole.result.throughput == 100.0
+    assert sorted(whole.result.latencies_ms) == [1.0, 2.0, 3.0]
+    assert whole.by_replica == {"c1": {"decisions_logged": 380, "log_commits": 20}}
+    assert whole.cpu_used == {"coordinator": 2.0}
+    assert whole.machine_ticks == (200, 400)
