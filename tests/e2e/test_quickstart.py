@@ -18,17 +18,17 @@ pytestmark = pytest.mark.slow
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
-def three_free_ports() -> int:
-    """A port P such that P, P+1 and P+2 are free on loopback (the demo's layout)."""
+def free_ports_in_a_row(count: int) -> int:
+    """A port P such that P ... P+count-1 are free on loopback (the demo's layout)."""
     for _ in range(50):
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             base = probe.getsockname()[1]
-        if base + 2 > 65535:
+        if base + count - 1 > 65535:
             continue
         sockets = []
         try:
-            for port in (base, base + 1, base + 2):
+            for port in range(base, base + count):
                 s = socket.socket()
                 sockets.append(s)
                 s.bind(("127.0.0.1", port))
@@ -38,7 +38,7 @@ def three_free_ports() -> int:
         finally:
             for s in sockets:
                 s.close()
-    raise RuntimeError("no three consecutive free ports")
+    raise RuntimeError(f"no {count} consecutive free ports")
 
 
 def shell_blocks() -> list[str]:
@@ -55,7 +55,7 @@ def localize(block: str, port: int) -> str:
 
 @pytest.fixture
 def demo(tmp_path: Path) -> Iterator[int]:
-    port = three_free_ports()
+    port = free_ports_in_a_row(3)
     node = Node(
         "demo",
         twopc_command("demo", "--port", str(port), "--dir", str(tmp_path / "demo")),

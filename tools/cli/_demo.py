@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import signal
-import threading
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -26,8 +26,8 @@ def demo(
     """Run the coordinator (or N replicas) with participants queue-a and queue-b until Ctrl-C."""
     log_dsn = _shared_log() if replicas > 1 else None
     cluster = LocalCluster(directory, secret=secret, coordinator_port=port, replicas=replicas, log_dsn=log_dsn)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # SIGTERM stops it as Ctrl-C does (an Event set from a handler can deadlock the wait).
+    signal.signal(signal.SIGTERM, _interrupt)
     coordinators = ", ".join(cluster.replica_names)
     try:
         typer.echo(f"starting {coordinators} and queue-a, queue-b (data and logs in {cluster.directory}) ...")
@@ -43,7 +43,8 @@ def demo(
             "Try the curl examples in README.md. Ctrl-C stops everything."
         )
         gone: set[str] = set()
-        while not stop.wait(0.5):
+        while True:
+            time.sleep(0.5)
             for node in cluster.nodes.values():
                 if node.running or node.name in gone:
                     continue
@@ -63,6 +64,10 @@ def demo(
         raise typer.Exit(1) from None
     finally:
         cluster.stop()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _shared_log() -> str:
