@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from adapters.postgres.testing import scratch_database, server_dsn
 from compose.supervisor import Node, twopc_command
 from tests.e2e.test_quickstart import _commands, free_ports_in_a_row, run, shell_blocks
 from twopc_core.testing import wait_until
@@ -31,9 +32,18 @@ def localize(command: str, port: int, directory: Path) -> str:
 
 
 @pytest.fixture
-def demo(tmp_path: Path) -> Iterator[tuple[int, Node]]:
+async def log_dsn() -> AsyncIterator[str]:
+    """A log of this test's own: the README's Idempotency-Key must not find an earlier run's."""
+    async with scratch_database(server_dsn(), "demo") as dsn:
+        yield dsn
+
+
+@pytest.fixture
+def demo(tmp_path: Path, log_dsn: str) -> Iterator[tuple[int, Node]]:
     port = free_ports_in_a_row(4)
-    argv = twopc_command("demo", "--replicas", "2", "--port", str(port), "--dir", str(tmp_path / "demo"))
+    argv = twopc_command(
+        "demo", "--replicas", "2", "--port", str(port), "--dir", str(tmp_path / "demo"), "--log-dsn", log_dsn
+    )
     node = Node("demo", argv, ready_url=f"http://127.0.0.1:{port}/readyz", log_path=tmp_path / "demo.log")
     node.start()
     try:

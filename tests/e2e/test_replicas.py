@@ -56,12 +56,6 @@ def replicas(tmp_path: Path, log_dsn: str) -> Iterator[LocalCluster]:
         cluster.stop()
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 async def transaction_at(http: aiohttp.ClientSession, url: str, gtid: str) -> tuple[int, dict[str, Any]]:
     """What the replica at ``url`` answers about ``gtid``: the status and the JSON body."""
     async with http.get(f"{url}/v1/transactions/{gtid}") as response:

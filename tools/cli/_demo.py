@@ -22,9 +22,20 @@ def demo(
     replicas: Annotated[
         int, typer.Option(min=1, max=9, help="coordinator replicas (more than one share a log in the dev PostgreSQL)")
     ] = 1,
+    log_dsn: Annotated[
+        str | None,
+        typer.Option(
+            "--log-dsn",
+            help=(
+                "a PostgreSQL database for the coordinators' log"
+                " (default: SQLite for one; for several, a database in the dev PostgreSQL)"
+            ),
+        ),
+    ] = None,
 ) -> None:
     """Run the coordinator (or N replicas) with participants queue-a and queue-b until Ctrl-C."""
-    log_dsn = _shared_log() if replicas > 1 else None
+    if replicas > 1 and log_dsn is None:
+        log_dsn = _shared_log()
     cluster = LocalCluster(directory, secret=secret, coordinator_port=port, replicas=replicas, log_dsn=log_dsn)
     # SIGTERM stops it as Ctrl-C does (an Event set from a handler can deadlock the wait).
     signal.signal(signal.SIGTERM, _interrupt)
