@@ -55,6 +55,10 @@ class LogSettings(_Section):
     #: How long a finished transaction stays visible before it is pruned.
     retention_seconds: float = Field(24 * 3600.0, ge=0)
     prune_interval_seconds: float = Field(60.0, gt=0)
+    #: BROKEN ON PURPOSE: decision writes skip the lease condition (the fence checks
+    #: neither the epoch nor the lease). Exists only so that chaos runs can prove their
+    #: checkers catch a replica that decides after it was taken over.
+    unsafe_unfenced_decisions: bool = False
 
     @model_validator(mode="after")
     def _postgres_needs_a_dsn(self) -> LogSettings:

@@ -32,7 +32,11 @@ def _open_log(settings: Settings) -> DecisionLog:
         except ImportError as exc:
             raise LogUnavailable(str(exc)) from exc
         assert settings.log.dsn is not None  # the settings refuse postgres without one
-        return PostgresLog(settings.log.dsn, pool_size=settings.log.pool_size)
+        return PostgresLog(
+            settings.log.dsn,
+            pool_size=settings.log.pool_size,
+            unsafe_unfenced=settings.log.unsafe_unfenced_decisions,
+        )
     return SQLiteLog(settings.log.path)
 
 

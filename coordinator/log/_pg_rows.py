@@ -17,6 +17,7 @@ __all__ = [
     "COLUMNS",
     "FENCE",
     "HOLDERS",
+    "UNFENCED",
     "UPSERT",
     "Rows",
     "RowsStatement",
@@ -89,6 +90,14 @@ HOLDERS = f"SELECT {COLUMNS} FROM {TRANSACTIONS} WHERE idempotency_key = ANY(%s)
 FENCE = f"""
 UPDATE {NODES} SET epoch = epoch
 WHERE node_id = %s AND epoch = %s AND lease_expires_at > clock_timestamp()
+RETURNING epoch
+"""
+
+#: BROKEN ON PURPOSE (``log.unsafe_unfenced_decisions``): :data:`FENCE` without the lease
+#: condition, so a replica taken over still writes. The epoch parameter is ignored.
+UNFENCED = f"""
+UPDATE {NODES} SET epoch = epoch
+WHERE node_id = %s AND %s::bigint IS NOT NULL
 RETURNING epoch
 """
 

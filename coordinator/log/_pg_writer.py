@@ -39,7 +39,7 @@ from psycopg.pq import TransactionStatus
 
 from coordinator.log._base import Fenced, LogUnavailable
 from coordinator.log._pg_faults import is_transient, reason
-from coordinator.log._pg_rows import CLAIM, FENCE, HOLDERS, UPSERT, from_row, returned, rows, send
+from coordinator.log._pg_rows import CLAIM, FENCE, HOLDERS, UNFENCED, UPSERT, from_row, returned, rows, send
 from coordinator.records import TransactionRecord
 from twopc_core import failpoints
 from twopc_core.groupcommit import Cancellable, GroupCommitStats, Timer
@@ -104,8 +104,11 @@ class PostgresWriter:
         retry_cap: float = 2.0,
         close_grace: float = 5.0,
         timer: Timer | None = None,
+        unsafe_unfenced: bool = False,
     ) -> None:
         self._connect = connect
+        # Broken on purpose: the fence finds the node row whatever its epoch and lease.
+        self._fence_statement = UNFENCED if unsafe_unfenced else FENCE
         self._max_batch = max_batch
         self._lazy_delay = lazy_delay
         self._timeout = timeout
@@ -238,7 +241,7 @@ class PostgresWriter:
             try:
                 conn = await self._connection()
                 async with asyncio.timeout(self._timeout):
-                    results = await _run_batch(conn, fence, live)
+                    results = await _run_batch(conn, fence, live, self._fence_statement)
             except _BatchFenced:
                 if self.fence == fence:
                     self.fence = None
@@ -337,7 +340,9 @@ def _settle(write: _Write, result: object) -> None:
         write.waiter.set_result(result)
 
 
-async def _run_batch(conn: psycopg.AsyncConnection[Any], fence: Fence, writes: list[_Write]) -> list[object]:
+async def _run_batch(
+    conn: psycopg.AsyncConnection[Any], fence: Fence, writes: list[_Write], fence_statement: str = FENCE
+) -> list[object]:
     """One attempt at ``writes`` in one transaction: the fence, the claims, the upserts
     (the last write of each gtid), in one pipelined exchange, then COMMIT. Returns each
     write's result: ``None``, or for a claim the record holding its key."""
@@ -359,7 +364,7 @@ async def _run_batch(conn: psycopg.AsyncConnection[Any], fence: Fence, writes: l
     upsert_rows = rows(UPSERT, list(upserts.values()), owner) if upserts else None
     async with conn.pipeline() as pipeline, conn.transaction():
         fenced = conn.cursor()
-        await fenced.execute(FENCE, (fence.node_id, fence.epoch))
+        await fenced.execute(fence_statement, (fence.node_id, fence.epoch))
         claiming = conn.cursor()
         if claim_rows is not None:
             await send(claiming, claim_rows)

@@ -132,7 +132,9 @@ class PostgresLog(DecisionLog):
         timeout: float = 5.0,
         lazy_delay: float = 0.02,
         timer: Timer | None = None,
+        unsafe_unfenced: bool = False,
     ) -> None:
+        """``unsafe_unfenced``: broken on purpose (see ``log.unsafe_unfenced_decisions``)."""
         if pool_size < 2:
             raise ValueError("the PostgreSQL log needs at least two connections (pool_size >= 2)")
         self._dsn = dsn
@@ -140,6 +142,7 @@ class PostgresLog(DecisionLog):
         self._timeout = timeout
         self._lazy_delay = lazy_delay
         self._timer = timer
+        self._unsafe_unfenced = unsafe_unfenced
         self._connect_kwargs: dict[str, Any] = {}
         self._pool: AsyncConnectionPool | None = None
         self._writer: PostgresWriter | None = None
@@ -177,7 +180,11 @@ class PostgresLog(DecisionLog):
             await conn.close()
             raise
         self._writer = PostgresWriter(
-            self._connect, lazy_delay=self._lazy_delay, timeout=2 * self._timeout, timer=self._timer
+            self._connect,
+            lazy_delay=self._lazy_delay,
+            timeout=2 * self._timeout,
+            timer=self._timer,
+            unsafe_unfenced=self._unsafe_unfenced,
         )
         await self._writer.start(conn)
 

@@ -46,6 +46,10 @@ def serve(
         typer.echo(
             "twopc: WARNING: transactions.unsafe_lazy_decision is on: this coordinator is broken on purpose", err=True
         )
+    if settings.log.unsafe_unfenced_decisions:
+        typer.echo(
+            "twopc: WARNING: log.unsafe_unfenced_decisions is on: this coordinator is broken on purpose", err=True
+        )
     try:
         run_service(build_app(settings), settings.server.host, settings.server.port)
     except (LogUnavailable, NodeIdInUse) as exc:

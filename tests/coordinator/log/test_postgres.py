@@ -356,6 +356,24 @@ async def test_writes_of_a_replica_taken_over_write_nothing_and_force_raises_fen
     assert (c1.epoch, c1.taken_over_by) == (2, "c2") and c1.taken_over_at is not None
 
 
+async def test_the_broken_build_switch_lets_a_replica_taken_over_overwrite_its_takers_decision(
+    pg_logs: Logs, pg_dsn: str
+) -> None:
+    # What the chaos scenario replica-zombie must catch: proof that the switch breaks fencing.
+    broken = Logs(lambda: PostgresLog(pg_dsn, pool_size=3, timeout=2.0, unsafe_unfenced=True))
+    try:
+        old = await broken.open("c1", lease=0.3)
+        taker = await pg_logs.open("c2")
+        await old.force(record("g1", "preparing"))
+        assert await taker.take_over(await dead(taker, "c1")) == 1
+        await taker.force(record("g1", "aborting", "aborted"))
+        await old.force(record("g1", "committing", "committed"))
+        got = await taker.get("g1")
+        assert got is not None and (got.decision, got.owner) == ("committed", "c1")
+    finally:
+        await broken.close_all()
+
+
 async def test_a_write_after_the_lease_ran_out_is_fenced_though_nobody_took_over(pg_logs: Logs) -> None:
     log = await pg_logs.open("c1", lease=0.3)
     await dead(await pg_logs.open("c2"), "c1")
