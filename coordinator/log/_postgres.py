@@ -44,6 +44,17 @@ STALLED_TRANSACTION_TIMEOUT = "2s"
 #: How long a takeover waits for such a stalled transaction's lock before trying again
 #: in the next round (a healthy batch holds its node row for milliseconds).
 _TAKEOVER_LOCK_WAIT = "200ms"
+#: After this long on the lock, the taker ends the sessions that hold it while they wait
+#: for their client: a replica whose lease ran out, stalled inside a batch. One stopped
+#: between the statements of its first round trip is not idle in its transaction (the
+#: server waits for the rest of the exchange), so the server alone would never end it.
+_STALLED_AFTER = 0.05
+
+#: The sessions that block ``pid`` while they wait for their client, ended.
+_END_STALLED_HOLDERS = """
+SELECT count(pg_terminate_backend(a.pid)) FROM pg_stat_activity a
+WHERE a.pid = ANY(pg_blocking_pids(%s)) AND a.wait_event = 'ClientRead'
+"""
 
 #: Pruning goes in chunks, each its own short transaction; rows another replica is
 #: pruning at the same moment are skipped, not waited for.
@@ -369,14 +380,17 @@ class PostgresLog(DecisionLog):
                 cur = await conn.execute(FENCE, (fence.node_id, fence.epoch))
                 if await cur.fetchone() is None:
                     raise _TakerFenced
-                # A replica stalled inside its batch holds its node row until the server
-                # ends its session; waiting for that here would hold this replica's own
-                # row (and so its renewals) as long. Give up soon and try next round.
+                # A replica stalled inside its batch holds its node row; waiting for it
+                # here would hold this replica's own row (and so its renewals) as long.
+                # End the stalled session, or give up soon and try next round.
                 await conn.execute("SELECT set_config('lock_timeout', %s, true)", (_TAKEOVER_LOCK_WAIT,))
+                ending = asyncio.create_task(self._end_stalled_holders(conn.info.backend_pid, node.node_id))
                 try:
                     cur = await conn.execute(_BUMP, params)
                 except psycopg.errors.LockNotAvailable:
                     raise _NodeRowBusy from None
+                finally:
+                    ending.cancel()
                 if await cur.fetchone() is None:
                     raise psycopg.Rollback(tx)  # someone was first: leave everything as it is
                 cur = await conn.execute(_MOVE, params)
@@ -391,6 +405,21 @@ class PostgresLog(DecisionLog):
         except _NodeRowBusy:
             log.info("takeover postponed: the replica's node row is held by its stalled batch", node=node.node_id)
             return None
+
+    async def _end_stalled_holders(self, taker_pid: int, node_id: str) -> None:
+        """While the taker's epoch bump waits, end the sessions holding the node row that
+        wait for their (stalled) client. Only the replica taken over locks its own row,
+        its lease has run out, and a batch that loses its session is fenced when it is
+        sent again. Best effort: where the server cannot end sessions, the next round
+        tries again."""
+        await asyncio.sleep(_STALLED_AFTER)
+        try:
+            ended = await self._rows(_END_STALLED_HOLDERS, (taker_pid,))
+        except (LogUnavailable, psycopg.Error) as exc:
+            log.info("could not end a stalled replica's session", node=node_id, error=str(exc))
+            return
+        if ended and ended[0][0]:
+            log.warning("ended the session of a stalled replica that held its node row", node=node_id)
 
     # -- helpers ------------------------------------------------------------------------
 

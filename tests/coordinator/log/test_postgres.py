@@ -47,6 +47,16 @@ async def terminate_log_connections(dsn: str) -> int:
     return int(rows[0][0])
 
 
+async def row_held_mid_exchange(dsn: str) -> bool:
+    """Whether a session is inside an exchange, waiting for its client to send the rest."""
+    rows = await query(
+        dsn,
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND state = 'active' AND wait_event = 'ClientRead'",
+    )
+    return int(rows[0][0]) > 0
+
+
 async def lock_waiters(dsn: str) -> int:
     rows = await query(
         dsn, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
@@ -404,9 +414,44 @@ async def test_a_takeover_racing_the_old_owners_batch_sees_every_decision_that_m
         await old.force(record("g2", "committing", "committed"))
 
 
-async def test_a_takeover_of_a_replica_stalled_inside_its_batch_gives_up_at_once_and_goes_through_later(
+async def test_a_takeover_ends_the_session_of_a_replica_stalled_inside_its_batch_and_goes_through(
     pg_logs: Logs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    stalled = await pg_logs.open("c1", lease=0.3)
+    taker = await pg_logs.open("c2")
+    reached, release = hold_before_commit(monkeypatch)
+    deciding = asyncio.create_task(stalled.force(record("g1", "committing", "committed")))
+    await asyncio.wait_for(reached.wait(), 5)  # paused mid-batch, its node row locked
+    assert await asyncio.wait_for(taker.take_over(await dead(taker, "c1")), 2.0) == 0
+    release.set()
+    with pytest.raises(Fenced):
+        await asyncio.wait_for(deciding, 10)  # sent again on a new session, and fenced
+    assert await taker.get("g1") is None
+
+
+async def test_a_takeover_ends_a_session_stopped_between_the_statements_of_its_first_round_trip(
+    pg_logs: Logs, pg_dsn: str
+) -> None:
+    await pg_logs.open("c1", lease=0.3)
+    taker = await pg_logs.open("c2")
+    c1 = await dead(taker, "c1")
+    async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as frozen:
+        # As a replica stopped after its fence went out and before the Sync: the server
+        # waits for the rest of the exchange, which idle timeouts do not cover.
+        with pytest.raises(psycopg.OperationalError):  # its session was ended
+            async with frozen.pipeline():
+                await frozen.execute("UPDATE twopc_nodes SET epoch = epoch WHERE node_id = 'c1'")
+                await wait_until(lambda: row_held_mid_exchange(pg_dsn), message="the fence to hold the node row")
+                assert await asyncio.wait_for(taker.take_over(c1), 2.0) == 0
+    (row,) = [n for n in await taker.nodes() if n.node_id == "c1"]
+    assert (row.epoch, row.taken_over_by) == (c1.epoch + 1, "c2")
+
+
+async def test_a_takeover_that_cannot_end_a_stalled_session_gives_up_at_once_and_goes_through_later(
+    pg_logs: Logs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As on a server where the role may not end sessions: only the server's timeout helps.
+    monkeypatch.setattr(postgres_log, "_STALLED_AFTER", 60.0)
     monkeypatch.setattr(postgres_log, "STALLED_TRANSACTION_TIMEOUT", "1500ms")
     stalled = await pg_logs.open("c1", lease=0.3)
     taker = await pg_logs.open("c2")
@@ -532,8 +577,8 @@ async def test_a_batch_whose_commit_went_unheard_is_sent_again_and_counted_once(
     real = pg_writer._run_batch
     attempts: list[int] = []
 
-    async def answer_lost(conn: psycopg.AsyncConnection[Any], fence: Any, writes: Any) -> list[object]:
-        results = await real(conn, fence, writes)
+    async def answer_lost(conn: psycopg.AsyncConnection[Any], fence: Any, writes: Any, *rest: Any) -> list[object]:
+        results = await real(conn, fence, writes, *rest)
         attempts.append(len(writes))
         if len(attempts) == 1:  # committed, but the answer never came back
             await conn.close()
