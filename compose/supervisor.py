@@ -80,6 +80,17 @@ class Node:
         return self.process is not None and self.process.poll() is None
 
     @property
+    def stopped(self) -> bool:
+        """Whether the process is stopped (by SIGSTOP, its own included)."""
+        if not self.running:
+            return False
+        try:
+            with open(f"/proc/{self.pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] == "T"
+        except OSError:
+            return False
+
+    @property
     def pid(self) -> int | None:
         return self.process.pid if self.process is not None else None
 

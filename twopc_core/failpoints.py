@@ -8,6 +8,8 @@ and does nothing unless configured. The configuration is a ``;``-separated list 
 - ``error``: raise :class:`FailpointError`;
 - ``delay(ms)``: sleep that long;
 - ``hang``: never return;
+- ``stop``: the process stops itself (SIGSTOP), whole, as a stall does, until someone
+  sends it SIGCONT: a chaos run's way to pause a node at one exact step;
 - ``off``: nothing (useful to override an inherited setting).
 
 ``P%`` fires with that probability, ``N*`` fires at most N times.
@@ -28,6 +30,7 @@ import asyncio
 import os
 import random
 import re
+import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +54,7 @@ CRASH_EXIT_CODE = 77
 
 _SPEC = re.compile(
     r"^(?:(?P<pct>\d+(?:\.\d+)?)%)?(?:(?P<count>\d+)\*)?"
-    r"(?P<action>crash|error|hang|off|delay\((?P<ms>\d+)\))$"
+    r"(?P<action>crash|error|hang|stop|off|delay\((?P<ms>\d+)\))$"
 )
 
 
@@ -90,7 +93,7 @@ def parse(text: str) -> dict[str, Failpoint]:
         name, spec = name.strip(), spec.strip()
         match = _SPEC.match(spec)
         if not sep or not name or match is None or float(match["pct"] or 0) > 100:
-            raise ValueError(f"bad failpoint {part!r}: expected name=[P%][N*]crash|error|hang|delay(ms)")
+            raise ValueError(f"bad failpoint {part!r}: expected name=[P%][N*]crash|error|hang|stop|delay(ms)")
         action = match["action"]
         if action == "off":
             points.pop(name, None)
@@ -133,6 +136,8 @@ async def hit(name: str) -> None:
         await asyncio.sleep(point.delay_ms / 1000)
     elif point.action == "hang":
         await asyncio.Event().wait()
+    elif point.action == "stop":
+        os.kill(os.getpid(), signal.SIGSTOP)
 
 
 async def watch_file(path: str | None = None, interval: float = 0.1) -> None:

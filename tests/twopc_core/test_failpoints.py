@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,7 +30,13 @@ def no_failpoints() -> Iterator[None]:
 
 @pytest.mark.parametrize(
     ("spec", "action", "delay_ms"),
-    [("crash", "crash", 0), ("error", "error", 0), ("hang", "hang", 0), ("delay(250)", "delay", 250)],
+    [
+        ("crash", "crash", 0),
+        ("error", "error", 0),
+        ("hang", "hang", 0),
+        ("stop", "stop", 0),
+        ("delay(250)", "delay", 250),
+    ],
 )
 def test_parse_actions(spec: str, action: str, delay_ms: int) -> None:
     point = parse(f"coordinator.after_decision_logged={spec}")["coordinator.after_decision_logged"]
@@ -250,6 +258,34 @@ def test_crash_configured_from_the_environment_exits_the_process() -> None:
     result = _run(script, {failpoints.ENV_VAR: "participant.after_prepare_before_reply=crash"})
     assert result.returncode == CRASH_EXIT_CODE, result.stderr
     assert "after" not in result.stdout
+
+
+def _process_state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
+def test_hit_stop_stops_the_whole_process_until_it_is_continued() -> None:
+    script = (
+        "import asyncio\n"
+        "from twopc_core import failpoints\n"
+        "failpoints.configure('coordinator.before_decision_logged=stop')\n"
+        "asyncio.run(failpoints.hit('coordinator.before_decision_logged'))\n"
+        "print('after', flush=True)\n"
+    )
+    environ = {k: v for k, v in os.environ.items() if k != failpoints.ENV_VAR}
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=environ)
+    try:
+        deadline = time.monotonic() + 30
+        while _process_state(process.pid) != "T":
+            assert process.poll() is None and time.monotonic() < deadline, "the process never stopped"
+            time.sleep(0.01)
+        process.send_signal(signal.SIGCONT)
+        out, _ = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 0
+    assert out == "after\n"
 
 
 async def test_watch_file_arms_and_disarms_failpoints_in_a_running_process(tmp_path: Path) -> None:
