@@ -5,16 +5,21 @@
 - durability: what a client was told ``committed`` is committed everywhere;
 - no effect of aborted: what a client was told ``aborted`` left nothing anywhere;
 - liveness: with faults stopped, nothing stays in doubt longer than the bound;
-- conservation and no prepared work left: the participants' own checks.
+- conservation and no prepared work left: the participants' own checks;
+- one outcome: every replica gives every transaction the same outcome, and the
+  participants' effects agree with it;
+- one transaction per key: every begin with one Idempotency-Key answered one gtid, and
+  a tag's work at a participant came from one transaction.
 
 Transactions whose client heard nothing (``unknown``) are resolved by asking the
-coordinator; their effects must match what it says.
+coordinators; their effects must match what they say.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -24,7 +29,7 @@ from chaos.topology import Topology
 from chaos.workload import Txn
 from participant_sdk.client import CoordinatorClient, CoordinatorError
 
-__all__ = ["CheckResult", "check", "settle"]
+__all__ = ["CheckResult", "Settled", "check", "settle"]
 
 
 @dataclass
@@ -34,29 +39,43 @@ class CheckResult:
     effects: int = 0
 
 
-async def settle(topology: Topology, http: aiohttp.ClientSession, bound: float) -> float | None:
-    """Wait until nothing is unfinished at the coordinator or in doubt at a participant.
+@dataclass
+class Settled:
+    """How the system settled once the faults stopped."""
 
-    Returns the seconds it took, or None when the bound passed first.
-    """
+    #: Seconds it took; None when the bound passed first.
+    seconds: float | None
+    #: What it was still waiting for when the bound passed.
+    waiting_for: list[str] = field(default_factory=list)
+
+
+async def settle(topology: Topology, http: aiohttp.ClientSession, bound: float) -> Settled:
+    """Wait until nothing is unfinished at the coordinators or in doubt at a participant,
+    and every replica is ready."""
     loop = asyncio.get_running_loop()
     start = loop.time()
-    async with CoordinatorClient(topology.coordinator_url, timeout=5) as client:
+    waiting: list[str] = ["an answer"]
+    async with CoordinatorClient(topology.coordinator_urls, timeout=5) as client:
         while loop.time() - start < bound:
             try:
-                busy = False
+                waiting = []
                 for state in ("active", "preparing", "committing", "aborting"):
-                    if (await client.list(state=state, limit=1))["transactions"]:
-                        busy = True
+                    for tx in (await client.list(state=state, limit=3))["transactions"]:
+                        waiting.append(f"{tx['gtid']} {state}")
                 for participant in topology.participants.values():
-                    if await participant.in_doubt(http) != 0:
-                        busy = True
-                if not busy:
-                    return loop.time() - start
-            except (aiohttp.ClientError, CoordinatorError, TimeoutError):
-                pass
+                    in_doubt = await participant.in_doubt(http)
+                    if in_doubt != 0:
+                        waiting.append(f"{participant.name}: {'no answer' if in_doubt is None else in_doubt} in doubt")
+                for name in topology.replicas:
+                    async with http.get(f"{topology.url(name)}/readyz") as response:
+                        if response.status != 200:
+                            waiting.append(f"{name} not ready")
+                if not waiting:
+                    return Settled(loop.time() - start)
+            except (aiohttp.ClientError, CoordinatorError, TimeoutError) as exc:
+                waiting = [f"an answer ({type(exc).__name__})"]
             await asyncio.sleep(0.2)
-    return None
+    return Settled(None, waiting)
 
 
 async def check(
@@ -91,6 +110,10 @@ async def check(
                 report("exactly_once", f"{gtid} took effect {effects[name][gtid]} times at {name}")
 
     final = await _final_outcomes(topology, history, result)
+    if "one_outcome" in wanted:
+        await _one_outcome(topology, history, everywhere, effects, report)
+    if "one_transaction_per_key" in wanted:
+        await _one_transaction_per_key(topology, http, history, report)
     for txn in history:
         if txn.gtid is None:
             continue
@@ -118,18 +141,67 @@ async def check(
 
 
 async def _final_outcomes(topology: Topology, history: list[Txn], result: CheckResult) -> dict[str, str]:
-    """What the coordinator says of every transaction whose client heard nothing."""
+    """What the coordinators say of every transaction whose client heard nothing."""
     final: dict[str, str] = {}
-    async with CoordinatorClient(topology.coordinator_url, timeout=10) as client:
+    async with CoordinatorClient(topology.coordinator_urls, timeout=10) as client:
         for txn in history:
             if txn.outcome != "unknown" or txn.gtid is None:
                 continue
-            try:
-                outcome = (await client.get(txn.gtid))["outcome"] or "undecided"
-            except CoordinatorError as exc:
-                if exc.status != 404:
-                    raise
-                outcome = "aborted"  # no record: presumed abort
+            outcome = await _outcome(client, txn.gtid)
             final[txn.gtid] = outcome
             result.resolved[outcome] += 1
     return final
+
+
+async def _outcome(client: CoordinatorClient, gtid: str) -> str:
+    try:
+        return str((await client.get(gtid))["outcome"] or "undecided")
+    except CoordinatorError as exc:
+        if exc.status != 404:
+            raise
+        return "aborted"  # no record: presumed abort
+
+
+async def _one_outcome(
+    topology: Topology,
+    history: list[Txn],
+    everywhere: set[str],
+    effects: dict[str, Counter[str]],
+    report: Callable[[str, str], None],
+) -> None:
+    """Ask every replica about every transaction: one outcome, the one the effects show."""
+    gtids = sorted({gtid for txn in history for gtid in txn.gtids} | {t.gtid for t in history if t.gtid})
+    limit = asyncio.Semaphore(16)
+    async with aiohttp.ClientSession() as session:
+        clients = {url: CoordinatorClient(url, session, timeout=10) for url in topology.coordinator_urls}
+
+        async def ask(client: CoordinatorClient, gtid: str) -> str:
+            async with limit:
+                return await _outcome(client, gtid)
+
+        answers = {url: await asyncio.gather(*(ask(client, gtid) for gtid in gtids)) for url, client in clients.items()}
+    for index, gtid in enumerate(gtids):
+        said = {url: answers[url][index] for url in clients}
+        outcomes = set(said.values())
+        if len(outcomes) > 1:
+            report("one_outcome", f"{gtid}: the replicas disagree: {said}")
+            continue
+        (outcome,) = outcomes
+        anywhere = any(counted[gtid] for counted in effects.values())
+        if outcome == "committed" and gtid not in everywhere:
+            report("one_outcome", f"{gtid} is committed at the coordinators but not at every participant")
+        elif outcome != "committed" and anywhere:
+            report("one_outcome", f"{gtid} is {outcome} at the coordinators but took effect")
+
+
+async def _one_transaction_per_key(
+    topology: Topology, http: aiohttp.ClientSession, history: list[Txn], report: Callable[[str, str], None]
+) -> None:
+    for txn in history:
+        if len(txn.gtids) > 1:
+            report("one_transaction_per_key", f"Idempotency-Key {txn.key} began {sorted(txn.gtids)}")
+    for name, participant in topology.participants.items():
+        by_tag = await participant.gtids_by_tag(http)
+        for tag, gtids in (by_tag or {}).items():
+            if len(gtids) > 1:
+                report("one_transaction_per_key", f"the work of {tag} came to {name} from {sorted(gtids)}")

@@ -2,7 +2,8 @@
 
 Every strike is recorded as a :class:`Fault` with when it began, when it was healed (the
 node restarted, resumed or reconnected) and when the system had recovered: the moment
-the coordinator no longer held any unfinished transaction begun before the fault.
+the coordinators no longer held any unfinished transaction begun before the fault. A
+strike at a replica over a shared log also records when another replica took it over.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from twopc_core.failpoints import CRASH_EXIT_CODE
 __all__ = ["Fault", "Nemesis"]
 
 _UNFINISHED = ("preparing", "committing", "aborting")
+#: Strikes after which a replica may be taken over by another.
+_MAY_BE_TAKEN_OVER = {"kill", "crash-at-failpoint", "pause", "pause-at-failpoint", "partition-log"}
 
 
 @dataclass
@@ -33,12 +36,20 @@ class Fault:
     started: float
     healed: float | None = None
     recovered: float | None = None
+    #: When another replica took the struck one over (seconds since the run began).
+    taken_over: float | None = None
+    taken_over_by: str | None = None
 
     @property
     def recovery_seconds(self) -> float | None:
         if self.healed is None or self.recovered is None:
             return None
         return max(0.0, self.recovered - self.healed)
+
+    @property
+    def takeover_seconds(self) -> float | None:
+        """From the strike to the takeover."""
+        return None if self.taken_over is None else max(0.0, self.taken_over - self.started)
 
 
 class Nemesis:
@@ -57,13 +68,16 @@ class Nemesis:
         return asyncio.get_running_loop().time() - self.t0
 
     def _target(self) -> str:
+        """The node to strike: of the spec's choices, one no other nemesis is striking
+        (overlapping strikes would cut each other short), if there is one."""
         target = self.spec.target
         participants = list(self.topology.participants)
-        if target == "participants":
-            return self.rng.choice(participants)
-        if target == "any":
-            return self.rng.choice(["coordinator", *participants])
-        return target
+        choices = {
+            "participants": participants,
+            "coordinator": self.topology.replicas,
+            "any": [*self.topology.replicas, *participants],
+        }.get(target, [target])
+        return self.rng.choice([c for c in choices if c not in self.topology.struck] or choices)
 
     async def run(self, stop: asyncio.Event) -> None:
         # The first strike comes within the first half of the run, however short it is.
@@ -82,7 +96,15 @@ class Nemesis:
 
     async def strike(self) -> None:
         target = self._target()
+        self.topology.struck.add(target)
+        try:
+            await self._strike(target)
+        finally:
+            self.topology.struck.discard(target)
+
+    async def _strike(self, target: str) -> None:
         kind = self.spec.kind
+        takeover = self._watch_takeover(target) if kind in _MAY_BE_TAKEN_OVER else None
         if kind == "kill":
             fault = self._record(target, "SIGKILL")
             self.topology.nodes[target].kill(signal.SIGKILL)
@@ -96,6 +118,8 @@ class Nemesis:
             armed.write_text("")
             if exited is None:
                 self.misses += 1
+                if takeover is not None:
+                    takeover.cancel()
                 return
             fault = self._record(target, f"crashed at {self.spec.failpoint}")
             if exited != CRASH_EXIT_CODE:
@@ -107,8 +131,21 @@ class Nemesis:
             self.topology.nodes[target].kill(signal.SIGSTOP)
             await asyncio.sleep(self.spec.downtime_s)
             self.topology.nodes[target].kill(signal.SIGCONT)
+        elif kind == "pause-at-failpoint":
+            armed = self.topology.failpoints_file(target)
+            armed.write_text(f"{self.spec.failpoint}=1*stop")
+            stopped = await self._wait_stopped(target, timeout=max(10.0, 2 * self.spec.every_s))
+            armed.write_text("")
+            if not stopped:
+                self.misses += 1
+                if takeover is not None:
+                    takeover.cancel()
+                return
+            fault = self._record(target, f"stopped at {self.spec.failpoint} for {self.spec.downtime_s:g}s")
+            await asyncio.sleep(self.spec.downtime_s)
+            self.topology.nodes[target].kill(signal.SIGCONT)
         elif kind == "partition":
-            if target == "coordinator":
+            if target in self.topology.replicas:
                 target = self.rng.choice(list(self.topology.participants))
             fault = self._record(target, f"cut off from the coordinator for {self.spec.downtime_s:g}s")
             for proxy in self.topology.proxies[target]:
@@ -116,13 +153,20 @@ class Nemesis:
             await asyncio.sleep(self.spec.downtime_s)
             for proxy in self.topology.proxies[target]:
                 proxy.set_cut(False)
+        elif kind == "partition-log":
+            if target not in self.topology.log_proxies:
+                raise ValueError(f"partition-log strikes a replica over a shared log, not {target!r}")
+            fault = self._record(target, f"cut off from the log's database for {self.spec.downtime_s:g}s")
+            self.topology.log_proxies[target].set_cut(True)
+            await asyncio.sleep(self.spec.downtime_s)
+            self.topology.log_proxies[target].set_cut(False)
         elif kind == "restart-service":
             fault = self._record(target, f"{target} restarted")
             await asyncio.to_thread(_restart_service, target, self.spec.downtime_s)
         else:
             raise ValueError(f"nemesis {kind!r} is not available in this topology")
         fault.healed = self._now()
-        task = asyncio.create_task(self._watch_recovery(fault))
+        task = asyncio.create_task(self._watch_recovery(fault, takeover))
         self._recoveries.add(task)
         task.add_done_callback(self._recoveries.discard)
 
@@ -130,6 +174,16 @@ class Nemesis:
         fault = Fault(self.spec.kind, target, detail, started=self._now())
         self.faults.append(fault)
         return fault
+
+    async def _wait_stopped(self, target: str, timeout: float) -> bool:
+        node = self.topology.nodes[target]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            if node.stopped:
+                return True
+            await asyncio.sleep(0.02)
+        return False
 
     async def _wait_exit(self, target: str, timeout: float) -> int | None:
         node = self.topology.nodes[target]
@@ -141,17 +195,50 @@ class Nemesis:
             await asyncio.sleep(0.02)
         return None
 
-    async def _watch_recovery(self, fault: Fault) -> None:
-        """Poll until nothing begun before the fault is unfinished at the coordinator."""
-        async with CoordinatorClient(self.topology.coordinator_url, timeout=2) as client:
-            while True:
-                try:
-                    if not await _unfinished_before(client, self.t0 + fault.started):
-                        fault.recovered = self._now()
-                        return
-                except Exception:  # the coordinator may still be down
-                    pass
-                await asyncio.sleep(0.1)
+    def _watch_takeover(self, target: str) -> asyncio.Task[tuple[float, str]] | None:
+        """With a shared log, a task that ends when another replica has taken ``target``
+        over: when (seconds since the run began) and by whom."""
+        others = [self.topology.url(r) for r in self.topology.replicas if r != target]
+        if not self.topology.scenario.cluster.shared or target not in self.topology.replicas or not others:
+            return None
+        node_id = f"c{self.topology.replicas.index(target) + 1}"
+        since = time.time()
+
+        async def watch() -> tuple[float, str]:
+            async with CoordinatorClient(others, timeout=1) as client:
+                while True:
+                    try:
+                        for replica in (await client.cluster())["replicas"]:
+                            at = replica["taken_over_at"]
+                            if replica["node_id"] == node_id and at is not None:
+                                when = datetime.fromisoformat(at).timestamp()
+                                if when >= since:
+                                    return self._now() - (time.time() - when), replica["taken_over_by"]
+                    except Exception:  # every other replica may be busy or away a moment
+                        pass
+                    await asyncio.sleep(0.05)
+
+        return asyncio.create_task(watch())
+
+    async def _watch_recovery(self, fault: Fault, takeover: asyncio.Task[tuple[float, str]] | None) -> None:
+        """Poll until nothing begun before the fault is unfinished at the coordinators."""
+        try:
+            async with CoordinatorClient(self.topology.coordinator_urls, timeout=2) as client:
+                while True:
+                    try:
+                        if not await _unfinished_before(client, self.t0 + fault.started):
+                            fault.recovered = self._now()
+                            break
+                    except Exception:  # the coordinators may still be down
+                        pass
+                    await asyncio.sleep(0.1)
+            if takeover is not None:
+                # A replica back before its lease ran out was never taken over.
+                with contextlib.suppress(TimeoutError):
+                    fault.taken_over, fault.taken_over_by = await asyncio.wait_for(asyncio.shield(takeover), 1.0)
+        finally:
+            if takeover is not None:
+                takeover.cancel()
 
 
 def _restart_service(name: str, downtime: float) -> None:

@@ -5,7 +5,9 @@ Each kind reports effects as a count per key: how many times each transaction's 
 visible there, keyed by gtid where the participant records it (queue items, bank
 transfers) or by the workload's tag where it cannot (Kafka messages carry the tag).
 Exactly once means every count is 1; atomicity means a transaction is visible at every
-participant or at none.
+participant or at none. A kind that records both may also say which transactions each
+tag's work came from (:meth:`ParticipantKind.gtids_by_tag`): one Idempotency-Key, one
+transaction.
 """
 
 from __future__ import annotations
@@ -33,9 +35,12 @@ class ParticipantKind:
     name: str
     port: int
     data_dir: Path
-    coordinator_url: str
+    #: Where it reaches the coordinator: every replica, the next one when one does not answer.
+    coordinator_urls: list[str]
     secret: str
     inquiry_interval: float = 0.5
+    #: How much later it answers each prepare and commit (a mock queue's fault).
+    delay_ms: int = 0
 
     kind: ClassVar[str]
     #: What :meth:`effects` counts by: "gtid" or "tag".
@@ -52,7 +57,7 @@ class ParticipantKind:
 
     def argv(self) -> list[str]:
         service = Service(self.name, self.kind, tuple(self.extra_args()))
-        return service.argv(self.port, self.data_dir, self.coordinator_url, self.secret, self.inquiry_interval)
+        return service.argv(self.port, self.data_dir, self.coordinator_urls, self.secret, self.inquiry_interval)
 
     def extra_args(self) -> list[str]:
         return []
@@ -71,6 +76,11 @@ class ParticipantKind:
     async def effects(self, http: aiohttp.ClientSession) -> Counter[str]:
         raise NotImplementedError
 
+    async def gtids_by_tag(self, http: aiohttp.ClientSession) -> dict[str, set[str]] | None:
+        """The transactions whose work carries each workload tag; None where the kind
+        does not record both."""
+        return None
+
     async def in_doubt(self, http: aiohttp.ClientSession) -> int | None:
         """Branches in doubt here; None while the service cannot say (it is unhealthy)."""
         async with http.get(self.ready_url) as response:
@@ -86,13 +96,28 @@ class ParticipantKind:
 class MockQueueKind(ParticipantKind):
     kind = "mockqueue"
 
+    async def populate(self, http: aiohttp.ClientSession) -> None:
+        if self.delay_ms:
+            async with http.post(f"{self.url}/queue/faults", json={"delay_ms": self.delay_ms}) as response:
+                if response.status != 200:
+                    raise RuntimeError(f"{self.name}: setting its delay failed: {await response.text()}")
+
     def payload(self, tag: str, rng: random.Random) -> Any:
         return {"items": [tag]}
 
     async def effects(self, http: aiohttp.ClientSession) -> Counter[str]:
+        return Counter(item["gtid"] for item in await self._items(http))
+
+    async def gtids_by_tag(self, http: aiohttp.ClientSession) -> dict[str, set[str]] | None:
+        found: dict[str, set[str]] = {}
+        for item in await self._items(http):
+            found.setdefault(str(item["value"]), set()).add(item["gtid"])
+        return found
+
+    async def _items(self, http: aiohttp.ClientSession) -> list[dict[str, Any]]:
         async with http.get(f"{self.url}/queue/items") as response:
-            items = (await response.json())["items"]
-        return Counter(item["gtid"] for item in items)
+            items: list[dict[str, Any]] = (await response.json())["items"]
+        return items
 
 
 class BankKind(ParticipantKind):

@@ -22,14 +22,32 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
         f"{tx['committed']} committed, {tx['aborted']} aborted, {tx['unknown']} unknown to their clients; "
         f"{report['faults_injected']} faults; {verdict}"
     )
-    table = Table("t (s)", "fault", "target", "detail", "recovered after (s)", title="faults")
+    if report.get("replicas", 1) > 1:  # reports of older runs have no replicas
+        takeovers = report["takeover_seconds"]
+        console.print(
+            f"{report['replicas']} replicas over a {report['log']} log; "
+            f"{len(takeovers)} takeovers{f' (max {max(takeovers):.2f}s after the strike)' if takeovers else ''}; "
+            f"{report['retries']} client retries at another replica (same Idempotency-Key)"
+        )
+    replicas = report.get("replicas", 1) > 1
+    columns = [
+        "t (s)",
+        "fault",
+        "target",
+        "detail",
+        *(["taken over after (s)"] if replicas else []),
+        "recovered after (s)",
+    ]
+    table = Table(*columns, title="faults")
     for fault in report["faults"]:
-        recovery = fault["recovery_seconds"]
+        recovery, takeover = fault["recovery_seconds"], fault.get("takeover_seconds")
+        taken = ["-" if takeover is None else f"{takeover:.2f} by {fault['taken_over_by']}"] if replicas else []
         table.add_row(
             f"{fault['started']:.1f}",
             fault["kind"],
             fault["target"],
             fault["detail"],
+            *taken,
             "-" if recovery is None else f"{recovery:.2f}",
         )
     console.print(table)
@@ -60,6 +78,8 @@ def plot_timeline(report: dict[str, Any], path: Path) -> None:
         ax.axvspan(fault["started"], max(end, fault["started"] + 0.1), color="tab:red", alpha=0.15)
         if fault["recovered"] is not None and fault["healed"] is not None:
             ax.axvspan(fault["healed"], fault["recovered"], color="tab:blue", alpha=0.1)
+        if fault.get("takeover_seconds") is not None:
+            ax.axvline(fault["started"] + fault["takeover_seconds"], color="tab:purple", linestyle=":", alpha=0.8)
         ax.annotate(
             f"{fault['kind']} {fault['target']}",
             (fault["started"], top * (0.95 - 0.08 * (i % 5))),
@@ -70,7 +90,8 @@ def plot_timeline(report: dict[str, Any], path: Path) -> None:
     ax.set_xlabel("seconds since start")
     ax.set_ylabel("transactions ended per second")
     ax.set_title(
-        f"chaos {report['scenario']} (seed {report['seed']}): red = fault, blue = until recovered; "
+        f"chaos {report['scenario']} (seed {report['seed']}): red = fault, blue = until recovered, "
+        "purple = taken over; "
         f"{len(report['violations'])} violations"
     )
     ax.legend(loc="lower right")

@@ -63,7 +63,8 @@ def run_scenario(
 async def _run(scenario: Scenario, directory: Path, progress: Callable[[str], None]) -> dict[str, Any]:
     topology = Topology(scenario, directory)
     rng = random.Random(scenario.seed)
-    progress(f"{scenario.name}: starting the coordinator and {', '.join(topology.participants)} in {directory} ...")
+    coordinators = "the coordinator" if len(topology.replicas) == 1 else f"replicas {', '.join(topology.replicas)}"
+    progress(f"{scenario.name}: starting {coordinators} and {', '.join(topology.participants)} in {directory} ...")
     try:
         # Inside the try: a topology that fails half-way up is still taken down (processes,
         # databases), so a failed run leaves nothing behind.
@@ -71,7 +72,8 @@ async def _run(scenario: Scenario, directory: Path, progress: Callable[[str], No
             await topology.start(http)
         loop = asyncio.get_running_loop()
         t0 = loop.time()
-        workload = Workload(topology, scenario.workload.clients, scenario.seed, scenario.workload.request_timeout_s, t0)
+        spec = scenario.workload
+        workload = Workload(topology, spec.clients, scenario.seed, spec.request_timeout_s, t0, spec.retry_for_s)
         nemeses = [
             Nemesis(spec, topology, random.Random(rng.random()), t0, scenario.duration_s) for spec in scenario.nemesis
         ]
@@ -93,9 +95,10 @@ async def _run(scenario: Scenario, directory: Path, progress: Callable[[str], No
     finally:
         await topology.stop()
     violations = list(result.violations)
-    if settled is None and "liveness" in scenario.invariants:
+    if settled.seconds is None and "liveness" in scenario.invariants:
         violations.append(
-            f"liveness: still unfinished or in doubt {scenario.liveness_bound_s:g}s after the faults stopped"
+            f"liveness: still unfinished or in doubt {scenario.liveness_bound_s:g}s after the faults stopped: "
+            + "; ".join(settled.waiting_for[:8])
         )
     faults = [f for n in nemeses for f in n.faults]
     if not faults:
@@ -118,11 +121,19 @@ async def _run(scenario: Scenario, directory: Path, progress: Callable[[str], No
                 "healed": None if f.healed is None else round(f.healed, 3),
                 "recovered": None if f.recovered is None else round(f.recovered, 3),
                 "recovery_seconds": None if f.recovery_seconds is None else round(f.recovery_seconds, 3),
+                "taken_over_by": f.taken_over_by,
+                "takeover_seconds": None if f.takeover_seconds is None else round(f.takeover_seconds, 3),
             }
             for f in sorted(faults, key=lambda f: f.started)
         ],
         "recovery_seconds": [round(f.recovery_seconds, 3) for f in faults if f.recovery_seconds is not None],
-        "settle_seconds": None if settled is None else round(settled, 3),
+        "takeover_seconds": [round(f.takeover_seconds, 3) for f in faults if f.takeover_seconds is not None],
+        "replicas": len(topology.replicas),
+        "log": scenario.cluster.log,
+        # Attempts again with the same Idempotency-Key, each at the next replica.
+        "retries": workload.retries,
+        "unsafe_settings": scenario.unsafe_settings,
+        "settle_seconds": None if settled.seconds is None else round(settled.seconds, 3),
         "violations": violations,
         "invariants": list(scenario.invariants),
         "timeline": _timeline(workload, scenario.duration_s),

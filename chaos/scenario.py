@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "INVARIANTS",
+    "ClusterSpec",
     "Invariant",
     "NemesisSpec",
     "ParticipantSpec",
@@ -28,6 +29,8 @@ Invariant = Literal[
     "liveness",
     "conservation",
     "no_prepared_left",
+    "one_outcome",
+    "one_transaction_per_key",
 ]
 INVARIANTS: tuple[Invariant, ...] = get_args(Invariant)
 
@@ -39,16 +42,29 @@ class _Spec(BaseModel):
 class ParticipantSpec(_Spec):
     kind: Literal["mockqueue", "bank", "events"]
     name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,30}$")
+    #: mockqueue: answer each prepare and commit this much later, as a participant that
+    #: does real work at prepare would (so that faults find transactions mid-prepare).
+    delay_ms: int = Field(0, ge=0, le=10_000)
+
+    @model_validator(mode="after")
+    def _delay_is_a_mock_queue_fault(self) -> ParticipantSpec:
+        if self.delay_ms and self.kind != "mockqueue":
+            raise ValueError("delay_ms is a fault of the mock queue only")
+        return self
 
 
 class NemesisSpec(_Spec):
     """One kind of fault, struck again and again during the run."""
 
-    kind: Literal["crash-at-failpoint", "kill", "pause", "partition", "restart-service"]
-    #: A node name, ``coordinator``, ``participants`` (any one of them), ``any``, or for
-    #: restart-service ``postgres`` / ``kafka``.
+    kind: Literal[
+        "crash-at-failpoint", "kill", "pause", "pause-at-failpoint", "partition", "partition-log", "restart-service"
+    ]
+    #: A node name, ``coordinator`` (with several replicas: any one of them),
+    #: ``participants`` (any one of them), ``any``, or for restart-service ``postgres`` /
+    #: ``kafka``. partition-log cuts a coordinator replica off from the log's database.
     target: str = "any"
-    #: crash-at-failpoint: the failpoint the target crashes at (armed for one hit).
+    #: crash-at-failpoint, pause-at-failpoint: the failpoint the target crashes or stops
+    #: itself at (armed for one hit).
     failpoint: str | None = None
     #: Seconds between strikes (jittered by the seed's random generator).
     every_s: float = Field(5.0, gt=0)
@@ -57,8 +73,8 @@ class NemesisSpec(_Spec):
 
     @model_validator(mode="after")
     def _failpoint_given(self) -> NemesisSpec:
-        if self.kind == "crash-at-failpoint" and not self.failpoint:
-            raise ValueError("crash-at-failpoint needs a failpoint")
+        if self.kind.endswith("-at-failpoint") and not self.failpoint:
+            raise ValueError(f"{self.kind} needs a failpoint")
         return self
 
 
@@ -66,6 +82,27 @@ class WorkloadSpec(_Spec):
     clients: int = Field(8, gt=0, le=256)
     #: Client-side timeout of one transaction's calls.
     request_timeout_s: float = Field(10.0, gt=0)
+    #: How long a client that heard no answer goes on asking again, with the same
+    #: Idempotency-Key, at the next replica (with one replica: the same one).
+    retry_for_s: float = Field(0.0, ge=0)
+
+
+class ClusterSpec(_Spec):
+    """The coordinators: one on its SQLite file, or replicas over a PostgreSQL log."""
+
+    replicas: int = Field(1, ge=1, le=5)
+    log: Literal["sqlite", "postgres"] = "sqlite"
+    lease_ms: int = Field(3000, ge=300)
+
+    @model_validator(mode="after")
+    def _replicas_share_a_log(self) -> ClusterSpec:
+        if self.replicas > 1 and self.log != "postgres":
+            raise ValueError("several replicas need the shared log: log = 'postgres'")
+        return self
+
+    @property
+    def shared(self) -> bool:
+        return self.log == "postgres"
 
 
 class Scenario(_Spec):
@@ -77,17 +114,45 @@ class Scenario(_Spec):
     liveness_bound_s: float = Field(60.0, gt=0)
     participants: list[ParticipantSpec] = Field(min_length=1)
     workload: WorkloadSpec = WorkloadSpec()
+    cluster: ClusterSpec = ClusterSpec()
     nemesis: list[NemesisSpec] = Field(min_length=1)
     invariants: list[Invariant] = list(INVARIANTS)
     #: Coordinator settings by section, e.g. ``[coordinator.transactions] retry_cap_ms = 200``.
     coordinator: dict[str, dict[str, Any]] = {}
-    #: Only for proving that the checkers catch a broken build: see
-    #: ``transactions.unsafe_lazy_decision``. Never set in a real scenario.
+    #: The run must be caught: it proves the checkers catch a build broken by one of the
+    #: ``unsafe_*`` coordinator settings (which only such a scenario may switch on).
     broken_build: bool = False
 
     @property
     def kinds(self) -> set[str]:
         return {p.kind for p in self.participants}
+
+    @property
+    def unsafe_settings(self) -> list[str]:
+        """The coordinator settings that break it on purpose, as ``section.key``."""
+        return [
+            f"{section}.{key}"
+            for section, values in self.coordinator.items()
+            for key, value in values.items()
+            if key.startswith("unsafe_") and value
+        ]
+
+    def fixed(self) -> Scenario:
+        """The same run on a correct build: a broken-build scenario without its unsafe
+        settings, which must then find nothing (the violations came from the break)."""
+        coordinator = {
+            section: {k: v for k, v in values.items() if not k.startswith("unsafe_")}
+            for section, values in self.coordinator.items()
+        }
+        return self.model_copy(update={"coordinator": coordinator, "broken_build": False})
+
+    @model_validator(mode="after")
+    def _broken_on_purpose_or_not_at_all(self) -> Scenario:
+        if self.broken_build and not self.unsafe_settings:
+            raise ValueError("a broken_build scenario must switch on an unsafe_* coordinator setting")
+        if self.unsafe_settings and not self.broken_build:
+            raise ValueError(f"{', '.join(self.unsafe_settings)} only in a scenario with broken_build = true")
+        return self
 
     @model_validator(mode="after")
     def _banks_come_in_pairs(self) -> Scenario:

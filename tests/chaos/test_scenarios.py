@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from chaos import list_scenarios, load_scenario
+from chaos import Scenario, list_scenarios, load_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,3 +58,58 @@ def test_a_scenario_with_a_crash_nemesis_needs_its_failpoint(tmp_path: Path) -> 
     )
     with pytest.raises(ValidationError, match="needs a failpoint"):
         load_scenario(path)
+
+
+def minimal(**fields: object) -> dict[str, object]:
+    return {
+        "name": "s",
+        "description": "x",
+        "participants": [{"kind": "mockqueue", "name": "q"}],
+        "nemesis": [{"kind": "kill", "target": "coordinator"}],
+        **fields,
+    }
+
+
+def test_several_replicas_need_the_shared_log() -> None:
+    with pytest.raises(ValidationError, match="several replicas need the shared log"):
+        Scenario.model_validate(minimal(cluster={"replicas": 3}))
+    assert Scenario.model_validate(minimal(cluster={"replicas": 3, "log": "postgres"})).cluster.shared
+
+
+def test_a_broken_build_scenario_must_switch_an_unsafe_setting_on() -> None:
+    with pytest.raises(ValidationError, match="must switch on an unsafe_"):
+        Scenario.model_validate(minimal(broken_build=True))
+
+
+def test_an_unsafe_setting_is_refused_outside_a_broken_build_scenario() -> None:
+    with pytest.raises(ValidationError, match=r"log\.unsafe_unfenced_decisions only in a scenario with broken_build"):
+        Scenario.model_validate(minimal(coordinator={"log": {"unsafe_unfenced_decisions": True}}))
+
+
+def test_the_fixed_twin_of_a_broken_build_keeps_everything_but_the_break() -> None:
+    broken = load_scenario("broken-build-unfenced-zombie")
+    fixed = broken.fixed()
+    assert broken.unsafe_settings == ["log.unsafe_unfenced_decisions"]
+    assert fixed.unsafe_settings == [] and not fixed.broken_build
+    assert fixed.coordinator["transactions"] == broken.coordinator["transactions"]
+
+
+def test_the_unfenced_broken_build_is_replica_zombie_with_one_switch() -> None:
+    # The catch proves something only if the correct build passes the very same run.
+    zombie = load_scenario("replica-zombie")
+    broken = load_scenario("broken-build-unfenced-zombie").fixed()
+    differs = {"name", "description"}
+    assert broken.model_dump(exclude=differs) == zombie.model_dump(exclude=differs) | {
+        "coordinator": {**zombie.coordinator, "log": {}}
+    }
+
+
+@pytest.mark.parametrize("name", ["replica-kill", "replica-zombie", "log-restart", "replica-partition"])
+def test_the_replica_scenarios_run_three_replicas_over_the_postgresql_log(name: str) -> None:
+    cluster = load_scenario(name).cluster
+    assert (cluster.replicas, cluster.log) == (3, "postgres")
+
+
+def test_a_delay_is_a_fault_of_the_mock_queue_only() -> None:
+    with pytest.raises(ValidationError, match="delay_ms is a fault of the mock queue only"):
+        Scenario.model_validate(minimal(participants=[{"kind": "events", "name": "e", "delay_ms": 5}]))

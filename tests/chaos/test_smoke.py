@@ -32,6 +32,27 @@ def test_a_short_run_injects_faults_and_finds_no_violation(name: str) -> None:
     assert report["settle_seconds"] is not None
 
 
+@pytest.mark.parametrize(
+    ("name", "taken_over"),
+    [("replica-kill", True), ("replica-zombie", True), ("replica-partition", True), ("log-restart", False)],
+)
+def test_a_short_run_of_replicas_over_the_shared_log_finds_no_violation(name: str, taken_over: bool) -> None:
+    report = run_scenario(load_scenario(name), seed=7, duration=6, show=False, progress=lambda _: None).report
+    assert report["faults_injected"] >= 1
+    assert report["transactions"]["committed"] > 0
+    assert report["violations"] == []
+    if taken_over:  # a replica struck for longer than its lease was taken over by another
+        assert report["takeover_seconds"], report["faults"]
+
+
+def test_a_replica_that_decides_after_it_was_taken_over_is_caught() -> None:
+    result = run_scenario(
+        load_scenario("broken-build-unfenced-zombie"), seed=7, duration=8, show=False, progress=lambda _: None
+    )
+    assert result.report["faults_injected"] >= 1
+    assert any(v.startswith(("one_outcome", "durability", "no_effect_of_aborted")) for v in result.report["violations"])
+
+
 def test_the_broken_build_is_caught_by_the_checkers() -> None:
     result = run_scenario(
         load_scenario("broken-build-lazy-decision"), seed=7, duration=6, show=False, progress=lambda _: None

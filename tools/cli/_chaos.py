@@ -42,15 +42,29 @@ def run(
         Path | None, typer.Option(help="write the report as JSON here, and a PNG timeline beside it")
     ] = None,
     directory: Annotated[Path | None, typer.Option("--dir", help="keep the processes' data and logs here")] = None,
+    fixed: Annotated[
+        bool,
+        typer.Option(
+            "--fixed", help="a broken-build scenario on a correct build (its unsafe settings off): it must pass"
+        ),
+    ] = False,
 ) -> None:
-    """Run a scenario; exit status 1 on any violation."""
+    """Run a scenario; exit status 1 on any violation (which a broken-build scenario
+    must show: it says whether it was caught)."""
     from chaos import load_scenario, run_scenario
 
     try:
         loaded = load_scenario(scenario)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="SCENARIO") from None
+    if fixed:
+        if not loaded.broken_build:
+            raise typer.BadParameter(f"{loaded.name} is not a broken-build scenario", param_hint="--fixed")
+        loaded = loaded.fixed()
     result = run_scenario(loaded, seed, duration, report, directory, progress=lambda line: typer.echo(line, err=True))
+    if loaded.broken_build:
+        caught = not result.ok and result.report["faults_injected"] > 0
+        typer.echo(f"the build broken on purpose was {'caught' if caught else 'NOT caught'}", err=True)
     if not result.ok:
         raise typer.Exit(1)
 
