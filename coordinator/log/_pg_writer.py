@@ -235,9 +235,10 @@ class PostgresWriter:
         attempt = 0
         while True:
             fence = self.fence
-            if self._unsafe_unfenced:
-                fence = next((w.fence for w in writes if w.fence is not None), None)
             live = [w for w in writes if fence is not None and w.fence == fence]
+            if self._unsafe_unfenced:  # every write goes, whatever epoch it was queued under
+                live = [w for w in writes if w.fence is not None]
+                fence = live[0].fence if live else None
             self._fenced([w for w in writes if fence is None or w.fence != fence])
             if not live or fence is None:
                 return
