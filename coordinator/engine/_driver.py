@@ -98,6 +98,9 @@ class Elsewhere(LookupError):
         self.url = url
 
 
+#: Unfinished transactions taken into memory between two turns of the event loop.
+_ADOPT_SLICE = 500
+
 #: How often a best-effort abort after a restart is tried, and how long each try may take.
 _NOTIFY_ATTEMPTS = 5
 _NOTIFY_TIMEOUT = 10.0
@@ -166,13 +169,15 @@ class Coordinator:
         """Join the log, load what recovery needs and schedule it; returns before phase 2
         completes."""
         await self.membership.join()
+        if self._log.shared:
+            # Renewing from the start: loading thousands of unfinished transactions may
+            # take longer than a lease.
+            await self.membership.refresh()
+            self._spawn(self.membership.run(), "membership")
         now = self._clock()
         self._idempotency = await self._log.idempotency_keys(now - self._settings.idempotency_ttl_seconds)
         await self._adopt()
         self._spawn(self._reap(), "reaper")
-        if self._log.shared:
-            await self.membership.refresh()
-            self._spawn(self.membership.run(), "membership")
 
     async def close(self) -> None:
         """Stop every task; with a shared log, end the lease so another replica takes this
@@ -526,9 +531,11 @@ class Coordinator:
         """Take into memory every unfinished transaction the log says this replica owns
         (at start, after a takeover, after joining again) and carry out what each needs."""
         kinds: Counter[str] = Counter()
-        for record in await self._log.unfinished():
+        for number, record in enumerate(await self._log.unfinished(), start=1):
             if record.gtid not in self._active:
                 kinds.update(self._recover(record))
+            if number % _ADOPT_SLICE == 0:
+                await asyncio.sleep(0)  # the lease renewals, and what was scheduled, go on
         if kinds:
             log.info("unfinished transactions taken into memory", **kinds)
 
