@@ -154,12 +154,19 @@ async def _final_outcomes(topology: Topology, history: list[Txn], result: CheckR
 
 
 async def _outcome(client: CoordinatorClient, gtid: str) -> str:
+    return (await _answer(client, gtid))[0]
+
+
+async def _answer(client: CoordinatorClient, gtid: str) -> tuple[str, str]:
+    """The outcome a replica gives, and what it said in full (for a report)."""
     try:
-        return str((await client.get(gtid))["outcome"] or "undecided")
+        view = await client.get(gtid)
     except CoordinatorError as exc:
         if exc.status != 404:
             raise
-        return "aborted"  # no record: presumed abort
+        return "aborted", "no record"  # presumed abort
+    outcome = str(view["outcome"] or "undecided")
+    return outcome, f"{outcome} (state {view.get('state')}, updated {view.get('updated_at')})"
 
 
 async def _one_outcome(
@@ -175,16 +182,18 @@ async def _one_outcome(
     async with aiohttp.ClientSession() as session:
         clients = {url: CoordinatorClient(url, session, timeout=10) for url in topology.coordinator_urls}
 
-        async def ask(client: CoordinatorClient, gtid: str) -> str:
+        async def ask(client: CoordinatorClient, gtid: str) -> tuple[str, str]:
             async with limit:
-                return await _outcome(client, gtid)
+                return await _answer(client, gtid)
 
         answers = {url: await asyncio.gather(*(ask(client, gtid) for gtid in gtids)) for url, client in clients.items()}
     for index, gtid in enumerate(gtids):
         said = {url: answers[url][index] for url in clients}
-        outcomes = set(said.values())
+        outcomes = {outcome for outcome, _ in said.values()}
         if len(outcomes) > 1:
-            report("one_outcome", f"{gtid}: the replicas disagree: {said}")
+            told = [t.outcome for t in history if gtid in t.gtids]
+            detail = {url: full for url, (_, full) in said.items()}
+            report("one_outcome", f"{gtid}: the replicas disagree: {detail}; its client was told {told}")
             continue
         (outcome,) = outcomes
         anywhere = any(counted[gtid] for counted in effects.values())
