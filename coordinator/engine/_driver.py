@@ -160,6 +160,9 @@ class Coordinator:
         self._background: set[asyncio.Task[None]] = set()
         self._backoff = Backoff(settings.retry_base_ms / 1000, settings.retry_cap_ms / 1000)
         self._recovered = 0
+        #: How many times the work in memory was dropped (the lease lost): whatever was
+        #: read or claimed before a drop belongs to the epoch that lost it.
+        self._drops = 0
         self.decisions_logged = 0
         self.membership = Membership(log_store, node_id, advertise_url, lease, self._adopt, self._drop)
 
@@ -274,7 +277,12 @@ class Coordinator:
             tx.enlist(name, payload, prepared)  # the BEGIN record below holds them all
         if idempotency_key is not None and self._log.shared:
             # Claimed in the shared log before any work: a retry at another replica finds it.
+            drops = self._drops
             holder = await self._claim(tx)
+            if self._drops != drops:
+                # Claimed under an epoch that is gone: the record is whoever took this
+                # replica over's (or its own once it adopts again), never a new entry here.
+                raise NotReady("this replica lost its lease while it began the transaction: ask again")
             if holder is not None:
                 if holder.request_hash != request_hash:
                     raise IdempotencyMismatch("Idempotency-Key was already used for a different request")
@@ -531,7 +539,10 @@ class Coordinator:
         """Take into memory every unfinished transaction the log says this replica owns
         (at start, after a takeover, after joining again) and carry out what each needs."""
         kinds: Counter[str] = Counter()
+        drops = self._drops
         for number, record in enumerate(await self._log.unfinished(), start=1):
+            if self._drops != drops:
+                return  # the lease was lost meanwhile: joining again adopts afresh
             if record.gtid not in self._active:
                 kinds.update(self._recover(record))
             if number % _ADOPT_SLICE == 0:
@@ -542,6 +553,7 @@ class Coordinator:
     async def _drop(self) -> None:
         """This replica lost its lease: stop driving the transactions in memory (another
         replica may own them now) and wake whoever waits on them."""
+        self._drops += 1
         entries = list(self._active.values())
         self._active.clear()
         tasks = [task for entry in entries for task in entry.tasks]
