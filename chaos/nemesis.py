@@ -63,6 +63,8 @@ class Nemesis:
         #: Strikes that came to nothing (a failpoint the workload never reached).
         self.misses = 0
         self._recoveries: set[asyncio.Task[None]] = set()
+        #: Per fault (by id) at a replica over a shared log: the watch for its takeover.
+        self._takeovers: dict[int, asyncio.Task[tuple[float, str]]] = {}
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time() - self.t0
@@ -104,7 +106,6 @@ class Nemesis:
 
     async def _strike(self, target: str) -> None:
         kind = self.spec.kind
-        takeover = self._watch_takeover(target) if kind in _MAY_BE_TAKEN_OVER else None
         if kind == "kill":
             fault = self._record(target, "SIGKILL")
             self.topology.nodes[target].kill(signal.SIGKILL)
@@ -118,8 +119,6 @@ class Nemesis:
             armed.write_text("")
             if exited is None:
                 self.misses += 1
-                if takeover is not None:
-                    takeover.cancel()
                 return
             fault = self._record(target, f"crashed at {self.spec.failpoint}")
             if exited != CRASH_EXIT_CODE:
@@ -138,8 +137,6 @@ class Nemesis:
             armed.write_text("")
             if not stopped:
                 self.misses += 1
-                if takeover is not None:
-                    takeover.cancel()
                 return
             fault = self._record(target, f"stopped at {self.spec.failpoint} for {self.spec.downtime_s:g}s")
             await asyncio.sleep(self.spec.downtime_s)
@@ -166,13 +163,19 @@ class Nemesis:
         else:
             raise ValueError(f"nemesis {kind!r} is not available in this topology")
         fault.healed = self._now()
-        task = asyncio.create_task(self._watch_recovery(fault, takeover))
+        task = asyncio.create_task(self._watch_recovery(fault, self._takeovers.pop(id(fault), None)))
         self._recoveries.add(task)
         task.add_done_callback(self._recoveries.discard)
 
     def _record(self, target: str, detail: str) -> Fault:
         fault = Fault(self.spec.kind, target, detail, started=self._now())
         self.faults.append(fault)
+        if self.spec.kind in _MAY_BE_TAKEN_OVER:
+            # Watched from the strike on: a replica that comes back joins again, and the
+            # log then forgets who had taken it over.
+            takeover = self._watch_takeover(target)
+            if takeover is not None:
+                self._takeovers[id(fault)] = takeover
         return fault
 
     async def _wait_stopped(self, target: str, timeout: float) -> bool:
