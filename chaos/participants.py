@@ -143,13 +143,9 @@ class BankKind(ParticipantKind):
     async def release(self) -> None:
         if not self._database:
             return
-        import psycopg
+        from adapters.postgres.testing import drop_database
 
-        async with await psycopg.AsyncConnection.connect(self.dsn, autocommit=True) as conn:
-            for xid in await conn.tpc_recover():
-                if xid.database == self._database:
-                    await conn.tpc_rollback(xid)
-        await self._admin(f'DROP DATABASE "{self._database}" WITH (FORCE)')
+        await drop_database(self._server_dsn, self._database)
 
     async def _admin(self, statement: str) -> None:
         import psycopg

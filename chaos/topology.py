@@ -163,10 +163,9 @@ class Topology:
     async def _release_log(self) -> None:
         if not self.log_dsn:
             return
-        import psycopg
+        from adapters.postgres.testing import drop_database
 
-        async with await psycopg.AsyncConnection.connect(self._server_dsn, autocommit=True) as admin:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{self._log_database}" WITH (FORCE)')
+        await drop_database(self._server_dsn, self._log_database)
 
     def _all_proxies(self) -> list[FaultProxy]:
         return [proxy for proxies in self.proxies.values() for proxy in proxies] + list(self.log_proxies.values())

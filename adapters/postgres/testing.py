@@ -19,7 +19,7 @@ from psycopg.conninfo import make_conninfo
 
 from compose.dev import read_services
 
-__all__ = ["DSN_ENV_VAR", "database_dsn", "scratch_database", "server_dsn"]
+__all__ = ["DSN_ENV_VAR", "database_dsn", "drop_database", "scratch_database", "server_dsn"]
 
 DSN_ENV_VAR = "TWOPC_TEST_POSTGRES_DSN"
 
@@ -55,21 +55,45 @@ def database_dsn(dsn: str, database: str) -> str:
 @asynccontextmanager
 async def scratch_database(dsn: str, label: str = "t") -> AsyncIterator[str]:
     """A new, empty database on ``dsn``'s server for one test; dropped afterwards with
-    whatever transactions were left prepared in it."""
+    whatever was left in it (see :func:`drop_database`)."""
     name = f"twopc_{label}_{secrets.token_hex(4)}"
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as admin:
         await admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        try:
-            yield database_dsn(dsn, name)
-        finally:
-            await _drop(admin, dsn, name)
+    try:
+        yield database_dsn(dsn, name)
+    finally:
+        await drop_database(dsn, name)
 
 
-async def _drop(admin: psycopg.AsyncConnection, dsn: str, name: str) -> None:
-    # A database with prepared transactions in it cannot be dropped: roll them back
-    # first (only this scratch database's, which nothing else uses).
-    async with await psycopg.AsyncConnection.connect(database_dsn(dsn, name), autocommit=True) as conn:
+#: The sessions of this role in a database, ended (a role may end its own).
+_END_OWN_SESSIONS = (
+    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+    " WHERE datname = %s AND usename = current_user AND pid <> pg_backend_pid()"
+)
+
+
+async def drop_database(dsn: str, name: str) -> None:
+    """Drop the database ``name`` on ``dsn``'s server, which ``dsn``'s role made and
+    nothing else uses, with whatever was left in it: transactions left prepared, the
+    role's own sessions, an autovacuum worker. Nothing if it is already gone.
+
+    Not ``WITH (FORCE)``: that refuses when an autovacuum worker is in the database and
+    the role is not a superuser, while a plain drop stops the worker itself."""
+    try:
+        conn = await psycopg.AsyncConnection.connect(database_dsn(dsn, name), autocommit=True)
+    except psycopg.OperationalError:
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as admin:
+            cur = await admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
+            if await cur.fetchone() is None:
+                return
+        raise
+    async with conn:
+        # A database with prepared transactions in it cannot be dropped.
         for xid in await conn.tpc_recover():
             if xid.database == name:
                 await conn.tpc_rollback(xid)
-    await admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as admin:
+        # No session comes back between ending them and the drop.
+        await admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(sql.Identifier(name)))
+        await admin.execute(_END_OWN_SESSIONS, [name])
+        await admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))

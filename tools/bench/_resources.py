@@ -9,14 +9,13 @@ from contextlib import asynccontextmanager
 import psycopg
 from aiokafka.admin import AIOKafkaAdminClient
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 from adapters.kafka.topics import create_topic
+from adapters.postgres.testing import database_dsn, drop_database
 from compose.dev import read_services
 
 __all__ = [
     "BenchSetupError",
-    "database_dsn",
     "kafka_bootstrap",
     "postgres_server",
     "run_database",
@@ -50,11 +49,6 @@ def kafka_bootstrap(bootstrap: str | None) -> str:
     return found
 
 
-def database_dsn(server_dsn: str, database: str) -> str:
-    """The same server and role, another database."""
-    return make_conninfo(server_dsn, dbname=database)
-
-
 @asynccontextmanager
 async def run_database(server_dsn: str, name: str) -> AsyncIterator[str]:
     """A new database for this run; dropped afterwards with any transaction left prepared in it."""
@@ -66,13 +60,7 @@ async def run_database(server_dsn: str, name: str) -> AsyncIterator[str]:
     try:
         yield database_dsn(server_dsn, name)
     finally:
-        # A database holding prepared transactions cannot be dropped; this one is ours alone.
-        async with await psycopg.AsyncConnection.connect(database_dsn(server_dsn, name), autocommit=True) as conn:
-            for xid in await conn.tpc_recover():
-                if xid.database == name:
-                    await conn.tpc_rollback(xid)
-        async with await psycopg.AsyncConnection.connect(server_dsn, autocommit=True) as admin:
-            await admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+        await drop_database(server_dsn, name)
 
 
 @asynccontextmanager
