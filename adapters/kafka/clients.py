@@ -15,7 +15,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from adapters.kafka.settings import KafkaSettings
 from adapters.kafka.stage import StageFold
 
-__all__ = ["ensure_stage_topic", "fenced_producer", "make_admin", "read_stage", "stop_quietly"]
+__all__ = ["ensure_stage_topic", "fenced_producer", "make_admin", "make_offset_reader", "read_stage", "stop_quietly"]
 
 logger = structlog.get_logger("adapters.kafka")
 
@@ -32,6 +32,11 @@ def _common(settings: KafkaSettings) -> dict[str, Any]:
 
 def make_admin(settings: KafkaSettings) -> AIOKafkaAdminClient:
     return AIOKafkaAdminClient(**_common(settings))
+
+
+def make_offset_reader(settings: KafkaSettings) -> AIOKafkaConsumer:
+    """A consumer of no group, to ask partitions for their end offsets (the high watermark)."""
+    return AIOKafkaConsumer(group_id=None, enable_auto_commit=False, **_common(settings))
 
 
 async def stop_quietly(client: Any, timeout: float) -> None:

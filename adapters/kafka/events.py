@@ -4,10 +4,12 @@
 --coordinator http://127.0.0.1:7070 --secret change-me`` (``--coordinator`` once per
 coordinator replica, or their URLs comma-separated)
 
-- ``/twopc``: the participant protocol; a prepare's payload is ``{"messages": [...]}``
-  (see :mod:`adapters.kafka.messages`), so a client can enlist ``events`` with its
-  messages like any other participant.
-- ``POST /events`` ``{"gtid": "...", "messages": [...]}``: the application's own way in
+- ``/twopc``: the participant protocol; a prepare's payload is ``{"messages": [...]}``,
+  with consumer offsets to commit alongside if it has ``"offsets"`` (see
+  :mod:`adapters.kafka.messages`), so a client can enlist ``events`` with its messages
+  like any other participant.
+- ``POST /events`` ``{"gtid": "...", "messages": [...], "offsets": {...}}`` (``offsets``
+  optional): the application's own way in
   (early prepare): the service stages the messages in Kafka at once, logs its YES and
   enlists itself with the coordinator as already prepared. The messages appear to
   ``read_committed`` consumers when, and only when, the coordinator commits.
@@ -117,9 +119,11 @@ async def _publish(request: web.Request) -> web.Response:
         body = orjson.loads(await request.read())
     except orjson.JSONDecodeError:
         raise HttpError(400, "invalid_json", "the body is not JSON") from None
-    if not isinstance(body, dict) or set(body) != {"gtid", "messages"}:
-        raise HttpError(422, "invalid_request", 'the body must be {"gtid": "...", "messages": [...]}')
-    gtid, messages = body["gtid"], body["messages"]
+    if not isinstance(body, dict) or not {"gtid", "messages"} <= set(body) <= {"gtid", "messages", "offsets"}:
+        raise HttpError(
+            422, "invalid_request", 'the body must be {"gtid": "...", "messages": [...]}, with "offsets" optional'
+        )
+    gtid, messages, offsets = body["gtid"], body["messages"], body.get("offsets")
     if not isinstance(gtid, str) or not _GTID.match(gtid):
         raise HttpError(422, "invalid_request", "gtid must be a transaction id the coordinator gave")
     participant = request.config_dict[PARTICIPANT]
@@ -127,6 +131,7 @@ async def _publish(request: web.Request) -> web.Response:
         if not isinstance(messages, list):
             raise PayloadError(f'"messages" must be a list, not {type(messages).__name__}')
         batch.extend(messages)
+        batch.offsets = offsets
     return json_response({"gtid": gtid, "branch": participant.name, "messages": len(messages), "vote": "yes"}, 201)
 
 

@@ -1,6 +1,8 @@
-"""A branch's payload: the Kafka messages it publishes on COMMIT.
+"""A branch's payload: the Kafka messages it publishes on COMMIT, and the consumer
+offsets it commits with them.
 
-The payload is ``{"messages": [message, ...]}``; each message is an object with
+The payload is ``{"messages": [message, ...], "offsets": {...}}`` (``offsets`` optional,
+see :mod:`adapters.kafka.offsets`); each message is an object with
 
 - ``topic`` (required): an existing topic;
 - the value, at most one of: ``value`` (any JSON, sent as its UTF-8 JSON text),
@@ -13,9 +15,9 @@ The payload is ``{"messages": [message, ...]}``; each message is an object with
 - ``partition``, optional: an explicit partition (else Kafka's default partitioner
   picks one from the key).
 
-:func:`parse_payload` checks the shape only; what the broker would refuse (unknown
+:func:`parse_branch` checks the shape only; what the broker would refuse (unknown
 topic, partition out of range, too large) is checked by :mod:`adapters.kafka.limits`.
-The staged form (:func:`encode_messages`) is compact JSON with bytes in base64.
+The staged form (:func:`encode_branch`) is compact JSON with bytes in base64.
 """
 
 from __future__ import annotations
@@ -29,12 +31,18 @@ from typing import Any
 
 import orjson
 
+from adapters.kafka.offsets import GroupOffsets, decode_offsets, encode_offsets, parse_offsets
+
 __all__ = [
     "MAX_MESSAGES",
+    "BranchPayload",
     "OutgoingMessage",
     "PayloadError",
+    "decode_branch",
     "decode_messages",
+    "encode_branch",
     "encode_messages",
+    "parse_branch",
     "parse_payload",
 ]
 
@@ -60,13 +68,26 @@ class OutgoingMessage:
     partition: int | None = None
 
 
-def parse_payload(payload: Any) -> list[OutgoingMessage]:
-    """The messages of ``{"messages": [...]}``; :class:`PayloadError` saying what is wrong."""
+@dataclass(frozen=True, slots=True)
+class BranchPayload:
+    """What one Kafka branch does at commit: publish ``messages``, commit ``offsets``."""
+
+    messages: list[OutgoingMessage]
+    offsets: GroupOffsets | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not self.messages and self.offsets is None
+
+
+def parse_branch(payload: Any) -> BranchPayload:
+    """The messages and offsets of ``{"messages": [...], "offsets": {...}}``;
+    :class:`PayloadError` saying what is wrong."""
     if not isinstance(payload, dict):
         raise PayloadError(f'payload must be an object {{"messages": [...]}}, not {_kind(payload)}')
-    unexpected = sorted(set(payload) - {"messages"})
+    unexpected = sorted(set(payload) - {"messages", "offsets"})
     if unexpected:
-        raise PayloadError(f'payload has unexpected fields {unexpected}; expected only "messages"')
+        raise PayloadError(f'payload has unexpected fields {unexpected}; expected "messages" and "offsets"')
     if "messages" not in payload:
         raise PayloadError('payload has no "messages"')
     raw = payload["messages"]
@@ -74,7 +95,19 @@ def parse_payload(payload: Any) -> list[OutgoingMessage]:
         raise PayloadError(f'payload "messages" must be a list, not {_kind(raw)}')
     if len(raw) > MAX_MESSAGES:
         raise PayloadError(f"a branch may carry at most {MAX_MESSAGES} messages, not {len(raw)}")
-    return [_parse_message(item, f"messages[{index}]") for index, item in enumerate(raw)]
+    messages = [_parse_message(item, f"messages[{index}]") for index, item in enumerate(raw)]
+    offsets = None
+    if payload.get("offsets") is not None:
+        try:
+            offsets = parse_offsets(payload["offsets"])
+        except ValueError as exc:
+            raise PayloadError(str(exc)) from None
+    return BranchPayload(messages, offsets)
+
+
+def parse_payload(payload: Any) -> list[OutgoingMessage]:
+    """The messages of a payload (see :func:`parse_branch`, which gives its offsets too)."""
+    return parse_branch(payload).messages
 
 
 def _parse_message(item: Any, where: str) -> OutgoingMessage:
@@ -160,32 +193,57 @@ def _unb64(text: str | None) -> bytes | None:
 
 def encode_messages(messages: Sequence[OutgoingMessage]) -> bytes:
     """The messages as bytes to stage (and to hash: equal messages give equal bytes)."""
-    return orjson.dumps(
-        [
-            {
-                "t": m.topic,
-                "p": m.partition,
-                "k": _b64(m.key),
-                "v": _b64(m.value),
-                "h": [[name, _b64(value)] for name, value in m.headers],
-            }
-            for m in messages
-        ]
-    )
+    return orjson.dumps(_message_rows(messages))
+
+
+def _message_rows(messages: Sequence[OutgoingMessage]) -> list[dict[str, Any]]:
+    return [
+        {
+            "t": m.topic,
+            "p": m.partition,
+            "k": _b64(m.key),
+            "v": _b64(m.value),
+            "h": [[name, _b64(value)] for name, value in m.headers],
+        }
+        for m in messages
+    ]
+
+
+def _messages_of(rows: Any) -> list[OutgoingMessage]:
+    return [
+        OutgoingMessage(
+            topic=m["t"],
+            partition=m["p"],
+            key=_unb64(m["k"]),
+            value=_unb64(m["v"]),
+            headers=tuple((name, _unb64(value)) for name, value in m["h"]),
+        )
+        for m in rows
+    ]
 
 
 def decode_messages(blob: bytes) -> list[OutgoingMessage]:
     """The messages :func:`encode_messages` encoded; ValueError if ``blob`` is not that."""
     try:
-        return [
-            OutgoingMessage(
-                topic=m["t"],
-                partition=m["p"],
-                key=_unb64(m["k"]),
-                value=_unb64(m["v"]),
-                headers=tuple((name, _unb64(value)) for name, value in m["h"]),
-            )
-            for m in orjson.loads(blob)
-        ]
+        return _messages_of(orjson.loads(blob))
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"staged messages are not readable: {exc}") from None
+
+
+def encode_branch(branch: BranchPayload) -> bytes:
+    """The branch as bytes to stage. A branch without offsets is staged as its messages
+    alone (:func:`encode_messages`), as before offsets could be staged."""
+    if branch.offsets is None:
+        return encode_messages(branch.messages)
+    return orjson.dumps({"m": _message_rows(branch.messages), "o": encode_offsets(branch.offsets)})
+
+
+def decode_branch(blob: bytes) -> BranchPayload:
+    """The branch :func:`encode_branch` encoded; ValueError if ``blob`` is not that."""
+    try:
+        raw = orjson.loads(blob)
+        if isinstance(raw, list):
+            return BranchPayload(_messages_of(raw))
+        return BranchPayload(_messages_of(raw["m"]), decode_offsets(raw["o"]))
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"staged messages are not readable: {exc}") from None

@@ -11,6 +11,9 @@
   branch's COMMITTED marker to the stage: ``read_committed`` consumers see both or
   neither, so a crash leaves either nothing published (commit again) or all of it
   with the marker (nothing to do).
+- offsets: a branch may carry consumer offsets (:mod:`adapters.kafka.offsets`); checked at
+  prepare (topic, partition, not past the partition's end), staged with the messages,
+  committed to their group in the commit's Kafka transaction, dropped by an abort.
 - abort: an ABORTED marker; nothing ever reached the target topics.
 - markers older than the retention are tombstoned (forgotten) in the background.
 """
@@ -25,10 +28,12 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from adapters.kafka.clients import ensure_stage_topic, make_admin, read_stage, stop_quietly
+from adapters.kafka.clients import ensure_stage_topic, make_admin, make_offset_reader, read_stage, stop_quietly
 from adapters.kafka.limits import TopicCatalog, check_messages
-from adapters.kafka.messages import OutgoingMessage, PayloadError, encode_messages, parse_payload
+from adapters.kafka.messages import BranchPayload, PayloadError, encode_branch, parse_branch
+from adapters.kafka.offsets import GroupOffsets, PartitionOffset, check_offsets
 from adapters.kafka.settings import KafkaSettings
 from adapters.kafka.shard import Shard
 from adapters.kafka.stage import BranchEntry, StageEntryState, chunk_records, digest_of
@@ -46,10 +51,27 @@ _FORGET_BATCH = 1000
 
 class MessageBatch:
     """The messages of an early-prepared branch, in the payload's form (see
-    :mod:`adapters.kafka.messages`): ``batch.add({"topic": "orders", "value": {...}})``."""
+    :mod:`adapters.kafka.messages`): ``batch.add({"topic": "orders", "value": {...}})``,
+    and the consumer offsets it commits: ``batch.commit_offsets("group", [...])``."""
 
     def __init__(self) -> None:
         self.messages: list[dict[str, Any]] = []
+        self.offsets: dict[str, Any] | None = None
+
+    def commit_offsets(self, group: str, partitions: Iterable[PartitionOffset]) -> None:
+        """Commit these offsets (each the next offset to read) to ``group`` with the messages."""
+        self.offsets = {
+            "group": group,
+            "partitions": [
+                {"topic": p.topic, "partition": p.partition, "offset": p.offset, "metadata": p.metadata}
+                for p in partitions
+            ],
+        }
+
+    def payload(self) -> dict[str, Any]:
+        if self.offsets is None:
+            return {"messages": self.messages}
+        return {"messages": self.messages, "offsets": self.offsets}
 
     def add(self, message: dict[str, Any]) -> None:
         self.messages.append(message)
@@ -65,6 +87,9 @@ class KafkaResource(Resource):
         self._clock = clock
         self._admin: Any = None
         self._catalog: TopicCatalog | None = None
+        # Asks partitions for their end offsets; started the first time offsets are checked.
+        self._offset_reader: AIOKafkaConsumer | None = None
+        self._offset_reader_lock = asyncio.Lock()
         self._housekeeper: asyncio.Task[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------
@@ -113,6 +138,9 @@ class KafkaResource(Resource):
             self._housekeeper = None
         await asyncio.gather(*(shard.close() for shard in self.shards))
         self.shards = []
+        if self._offset_reader is not None:
+            await stop_quietly(self._offset_reader, self.settings.request_timeout)
+            self._offset_reader = None
         if self._admin is not None:
             await stop_quietly(self._admin, self.settings.request_timeout)
             self._admin = None
@@ -133,27 +161,53 @@ class KafkaResource(Resource):
 
     # -- validation ------------------------------------------------------------------
 
-    async def validate(self, payload: Any) -> list[OutgoingMessage]:
-        """The payload's messages if Kafka would take them all; ValueError saying why not."""
-        messages = parse_payload(payload)
+    async def validate(self, payload: Any) -> BranchPayload:
+        """The payload's messages and offsets if Kafka would take them all; :class:`PayloadError`
+        saying why not."""
+        branch = parse_branch(payload)
         if self._catalog is None:
             raise RuntimeError("the Kafka participant is not started")
-        topics = await self._catalog.describe(m.topic for m in messages)
-        reason = check_messages(messages, topics, self.settings.max_request_size, self.settings.topic)
+        offsets = branch.offsets
+        named = [m.topic for m in branch.messages]
+        if offsets is not None:
+            named += [p.topic for p in offsets.partitions]
+        topics = await self._catalog.describe(named)
+        reason = check_messages(branch.messages, topics, self.settings.max_request_size, self.settings.topic)
+        if reason is None and offsets is not None:
+            reason = check_offsets(offsets, topics, await self._ends(offsets, topics))
         if reason is not None:
             raise PayloadError(reason)
-        return messages
+        return branch
+
+    async def _ends(self, offsets: GroupOffsets, topics: dict[str, Any]) -> dict[tuple[str, int], int]:
+        """The end offsets of the partitions ``offsets`` names that exist."""
+        wanted = [
+            TopicPartition(p.topic, p.partition)
+            for p in offsets.partitions
+            if (info := topics.get(p.topic)) is not None and p.partition < info.partitions
+        ]
+        if not wanted:
+            return {}
+        async with self._offset_reader_lock:
+            if self._offset_reader is None:
+                reader = make_offset_reader(self.settings)
+                async with asyncio.timeout(self.settings.request_timeout):
+                    await reader.start()
+                self._offset_reader = reader
+        async with asyncio.timeout(self.settings.request_timeout):
+            ends = await self._offset_reader.end_offsets(wanted)
+        return {(tp.topic, tp.partition): end for tp, end in ends.items()}
 
     # -- the resource ----------------------------------------------------------------
 
     async def prepare(self, gtid: str, branch: str, payload: Any) -> PrepareResult:
         try:
-            messages = await self.validate(payload)
+            staged = await self.validate(payload)
         except PayloadError as exc:
             return PrepareResult.no(str(exc))
-        if not messages:
+        if staged.empty:
             return PrepareResult.read_only()
-        blob = encode_messages(messages)
+        blob = encode_branch(staged)
         if len(blob) > self.settings.max_branch_bytes:
             return PrepareResult.no(
                 f"the branch's messages take {len(blob)} bytes staged, over max_branch_bytes "
@@ -164,8 +218,17 @@ class KafkaResource(Resource):
         if entry is not None:
             return self._repeat_prepare(entry, digest)
         records = chunk_records(branch, gtid, blob, self.settings.chunk_bytes)
-        staged = BranchEntry(gtid, branch, StageEntryState.PREPARED, digest, len(records), self._clock(), messages)
-        await shard.stage(staged, records, len(blob))
+        entry = BranchEntry(
+            gtid,
+            branch,
+            StageEntryState.PREPARED,
+            digest,
+            len(records),
+            self._clock(),
+            staged.messages,
+            staged.offsets,
+        )
+        await shard.stage(entry, records, len(blob))
         return PrepareResult.yes()
 
     @staticmethod
@@ -178,14 +241,14 @@ class KafkaResource(Resource):
 
     @contextlib.asynccontextmanager
     async def branch(self, gtid: str, branch: str) -> AsyncIterator[MessageBatch]:
-        """Early prepare: the application adds messages to the batch; a clean exit stages
-        them (as a YES vote would), an invalid message raises :class:`PayloadError`."""
+        """Early prepare: the application adds messages (and offsets) to the batch; a clean
+        exit stages them (as a YES vote would), an invalid one raises :class:`PayloadError`."""
         batch = MessageBatch()
         yield batch
-        if not batch.messages:
-            # A YES with nothing staged would leave the commit nothing to publish.
-            raise PayloadError("an early-prepared Kafka branch needs at least one message")
-        result = await self.prepare(gtid, branch, {"messages": batch.messages})
+        if not batch.messages and batch.offsets is None:
+            # A YES with nothing staged would leave the commit nothing to do.
+            raise PayloadError("an early-prepared Kafka branch needs at least one message or offsets")
+        result = await self.prepare(gtid, branch, batch.payload())
         if result.vote is Vote.NO:
             raise PayloadError(result.reason or "Kafka would not take these messages")
 

@@ -1,5 +1,6 @@
 """One shard: a partition of the stage topic and the one transactional producer that
-writes it, with the branches the partition holds.
+writes it, with the branches the partition holds. A commit's Kafka transaction carries
+the branch's messages, its marker and its consumer offsets (``send_offsets_to_transaction``).
 
 A producer runs one Kafka transaction at a time, so the shard queues its work (stage,
 commit, abort, forget) and a single worker runs it; whatever is waiting when the
@@ -23,7 +24,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.structs import OffsetAndMetadata
 
 from adapters.kafka.clients import fenced_producer, read_stage, stop_quietly
 from adapters.kafka.settings import KafkaSettings
@@ -252,6 +254,9 @@ class Shard:
             sent.append(await producer.send(topic, record.value, record.key, partition, headers=headers))
 
         publishing = staging = False
+        # Offsets per consumer group; of two branches that commit the same partition, the
+        # later one's offset stands, as if they had been committed one after the other.
+        offsets: dict[str, dict[TopicPartition, OffsetAndMetadata]] = {}
         for work in todo:
             if work.kind is _Kind.STAGE:
                 staging = True
@@ -271,10 +276,16 @@ class Shard:
                             message.topic, message.value, message.key, message.partition, headers=list(message.headers)
                         )
                         sent.append(future)
+                    if entry.offsets is not None:
+                        group = offsets.setdefault(entry.offsets.group, {})
+                        for p in entry.offsets.partitions:
+                            group[TopicPartition(p.topic, p.partition)] = OffsetAndMetadata(p.offset, p.metadata)
                 state = StageEntryState.COMMITTED if work.kind is _Kind.COMMIT else StageEntryState.ABORTED
                 for chunk in range(entry.chunks):
                     await send(tombstone(branch, gtid, chunk))
                 await send(marker_record(branch, gtid, state, now, entry.chunks))
+        for group_id, committed in offsets.items():
+            await producer.send_offsets_to_transaction(committed, group_id)
         await asyncio.gather(*sent)
         # The records are on the broker, not yet visible to read_committed consumers.
         if publishing:
@@ -301,7 +312,7 @@ class Shard:
             entry = self.entries[work.keys[0]]
             entry.state = StageEntryState.COMMITTED if work.kind is _Kind.COMMIT else StageEntryState.ABORTED
             entry.at = now
-            entry.messages = None  # published or dropped: no longer needed
+            entry.messages = entry.offsets = None  # published or dropped: no longer needed
 
     async def _after_failure(self, todo: list[_Work], error: Exception) -> None:
         logger.warning(

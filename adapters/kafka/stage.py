@@ -2,8 +2,8 @@
 
 Every record of one branch goes to the partition of its shard. Keys are text:
 
-- ``{branch}/{gtid}/{i}``: chunk ``i`` of the branch's staged messages (the bytes of
-  :func:`adapters.kafka.messages.encode_messages`, cut into pieces of at most the chunk
+- ``{branch}/{gtid}/{i}``: chunk ``i`` of the branch's staged messages and offsets (the
+  bytes of :func:`adapters.kafka.messages.encode_branch`, cut into pieces of at most the chunk
   size, so a large batch never makes a record the broker would refuse). Headers
   ``twopc-chunks`` (how many) and ``twopc-digest`` (SHA-256 of the whole) ride along.
 - ``{branch}/{gtid}``: the branch's marker, JSON ``{"state": "committed"|"aborted",
@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from adapters.kafka.messages import OutgoingMessage, decode_messages
+from adapters.kafka.messages import OutgoingMessage, decode_branch
+from adapters.kafka.offsets import GroupOffsets
 
 __all__ = [
     "BranchEntry",
@@ -59,7 +60,8 @@ class StageRecord:
 
 @dataclass(slots=True)
 class BranchEntry:
-    """What the stage says of one branch. ``messages`` is kept while it is prepared."""
+    """What the stage says of one branch. ``messages`` and ``offsets`` are kept while it
+    is prepared."""
 
     gtid: str
     branch: str
@@ -68,6 +70,7 @@ class BranchEntry:
     chunks: int
     at: float
     messages: list[OutgoingMessage] | None = None
+    offsets: GroupOffsets | None = None
 
 
 def digest_of(blob: bytes) -> str:
@@ -196,12 +199,19 @@ class StageFold:
                 self.problems.append(f"staged messages of {branch}/{gtid} do not match their digest: left out")
                 continue
             try:
-                messages = decode_messages(blob)
+                staged = decode_branch(blob)
             except ValueError as exc:
                 self.problems.append(f"{branch}/{gtid}: {exc}")
                 continue
             self.entries[ident] = BranchEntry(
-                gtid, branch, StageEntryState.PREPARED, pending.digest, pending.total, pending.at, messages
+                gtid,
+                branch,
+                StageEntryState.PREPARED,
+                pending.digest,
+                pending.total,
+                pending.at,
+                staged.messages,
+                staged.offsets,
             )
         self._pending.clear()
         return self.entries

@@ -1,5 +1,6 @@
 """Tools for tests that need a real Kafka broker: find it, name things uniquely, make
-topics and read what a ``read_committed`` consumer sees (from :mod:`adapters.kafka.topics`).
+topics, publish to them, read what a ``read_committed`` consumer sees and what a group
+committed (from :mod:`adapters.kafka.topics`).
 
 The broker is the one ``TWOPC_TEST_KAFKA_BOOTSTRAP`` names, else the one ``twopc dev up
 kafka`` started (``var/dev/services.json``). There is no skipping: without a broker that
@@ -14,14 +15,17 @@ import secrets
 
 from aiokafka.admin import AIOKafkaAdminClient
 
-from adapters.kafka.topics import ReadMessage, create_topic, read_committed
+from adapters.kafka.topics import CommittedOffset, ReadMessage, committed_offsets, create_topic, publish, read_committed
 from compose.dev import read_services
 
 __all__ = [
     "BOOTSTRAP_ENV_VAR",
+    "CommittedOffset",
     "ReadMessage",
     "bootstrap_servers",
+    "committed_offsets",
     "create_topic",
+    "publish",
     "read_committed",
     "unique_name",
 ]

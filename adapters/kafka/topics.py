@@ -1,5 +1,5 @@
-"""Kafka chores the participant's tools share: make a topic, read what a
-``read_committed`` consumer sees."""
+"""Kafka chores the participant's tools share: make a topic, publish to it, read what a
+``read_committed`` consumer sees, read a consumer group's committed offsets."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-__all__ = ["ReadMessage", "create_topic", "read_committed"]
+__all__ = ["CommittedOffset", "ReadMessage", "committed_offsets", "create_topic", "publish", "read_committed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +22,13 @@ class ReadMessage:
     key: bytes | None
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CommittedOffset:
+    #: The next offset the group reads.
+    offset: int
+    metadata: str
 
 
 async def create_topic(
@@ -128,3 +135,35 @@ async def _partitions(bootstrap: str, topics: Iterable[str]) -> dict[str, int]:
     if missing:
         raise RuntimeError(f"no such topics: {missing}")
     return {t["topic"]: len(t["partitions"]) for t in described}
+
+
+async def publish(
+    bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes | None]], *, partition: int | None = None
+) -> None:
+    """Send ``(key, value)`` records to ``topic`` (acknowledged by every in-sync replica)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        sent = [await producer.send(topic, value, key, partition) for key, value in records]
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+
+
+async def committed_offsets(
+    bootstrap: str, group: str, partitions: Iterable[tuple[str, int]] | None = None
+) -> dict[tuple[str, int], CommittedOffset]:
+    """The group's committed offsets, per ``(topic, partition)``; those never committed
+    are left out. ``partitions``: only these (default: every one the group committed)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        wanted = None if partitions is None else [TopicPartition(t, p) for t, p in partitions]
+        found = await admin.list_consumer_group_offsets(group, partitions=wanted)
+    finally:
+        await admin.close()
+    return {
+        (tp.topic, tp.partition): CommittedOffset(meta.offset, meta.metadata or "")
+        for tp, meta in found.items()
+        if meta.offset >= 0
+    }

@@ -12,7 +12,7 @@ import pytest
 from kafka_harness import EventsService
 
 from adapters.kafka import KafkaResource, KafkaSettings, StageEntryState
-from adapters.kafka.testing import create_topic, read_committed, unique_name
+from adapters.kafka.testing import committed_offsets, create_topic, publish, read_committed, unique_name
 from compose.supervisor import free_port
 from participant_sdk.testing import StubCoordinator
 from twopc_core import failpoints
@@ -296,3 +296,118 @@ async def test_an_unreachable_broker_is_named_at_start() -> None:
     with pytest.raises(RuntimeError, match=re.escape(f"cannot reach Kafka at {nowhere}")):
         await resource.start()
     assert resource.shards == []
+
+
+# -- consumer offsets in a branch ------------------------------------------------------
+
+
+async def input_with(kafka: str, count: int) -> str:
+    """A one-partition input topic holding ``count`` records (offsets 0..count-1)."""
+    name = await create_topic(kafka, unique_name("input"))
+    await publish(kafka, name, [(f"k{n}".encode(), f"v{n}".encode()) for n in range(count)])
+    return name
+
+
+async def committed(kafka: str, source: str) -> list[tuple[int, str]]:
+    """What the group "pipeline" committed for the input topic: [(offset, metadata)]."""
+    found = await committed_offsets(kafka, "pipeline", [(source, 0)])
+    return [(c.offset, c.metadata) for c in found.values()]
+
+
+def read_up_to(source: str, offset: int, group: str = "pipeline", **extra: object) -> dict[str, object]:
+    return {"group": group, "partitions": [{"topic": source, "partition": 0, "offset": offset, **extra}]}
+
+
+async def test_commit_commits_the_offsets_in_the_same_kafka_transaction_as_the_messages(
+    events: EventsService, kafka: str, topic: str
+) -> None:
+    source = await input_with(kafka, 5)
+    payload = {"messages": [order(1, topic)], "offsets": read_up_to(source, 3, metadata="batch-1")}
+    assert await events.vote("g-off", payload) == "yes"
+    assert await committed(kafka, source) == []  # staged, not committed
+
+    assert (await events.commit("g-off"))[1]["status"] == "committed"
+    assert await committed(kafka, source) == [(3, "batch-1")]
+    assert [v["order"] for v in await values(kafka, topic)] == [1]
+
+
+async def test_abort_drops_the_offsets(events: EventsService, kafka: str, topic: str) -> None:
+    source = await input_with(kafka, 2)
+    assert await events.vote("g-off-abort", {"messages": [order(1, topic)], "offsets": read_up_to(source, 2)}) == "yes"
+    assert (await events.abort("g-off-abort"))[1]["status"] == "aborted"
+    await events.commit("g-off-abort")  # answered aborted from the log
+    assert await committed(kafka, source) == []
+
+
+async def test_a_branch_of_offsets_alone_commits_them(events: EventsService, kafka: str) -> None:
+    source = await input_with(kafka, 4)
+    assert await events.vote("g-off-only", {"messages": [], "offsets": read_up_to(source, 4)}) == "yes"
+    await events.commit("g-off-only")
+    assert await committed(kafka, source) == [(4, "")]
+
+
+async def test_offsets_kafka_cannot_hold_vote_no_at_prepare(events: EventsService, kafka: str, topic: str) -> None:
+    source = await input_with(kafka, 3)
+    past_end = {"messages": [order(1, topic)], "offsets": read_up_to(source, 4)}
+    assert "4 is past the end of partition 0" in await events.vote_reason("g-past", past_end)
+    no_partition = {
+        "messages": [],
+        "offsets": {"group": "pipeline", "partitions": [{"topic": source, "partition": 1, "offset": 0}]},
+    }
+    assert "has partitions 0..0, not 1" in await events.vote_reason("g-nopart", no_partition)
+    no_topic = {"messages": [], "offsets": read_up_to(unique_name("missing"), 0)}
+    assert "does not exist" in await events.vote_reason("g-notopic", no_topic)
+    assert "offsets.group" in await events.vote_reason(
+        "g-badgroup", {"messages": [], "offsets": read_up_to(source, 1, group="")}
+    )
+
+
+async def test_staged_offsets_survive_a_restart_and_are_committed_once(
+    events: EventsService, kafka: str, topic: str, stub: StubCoordinator
+) -> None:
+    source = await input_with(kafka, 3)
+    assert (
+        await events.vote("g-off-restart", {"messages": [order(1, topic)], "offsets": read_up_to(source, 3)}) == "yes"
+    )
+    stub.decide("g-off-restart", None)
+    await events.restart()
+    entry = events.resource.entry("g-off-restart", events.name)
+    assert entry is not None and entry.offsets is not None and entry.offsets.partitions[0].offset == 3
+
+    await events.commit("g-off-restart")
+    assert await committed(kafka, source) == [(3, "")]
+    assert [v["order"] for v in await values(kafka, topic)] == [1]
+
+
+async def test_a_commit_that_failed_before_the_kafka_commit_commits_the_offsets_on_its_retry(
+    events: EventsService, kafka: str, topic: str
+) -> None:
+    source = await input_with(kafka, 2)
+    assert await events.vote("g-off-retry", {"messages": [order(1, topic)], "offsets": read_up_to(source, 2)}) == "yes"
+    # Messages and offsets sent, Kafka transaction open: fencing aborts both, the retry does both.
+    failpoints.configure("kafka.after_publish_before_marker=1*error")
+    assert (await events.commit("g-off-retry"))[1]["status"] == "committed"
+    assert await committed(kafka, source) == [(2, "")]
+    assert [v["order"] for v in await values(kafka, topic)] == [1]
+
+
+async def test_a_commit_that_keeps_failing_commits_no_offsets(events: EventsService, kafka: str, topic: str) -> None:
+    source = await input_with(kafka, 2)
+    assert await events.vote("g-off-stuck", {"messages": [order(1, topic)], "offsets": read_up_to(source, 2)}) == "yes"
+    failpoints.configure("kafka.after_publish_before_marker=3*error")
+    assert (await events.commit("g-off-stuck"))[0] == 503
+    assert await committed(kafka, source) == []
+
+
+async def test_events_endpoint_stages_offsets_with_the_messages(events: EventsService, kafka: str, topic: str) -> None:
+    source = await input_with(kafka, 2)
+    body = {"gtid": "g-ep-off", "messages": [order(1, topic)], "offsets": read_up_to(source, 2)}
+    response = await events.http.post("/events", data=orjson.dumps(body))
+    assert response.status == 201, await response.text()
+    await events.commit("g-ep-off")
+    assert await committed(kafka, source) == [(2, "")]
+
+    past_end = {"gtid": "g-ep-past", "messages": [order(2, topic)], "offsets": read_up_to(source, 9)}
+    refused = await events.http.post("/events", data=orjson.dumps(past_end))
+    assert refused.status == 422
+    assert "past the end" in (await refused.json())["error"]["message"]
