@@ -142,15 +142,24 @@ class CoordinatorClient:
         participants: Sequence[Mapping[str, Any]] | None = None,
         idempotency_key: str | None = None,
     ) -> JSON:
-        """Start a transaction; returns ``{gtid, state, deadline}``.
+        """Start a transaction; returns ``{gtid, state, deadline, replayed}``, where
+        ``replayed`` says the ``idempotency_key`` had begun it before (its first answer
+        was lost, or another client holds the same key).
 
         Fails over to another replica only with an ``idempotency_key`` (or when a replica
         cannot be connected to): without one, a retry could begin a second transaction.
         """
         body = _without_none(timeout_ms=timeout_ms, metadata=metadata, participants=participants)
-        return await self._request(
-            "POST", "/v1/transactions", body, idempotency_key=idempotency_key, repeatable=idempotency_key is not None
+        view = await self._request(
+            "POST",
+            "/v1/transactions",
+            body,
+            idempotency_key=idempotency_key,
+            repeatable=idempotency_key is not None,
+            answer_header="Idempotent-Replayed",
         )
+        view["replayed"] = view.pop("Idempotent-Replayed", None) == "true"
+        return view
 
     async def enlist(self, gtid: str, name: str, payload: Any = None, prepared: bool = False) -> JSON:
         """Enlist the participant ``name``; ``prepared=True`` for a branch already voted YES."""
@@ -215,11 +224,13 @@ class CoordinatorClient:
         params: Mapping[str, str] | None = None,
         idempotency_key: str | None = None,
         repeatable: bool = True,
+        answer_header: str | None = None,
     ) -> JSON:
         """Send to the replicas in turn, from the one that answered last, until one answers.
 
         ``repeatable``: whether the call may be sent again after a replica may have
-        received it (see the module's docstring).
+        received it (see the module's docstring). ``answer_header``: a response header
+        to return in the body under its own name (absent if the answer had none).
         """
         if self._session is None:
             self._session = aiohttp.ClientSession()
@@ -243,13 +254,17 @@ class CoordinatorClient:
                 ) as response:
                     raw = await response.read()
                     status = response.status
+                    header = response.headers.get(answer_header) if answer_header else None
             except _NO_ANSWER as exc:
                 failure = exc
                 may_go_on = repeatable or isinstance(exc, _NEVER_SENT)
             else:
                 if status not in _TRY_ELSEWHERE:
                     self._first = index
-                    return _decoded(status, raw)
+                    answer = _decoded(status, raw)
+                    if answer_header and header is not None:
+                        answer[answer_header] = header
+                    return answer
                 failure = _error_from(status, raw)
                 may_go_on = repeatable
             failures.append((url, failure))

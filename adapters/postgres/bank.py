@@ -14,7 +14,8 @@ Balances never go negative (a CHECK constraint) and each gtid is applied at most
 per bank (the primary key of ``applied_transfers``). HTTP: ``GET /accounts``,
 ``GET /accounts/{id}``, ``POST /accounts {"id", "balance"}`` (open an account),
 ``GET /transfers``, ``GET /healthz`` (with the number and age of prepared transactions),
-the participant protocol at ``/twopc``.
+the ledger (``POST /ledger``, ``GET /ledger``: one row per event a stream job books, see
+:mod:`adapters.postgres.ledger`), the participant protocol at ``/twopc``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from psycopg import errors as pg_errors
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from adapters.postgres import PostgresResource, PostgresSetupError
+from adapters.postgres.ledger import LEDGER_SCHEMA, ledger_routes
 from participant_sdk import PARTICIPANT_ERRORS, CoordinatorClient, Participant, PrepareResult, Vote
 from twopc_core.http import DomainErrors, HttpError, error_middleware, invalid_body, json_response
 from twopc_core.protocol import GTID_PATTERN
@@ -133,6 +135,7 @@ async def create_schema(dsn: str) -> None:
     async with await psycopg.AsyncConnection.connect(dsn) as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", [_SCHEMA_LOCK])
         await conn.execute(SCHEMA)
+        await conn.execute(LEDGER_SCHEMA)
 
 
 # -- a client's side: one transfer as one global transaction -------------------------------
@@ -202,6 +205,7 @@ def build_app(
     app.router.add_get("/accounts/{id}", _account)
     app.router.add_get("/transfers", _transfers)
     app.router.add_post("/early-prepare", _early_prepare)
+    app.router.add_routes(ledger_routes(PARTICIPANT, resource.connection))
     app.add_subapp("/twopc", participant.app(manage_lifecycle=False))
     return app
 

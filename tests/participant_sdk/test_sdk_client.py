@@ -20,6 +20,7 @@ class Recorder:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.reply: tuple[int, bytes] = (200, b'{"ok": true}')
+        self.headers: dict[str, str] = {}
 
     async def handle(self, request: web.Request) -> web.Response:
         raw = await request.read()
@@ -33,7 +34,7 @@ class Recorder:
             }
         )
         status, body = self.reply
-        return web.Response(status=status, body=body, content_type="application/json")
+        return web.Response(status=status, body=body, content_type="application/json", headers=self.headers)
 
     @property
     def last(self) -> dict[str, Any]:
@@ -58,7 +59,7 @@ async def test_begin_sends_the_body_and_the_idempotency_key(rest: tuple[Recorder
     recorder.reply = (201, b'{"gtid": "g1", "state": "active", "deadline": "2030-01-01T00:00:00Z"}')
     answer = await client.begin(timeout_ms=500, metadata={"who": "t"}, idempotency_key="k1")
 
-    assert answer["gtid"] == "g1"
+    assert (answer["gtid"], answer["replayed"]) == ("g1", False)
     assert recorder.last == {
         "method": "POST",
         "path": "/v1/transactions",
@@ -66,6 +67,16 @@ async def test_begin_sends_the_body_and_the_idempotency_key(rest: tuple[Recorder
         "idempotency_key": "k1",
         "body": {"timeout_ms": 500, "metadata": {"who": "t"}},
     }
+
+
+async def test_begin_says_when_its_idempotency_key_had_begun_the_transaction_before(
+    rest: tuple[Recorder, CoordinatorClient],
+) -> None:
+    recorder, client = rest
+    recorder.reply = (200, b'{"gtid": "g1", "state": "committed", "deadline": "2030-01-01T00:00:00Z"}')
+    recorder.headers = {"Idempotent-Replayed": "true"}
+    answer = await client.begin(idempotency_key="k1")
+    assert answer == {"gtid": "g1", "state": "committed", "deadline": "2030-01-01T00:00:00Z", "replayed": True}
 
 
 async def test_enlist_sends_only_the_fields_given(rest: tuple[Recorder, CoordinatorClient]) -> None:
