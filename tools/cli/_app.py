@@ -4,7 +4,21 @@ from __future__ import annotations
 
 import typer
 
-from tools.cli import _bank, _bench, _chaos, _cluster, _demo, _dev, _events, _kafka, _mockqueue, _pg, _serve, _txn
+from tools.cli import (
+    _bank,
+    _bench,
+    _chaos,
+    _cluster,
+    _demo,
+    _dev,
+    _events,
+    _kafka,
+    _mockqueue,
+    _pg,
+    _pipeline,
+    _serve,
+    _txn,
+)
 
 __all__ = ["app"]
 
@@ -19,6 +33,7 @@ app.command("demo")(_demo.demo)
 app.command("bench")(_bench.bench)
 app.add_typer(_mockqueue.app, name="mockqueue")
 app.add_typer(_events.app, name="events")
+app.add_typer(_pipeline.app, name="pipeline")
 app.add_typer(_kafka.app, name="kafka")
 app.add_typer(_txn.app, name="txn")
 app.add_typer(_chaos.app, name="chaos")

@@ -1,0 +1,49 @@
+"""``twopc pipeline serve``: the pipeline example, consume → process → produce exactly once."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from tools.cli._options import CoordinatorUrls, Host, Port
+from twopc_core import telemetry
+
+__all__ = ["app", "serve"]
+
+app = typer.Typer(help="The pipeline example: Kafka reads inside global transactions.", no_args_is_help=True)
+
+
+@app.command("serve")
+def serve(
+    port: Port,
+    bootstrap: Annotated[str, typer.Option(help="Kafka bootstrap servers, HOST:PORT[,HOST:PORT...]")],
+    coordinator: CoordinatorUrls,
+    bank: Annotated[str, typer.Option(help="the bank's base URL (its ledger books each event)")],
+    events: Annotated[str, typer.Option(help="the Kafka participant's name, as the coordinator knows it")],
+    group: Annotated[str, typer.Option(help="the consumer group")] = "pipeline",
+    input_topic: Annotated[str, typer.Option("--input", help="the topic of order events")] = "orders",
+    output_topic: Annotated[str, typer.Option("--output", help="the topic accepted orders go to")] = "order-accepted",
+    max_batch: Annotated[int, typer.Option(help="records per batch (one global transaction) at most", min=1)] = 100,
+    transaction_timeout_ms: Annotated[
+        int, typer.Option(help="the coordinator aborts a batch not committed by then", min=1)
+    ] = 30_000,
+    host: Host = "127.0.0.1",
+) -> None:
+    """Read order events, book each in the bank's ledger and publish it accepted, exactly once."""
+    from adapters.kafka.pipeline import run
+
+    telemetry.setup(f"twopc-pipeline-{group}")
+    run(
+        host,
+        port,
+        bootstrap=bootstrap,
+        coordinator_url=coordinator,
+        bank_url=bank,
+        kafka_participant=events,
+        group=group,
+        input_topic=input_topic,
+        output_topic=output_topic,
+        max_batch=max_batch,
+        transaction_timeout_ms=transaction_timeout_ms,
+    )
