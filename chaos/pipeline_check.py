@@ -30,10 +30,19 @@ class PipelineReport:
     #: ``(topic, partition) → (committed offset, end offset)`` for every input partition.
     offsets: dict[tuple[str, int], tuple[int | None, int]] = field(default_factory=dict)
     violations: list[str] = field(default_factory=list)
+    #: Input events not (yet) in the ledger or the output, and partitions whose committed
+    #: offset is short of their end: what a pipeline still at work has yet to do.
+    missing: int = 0
+    behind: int = 0
 
     @property
     def ok(self) -> bool:
         return not self.violations
+
+    @property
+    def caught_up(self) -> bool:
+        """Nothing left to do: whatever is still wrong (events twice) stays so."""
+        return not self.missing and not self.behind
 
 
 async def check_pipeline(
@@ -70,6 +79,7 @@ async def check_pipeline(
         report.offsets[place] = (offset, end)
         # Past the last record there may be a transaction marker: at least the end.
         if offset is None or offset < end:
+            report.behind += 1
             report.violations.append(
                 f"group {group!r} committed {offset} for {place[0]}/{place[1]}, short of its end {end}: "
                 "events there were skipped or are still unprocessed"
@@ -81,6 +91,7 @@ def _compare(report: PipelineReport, where: str, expected: Counter[str], found: 
     missing = sorted(set(expected) - set(found))
     twice = sorted(event for event, count in found.items() if count > 1)
     strangers = sorted(set(found) - set(expected))
+    report.missing += len(missing)
     if missing:
         report.violations.append(f"{len(missing)} input events are missing from the {where}: {missing[:_SHOWN]}")
     if twice:

@@ -53,6 +53,8 @@ class PipelineStack:
     partitions: int = 3
     max_batch: int = 20
     transaction_timeout_ms: int = 5000
+    #: Run the pipelines as the build broken on purpose (see KafkaSource).
+    unsafe_offsets_after_commit: bool = False
     run: str = field(default_factory=lambda: secrets.token_hex(3))
     cluster: LocalCluster = field(init=False)
     pipelines: dict[str, Node] = field(default_factory=dict, init=False)
@@ -83,6 +85,8 @@ class PipelineStack:
             "--output", self.output_topic, "--max-batch", str(self.max_batch),
             "--transaction-timeout-ms", str(self.transaction_timeout_ms),
         )  # fmt: skip
+        if self.unsafe_offsets_after_commit:
+            argv.append("--unsafe-offsets-after-commit")
         node = Node(name, argv, f"http://127.0.0.1:{port}/healthz", self.directory / f"{name}.log")
         self.pipelines[name] = node
         return node

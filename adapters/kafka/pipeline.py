@@ -31,6 +31,7 @@ from aiohttp import web
 
 from adapters.kafka.source import KafkaSource, SourceBatch, SourceRecord
 from participant_sdk.client import CoordinatorClient
+from twopc_core import failpoints
 from twopc_core.http import json_response
 from twopc_core.runtime import run_service
 
@@ -108,6 +109,7 @@ def build_app(
     output_topic: str = "order-accepted",
     max_batch: int = 100,
     transaction_timeout_ms: int = 30_000,
+    unsafe_offsets_after_commit: bool = False,
 ) -> web.Application:
     """The pipeline as an aiohttp application: the source runs while the app does."""
     coordinator = CoordinatorClient(coordinator_url, timeout=15.0)
@@ -119,6 +121,7 @@ def build_app(
         kafka_participant,
         max_batch=max_batch,
         transaction_timeout_ms=transaction_timeout_ms,
+        unsafe_offsets_after_commit=unsafe_offsets_after_commit,
     )
     pipeline = _Pipeline(bank_url, output_topic)
     app = web.Application()
@@ -129,7 +132,10 @@ def build_app(
         await source.start()
         running = asyncio.create_task(source.run(pipeline.handle), name="pipeline")
         running.add_done_callback(_report_end)
+        # A chaos run arms failpoints in a live process through the file.
+        watcher = asyncio.create_task(failpoints.watch_file(), name="failpoints-file")
         yield
+        watcher.cancel()
         source.stop()
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):

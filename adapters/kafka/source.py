@@ -169,6 +169,7 @@ class KafkaSource:
         transaction_timeout_ms: int = 30_000,
         retry_backoff: float = 0.5,
         handoff_wait: float = 10.0,
+        unsafe_offsets_after_commit: bool = False,
         client_options: dict[str, Any] | None = None,
         on_outcome: Callable[[BatchOutcome], None] | None = None,
     ) -> None:
@@ -182,6 +183,10 @@ class KafkaSource:
         self.transaction_timeout_ms = transaction_timeout_ms
         self.retry_backoff = retry_backoff
         self.handoff_wait = handoff_wait
+        #: A build broken on purpose, for chaos runs to catch: the classic at-least-once
+        #: consumer, which writes no intent and commits its offsets itself after the
+        #: transaction, so a crash in between processes the batch again.
+        self.unsafe_offsets_after_commit = unsafe_offsets_after_commit
         self.committed_batches = 0
         self.aborted_batches = 0
         self.resumed_batches = 0
@@ -280,7 +285,9 @@ class KafkaSource:
         )
         try:
             # Fenced by the group's generation: a member that lost the partition stops here.
-            await self._consumer.commit({tp: OffsetAndMetadata(start, intent_metadata(batch.last, batch.attempt))})
+            if not self.unsafe_offsets_after_commit:
+                intent = intent_metadata(batch.last, batch.attempt)
+                await self._consumer.commit({tp: OffsetAndMetadata(start, intent)})
         except (CommitFailedError, IllegalStateError) as exc:
             logger.info("partition lost before its batch began", partition=str(tp), error=repr(exc))
             self._positions.pop(tp, None)
@@ -303,7 +310,9 @@ class KafkaSource:
             await handler(batch)
             for name, payload in batch.enlisted:
                 await self.coordinator.enlist(batch.gtid, name, payload)
-            kafka = {"messages": batch.messages, "offsets": batch.offsets()}
+            kafka: dict[str, Any] = {"messages": batch.messages, "offsets": batch.offsets()}
+            if self.unsafe_offsets_after_commit:
+                del kafka["offsets"]
             await self.coordinator.enlist(batch.gtid, self.kafka_participant, kafka)
             await failpoints.hit("source.before_commit")
             view = await self.coordinator.commit(batch.gtid)
@@ -345,7 +354,10 @@ class KafkaSource:
     async def _after(self, tp: TopicPartition, done: BatchOutcome) -> None:
         batch = done.batch
         if done.outcome == "committed":
-            await self._wait_for_offset(tp, batch.last + 1)
+            if self.unsafe_offsets_after_commit:
+                await self._consumer.commit({tp: batch.last + 1})
+            else:
+                await self._wait_for_offset(tp, batch.last + 1)
             self._positions[tp] = batch.last + 1
             self._attempts.pop(tp, None)
             self.committed_batches += 1

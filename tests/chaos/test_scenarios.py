@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from chaos import Scenario, list_scenarios, load_scenario
+from chaos import Scenario, list_pipeline_scenarios, list_scenarios, load_pipeline_scenario, load_scenario
+from chaos.pipeline_run import PipelineNemesisSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,6 +33,7 @@ def test_the_scenarios_cover_every_failpoint_in_the_code() -> None:
     in_code = failpoints_in_the_code()
     assert len(in_code) >= 11  # the search itself works
     covered = {n.failpoint for s in list_scenarios() if not s.broken_build for n in s.nemesis if n.failpoint}
+    covered |= {n.failpoint for s in list_pipeline_scenarios() if not s.broken_build for n in s.nemesis if n.failpoint}
     assert in_code - covered == set()
 
 
@@ -39,7 +41,7 @@ def test_the_failpoints_named_in_scenarios_exist_in_the_code() -> None:
     sources = "".join(
         p.read_text() for root in ("coordinator", "participant_sdk", "adapters") for p in Path(root).rglob("*.py")
     )
-    for scenario in list_scenarios():
+    for scenario in [*list_scenarios(), *list_pipeline_scenarios()]:
         for nemesis in scenario.nemesis:
             if nemesis.failpoint:
                 assert f'"{nemesis.failpoint}"' in sources, f"{scenario.name}: no failpoint {nemesis.failpoint}"
@@ -113,3 +115,24 @@ def test_the_replica_scenarios_run_three_replicas_over_the_postgresql_log(name: 
 def test_a_delay_is_a_fault_of_the_mock_queue_only() -> None:
     with pytest.raises(ValidationError, match="delay_ms is a fault of the mock queue only"):
         Scenario.model_validate(minimal(participants=[{"kind": "events", "name": "e", "delay_ms": 5}]))
+
+
+def test_the_pipeline_scenarios_kill_rebalance_and_prove_their_checker() -> None:
+    scenarios = {s.name: s for s in list_pipeline_scenarios()}
+    assert {"pipeline-kill", "pipeline-rebalance"} <= set(scenarios)
+    assert scenarios["pipeline-kill"].nemesis[0].targets == ["pipeline", "coordinator", "bank", "events"]
+    assert any(s.broken_build for s in scenarios.values())
+
+
+def test_an_unknown_pipeline_scenario_names_the_known_ones() -> None:
+    with pytest.raises(ValueError, match="pipeline-kill"):
+        load_pipeline_scenario("no-such-scenario")
+
+
+def test_a_pipeline_crash_needs_its_failpoint_and_only_it_takes_one() -> None:
+    with pytest.raises(ValidationError, match="needs a failpoint"):
+        PipelineNemesisSpec(kind="crash-at-failpoint")
+    with pytest.raises(ValidationError, match="needs a failpoint"):
+        PipelineNemesisSpec(kind="kill", failpoint="source.after_commit")
+    with pytest.raises(ValidationError):
+        PipelineNemesisSpec(kind="kill", targets=["somewhere"])  # type: ignore[list-item]

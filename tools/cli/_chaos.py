@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -20,6 +20,7 @@ def list_scenarios() -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from chaos import list_pipeline_scenarios
     from chaos import list_scenarios as scenarios
 
     table = Table("scenario", "participants", "nemeses", "description")
@@ -29,6 +30,13 @@ def list_scenarios() -> None:
             ", ".join(f"{p.name} ({p.kind})" for p in s.participants),
             ", ".join(f"{n.kind} {n.failpoint or n.target}" for n in s.nemesis),
             s.description,
+        )
+    for p in list_pipeline_scenarios():
+        table.add_row(
+            p.name,
+            "the pipeline, bank (bank), events (events)",
+            ", ".join(f"{n.kind} {n.failpoint or ', '.join(n.targets)}" for n in p.nemesis),
+            p.description,
         )
     Console().print(table)
 
@@ -51,8 +59,26 @@ def run(
 ) -> None:
     """Run a scenario; exit status 1 on any violation (which a broken-build scenario
     must show: it says whether it was caught)."""
-    from chaos import load_scenario, run_scenario
+    from chaos import load_pipeline_scenario, load_scenario, run_pipeline_scenario, run_scenario
 
+    try:
+        pipeline = load_pipeline_scenario(scenario)
+    except ValueError:
+        pass
+    else:
+        if fixed:
+            if not pipeline.broken_build:
+                raise typer.BadParameter(f"{pipeline.name} is not a broken-build scenario", param_hint="--fixed")
+            pipeline = pipeline.model_copy(update={"broken_build": False})
+        ran = run_pipeline_scenario(
+            pipeline, seed, duration, report, directory, progress=lambda line: typer.echo(line, err=True)
+        )
+        if pipeline.broken_build:
+            caught = not ran.ok and ran.report["faults_injected"] > 0
+            typer.echo(f"the build broken on purpose was {'caught' if caught else 'NOT caught'}", err=True)
+        if not ran.ok:
+            raise typer.Exit(1)
+        return
     try:
         loaded = load_scenario(scenario)
     except ValueError as exc:
@@ -83,8 +109,8 @@ def suite(
     from rich.console import Console
     from rich.table import Table
 
+    from chaos import PipelineScenario, list_pipeline_scenarios, run_pipeline_scenario, run_scenario
     from chaos import list_scenarios as scenarios
-    from chaos import run_scenario
 
     try:
         seed_list = [int(s) for s in seeds.split(",") if s.strip()]
@@ -95,11 +121,13 @@ def suite(
     for column in ("seed", "committed", "faults", "recovery max (s)", "verdict"):
         table.add_column(column)
     failed = 0
-    for scenario in scenarios():
+    runs: list[Any] = [*scenarios(), *list_pipeline_scenarios()]
+    for scenario in runs:
         for seed in seed_list:
             report_path = reports / f"{scenario.name}-{seed}.json" if reports else None
+            runner = run_pipeline_scenario if isinstance(scenario, PipelineScenario) else run_scenario
             try:
-                result = run_scenario(
+                result = runner(
                     scenario, seed, duration, report_path, show=False, progress=lambda line: typer.echo(line, err=True)
                 )
             except Exception as exc:  # a run that cannot finish is a failed run; the others still run
@@ -109,9 +137,10 @@ def suite(
                 continue
             report = result.report
             caught = bool(report["violations"]) and report["faults_injected"] > 0
-            good = caught if scenario.broken_build else result.ok
+            broken = getattr(scenario, "broken_build", False)
+            good = caught if broken else result.ok
             failed += not good
-            if scenario.broken_build:
+            if broken:
                 verdict = "[green]caught[/]" if caught else "[red]NOT CAUGHT[/]"
             else:
                 verdict = "[green]ok[/]" if good else f"[red]{len(report['violations'])} violations[/]"

@@ -29,6 +29,13 @@ def serve(
         int, typer.Option(help="the coordinator aborts a batch not committed by then", min=1)
     ] = 30_000,
     host: Host = "127.0.0.1",
+    unsafe_offsets_after_commit: Annotated[
+        bool,
+        typer.Option(
+            hidden=True,
+            help="a build broken on purpose (at-least-once: offsets committed after the transaction), for chaos runs",
+        ),
+    ] = False,
 ) -> None:
     """Read order events, book each in the bank's ledger and publish it accepted, exactly once."""
     from adapters.kafka.pipeline import run
@@ -46,4 +53,5 @@ def serve(
         output_topic=output_topic,
         max_batch=max_batch,
         transaction_timeout_ms=transaction_timeout_ms,
+        unsafe_offsets_after_commit=unsafe_offsets_after_commit,
     )
