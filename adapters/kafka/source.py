@@ -34,6 +34,7 @@ group's committed offset shows the previous one); partitions run side by side.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -98,6 +99,8 @@ class SourceBatch:
     gtid: str = ""
     messages: list[dict[str, Any]] = field(default_factory=list)
     enlisted: list[tuple[str, Any]] = field(default_factory=list)
+    #: Whether the coordinator said the Kafka participant committed the batch (its offsets with it).
+    offsets_committed: bool = False
 
     @property
     def idempotency_key(self) -> str:
@@ -250,8 +253,9 @@ class KafkaSource:
                 await asyncio.sleep(self.retry_backoff)
 
     async def _step(self, handler: Handler) -> None:
-        """One fetch: resume newly assigned partitions, then run a batch per partition."""
-        fetched = await self._consumer.getmany(timeout_ms=200, max_records=self.max_batch)
+        """One fetch: resume newly assigned partitions, then each partition's records in
+        batches, one after the other; partitions side by side."""
+        fetched = await self._fetch()
         async with self._working:
             resumed: set[TopicPartition] = set()
             for tp in list(self._to_resume):
@@ -259,18 +263,41 @@ class KafkaSource:
                     await self._resume(tp)
                 self._to_resume.discard(tp)  # only once resumed: a failed resume is tried again
                 resumed.add(tp)
-            work = []
-            for tp, records in fetched.items():
-                if tp not in self._positions or tp in resumed:
-                    continue  # fetched before a rebalance, or before its resume sought elsewhere
-                start = self._positions[tp]
-                kept = [r for r in records if r.offset >= start]
-                if kept:
-                    work.append(self._run_batch(tp, start, kept, handler))
+            work = [
+                self._run_partition(tp, records, handler)
+                for tp, records in fetched.items()
+                # Fetched before a rebalance, or before its resume sought elsewhere: dropped.
+                if tp in self._positions and tp not in resumed
+            ]
             if work:
                 await asyncio.gather(*work)
 
-    async def _run_batch(self, tp: TopicPartition, start: int, records: list[Any], handler: Handler) -> None:
+    async def _fetch(self) -> dict[TopicPartition, list[Any]]:
+        """A batch of every partition that has records (getmany alone tends to give one
+        partition's records at a time, which would leave the others waiting)."""
+        fetched: dict[TopicPartition, list[Any]] = {}
+        for tp in list(self._consumer.assignment()):
+            with contextlib.suppress(IllegalStateError):  # revoked meanwhile
+                fetched.update(await self._consumer.getmany(tp, timeout_ms=0, max_records=self.max_batch))
+        if not fetched:
+            fetched = await self._consumer.getmany(timeout_ms=200, max_records=self.max_batch)
+        return fetched
+
+    async def _run_partition(self, tp: TopicPartition, records: list[Any], handler: Handler) -> None:
+        """The partition's records in batches of ``max_batch``; after a batch that did not
+        commit, the rest waits: it is read again from that batch's start."""
+        start = self._positions[tp]
+        records = [r for r in records if r.offset >= start]
+        for first in range(0, len(records), self.max_batch):
+            position = self._positions.get(tp)
+            if position is None:
+                return  # the partition was lost
+            committed = await self._run_batch(tp, position, records[first : first + self.max_batch], handler)
+            if not committed:
+                return
+
+    async def _run_batch(self, tp: TopicPartition, start: int, records: list[Any], handler: Handler) -> bool:
+        """One batch in its global transaction; whether it committed."""
         batch = SourceBatch(
             self.group,
             tp.topic,
@@ -291,9 +318,10 @@ class KafkaSource:
         except (CommitFailedError, IllegalStateError) as exc:
             logger.info("partition lost before its batch began", partition=str(tp), error=repr(exc))
             self._positions.pop(tp, None)
-            return
+            return False
         outcome = await self._transact(batch, handler)
         await self._after(tp, BatchOutcome(batch, outcome))
+        return outcome == "committed"
 
     async def _transact(self, batch: SourceBatch, handler: Handler) -> str:
         """Run the batch's transaction; its outcome, ``committed`` or ``aborted``."""
@@ -321,6 +349,10 @@ class KafkaSource:
             logger.warning("batch failed", gtid=batch.gtid, key=batch.idempotency_key, error=repr(exc))
             return await self._settle(batch, batch.gtid)
         if view.get("outcome") in _FINAL:
+            branches: list[dict[str, Any]] = view.get("branches", [])
+            kafka_branch = next((b for b in branches if b.get("name") == self.kafka_participant), {})
+            # Acknowledged by the Kafka participant: its offsets are committed already.
+            batch.offsets_committed = kafka_branch.get("state") == "committed" and not kafka_branch.get("pending")
             return str(view["outcome"])
         return await self._settle(batch, batch.gtid)
 
@@ -356,7 +388,7 @@ class KafkaSource:
         if done.outcome == "committed":
             if self.unsafe_offsets_after_commit:
                 await self._consumer.commit({tp: batch.last + 1})
-            else:
+            elif not batch.offsets_committed:
                 await self._wait_for_offset(tp, batch.last + 1)
             self._positions[tp] = batch.last + 1
             self._attempts.pop(tp, None)

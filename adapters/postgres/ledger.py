@@ -59,19 +59,15 @@ class LedgerBooking(BaseModel):
 
 
 async def book(conn: psycopg.AsyncConnection, gtid: str, entries: list[LedgerEntry]) -> int:
-    """Book ``entries`` on ``conn`` (inside the branch); how many were new events."""
-    new = 0
-    async with conn.cursor() as cursor:
-        for entry in entries:
-            await cursor.execute(
-                "INSERT INTO ledger (event_id, gtid, account, amount) VALUES (%s, %s, %s, %s)"
-                " ON CONFLICT (event_id) DO UPDATE SET deliveries = ledger.deliveries + 1"
-                " RETURNING deliveries",
-                [entry.event_id, gtid, entry.account, entry.amount],
-            )
-            row = await cursor.fetchone()
-            new += row is not None and row[0] == 1
-    return new
+    """Book ``entries`` on ``conn`` (inside the branch), in one statement; how many were new events."""
+    cursor = await conn.execute(
+        "INSERT INTO ledger (event_id, gtid, account, amount)"
+        " SELECT e, %s, a, m FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS t(e, a, m)"
+        " ON CONFLICT (event_id) DO UPDATE SET deliveries = ledger.deliveries + 1"
+        " RETURNING deliveries",
+        [gtid, [e.event_id for e in entries], [e.account for e in entries], [e.amount for e in entries]],
+    )
+    return sum(1 for (deliveries,) in await cursor.fetchall() if deliveries == 1)
 
 
 def ledger_routes(

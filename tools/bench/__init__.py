@@ -18,6 +18,7 @@ from tools.bench._load import LoadResult, run_load
 from tools.bench._measure import Measured, interleaved
 from tools.bench._mixed import MixedWorkload
 from tools.bench._mock import MockWorkload
+from tools.bench._pipeline import bench_pipeline, plot_pipeline, print_pipeline
 from tools.bench._postgres import PostgresWorkload
 from tools.bench._report import (
     Series,
@@ -34,7 +35,7 @@ from twopc_core.runtime import new_event_loop, tune_garbage_collector
 
 __all__ = ["LOGS", "WORKLOADS", "BenchSetupError", "Coordinators", "Workload", "run_bench"]
 
-WORKLOADS = ("mock", "postgres", "kafka", "mixed")
+WORKLOADS = ("mock", "postgres", "kafka", "mixed", "pipeline")
 
 #: Durable decisions, loopback timeouts a loaded machine can meet.
 _COORDINATOR_TOML = """
@@ -59,7 +60,7 @@ def _workload(
     if name == "mock":
         count = participants or _DEFAULT_MOCK_PARTICIPANTS
         return MockWorkload(directory, count, _COORDINATOR_TOML, coordinators)
-    if name not in WORKLOADS:
+    if name not in WORKLOADS or name == "pipeline":
         raise ValueError(f"no workload {name!r}: choose one of {', '.join(WORKLOADS)}")
     if participants is not None:
         raise ValueError(f"the {name} workload has fixed participants; participants applies to the mock workload")
@@ -94,6 +95,8 @@ def run_bench(
     kafka_bootstrap: str | None = None,
     logs: Sequence[str] = ("sqlite",),
     replicas: int | Sequence[int] = 1,
+    events: int = 3000,
+    max_batch: int = 100,
 ) -> dict[str, Any]:
     """Run one workload through the coordinator and as its baseline; print and return the report.
 
@@ -104,7 +107,12 @@ def run_bench(
     postgres log, and clients are spread over them (several counts: each is measured,
     for every log). With one set of coordinators the report is its own; with several it
     holds each one's report under ``runs`` and their throughput ratios to the first.
+
+    The pipeline workload drains a backlog of ``events`` in batches of ``max_batch`` (the
+    other options do not apply to it); see :mod:`tools.bench._pipeline`.
     """
+    if workload == "pipeline":
+        return _bench_pipeline(events, max_batch, output, plot_path, directory, progress, postgres_dsn, kafka_bootstrap)
     counts = [replicas] if isinstance(replicas, int) else list(replicas)
     setups = [Coordinators(log, count, postgres_dsn) for log in logs for count in counts]
     if not setups:
@@ -143,6 +151,39 @@ def run_bench(
         print_report(run_report)
     if len(reports) > 1:
         print_comparison(report)
+    return report
+
+
+def _bench_pipeline(
+    events: int,
+    max_batch: int,
+    output: Path | None,
+    plot_path: Path | None,
+    directory: Path | None,
+    progress: Progress,
+    postgres_dsn: str | None,
+    kafka_bootstrap: str | None,
+) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="twopc-bench-") as tmp:
+        report = _event_loop_run(
+            bench_pipeline(
+                directory or Path(tmp),
+                events,
+                max_batch,
+                progress,
+                postgres_dsn=postgres_dsn,
+                bootstrap=kafka_bootstrap,
+            )
+        )
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(report, indent=2) + "\n")
+    if plot_path is None and output is not None:
+        plot_path = output.with_suffix(".png")
+    if plot_path is not None:
+        plot_pipeline(report, plot_path)
+        report["plot"] = str(plot_path)
+    print_pipeline(report)
     return report
 
 

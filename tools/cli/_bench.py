@@ -18,6 +18,7 @@ class WorkloadName(StrEnum):
     postgres = "postgres"
     kafka = "kafka"
     mixed = "mixed"
+    pipeline = "pipeline"
 
 
 class LogName(StrEnum):
@@ -34,7 +35,9 @@ _WORKLOAD_HELP = (
     "mock: N mock queues (--participants), an item on each. "
     "postgres: a transfer between two bank services, each on a new database of the PostgreSQL server. "
     "kafka: a message through the events service (Kafka) and an item on a mock queue. "
-    "mixed: a bank transfer, a Kafka message and a queue item in one transaction."
+    "mixed: a bank transfer, a Kafka message and a queue item in one transaction. "
+    "pipeline: events per second through `twopc pipeline serve` (read, book in the ledger, publish, exactly once) "
+    "draining a backlog (--events, --max-batch), beside the same consumer without a coordinator."
 )
 
 
@@ -75,10 +78,12 @@ def bench(
     kafka_bootstrap: Annotated[
         str | None,
         typer.Option(
-            help="Kafka broker for kafka and mixed (default: the one `twopc dev up kafka` runs)",
+            help="Kafka broker for kafka, mixed and pipeline (default: the one `twopc dev up kafka` runs)",
             envvar="TWOPC_BENCH_KAFKA_BOOTSTRAP",
         ),
     ] = None,
+    events: Annotated[int, typer.Option(min=1, help="pipeline: the backlog of input events each run drains")] = 3000,
+    max_batch: Annotated[int, typer.Option(min=1, help="pipeline: events per batch (one global transaction)")] = 100,
 ) -> None:
     """Measure committed transactions per second and latency percentiles, and the baseline:
     the same participant work without a coordinator.
@@ -115,6 +120,8 @@ def bench(
             kafka_bootstrap=kafka_bootstrap,
             logs=[name.value for name in logs],
             replicas=counts,
+            events=events,
+            max_batch=max_batch,
         )
     except BenchSetupError as exc:
         typer.echo(f"twopc bench: {exc}", err=True)

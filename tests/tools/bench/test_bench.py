@@ -173,3 +173,32 @@ async def test_the_postgres_baseline_does_the_banks_work_on_both_databases(tmp_p
             "SELECT datname FROM pg_database WHERE datname LIKE %s", [f"twopc_bench_{load.run_id}_%"]
         )
         assert await cursor.fetchall() == []
+
+
+@pytest.mark.slow
+def test_a_short_pipeline_bench_drains_both_backlogs_and_removes_what_it_made(tmp_path: Path) -> None:
+    dsn, bootstrap = server_dsn(), bootstrap_servers()
+    output = tmp_path / "bench.json"
+    run = subprocess.run(
+        twopc_command(
+            "bench", "--workload", "pipeline", "--events", "600", "--max-batch", "50", "--output", str(output)
+        ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    report = json.loads(output.read_text())
+    assert (report["workload"], report["events"], report["max_batch"]) == ("pipeline", 600, 50)
+    assert report["throughput_eps"] > 0 and report["baseline_eps"] > 0
+    assert report["ratio"] == pytest.approx(report["throughput_eps"] / report["baseline_eps"])
+    assert report["progress"]["coordinator"][-1][1] == report["progress"]["baseline"][-1][1] == 600
+    assert set(report["cpu_ms_per_event"]) == {"coordinator", "pipeline", "participants"}
+    assert "ratio to the baseline" in run.stdout
+    assert output.with_suffix(".png").read_bytes()[:8] == PNG_SIGNATURE
+    assert asyncio.run(_topics_named(bootstrap, report["run_id"])) == []
+    with psycopg.connect(dsn) as conn:
+        left = conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE %s", [f"twopc_bench_{report['run_id']}_%"]
+        ).fetchall()
+    assert left == []
