@@ -140,7 +140,9 @@ async def _partitions(bootstrap: str, topics: Iterable[str]) -> dict[str, int]:
 async def publish(
     bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes | None]], *, partition: int | None = None
 ) -> None:
-    """Send ``(key, value)`` records to ``topic`` (acknowledged by every in-sync replica)."""
+    """Send ``(key, value)`` records to ``topic`` (acknowledged by every in-sync replica);
+    RuntimeError at once for a topic the broker does not have."""
+    await _partitions(bootstrap, [topic])
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
     try:

@@ -8,9 +8,11 @@ from typing import Annotated
 
 import typer
 
-__all__ = ["app", "create_topic", "stage"]
+__all__ = ["app", "create_topic", "publish", "stage"]
 
-app = typer.Typer(help="Kafka chores: make topics, look into a participant's stage.", no_args_is_help=True)
+app = typer.Typer(
+    help="Kafka chores: make topics, write to them, look into a participant's stage.", no_args_is_help=True
+)
 
 Bootstrap = Annotated[str, typer.Option(help="Kafka bootstrap servers, HOST:PORT[,HOST:PORT...]")]
 
@@ -31,6 +33,25 @@ def create_topic(
         typer.echo(f"creating {name!r} failed: {exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"created {name} ({partitions} partitions)")
+
+
+@app.command("publish")
+def publish(
+    topic: Annotated[str, typer.Argument(help="the topic to write to")],
+    values: Annotated[list[str], typer.Argument(help="the values, one message each (UTF-8 text, JSON or not)")],
+    bootstrap: Bootstrap,
+    key: Annotated[str | None, typer.Option(help="the key of every message (default: none)")] = None,
+) -> None:
+    """Write messages to a topic, outside any transaction (input for the pipeline, say)."""
+    from adapters.kafka.topics import publish as send
+
+    records = [(None if key is None else key.encode(), value.encode()) for value in values]
+    try:
+        asyncio.run(send(bootstrap, topic, records))
+    except Exception as exc:
+        typer.echo(f"writing to {topic!r} failed: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"wrote {len(records)} messages to {topic}")
 
 
 @app.command("stage")

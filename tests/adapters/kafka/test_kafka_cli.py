@@ -1,4 +1,4 @@
-"""``twopc kafka create-topic`` and ``twopc kafka stage`` against the real broker."""
+"""``twopc kafka create-topic``, ``publish`` and ``stage`` against the real broker."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 from kafka_harness import EventsService
 from typer.testing import CliRunner
 
-from adapters.kafka.testing import read_committed, unique_name
+from adapters.kafka.testing import create_topic, read_committed, unique_name
 from participant_sdk.testing import StubCoordinator
 from tools.cli._app import app
 
@@ -29,6 +29,19 @@ async def test_create_topic_makes_a_topic_the_participant_can_publish_to(events:
 
     again = await twopc(["kafka", "create-topic", name, "--bootstrap", kafka])
     assert again.exit_code == 1 and "already exists" in again.output
+
+
+async def test_publish_writes_each_value_as_a_message_with_the_key_given(kafka: str) -> None:
+    name = await create_topic(kafka, unique_name("cli"))
+    result = await twopc(["kafka", "publish", name, '{"id": "o-1"}', "plain", "--bootstrap", kafka, "--key", "k"])
+    assert result.exit_code == 0, result.output
+    assert [(m.key, m.value) for m in await read_committed(kafka, [name])] == [
+        (b"k", b'{"id": "o-1"}'),
+        (b"k", b"plain"),
+    ]
+
+    missing = await twopc(["kafka", "publish", unique_name("missing"), "x", "--bootstrap", kafka])
+    assert missing.exit_code == 1 and "failed" in missing.output
 
 
 async def test_stage_lists_the_participants_branches(
