@@ -5,6 +5,7 @@ the output topic once, and the group's offsets are at the end of the input."""
 
 from __future__ import annotations
 
+import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -103,3 +104,29 @@ async def test_a_crash_at_a_step_that_matters_leaves_every_event_taking_effect_o
     assert (report.inputs, report.booked, report.published) == (40, 40, 40)
     if must_find_in_flight:  # other partitions' batches may have been in flight too
         assert (await pipeline_health(stack))["found_in_flight"] >= 1
+
+
+async def test_a_zombie_pipeline_cannot_commit_the_batch_its_successor_took_over(
+    tmp_path: Path, kafka: str, ledger_dsn: str
+) -> None:
+    stack = PipelineStack(tmp_path / "stack", kafka, ledger_dsn, instances=2, max_batch=10)
+    zombie, successor = stack.pipelines["pipeline-1"], "pipeline-2"
+    # Stopped with its batch prepared, for longer than the group's session: it is replaced.
+    zombie.env["TWOPC_FAILPOINTS"] = "source.before_commit=1*stop"
+    try:
+        await stack.start()
+        await stack.produce(30)
+        assert await wait_until(lambda: zombie.stopped, timeout=60, message="the pipeline stopped at its failpoint")
+
+        async def taken_over() -> bool:
+            return (await pipeline_health(stack, successor))["found_in_flight"] >= 1
+
+        # The successor found the zombie's batch by its intent and aborted it.
+        assert await wait_until(taken_over, timeout=60, interval=0.5, message="the batch taken over")
+        zombie.kill(signal.SIGCONT)  # the zombie wakes and goes on with its batch
+        await stack.produce(10)
+        report = await all_done(stack, ledger_dsn)
+        assert (report.inputs, report.booked, report.published) == (40, 40, 40)
+        assert zombie.running
+    finally:
+        stack.stop()
