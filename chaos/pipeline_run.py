@@ -21,15 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
 import signal
 import tempfile
 import time
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,7 +36,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from chaos.nemesis import Fault
 from chaos.pipeline_check import PipelineReport, check_pipeline
 from chaos.pipeline_stack import BANK, PipelineStack
+from chaos.report import save_report, shade_faults
 from chaos.runner import RunResult
+from chaos.scenario import load_toml, scenario_dir
 
 __all__ = [
     "PipelineNemesisSpec",
@@ -90,24 +89,13 @@ class PipelineScenario(_Spec):
     broken_build: bool = False
 
 
-def _scenario_dir() -> Path:
-    return Path(str(resources.files("chaos") / "scenarios" / "pipeline"))
-
-
 def list_pipeline_scenarios() -> list[PipelineScenario]:
-    return [load_pipeline_scenario(path) for path in sorted(_scenario_dir().glob("*.toml"))]
+    return [load_pipeline_scenario(path) for path in sorted(scenario_dir("pipeline").glob("*.toml"))]
 
 
 def load_pipeline_scenario(name_or_path: str | Path) -> PipelineScenario:
-    """A pipeline scenario by name or path; ValueError if unknown."""
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = _scenario_dir() / f"{name_or_path}.toml"
-    if not path.is_file():
-        known = ", ".join(p.stem for p in sorted(_scenario_dir().glob("*.toml")))
-        raise ValueError(f"no pipeline scenario {str(name_or_path)!r}; known: {known}")
-    with path.open("rb") as f:
-        return PipelineScenario.model_validate(tomllib.load(f))
+    """A pipeline scenario by name (a file in chaos/scenarios/pipeline) or path; ValueError if unknown."""
+    return load_toml(PipelineScenario, scenario_dir("pipeline"), name_or_path, "pipeline scenario")
 
 
 def run_pipeline_scenario(
@@ -125,11 +113,7 @@ def run_pipeline_scenario(
     with tempfile.TemporaryDirectory(prefix=f"twopc-chaos-{scenario.name}-") as tmp:
         report = asyncio.run(_run(scenario, directory or Path(tmp), progress))
     if report_path is not None:
-        report_path.parent.mkdir(parents=True, exist_ok=True)
-        report_path.write_text(json.dumps(report, indent=2) + "\n")
-        plot = report_path.with_suffix(".png")
-        plot_pipeline_timeline(report, plot)
-        report["plot"] = str(plot)
+        save_report(report, report_path, plot_pipeline_timeline)
     if show:
         _print(report)
     return RunResult(report)
@@ -399,18 +383,7 @@ def plot_pipeline_timeline(report: dict[str, Any], path: Path) -> None:
     seconds = [p["t"] for p in timeline]
     ax.plot(seconds, [p["produced"] for p in timeline], label="written to the input", color="tab:grey")
     ax.plot(seconds, [p["booked"] for p in timeline], label="booked in the ledger (and published)", color="tab:green")
-    top = max([p["produced"] for p in timeline] + [1])
-    for i, fault in enumerate(report["faults"]):
-        end = fault["healed"] if fault["healed"] is not None else fault["started"]
-        ax.axvspan(fault["started"], max(end, fault["started"] + 0.1), color="tab:red", alpha=0.15)
-        if fault["recovered"] is not None and fault["healed"] is not None:
-            ax.axvspan(fault["healed"], fault["recovered"], color="tab:blue", alpha=0.1)
-        ax.annotate(
-            f"{fault['kind']} {fault['target']}",
-            (fault["started"], top * (0.95 - 0.08 * (i % 5))),
-            fontsize=7,
-            color="tab:red",
-        )
+    shade_faults(ax, report["faults"], max([p["produced"] for p in timeline] + [1]))
     ax.axvline(report["duration_s"], color="grey", linestyle="--", label="faults and input stop")
     ax.set_xlabel("seconds since start")
     ax.set_ylabel("events")

@@ -53,6 +53,8 @@ class PipelineStack:
     partitions: int = 3
     max_batch: int = 20
     transaction_timeout_ms: int = 5000
+    #: The least the broker allows by default: a crashed pipeline's partitions move on soon.
+    session_timeout_ms: int = 6000
     #: Run the pipelines as the build broken on purpose (see KafkaSource).
     unsafe_offsets_after_commit: bool = False
     run: str = field(default_factory=lambda: secrets.token_hex(3))
@@ -84,6 +86,7 @@ class PipelineStack:
             "--events", self.events, "--group", self.group, "--input", self.input_topic,
             "--output", self.output_topic, "--max-batch", str(self.max_batch),
             "--transaction-timeout-ms", str(self.transaction_timeout_ms),
+            "--session-timeout-ms", str(self.session_timeout_ms),
         )  # fmt: skip
         if self.unsafe_offsets_after_commit:
             argv.append("--unsafe-offsets-after-commit")

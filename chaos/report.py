@@ -2,13 +2,42 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["plot_timeline", "print_report"]
+__all__ = ["plot_timeline", "print_report", "save_report", "shade_faults"]
+
+
+def save_report(report: dict[str, Any], path: Path, plot: Callable[[dict[str, Any], Path], None]) -> None:
+    """The report as JSON at ``path`` and its ``plot`` as a PNG beside it (named in the report)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    png = path.with_suffix(".png")
+    plot(report, png)
+    report["plot"] = str(png)
+
+
+def shade_faults(ax: Any, faults: list[dict[str, Any]], top: float) -> None:
+    """Each fault as a red span from its strike to its healing, named, and a blue one
+    until the system recovered."""
+    for i, fault in enumerate(faults):
+        end = fault["healed"] if fault["healed"] is not None else fault["started"]
+        ax.axvspan(fault["started"], max(end, fault["started"] + 0.1), color="tab:red", alpha=0.15)
+        if fault["recovered"] is not None and fault["healed"] is not None:
+            ax.axvspan(fault["healed"], fault["recovered"], color="tab:blue", alpha=0.1)
+        if fault.get("takeover_seconds") is not None:
+            ax.axvline(fault["started"] + fault["takeover_seconds"], color="tab:purple", linestyle=":", alpha=0.8)
+        ax.annotate(
+            f"{fault['kind']} {fault['target']}",
+            (fault["started"], top * (0.95 - 0.08 * (i % 5))),
+            fontsize=7,
+            color="tab:red",
+        )
 
 
 def print_report(report: dict[str, Any], console: Console | None = None) -> None:
@@ -72,20 +101,7 @@ def plot_timeline(report: dict[str, Any], path: Path) -> None:
     seconds = [p["t"] for p in timeline]
     for outcome, color in (("committed", "tab:green"), ("aborted", "tab:orange"), ("unknown", "tab:red")):
         ax.plot(seconds, [p[outcome] for p in timeline], label=outcome, color=color)
-    top = max([p["committed"] for p in timeline] + [1])
-    for i, fault in enumerate(report["faults"]):
-        end = fault["healed"] if fault["healed"] is not None else fault["started"]
-        ax.axvspan(fault["started"], max(end, fault["started"] + 0.1), color="tab:red", alpha=0.15)
-        if fault["recovered"] is not None and fault["healed"] is not None:
-            ax.axvspan(fault["healed"], fault["recovered"], color="tab:blue", alpha=0.1)
-        if fault.get("takeover_seconds") is not None:
-            ax.axvline(fault["started"] + fault["takeover_seconds"], color="tab:purple", linestyle=":", alpha=0.8)
-        ax.annotate(
-            f"{fault['kind']} {fault['target']}",
-            (fault["started"], top * (0.95 - 0.08 * (i % 5))),
-            fontsize=7,
-            color="tab:red",
-        )
+    shade_faults(ax, report["faults"], max([p["committed"] for p in timeline] + [1]))
     ax.axvline(report["duration_s"], color="grey", linestyle="--", label="faults stop")
     ax.set_xlabel("seconds since start")
     ax.set_ylabel("transactions ended per second")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import tempfile
 from collections.abc import Callable
@@ -15,7 +14,7 @@ import aiohttp
 
 from chaos.checkers import check, settle
 from chaos.nemesis import Nemesis
-from chaos.report import plot_timeline, print_report
+from chaos.report import plot_timeline, print_report, save_report
 from chaos.scenario import Scenario
 from chaos.topology import Topology
 from chaos.workload import Workload
@@ -48,11 +47,7 @@ def run_scenario(
         where = directory or Path(tmp)
         report = asyncio.run(_run(scenario, where, progress))
         if report_path is not None:
-            report_path.parent.mkdir(parents=True, exist_ok=True)
-            report_path.write_text(json.dumps(report, indent=2) + "\n")
-            plot = report_path.with_suffix(".png")
-            plot_timeline(report, plot)
-            report["plot"] = str(plot)
+            save_report(report, report_path, plot_timeline)
         if report["violations"] and directory is None:
             report["logs"] = "kept only with --dir"
     if show:

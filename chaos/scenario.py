@@ -5,7 +5,7 @@ from __future__ import annotations
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -19,6 +19,8 @@ __all__ = [
     "WorkloadSpec",
     "list_scenarios",
     "load_scenario",
+    "load_toml",
+    "scenario_dir",
 ]
 
 Invariant = Literal[
@@ -33,6 +35,7 @@ Invariant = Literal[
     "one_transaction_per_key",
 ]
 INVARIANTS: tuple[Invariant, ...] = get_args(Invariant)
+M = TypeVar("M", bound=BaseModel)
 
 
 class _Spec(BaseModel):
@@ -165,21 +168,28 @@ class Scenario(_Spec):
         return self
 
 
-def _scenario_dir() -> Path:
-    return Path(str(resources.files("chaos") / "scenarios"))
+def scenario_dir(*parts: str) -> Path:
+    """Where the shipped scenarios are (``parts``: a folder of them below)."""
+    return Path(str(resources.files("chaos").joinpath("scenarios", *parts)))
+
+
+def load_toml(model: type[M], directory: Path, name_or_path: str | Path, what: str = "scenario") -> M:
+    """``model`` from a TOML file: a name (a file in ``directory``) or a path; ValueError
+    naming the known ones if there is none."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = directory / f"{name_or_path}.toml"
+    if not path.is_file():
+        known = ", ".join(p.stem for p in sorted(directory.glob("*.toml")))
+        raise ValueError(f"no {what} {str(name_or_path)!r}; known: {known}")
+    with path.open("rb") as f:
+        return model.model_validate(tomllib.load(f))
 
 
 def list_scenarios() -> list[Scenario]:
-    return [load_scenario(path) for path in sorted(_scenario_dir().glob("*.toml"))]
+    return [load_scenario(path) for path in sorted(scenario_dir().glob("*.toml"))]
 
 
 def load_scenario(name_or_path: str | Path) -> Scenario:
     """A scenario by name (a file in chaos/scenarios) or by path; ValueError if unknown."""
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = _scenario_dir() / f"{name_or_path}.toml"
-    if not path.is_file():
-        known = ", ".join(p.stem for p in sorted(_scenario_dir().glob("*.toml")))
-        raise ValueError(f"no scenario {str(name_or_path)!r}; known: {known}")
-    with path.open("rb") as f:
-        return Scenario.model_validate(tomllib.load(f))
+    return load_toml(Scenario, scenario_dir(), name_or_path)

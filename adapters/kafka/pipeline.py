@@ -109,6 +109,7 @@ def build_app(
     output_topic: str = "order-accepted",
     max_batch: int = 100,
     transaction_timeout_ms: int = 30_000,
+    session_timeout_ms: int = 10_000,
     unsafe_offsets_after_commit: bool = False,
 ) -> web.Application:
     """The pipeline as an aiohttp application: the source runs while the app does."""
@@ -121,6 +122,7 @@ def build_app(
         kafka_participant,
         max_batch=max_batch,
         transaction_timeout_ms=transaction_timeout_ms,
+        session_timeout_ms=session_timeout_ms,
         unsafe_offsets_after_commit=unsafe_offsets_after_commit,
     )
     pipeline = _Pipeline(bank_url, output_topic)

@@ -156,7 +156,10 @@ class KafkaSource:
     publishes the batch's messages and commits its offsets). ``max_batch``: records per
     batch at most. ``transaction_timeout_ms``: the coordinator aborts a batch not
     committed by then. ``handoff_wait``: how long a rebalance waits for the batches in
-    flight before the partitions are given up. ``client_options``: further aiokafka
+    flight before the partitions are given up. ``session_timeout_ms``: how long the group
+    waits for a member that stopped answering (a crashed one) before its partitions go
+    to the others (the broker's ``group.min.session.timeout.ms``, 6 s by default, is the
+    least it takes). ``client_options``: further aiokafka
     options (security, ...). ``on_outcome`` hears of every batch that ended.
     """
 
@@ -172,6 +175,7 @@ class KafkaSource:
         transaction_timeout_ms: int = 30_000,
         retry_backoff: float = 0.5,
         handoff_wait: float = 10.0,
+        session_timeout_ms: int = 10_000,
         unsafe_offsets_after_commit: bool = False,
         client_options: dict[str, Any] | None = None,
         on_outcome: Callable[[BatchOutcome], None] | None = None,
@@ -186,6 +190,7 @@ class KafkaSource:
         self.transaction_timeout_ms = transaction_timeout_ms
         self.retry_backoff = retry_backoff
         self.handoff_wait = handoff_wait
+        self.session_timeout_ms = session_timeout_ms
         #: A build broken on purpose, for chaos runs to catch: the classic at-least-once
         #: consumer, which writes no intent and commits its offsets itself after the
         #: transaction, so a crash in between processes the batch again.
@@ -217,6 +222,8 @@ class KafkaSource:
             isolation_level="read_committed",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            session_timeout_ms=self.session_timeout_ms,
+            heartbeat_interval_ms=max(100, self.session_timeout_ms // 3),
             **self._options,
         )
         self._admin = AIOKafkaAdminClient(**self._options)

@@ -28,6 +28,10 @@ def serve(
     transaction_timeout_ms: Annotated[
         int, typer.Option(help="the coordinator aborts a batch not committed by then", min=1)
     ] = 30_000,
+    session_timeout_ms: Annotated[
+        int,
+        typer.Option(help="how long the group waits for a crashed instance before its partitions move on", min=1),
+    ] = 10_000,
     host: Host = "127.0.0.1",
     unsafe_offsets_after_commit: Annotated[
         bool,
@@ -53,5 +57,6 @@ def serve(
         output_topic=output_topic,
         max_batch=max_batch,
         transaction_timeout_ms=transaction_timeout_ms,
+        session_timeout_ms=session_timeout_ms,
         unsafe_offsets_after_commit=unsafe_offsets_after_commit,
     )
