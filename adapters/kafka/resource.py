@@ -174,7 +174,10 @@ class KafkaResource(Resource):
         topics = await self._catalog.describe(named)
         reason = check_messages(branch.messages, topics, self.settings.max_request_size, self.settings.topic)
         if reason is None and offsets is not None:
-            reason = check_offsets(offsets, topics, await self._ends(offsets, topics))
+            if not self.settings.allows_group(offsets.group):
+                reason = f"offsets.group: this participant does not commit offsets for group {offsets.group!r}"
+            else:
+                reason = check_offsets(offsets, topics, await self._ends(offsets, topics))
         if reason is not None:
             raise PayloadError(reason)
         return branch

@@ -47,6 +47,10 @@ class KafkaSettings:
     metadata_ttl: float = 30.0
     #: Branches whose records may share one Kafka transaction.
     max_group: int = 256
+    #: The consumer groups a branch may commit offsets for: names, or prefixes ending in
+    #: ``*``; None lets any group's offsets through. Whoever may enlist this participant
+    #: could otherwise move any group's offsets, and so make its consumers skip events.
+    offset_groups: tuple[str, ...] | None = None
     #: Extra options for every aiokafka client (security_protocol, sasl_*, ssl_context, ...).
     client_options: dict[str, Any] = field(default_factory=dict)
 
@@ -63,6 +67,12 @@ class KafkaSettings:
         for name in ("max_branch_bytes", "max_request_size", "marker_retention", "request_timeout", "metadata_ttl"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+
+    def allows_group(self, group: str) -> bool:
+        """Whether a branch may commit offsets for ``group`` (see ``offset_groups``)."""
+        if self.offset_groups is None:
+            return True
+        return any(group.startswith(g[:-1]) if g.endswith("*") else group == g for g in self.offset_groups)
 
     @property
     def topic(self) -> str:

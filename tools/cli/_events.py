@@ -35,6 +35,13 @@ def serve(
     min_insync_replicas: Annotated[
         int, typer.Option(help="min.insync.replicas of the stage topic when it is created (production: 2)", min=1)
     ] = 1,
+    offset_group: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="a consumer group a branch may commit offsets for (a name, or a prefix ending in *); "
+            "repeat for several [default: any group]"
+        ),
+    ] = None,
 ) -> None:
     """Serve Kafka as a participant: the protocol at /twopc, POST /events, GET /events/TOPIC."""
     from adapters.kafka.events import run
@@ -53,4 +60,5 @@ def serve(
         shards=shards,
         replication_factor=replication_factor,
         min_insync_replicas=min_insync_replicas,
+        offset_groups=tuple(offset_group) if offset_group else None,
     )

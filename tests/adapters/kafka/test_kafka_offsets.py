@@ -15,6 +15,7 @@ from adapters.kafka.messages import (
     parse_branch,
 )
 from adapters.kafka.offsets import GroupOffsets, PartitionOffset, check_offsets, parse_offsets
+from adapters.kafka.settings import KafkaSettings
 
 TOPICS = {"orders": TopicInfo("orders", 3, 1048588, False)}
 
@@ -113,3 +114,15 @@ def test_a_branch_without_offsets_is_staged_as_its_messages_alone() -> None:
 def test_staged_offsets_that_do_not_read_are_an_error() -> None:
     with pytest.raises(ValueError, match="not readable"):
         decode_branch(b'{"m": [], "o": {"g": "g", "p": [["t", 0]]}}')
+
+
+def test_offset_groups_allow_names_and_prefixes_or_anything_when_unset() -> None:
+    settings = KafkaSettings(bootstrap_servers="b", participant="p", offset_groups=("pipeline", "jobs-*"))
+    assert [settings.allows_group(g) for g in ("pipeline", "pipeline-2", "jobs-", "jobs-7", "job")] == [
+        True,
+        False,
+        True,
+        True,
+        False,
+    ]
+    assert KafkaSettings(bootstrap_servers="b", participant="p").allows_group("anything")

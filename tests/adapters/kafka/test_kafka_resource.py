@@ -411,3 +411,14 @@ async def test_events_endpoint_stages_offsets_with_the_messages(events: EventsSe
     refused = await events.http.post("/events", data=orjson.dumps(past_end))
     assert refused.status == 422
     assert "past the end" in (await refused.json())["error"]["message"]
+
+
+async def test_offsets_of_a_group_the_participant_does_not_serve_vote_no(make_events, kafka: str, topic: str) -> None:
+    events = await make_events(shards=1, offset_groups=("pipeline", "jobs-*"))
+    source = await input_with(kafka, 2)
+    refused = {"messages": [order(1, topic)], "offsets": read_up_to(source, 1, group="someone-else")}
+    assert "does not commit offsets for group 'someone-else'" in await events.vote_reason("g-grp-no", refused)
+    assert await events.vote("g-grp-exact", {"messages": [], "offsets": read_up_to(source, 1)}) == "yes"
+    assert (
+        await events.vote("g-grp-prefix", {"messages": [], "offsets": read_up_to(source, 1, group="jobs-7")}) == "yes"
+    )
