@@ -69,7 +69,9 @@ class PipelineStack:
         self.group = f"pipeline-{self.run}"
         self.events = f"{EVENTS}-{self.run}"  # its stage topic and transactional ids are the run's own
         services = [
-            Service(self.events, "events", ("--bootstrap", self.bootstrap, "--shards", "2")),
+            Service(
+                self.events, "events", ("--bootstrap", self.bootstrap, "--shards", "2", "--offset-group", self.group)
+            ),
             Service(BANK, "bank", ("--dsn", self.bank_dsn)),
         ]
         self.cluster = LocalCluster(
