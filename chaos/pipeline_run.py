@@ -331,9 +331,7 @@ async def _watch(run: _Run, ledger_dsn: str, timeline: list[dict[str, float]], p
         booked = await _booked(ledger_dsn)
         now = run.now()
         timeline.append({"t": round(now, 2), "produced": run.stack.produced, "booked": max(booked, 0)})
-        for fault in run.faults:
-            if fault.recovered is None and fault.healed is not None and booked >= fault.produced_before:
-                fault.recovered = now
+        _mark_recovered(run, booked)
         if now - last_print >= 1.0:
             last_print = now
             last = f"; last: {run.faults[-1].kind} {run.faults[-1].target}" if run.faults else ""
@@ -346,7 +344,11 @@ async def _watch(run: _Run, ledger_dsn: str, timeline: list[dict[str, float]], p
 
 async def _recoveries(run: _Run, ledger_dsn: str) -> None:
     """Faults still unrecovered once everything settled recovered then (the watcher polls)."""
-    booked = await _booked(ledger_dsn)
+    _mark_recovered(run, await _booked(ledger_dsn))
+
+
+def _mark_recovered(run: _Run, booked: int) -> None:
+    """A fault is recovered from once every event written before it is booked."""
     for fault in run.faults:
         if fault.recovered is None and fault.healed is not None and booked >= fault.produced_before:
             fault.recovered = run.now()

@@ -159,8 +159,8 @@ class KafkaSource:
     flight before the partitions are given up. ``session_timeout_ms``: how long the group
     waits for a member that stopped answering (a crashed one) before its partitions go
     to the others (the broker's ``group.min.session.timeout.ms``, 6 s by default, is the
-    least it takes). ``client_options``: further aiokafka
-    options (security, ...). ``on_outcome`` hears of every batch that ended.
+    least it takes). ``client_options``: further aiokafka options (security, ...).
+    ``on_outcome`` hears of every batch that ended.
     """
 
     def __init__(
