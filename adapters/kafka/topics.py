@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
 
 __all__ = ["CommittedOffset", "ReadMessage", "committed_offsets", "create_topic", "publish", "read_committed"]
 
@@ -153,15 +154,25 @@ async def publish(
 
 
 async def committed_offsets(
-    bootstrap: str, group: str, partitions: Iterable[tuple[str, int]] | None = None
+    bootstrap: str, group: str, partitions: Iterable[tuple[str, int]] | None = None, timeout: float = 30.0
 ) -> dict[tuple[str, int], CommittedOffset]:
     """The group's committed offsets, per ``(topic, partition)``; those never committed
-    are left out. ``partitions``: only these (default: every one the group committed)."""
+    are left out. ``partitions``: only these (default: every one the group committed).
+    Retriable errors (the group coordinator not there yet) are retried for ``timeout``."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         wanted = None if partitions is None else [TopicPartition(t, p) for t, p in partitions]
-        found = await admin.list_consumer_group_offsets(group, partitions=wanted)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                found = await admin.list_consumer_group_offsets(group, partitions=wanted)
+                break
+            except KafkaError as exc:
+                # A fresh broker makes its offsets topic at the first group's first call.
+                if not exc.retriable or time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(0.1)
     finally:
         await admin.close()
     return {
