@@ -276,8 +276,11 @@ class KafkaSource:
                 # Fetched before a rebalance, or before its resume sought elsewhere: dropped.
                 if tp in self._positions and tp not in resumed
             ]
-            if work:
-                await asyncio.gather(*work)
+            # Every partition's batches end before the next fetch, even when one fails:
+            # a batch still running then would overlap the next one of its partition.
+            failures = [r for r in await asyncio.gather(*work, return_exceptions=True) if isinstance(r, BaseException)]
+            if failures:
+                raise failures[0]
 
     async def _fetch(self) -> dict[TopicPartition, list[Any]]:
         """A batch of every partition that has records (getmany alone tends to give one
