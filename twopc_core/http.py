@@ -128,6 +128,10 @@ def error_middleware(domain_errors: DomainErrors | None = None, *, service: str 
             return error_response(exc.status, code_for(exc.status), exc.reason or code_for(exc.status))
         except asyncio.CancelledError:
             raise
+        except ConnectionResetError:
+            # The client went away while its answer was being written: nobody to answer.
+            log.info("client went away", path=request.path)
+            raise
         except Exception as exc:
             known = domain_answer(table, exc)
             if known is not None:

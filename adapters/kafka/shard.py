@@ -17,6 +17,7 @@ answered done, the rest is tried again, at most :data:`MAX_ATTEMPTS` times.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import time
 from collections import deque
@@ -50,6 +51,9 @@ _GROUP_BYTES = 8 * 1024 * 1024
 
 #: How long a failed producer may take to stop before it is abandoned.
 _ABANDON_AFTER = 2.0
+#: Between tries to recover a shard that has no work (seconds, doubling up to the cap).
+_IDLE_BACKOFF_FIRST = 0.25
+_IDLE_BACKOFF_CAP = 5.0
 
 BranchKey = tuple[str, str]  # (gtid, branch)
 
@@ -94,6 +98,7 @@ class Shard:
         self._wakeup = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
         self._closed = False
+        self._idle_backoff = _IDLE_BACKOFF_FIRST
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -161,6 +166,9 @@ class Shard:
     async def _run(self) -> None:
         while True:
             if not self._queue:
+                if self._producer is None:
+                    await self._recover_when_idle()
+                    continue
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
@@ -342,6 +350,26 @@ class Shard:
             else:
                 retry.append(work)
         self._queue.extendleft(reversed(retry))
+
+    async def _recover_when_idle(self) -> None:
+        """Recover with nothing queued, or wait a while for work (which recovers too).
+
+        A transaction of ours that failed, when recovering failed as well (the broker was
+        away), may still be open on the broker: every ``read_committed`` consumer of its
+        partitions waits on it until the broker's transaction timeout. Fencing it as soon
+        as the broker answers again ends that.
+        """
+        try:
+            await self._recover()
+        except Exception as exc:
+            logger.info("kafka shard still cannot recover; trying again", shard=self.index, error=repr(exc))
+            self._idle_backoff = min(self._idle_backoff * 2, _IDLE_BACKOFF_CAP)
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), self._idle_backoff)
+        else:
+            self._idle_backoff = _IDLE_BACKOFF_FIRST
+            logger.info("kafka shard recovered while idle", shard=self.index)
 
     async def _recover(self) -> None:
         """Fence the shard's producer and rebuild its branches from the partition."""

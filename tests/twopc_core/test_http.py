@@ -7,8 +7,9 @@ from typing import Any, ClassVar
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 from pydantic import BaseModel, ConfigDict
+from structlog.testing import capture_logs
 
 from twopc_core.http import CODES, HttpError, error_body, error_middleware
 
@@ -104,3 +105,13 @@ def test_an_http_error_without_a_code_takes_the_code_of_its_status() -> None:
 
 def test_the_table_has_one_code_per_status() -> None:
     assert len(set(CODES.values())) == len(CODES)
+
+
+async def test_a_client_that_went_away_is_no_internal_error() -> None:
+    async def gone(_: web.Request) -> web.StreamResponse:
+        raise ConnectionResetError("Cannot write to closing transport")
+
+    middleware = error_middleware(service="the test")
+    with capture_logs() as logs, pytest.raises(ConnectionResetError):
+        await middleware(make_mocked_request("GET", "/stream"), gone)
+    assert [(entry["event"], entry["log_level"]) for entry in logs] == [("client went away", "info")]

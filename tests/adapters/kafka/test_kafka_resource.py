@@ -12,10 +12,12 @@ import pytest
 from kafka_harness import EventsService
 
 from adapters.kafka import KafkaResource, KafkaSettings, StageEntryState
+from adapters.kafka import shard as shard_module
 from adapters.kafka.testing import committed_offsets, create_topic, publish, read_committed, unique_name
 from compose.supervisor import free_port
 from participant_sdk.testing import StubCoordinator
 from twopc_core import failpoints
+from twopc_core.testing import wait_until
 
 
 def order(n: int, topic: str, **extra: object) -> dict[str, object]:
@@ -422,3 +424,32 @@ async def test_offsets_of_a_group_the_participant_does_not_serve_vote_no(make_ev
     assert (
         await events.vote("g-grp-prefix", {"messages": [], "offsets": read_up_to(source, 1, group="jobs-7")}) == "yes"
     )
+
+
+async def test_a_shard_that_could_not_recover_fences_its_open_transaction_once_the_broker_answers(
+    make_events, kafka: str, topic: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events = await make_events(shards=1)
+    assert await events.vote("g-hung", [order(1, topic)]) == "yes"
+    real = shard_module.fenced_producer
+    refusals = 5  # every try of the commit and its recoveries: as if the broker were away
+
+    async def away_then_back(settings: KafkaSettings, index: int) -> object:
+        nonlocal refusals
+        if refusals:
+            refusals -= 1
+            raise ConnectionError("the broker is away")
+        return await real(settings, index)
+
+    monkeypatch.setattr(shard_module, "fenced_producer", away_then_back)
+    # The commit's Kafka transaction fails with the messages sent: it stays open on the broker.
+    failpoints.configure("kafka.after_publish_before_marker=1*error")
+    assert (await events.commit("g-hung"))[0] == 503
+    failpoints.configure(None)
+    # No more work comes to the shard, yet it fences that transaction once it can: a
+    # read_committed consumer of the topic is not held up until the broker's timeout.
+    assert await read_committed(kafka, [topic], timeout=10, settled=True) == []
+    [shard] = events.resource.shards
+    assert await wait_until(lambda: shard._producer is not None, timeout=10, message="the shard recovered")
+    assert (await events.commit("g-hung"))[1]["status"] == "committed"
+    assert [v["order"] for v in await values(kafka, topic)] == [1]
