@@ -33,6 +33,7 @@ from typing import Any, Literal
 import psycopg
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from adapters.postgres.ledger import ledger_size
 from chaos.nemesis import Fault
 from chaos.pipeline_check import PipelineReport, check_pipeline
 from chaos.pipeline_stack import BANK, PipelineStack
@@ -316,11 +317,9 @@ async def _wait_exit(node: Any, timeout: float) -> int | None:
 
 async def _booked(ledger_dsn: str) -> int:
     try:
-        async with await psycopg.AsyncConnection.connect(ledger_dsn, autocommit=True) as conn:
-            row = await (await conn.execute("SELECT count(*) FROM ledger")).fetchone()
-            return int(row[0]) if row else 0
+        return await ledger_size(ledger_dsn)
     except psycopg.Error:
-        return -1  # the bank has not made its table yet
+        return -1  # the database did not answer this time
 
 
 async def _watch(run: _Run, ledger_dsn: str, timeline: list[dict[str, float]], progress: Callable[[str], None]) -> None:

@@ -12,7 +12,15 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
-__all__ = ["CommittedOffset", "ReadMessage", "committed_offsets", "create_topic", "publish", "read_committed"]
+__all__ = [
+    "CommittedOffset",
+    "ReadMessage",
+    "committed_offsets",
+    "create_topic",
+    "delete_topics",
+    "publish",
+    "read_committed",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +144,19 @@ async def _partitions(bootstrap: str, topics: Iterable[str]) -> dict[str, int]:
     if missing:
         raise RuntimeError(f"no such topics: {missing}")
     return {t["topic"]: len(t["partitions"]) for t in described}
+
+
+async def delete_topics(bootstrap: str, topics: Iterable[str]) -> None:
+    """Delete those of ``topics`` that exist."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        doomed = [t for t in topics if t in existing]
+        if doomed:
+            await admin.delete_topics(doomed)
+    finally:
+        await admin.close()
 
 
 async def publish(

@@ -24,7 +24,7 @@ from participant_sdk import Participant
 from twopc_core.http import invalid_body, json_response
 from twopc_core.protocol import GTID_PATTERN
 
-__all__ = ["LEDGER_SCHEMA", "LedgerBooking", "LedgerEntry", "book", "ledger_routes"]
+__all__ = ["LEDGER_SCHEMA", "LedgerBooking", "LedgerEntry", "book", "ledger_routes", "ledger_size"]
 
 LEDGER_SCHEMA = """
 CREATE TABLE IF NOT EXISTS ledger (
@@ -68,6 +68,16 @@ async def book(conn: psycopg.AsyncConnection, gtid: str, entries: list[LedgerEnt
         [gtid, [e.event_id for e in entries], [e.account for e in entries], [e.amount for e in entries]],
     )
     return sum(1 for (deliveries,) in await cursor.fetchall() if deliveries == 1)
+
+
+async def ledger_size(dsn: str) -> int:
+    """How many events the ledger in ``dsn`` holds; 0 before the bank has made it."""
+    try:
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            row = await (await conn.execute("SELECT count(*) FROM ledger")).fetchone()
+            return int(row[0]) if row else 0
+    except psycopg.errors.UndefinedTable:
+        return 0
 
 
 def ledger_routes(

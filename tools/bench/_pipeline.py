@@ -24,13 +24,12 @@ from typing import Any
 import orjson
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
 from psycopg_pool import AsyncConnectionPool
 
 from adapters.kafka.pipeline import order_of
 from adapters.kafka.source import SourceRecord
-from adapters.kafka.topics import create_topic, publish
-from adapters.postgres.ledger import LEDGER_SCHEMA
+from adapters.kafka.topics import create_topic, delete_topics, publish
+from adapters.postgres.ledger import LEDGER_SCHEMA, ledger_size
 from chaos.pipeline_stack import PipelineStack, order_event
 from tools.bench._report import machine, process_cpu_seconds
 from tools.bench._resources import kafka_bootstrap, postgres_server, run_database
@@ -67,11 +66,11 @@ async def bench_pipeline(
                 cpu_before = {name: process_cpu_seconds(pid) for name, pid in pids.items()}
                 await stack.start_node("pipeline-1")
                 pids["pipeline-1"] = stack.pipelines["pipeline-1"].pid
-                through = await _drain(lambda: _booked(ledger_dsn), events, progress, "through the coordinator")
+                through = await _drain(lambda: ledger_size(ledger_dsn), events, progress, "through the coordinator")
                 cpu = {name: process_cpu_seconds(pid) - cpu_before.get(name, 0.0) for name, pid in pids.items()}
             finally:
                 await asyncio.to_thread(stack.stop)
-                await _delete_topics(broker, [stack.input_topic, stack.output_topic, f"_twopc_stage.{stack.events}"])
+                await delete_topics(broker, [stack.input_topic, stack.output_topic, f"_twopc_stage.{stack.events}"])
             baseline = await _baseline(broker, baseline_dsn, events, max_batch, stack.run, progress)
     roles = {"coordinator": cpu.get("coordinator", 0.0), "pipeline": cpu.get("pipeline-1", 0.0)}
     roles["participants"] = sum(v for k, v in cpu.items() if k not in ("coordinator", "pipeline-1"))
@@ -125,15 +124,6 @@ async def _drain(count: Callable[[], Awaitable[int]], events: int, progress: Pro
     }
 
 
-async def _booked(dsn: str) -> int:
-    try:
-        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-            row = await (await conn.execute("SELECT count(*) FROM ledger")).fetchone()
-            return int(row[0]) if row else 0
-    except psycopg.errors.UndefinedTable:
-        return 0
-
-
 async def _baseline(
     bootstrap: str, dsn: str, events: int, max_batch: int, run: str, progress: Progress
 ) -> dict[str, Any]:
@@ -148,13 +138,13 @@ async def _baseline(
         consumer = _BaselineConsumer(bootstrap, dsn, source, output, max_batch, f"baseline-{run}")
         task = asyncio.create_task(consumer.run())
         try:
-            return await _drain(lambda: _booked(dsn), events, progress, "baseline")
+            return await _drain(lambda: ledger_size(dsn), events, progress, "baseline")
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             await consumer.close()
     finally:
-        await _delete_topics(bootstrap, [source, output])
+        await delete_topics(bootstrap, [source, output])
 
 
 class _BaselineConsumer:
@@ -205,16 +195,6 @@ class _BaselineConsumer:
         for client in (self.consumer, self.producer):
             if client is not None:
                 await client.stop()
-
-
-async def _delete_topics(bootstrap: str, topics: list[str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        await admin.delete_topics([t for t in topics if t in existing])
-    finally:
-        await admin.close()
 
 
 def print_pipeline(report: dict[str, Any]) -> None:

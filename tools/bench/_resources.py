@@ -7,10 +7,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import psycopg
-from aiokafka.admin import AIOKafkaAdminClient
 from psycopg import sql
 
-from adapters.kafka.topics import create_topic
+from adapters.kafka.topics import create_topic, delete_topics
 from adapters.postgres.testing import database_dsn, drop_database
 from compose.dev import read_services
 
@@ -76,10 +75,4 @@ async def run_topics(
     try:
         yield topic
     finally:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin.start()
-        try:
-            existing = set(await admin.list_topics())
-            await admin.delete_topics([t for t in (topic, *also_delete) if t in existing])
-        finally:
-            await admin.close()
+        await delete_topics(bootstrap, [topic, *also_delete])

@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 
 from adapters.postgres.bank import PARTICIPANT, build_app
+from adapters.postgres.ledger import ledger_size
 from participant_sdk.testing import ParticipantTestServer, StubCoordinator
 
 SECRET = "bank-secret"
@@ -53,6 +54,7 @@ async def test_a_booking_is_applied_only_when_the_transaction_commits(
     assert await ledger_rows(database) == {}  # prepared, not committed
     await bank.commit("g1")
     assert await ledger_rows(database) == {"e1": ("g1", 1), "e2": ("g1", 1)}
+    assert await ledger_size(database) == 2
 
     assert (await book(bank, "g2", "e3"))[0] == 201
     await bank.abort("g2")
@@ -90,3 +92,7 @@ async def test_a_malformed_booking_is_a_422_naming_the_field(
     assert response.status == 422
     assert (await response.json())["error"]["code"] == "invalid_request"
     assert await ledger_rows(database) == {}
+
+
+async def test_a_ledger_not_made_yet_holds_no_events(database: str) -> None:
+    assert await ledger_size(database) == 0
