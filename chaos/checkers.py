@@ -55,7 +55,7 @@ async def settle(topology: Topology, http: aiohttp.ClientSession, bound: float) 
     loop = asyncio.get_running_loop()
     start = loop.time()
     waiting: list[str] = ["an answer"]
-    async with CoordinatorClient(topology.coordinator_urls, timeout=5) as client:
+    async with CoordinatorClient(topology.coordinator_urls, timeout=5, token=topology.tokens["reader"]) as client:
         while loop.time() - start < bound:
             try:
                 waiting = []
@@ -143,7 +143,7 @@ async def check(
 async def _final_outcomes(topology: Topology, history: list[Txn], result: CheckResult) -> dict[str, str]:
     """What the coordinators say of every transaction whose client heard nothing."""
     final: dict[str, str] = {}
-    async with CoordinatorClient(topology.coordinator_urls, timeout=10) as client:
+    async with CoordinatorClient(topology.coordinator_urls, timeout=10, token=topology.tokens["reader"]) as client:
         for txn in history:
             if txn.outcome != "unknown" or txn.gtid is None:
                 continue
@@ -180,7 +180,10 @@ async def _one_outcome(
     gtids = sorted({gtid for txn in history for gtid in txn.gtids} | {t.gtid for t in history if t.gtid})
     limit = asyncio.Semaphore(16)
     async with aiohttp.ClientSession() as session:
-        clients = {url: CoordinatorClient(url, session, timeout=10) for url in topology.coordinator_urls}
+        clients = {
+            url: CoordinatorClient(url, session, timeout=10, token=topology.tokens["reader"])
+            for url in topology.coordinator_urls
+        }
 
         async def ask(client: CoordinatorClient, gtid: str) -> tuple[str, str]:
             async with limit:

@@ -208,7 +208,7 @@ class Nemesis:
         since = time.time()
 
         async def watch() -> tuple[float, str]:
-            async with CoordinatorClient(others, timeout=1) as client:
+            async with CoordinatorClient(others, timeout=1, token=self.topology.tokens["reader"]) as client:
                 while True:
                     try:
                         for replica in (await client.cluster())["replicas"]:
@@ -226,7 +226,9 @@ class Nemesis:
     async def _watch_recovery(self, fault: Fault, takeover: asyncio.Task[tuple[float, str]] | None) -> None:
         """Poll until nothing begun before the fault is unfinished at the coordinators."""
         try:
-            async with CoordinatorClient(self.topology.coordinator_urls, timeout=2) as client:
+            async with CoordinatorClient(
+                self.topology.coordinator_urls, timeout=2, token=self.topology.tokens["reader"]
+            ) as client:
                 while True:
                     try:
                         if not await _unfinished_before(client, self.t0 + fault.started):

@@ -92,7 +92,14 @@ class PipelineStack:
         )  # fmt: skip
         if self.unsafe_offsets_after_commit:
             argv.append("--unsafe-offsets-after-commit")
-        node = Node(name, argv, f"http://127.0.0.1:{port}/healthz", self.directory / f"{name}.log")
+        # The token goes in the environment: a command line is anybody's to read (ps).
+        node = Node(
+            name,
+            argv,
+            f"http://127.0.0.1:{port}/healthz",
+            self.directory / f"{name}.log",
+            env={"TWOPC_TOKEN": self.cluster.tokens["client"]},
+        )
         self.pipelines[name] = node
         return node
 

@@ -15,7 +15,7 @@ import aiohttp
 from chaos.participants import KINDS, BankKind, ParticipantKind
 from chaos.proxy import FaultProxy
 from chaos.scenario import Scenario
-from compose.localcluster import coordinator_config
+from compose.localcluster import coordinator_config, local_tokens
 from compose.supervisor import Node, free_port, twopc_command
 
 __all__ = ["Topology"]
@@ -40,6 +40,9 @@ class Topology:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "failpoints").mkdir(exist_ok=True)
+        #: Bearer tokens the coordinators accept, by name: ``client`` runs the workload,
+        #: ``reader`` the checkers and the nemesis' watches.
+        self.tokens = local_tokens(directory)
         cluster = scenario.cluster
         #: The coordinator nodes: ``coordinator`` alone, or the replicas ``c1`` ... ``cN``.
         self.replicas = ["coordinator"] if cluster.replicas == 1 else [f"c{n}" for n in range(1, cluster.replicas + 1)]
@@ -136,6 +139,7 @@ class Topology:
                     node_id=f"c{number}",
                     log_dsn=log_dsn,
                     lease_ms=cluster.lease_ms if cluster.shared else None,
+                    tokens=self.tokens,
                 )
             )
             self.nodes[name] = Node(

@@ -65,7 +65,8 @@ class Workload:
     async def run(self, stop: asyncio.Event) -> None:
         async with aiohttp.ClientSession() as session:
             replicas = [
-                CoordinatorClient(url, session, timeout=self.request_timeout) for url in self.topology.coordinator_urls
+                CoordinatorClient(url, session, timeout=self.request_timeout, token=self.topology.tokens["client"])
+                for url in self.topology.coordinator_urls
             ]
             await asyncio.gather(*(self._client(n, replicas, stop) for n in range(self.clients)))
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from compose.supervisor import Node, free_port, twopc_command
 
-__all__ = ["BankCluster", "LocalCluster", "Service", "coordinator_config"]
+__all__ = ["TOKEN_ROLES", "BankCluster", "LocalCluster", "Service", "coordinator_config", "local_tokens"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,34 @@ class Service:
         )  # fmt: skip
 
 
+#: The tokens a local cluster makes, by name, with their roles; the name is also the
+#: token file's (``client.token`` in the cluster's directory).
+TOKEN_ROLES: Mapping[str, tuple[str, ...]] = {
+    "client": ("client",),
+    "reader": ("reader",),
+    "operator": ("operator",),
+}
+
+
+def local_tokens(directory: Path) -> dict[str, str]:
+    """The cluster's bearer tokens by name: read from ``NAME.token`` in ``directory``
+    when a run before made them (a token a person exported stays good), else made and
+    written there, readable by the owner only."""
+    from twopc_core.tokens import new_token
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tokens = {}
+    for name in TOKEN_ROLES:
+        path = directory / f"{name}.token"
+        token = path.read_text().strip() if path.is_file() else ""
+        if not token:
+            token = new_token()
+            path.touch(mode=0o600)
+            path.write_text(token + "\n")
+        tokens[name] = token
+    return tokens
+
+
 def coordinator_config(
     port: int,
     log_path: Path,
@@ -50,12 +78,16 @@ def coordinator_config(
     node_id: str = "c1",
     log_dsn: str | None = None,
     lease_ms: int | None = None,
+    tokens: Mapping[str, str] | None = None,
 ) -> str:
     """The coordinator's TOML: ``participants`` maps names to the ports it reaches them on.
 
     ``extra`` (top-level keys or whole sections) goes before the fixed sections. With
     ``log_dsn`` the log is that PostgreSQL database, shared with the other replicas.
+    ``tokens`` (by name, see :data:`TOKEN_ROLES`) are those it accepts, by their hashes.
     """
+    from twopc_core.tokens import token_hash
+
     text = f'node_id = "{node_id}"\n{extra}\n'
     text += f'[server]\nhost = "127.0.0.1"\nport = {port}\n'
     if log_dsn is None:
@@ -68,6 +100,9 @@ def coordinator_config(
     for name, participant_port in participants.items():
         text += f'\n[[participants]]\nname = "{name}"\n'
         text += f'url = "http://127.0.0.1:{participant_port}/twopc"\nsecret = "{secret}"\n'
+    for name, token in (tokens or {}).items():
+        roles = ", ".join(f'"{role}"' for role in TOKEN_ROLES[name])
+        text += f'\n[[auth.tokens]]\nname = "{name}"\nsha256 = "{token_hash(token)}"\nroles = [{roles}]\n'
     return text
 
 
@@ -91,12 +126,16 @@ class LocalCluster:
     lease_ms: int | None = None
     nodes: dict[str, Node] = field(default_factory=dict, init=False)
     ports: dict[str, int] = field(default_factory=dict, init=False)
+    #: Bearer tokens the coordinator accepts, by name (``client``, ``reader``,
+    #: ``operator``), also in ``NAME.token`` files in the directory.
+    tokens: dict[str, str] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         if self.replicas < 1 or (self.replicas > 1 and self.log_dsn is None):
             raise ValueError("several replicas need a shared log: give log_dsn")
         self.directory = self.directory.resolve()
         self.directory.mkdir(parents=True, exist_ok=True)
+        self.tokens = local_tokens(self.directory)
         participants = [Service(name) for name in self.queues] + list(self.services)
         # A fixed coordinator port puts the replicas on it and the ports after it, then the
         # participants (the demo's README examples rely on that); otherwise every port is free.
@@ -133,6 +172,7 @@ class LocalCluster:
                     node_id=node_id,
                     log_dsn=self.log_dsn,
                     lease_ms=self.lease_ms,
+                    tokens=self.tokens,
                 )
             )
             self.nodes[name] = Node(

@@ -21,11 +21,14 @@ from pydantic_settings import (
 from twopc_core.protocol import NAME_PATTERN
 
 __all__ = [
+    "ROLES",
+    "AuthSettings",
     "ClusterSettings",
     "LogSettings",
     "ParticipantSettings",
     "ServerSettings",
     "Settings",
+    "TokenSettings",
     "TransactionSettings",
     "load",
 ]
@@ -103,6 +106,41 @@ class TransactionSettings(_Section):
     unsafe_lazy_decision: bool = False
 
 
+#: What a token may be allowed: ``client`` begins and drives its own transactions,
+#: ``reader`` reads everything, ``operator`` also settles what the protocol cannot.
+ROLES = ("client", "reader", "operator")
+Role = Literal["client", "reader", "operator"]
+
+
+class TokenSettings(_Section):
+    """A bearer token the REST API accepts; the configuration keeps only its hash."""
+
+    #: Who holds it: recorded with every transaction it begins and every act it makes.
+    name: str = Field(pattern=NAME_PATTERN)
+    #: The token's SHA-256, hex (``twopc token new`` prints both).
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    roles: list[Role] = Field(min_length=1)
+
+
+class AuthSettings(_Section):
+    #: Off only for a coordinator that nothing but its own machine can reach: then every
+    #: caller may do everything (the server warns at start).
+    enabled: bool = True
+    tokens: list[TokenSettings] = []
+    #: ``/metrics`` without a token (for a scraper on a trusted network); else it needs
+    #: the ``reader`` role.
+    public_metrics: bool = False
+
+    @field_validator("tokens")
+    @classmethod
+    def _unique(cls, value: list[TokenSettings]) -> list[TokenSettings]:
+        for what, keys in (("names", [t.name for t in value]), ("hashes", [t.sha256 for t in value])):
+            duplicates = sorted({k for k in keys if keys.count(k) > 1})
+            if duplicates:
+                raise ValueError(f"token {what} must be unique: {', '.join(duplicates)}")
+        return value
+
+
 class ParticipantSettings(_Section):
     name: str = Field(pattern=NAME_PATTERN)
     #: Where the participant protocol is mounted, e.g. http://127.0.0.1:7101/twopc
@@ -134,6 +172,7 @@ class Settings(BaseSettings):
     log: LogSettings = LogSettings()
     cluster: ClusterSettings = ClusterSettings()
     transactions: TransactionSettings = TransactionSettings()
+    auth: AuthSettings = AuthSettings()
     participants: list[ParticipantSettings] = []
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["BranchRecord", "IdempotencyEntry", "NodeRecord", "TransactionRecord"]
+__all__ = ["AuditEntry", "BranchRecord", "IdempotencyEntry", "NodeRecord", "TransactionRecord"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,8 @@ class TransactionRecord:
     metadata: dict[str, Any] = field(default_factory=dict)
     idempotency_key: str | None = None
     request_hash: str | None = None
+    #: Who began it (a token's name); ``None`` when authentication was off.
+    principal: str | None = None
     #: The replica that drives the transaction now, as the log knows it (set by the log on
     #: every read; a takeover moves it). ``None`` on records not read from a log.
     owner: str | None = None
@@ -64,3 +66,18 @@ class NodeRecord:
     #: The replica that took this one's unfinished work over, and when.
     taken_over_by: str | None = None
     taken_over_at: float | None = None
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """An operator's act, as the log keeps it: who, when, what, and why."""
+
+    #: Given by the log when the entry is written (``0`` before); later acts have larger ids.
+    id: int
+    at: float
+    actor: str
+    action: str
+    reason: str
+    gtid: str | None = None
+    participant: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)

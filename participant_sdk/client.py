@@ -30,10 +30,13 @@ from __future__ import annotations
 import builtins
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import aiohttp
 import orjson
+from yarl import URL
+
+from twopc_core.signing import signed_request_headers
 
 __all__ = ["CoordinatorClient", "CoordinatorError", "describe_failure", "parse_coordinator_urls"]
 
@@ -99,6 +102,11 @@ class CoordinatorClient:
 
     ``timeout`` bounds each attempt (seconds), so a call that tries every replica may
     take that long per replica. A ``session`` passed in stays the caller's to close.
+
+    Credentials: ``token``, a bearer token the coordinator was configured with (what a
+    client service or a person uses), or ``sign_as=(participant, secret)``: a
+    participant signs each call with the secret it shares with the coordinator (what
+    the SDK's inquiries and early-prepare enlistments use).
     """
 
     def __init__(
@@ -108,7 +116,11 @@ class CoordinatorClient:
         *,
         timeout: float = 30.0,
         headers: Mapping[str, str] | None = None,
+        token: str | None = None,
+        sign_as: tuple[str, str] | None = None,
     ) -> None:
+        if token is not None and sign_as is not None:
+            raise ValueError("a client calls with a token or signs as a participant, not both")
         #: Every replica's base URL, in the order given.
         self.urls = parse_coordinator_urls(base_url)
         # Where the next call starts: the replica that answered last.
@@ -118,6 +130,9 @@ class CoordinatorClient:
         self._owns_session = session is None
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._headers = dict(headers or {})
+        if token is not None:
+            self._headers["Authorization"] = f"Bearer {token}"
+        self._sign_as = sign_as
 
     @property
     def base_url(self) -> str:
@@ -241,6 +256,8 @@ class CoordinatorClient:
             headers["Content-Type"] = "application/json"
         if idempotency_key is not None:
             headers["Idempotency-Key"] = idempotency_key
+        # The query goes in the URL as signed: the coordinator checks the same bytes.
+        path_qs = path + ("?" + urlencode(params) if params else "")
         count = len(self.urls)
         first = self._first
         failures: builtins.list[tuple[str, BaseException]] = []
@@ -248,9 +265,11 @@ class CoordinatorClient:
             index = (first + step) % count
             url = self.urls[index]
             failure: BaseException
+            if self._sign_as is not None:  # signed afresh for each replica: a nonce is used once
+                headers.update(signed_request_headers(*self._sign_as, method, path_qs, data or b""))
             try:
                 async with self._session.request(
-                    method, url + path, data=data, params=params, headers=headers, timeout=self._timeout
+                    method, URL(url + path_qs, encoded=True), data=data, headers=headers, timeout=self._timeout
                 ) as response:
                     raw = await response.read()
                     status = response.status

@@ -108,7 +108,8 @@ class Participant:
         self._tracer = trace.get_tracer("participant_sdk", tracer_provider=tracer_provider)
         self.log = ParticipantLog(log_path, clock=clock)
         self._handler = BranchHandler(resource, self.log)
-        self._client = CoordinatorClient(coordinator_url, session, timeout=inquiry_timeout)
+        # Its calls are signed with its secret: the coordinator tells it only of its own branches.
+        self._client = CoordinatorClient(coordinator_url, session, timeout=inquiry_timeout, sign_as=(name, secret))
         #: The coordinator replicas' base URLs, in the order given.
         self.coordinator_urls = self._client.urls
         self._resolver = InDoubtResolver(self._handler, self._client, inquiry_interval, after_round=self._housekeeping)

@@ -104,6 +104,7 @@ def build_app(
     coordinator_url: str | Sequence[str],
     bank_url: str,
     kafka_participant: str,
+    coordinator_token: str | None = None,
     group: str = "pipeline",
     input_topic: str = "orders",
     output_topic: str = "order-accepted",
@@ -112,8 +113,11 @@ def build_app(
     session_timeout_ms: int = 10_000,
     unsafe_offsets_after_commit: bool = False,
 ) -> web.Application:
-    """The pipeline as an aiohttp application: the source runs while the app does."""
-    coordinator = CoordinatorClient(coordinator_url, timeout=15.0)
+    """The pipeline as an aiohttp application: the source runs while the app does.
+
+    ``coordinator_token``: the bearer token (role ``client``) it begins its batches with.
+    """
+    coordinator = CoordinatorClient(coordinator_url, timeout=15.0, token=coordinator_token)
     source = KafkaSource(
         bootstrap,
         group,

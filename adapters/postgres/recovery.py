@@ -56,17 +56,19 @@ async def resolve_orphans(
     min_age: float = 0.0,
     dry_run: bool = False,
     timeout: float = 10.0,
+    token: str | None = None,
 ) -> list[Resolution]:
     """Settle the prepared transactions of ``gids``' participant in ``dsn``'s database
     that were prepared at least ``min_age`` seconds ago; return what was done to each.
 
     ``coordinator_url``: the coordinator's base URL, or every replica's (each inquiry
-    goes to the replicas in turn until one answers).
+    goes to the replicas in turn until one answers). ``token``: a bearer token with
+    the ``reader`` role, for a coordinator that authenticates its callers.
     """
     results = []
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
         branches = [b for b in await list_prepared(conn, gids) if b.age() >= min_age]
-        async with CoordinatorClient(coordinator_url, timeout=timeout) as coordinator:
+        async with CoordinatorClient(coordinator_url, timeout=timeout, token=token) as coordinator:
             for branch in branches:
                 results.append(await _settle(conn, coordinator, branch, dry_run))
     return results

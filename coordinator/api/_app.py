@@ -8,11 +8,13 @@ from collections.abc import AsyncIterator, Callable
 import orjson
 from aiohttp import web
 
+from coordinator.api._auth import auth_middleware
 from coordinator.api._errors import coordinator_errors
 from coordinator.api._forward import Forwarder
 from coordinator.api._openapi import openapi_document
 from coordinator.api._routes import STATE, ServiceState, routes
 from coordinator.api._tracing import tracing_middleware
+from coordinator.auth import Authenticator
 from coordinator.config import Settings
 from coordinator.engine import Coordinator
 from coordinator.log import DecisionLog, SQLiteLog
@@ -42,8 +44,14 @@ def _open_log(settings: Settings) -> DecisionLog:
 
 def build_app(settings: Settings, log_factory: Callable[[Settings], DecisionLog] = _open_log) -> web.Application:
     telemetry.ensure_tracing("twopc-coordinator")
+    authenticator = Authenticator(settings.auth, {p.name: p.secret for p in settings.participants})
     app = web.Application(
-        middlewares=[tracing_middleware, coordinator_errors], client_max_size=settings.server.max_body_bytes
+        middlewares=[
+            tracing_middleware,
+            coordinator_errors,
+            auth_middleware(authenticator, public_metrics=settings.auth.public_metrics),
+        ],
+        client_max_size=settings.server.max_body_bytes,
     )
     state = app[STATE] = ServiceState()
     app.add_routes(routes)
@@ -52,7 +60,7 @@ def build_app(settings: Settings, log_factory: Callable[[Settings], DecisionLog]
     async def openapi(_: web.Request) -> web.Response:
         return web.Response(body=document, content_type="application/json")
 
-    app.router.add_get("/openapi.json", openapi)
+    app.router.add_get("/openapi.json", openapi, name="openapi")
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         tx = settings.transactions

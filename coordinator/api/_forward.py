@@ -13,6 +13,7 @@ import aiohttp
 from aiohttp import web
 
 from twopc_core.http import HttpError
+from twopc_core.signing import NONCE_HEADER, PARTICIPANT_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
 
 __all__ = ["FORWARDED_BY", "Forwarder"]
 
@@ -20,7 +21,19 @@ __all__ = ["FORWARDED_BY", "Forwarder"]
 FORWARDED_BY = "X-Twopc-Forwarded-By"
 
 #: What a forwarded request keeps of the client's headers.
-_REQUEST_HEADERS = ("Content-Type", "Accept", "Idempotency-Key", "traceparent", "tracestate")
+#: The replica it goes to authenticates the caller again, so the credentials go too.
+_REQUEST_HEADERS = (
+    "Content-Type",
+    "Accept",
+    "Idempotency-Key",
+    "traceparent",
+    "tracestate",
+    "Authorization",
+    PARTICIPANT_HEADER,
+    NONCE_HEADER,
+    TIMESTAMP_HEADER,
+    SIGNATURE_HEADER,
+)
 #: What the client gets of the answering replica's headers, besides the body.
 _RESPONSE_HEADERS = ("Idempotent-Replayed",)
 

@@ -85,6 +85,7 @@ class TransactionOut(BaseModel):
     updated_at: datetime
     deadline: datetime
     metadata: dict[str, Any]
+    begun_by: str | None = Field(description="the token that began it; null when authentication was off")
     branches: list[BranchView]
 
     @classmethod
@@ -100,6 +101,7 @@ class TransactionOut(BaseModel):
             updated_at=_time(r.updated_at),
             deadline=_time(r.deadline),
             metadata=r.metadata,
+            begun_by=r.principal,
             branches=[
                 BranchView.model_construct(
                     name=b.name, state=b.state, early=b.early, reason=b.reason, pending=b.name in view.pending

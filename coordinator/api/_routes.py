@@ -14,6 +14,7 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel
 
+from coordinator.api._auth import check_transaction, principal_of
 from coordinator.api._forward import Forwarder
 from coordinator.api._models import (
     BeginRequest,
@@ -111,8 +112,21 @@ def _idempotency(request: web.Request, raw: bytes) -> tuple[str | None, str | No
         return None, None
     if not _IDEMPOTENCY_KEY.match(key):
         raise HttpError(400, "invalid_idempotency_key", "Idempotency-Key must be 1 to 255 printable ASCII characters")
+    owner = principal_of(request).owner
+    if owner is not None:
+        # Each client's keys are its own: another's "order-17" is another transaction.
+        key = f"{owner}:{key}"
     # The same key with another body is a client bug; remember what the body was.
     return key, hashlib.sha256(request.path.encode() + b"\n" + raw).hexdigest()
+
+
+async def _check_access(request: web.Request, gtid: str, *, read: bool = False) -> None:
+    """NotFound unless the caller may drive (or ``read``) ``gtid``."""
+    principal = principal_of(request)
+    if principal.anonymous or (read and principal.has("reader")):
+        return
+    owner, branches = await request.app[STATE].require().parties(gtid)
+    check_transaction(principal, gtid, owner, branches, read=read)
 
 
 def _wait_for_phase_two(request: web.Request) -> bool:
@@ -122,7 +136,7 @@ def _wait_for_phase_two(request: web.Request) -> bool:
     return wait == "all"
 
 
-@routes.post("/v1/transactions")
+@routes.post("/v1/transactions", name="begin")
 async def _begin(request: web.Request) -> web.Response:
     body, raw = await _body(request, BeginRequest, allow_empty=True)
     key, request_hash = _idempotency(request, raw)
@@ -134,6 +148,7 @@ async def _begin(request: web.Request) -> web.Response:
             participants=[(p.name, p.payload, p.prepared) for p in body.participants or ()],
             idempotency_key=key,
             request_hash=request_hash,
+            principal=principal_of(request).owner,
         )
     except Elsewhere as elsewhere:  # the key began a transaction another replica holds
         return await state.forward(request, elsewhere.url)
@@ -142,7 +157,7 @@ async def _begin(request: web.Request) -> web.Response:
     return _json(response, 201 if created else 200, None if created else {"Idempotent-Replayed": "true"})
 
 
-@routes.post("/v1/transactions:execute")
+@routes.post("/v1/transactions:execute", name="execute")
 async def _execute(request: web.Request) -> web.Response:
     body, raw = await _body(request, ExecuteRequest)
     key, request_hash = _idempotency(request, raw)
@@ -155,51 +170,63 @@ async def _execute(request: web.Request) -> web.Response:
             idempotency_key=key,
             request_hash=request_hash,
             wait_for_phase_two=_wait_for_phase_two(request),
+            principal=principal_of(request).owner,
         )
     except Elsewhere as elsewhere:  # the key began a transaction another replica holds
         return await state.forward(request, elsewhere.url)
     return _json(TransactionOut.of(view))
 
 
-@routes.post("/v1/transactions/{gtid}/participants")
+@routes.post("/v1/transactions/{gtid}/participants", name="enlist")
 async def _enlist(request: web.Request) -> web.Response:
     gtid = _gtid(request)
     body, _ = await _body(request, EnlistRequest)
+    principal = principal_of(request)
+    if principal.participant and body.name != principal.name:
+        raise HttpError(403, "forbidden", f"participant {principal.name!r} may enlist only itself")
     if (answer := await _elsewhere(request, gtid)) is not None:
         return answer
+    if not principal.participant:  # a participant joins transactions it is not in yet
+        await _check_access(request, gtid)
     view = await request.app[STATE].require().enlist(gtid, body.name, body.payload, body.prepared)
     return _json(TransactionOut.of(view), 201)
 
 
-@routes.post("/v1/transactions/{gtid}/commit")
+@routes.post("/v1/transactions/{gtid}/commit", name="commit")
 async def _commit(request: web.Request) -> web.Response:
     gtid = _gtid(request)
     wait = _wait_for_phase_two(request)
     if (answer := await _elsewhere(request, gtid)) is not None:
         return answer
+    await _check_access(request, gtid)
     view = await request.app[STATE].require().commit(gtid, wait_for_phase_two=wait)
     return _json(TransactionOut.of(view))
 
 
-@routes.post("/v1/transactions/{gtid}/abort")
+@routes.post("/v1/transactions/{gtid}/abort", name="abort")
 async def _abort(request: web.Request) -> web.Response:
     gtid = _gtid(request)
     if (answer := await _elsewhere(request, gtid)) is not None:
         return answer
+    await _check_access(request, gtid)
     view = await request.app[STATE].require().abort(gtid)
     return _json(TransactionOut.of(view))
 
 
-@routes.get("/v1/transactions/{gtid}")
+@routes.get("/v1/transactions/{gtid}", name="get_transaction")
 async def _get_transaction(request: web.Request) -> web.Response:
     gtid = _gtid(request)
     if (answer := await _elsewhere(request, gtid)) is not None:
         return answer
     view = await request.app[STATE].require().get(gtid)
+    record = view.record
+    check_transaction(
+        principal_of(request), gtid, record.principal, frozenset(b.name for b in record.branches), read=True
+    )
     return _json(TransactionOut.of(view))
 
 
-@routes.get("/v1/transactions")
+@routes.get("/v1/transactions", name="list_transactions")
 async def _list_transactions(request: web.Request) -> web.Response:
     state = request.query.get("state")
     if state is not None and state not in _STATES:
@@ -218,7 +245,7 @@ async def _list_transactions(request: web.Request) -> web.Response:
     return _json(TransactionList(transactions=[TransactionOut.of(v) for v in views], next_cursor=next_cursor))
 
 
-@routes.get("/v1/participants")
+@routes.get("/v1/participants", name="participants")
 async def _participants(request: web.Request) -> web.Response:
     coordinator = request.app[STATE].require()
     views = []
@@ -230,12 +257,12 @@ async def _participants(request: web.Request) -> web.Response:
     return _json(ParticipantsResponse(participants=views))
 
 
-@routes.get("/healthz")
+@routes.get("/healthz", name="healthz")
 async def _healthz(request: web.Request) -> web.Response:
     return _json(HealthResponse(status="ok"))
 
 
-@routes.get("/readyz")
+@routes.get("/readyz", name="readyz")
 async def _readyz(request: web.Request) -> web.Response:
     coordinator = request.app[STATE].require()
     if not coordinator.ready:
@@ -244,7 +271,7 @@ async def _readyz(request: web.Request) -> web.Response:
     return _json(HealthResponse(status="ready", detail=detail))
 
 
-@routes.get("/v1/cluster")
+@routes.get("/v1/cluster", name="cluster")
 async def _cluster(request: web.Request) -> web.Response:
     coordinator = request.app[STATE].require()
     membership = coordinator.membership
@@ -280,7 +307,7 @@ def _time(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, tz=UTC)
 
 
-@routes.get("/metrics")
+@routes.get("/metrics", name="metrics")
 async def _metrics(request: web.Request) -> web.Response:
     coordinator = request.app[STATE].require()
     lines = [f"twopc_active_transactions {coordinator.active_count}"]

@@ -232,12 +232,16 @@ class Coordinator:
         idempotency_key: str | None = None,
         request_hash: str | None = None,
         save: bool = True,
+        principal: str | None = None,
     ) -> tuple[TransactionView, bool]:
         """Start a transaction; returns its view and whether it was created now.
 
         ``save=False`` skips the lazy BEGIN record when a commit follows at once.
+        ``principal``: who begins it, kept with it (the API lets only them drive it).
         """
-        found, created = await self._begin(timeout_ms, metadata, participants, idempotency_key, request_hash, save)
+        found, created = await self._begin(
+            timeout_ms, metadata, participants, idempotency_key, request_hash, save, principal
+        )
         return (self._view(found) if isinstance(found, _Entry) else found), created
 
     async def _begin(
@@ -248,6 +252,7 @@ class Coordinator:
         idempotency_key: str | None,
         request_hash: str | None,
         save: bool,
+        principal: str | None = None,
     ) -> tuple[_Entry | TransactionView, bool]:
         """The new transaction's entry, or the view of the one its Idempotency-Key began
         (:class:`Elsewhere` when another live replica holds that one)."""
@@ -272,6 +277,7 @@ class Coordinator:
             metadata=metadata or {},
             idempotency_key=idempotency_key,
             request_hash=request_hash,
+            principal=principal,
         )
         for name, payload, prepared in participants:
             tx.enlist(name, payload, prepared)  # the BEGIN record below holds them all
@@ -340,6 +346,7 @@ class Coordinator:
         idempotency_key: str | None = None,
         request_hash: str | None = None,
         wait_for_phase_two: bool = True,
+        principal: str | None = None,
     ) -> TransactionView:
         """Begin, enlist and commit in one call."""
         found, _ = await self._begin(
@@ -349,9 +356,18 @@ class Coordinator:
             idempotency_key,
             request_hash,
             save=False,
+            principal=principal,
         )
         gtid = found.tx.gtid if isinstance(found, _Entry) else found.record.gtid
         return await self.commit(gtid, wait_for_phase_two)
+
+    async def parties(self, gtid: str) -> tuple[str | None, frozenset[str]]:
+        """Who began ``gtid`` and its branches' participants: what access to it turns on."""
+        entry = self._active.get(gtid)
+        if entry is not None:
+            return entry.tx.principal, frozenset(entry.tx.branches)
+        record = await self._record_or_raise(gtid)
+        return record.principal, frozenset(b.name for b in record.branches)
 
     async def get(self, gtid: str) -> TransactionView:
         entry = self._active.get(gtid)

@@ -214,6 +214,7 @@ class Transaction:
     metadata: dict[str, Any] = field(default_factory=dict)
     idempotency_key: str | None = None
     request_hash: str | None = None
+    principal: str | None = None
 
     # -- events -----------------------------------------------------------------
 
@@ -401,6 +402,7 @@ class Transaction:
             metadata=record.metadata,
             idempotency_key=record.idempotency_key,
             request_hash=record.request_hash,
+            principal=record.principal,
         )
 
     def recover(self) -> list[Action]:
@@ -525,5 +527,6 @@ class Transaction:
             metadata=self.metadata,
             idempotency_key=self.idempotency_key,
             request_hash=self.request_hash,
+            principal=self.principal,
             branches=tuple(BranchRecord(b.name, b.state.value, b.early, b.reason) for b in self.branches.values()),
         )

@@ -20,7 +20,7 @@ import abc
 import math
 from dataclasses import dataclass
 
-from coordinator.records import IdempotencyEntry, NodeRecord, TransactionRecord
+from coordinator.records import AuditEntry, IdempotencyEntry, NodeRecord, TransactionRecord
 
 __all__ = ["DecisionLog", "Fenced", "LogStats", "LogUnavailable", "NodeIdInUse"]
 
@@ -93,6 +93,14 @@ class DecisionLog(abc.ABC):
     @property
     @abc.abstractmethod
     def stats(self) -> LogStats: ...
+
+    @abc.abstractmethod
+    async def append_audit(self, entry: AuditEntry) -> AuditEntry:
+        """Write an operator's act durably; returns it with the id the log gave it."""
+
+    @abc.abstractmethod
+    async def audit(self, limit: int, before_id: int | None) -> list[AuditEntry]:
+        """Operators' acts, newest first, ``limit`` of them older than ``before_id``."""
 
     # -- replicas ------------------------------------------------------------------------
     # What follows is a cluster of one, for a log only one process uses; a shared log

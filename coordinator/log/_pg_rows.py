@@ -29,17 +29,17 @@ __all__ = [
 
 COLUMNS = (
     "gtid, state, decision, reason, one_phase, commit_requested, finished, created_at, updated_at, deadline,"
-    " idempotency_key, request_hash, metadata, branches, owner"
+    " idempotency_key, request_hash, metadata, branches, owner, principal"
 )
 
 #: One row of parameters.
-_ROW = "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, %s)"
+_ROW = "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, %s)"
 
 #: Many rows as one array per column (binary, so that the driver escapes nothing).
 _ARRAYS = (
     "SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::bool[], %b::bool[], %b::bool[],"
     " %b::float8[], %b::float8[], %b::float8[], %b::text[], %b::text[], %b::text[]::jsonb[], %b::text[]::jsonb[],"
-    " %b::text[])"
+    " %b::text[], %b::text[])"
 )
 
 #: From this many records on, a batch sends them as one statement of column arrays:
@@ -156,6 +156,7 @@ def _to_row(record: TransactionRecord, owner: str) -> tuple[object, ...]:
         orjson.dumps(record.metadata).decode(),
         orjson.dumps(branches).decode(),
         owner,
+        record.principal,
     )
 
 
@@ -177,6 +178,7 @@ def from_row(row: Sequence[Any]) -> TransactionRecord:
         metadata,
         branches,
         owner,
+        principal,
     ) = row
     return TransactionRecord(
         gtid=gtid,
@@ -194,4 +196,5 @@ def from_row(row: Sequence[Any]) -> TransactionRecord:
         metadata=metadata,
         branches=tuple(BranchRecord(**b) for b in branches),
         owner=owner,
+        principal=principal,
     )

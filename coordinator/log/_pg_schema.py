@@ -23,9 +23,10 @@ from psycopg import errors
 from coordinator.log._base import LogUnavailable
 from coordinator.log._pg_faults import reason
 
-__all__ = ["NODES", "SCHEMA_VERSION", "TRANSACTIONS", "VERSION", "prepare_schema"]
+__all__ = ["AUDIT", "NODES", "SCHEMA_VERSION", "TRANSACTIONS", "VERSION", "prepare_schema"]
 
 TRANSACTIONS = "twopc_transactions"
+AUDIT = "twopc_audit"
 NODES = "twopc_nodes"
 VERSION = "twopc_schema"
 
@@ -82,6 +83,22 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )
         """,
     ),
+    (
+        # Who began a transaction (a token's name), and what operators did.
+        f"ALTER TABLE {TRANSACTIONS} ADD COLUMN principal text",
+        f"""
+        CREATE TABLE {AUDIT} (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            at double precision NOT NULL,
+            actor text NOT NULL,
+            action text NOT NULL,
+            gtid text,
+            participant text,
+            reason text NOT NULL,
+            details jsonb NOT NULL
+        )
+        """,
+    ),
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -92,6 +109,7 @@ _MIGRATION_ATTEMPTS = 5
 _RIGHTS = {
     TRANSACTIONS: ("SELECT", "INSERT", "UPDATE", "DELETE"),
     NODES: ("SELECT", "INSERT", "UPDATE"),
+    AUDIT: ("SELECT", "INSERT"),
     VERSION: ("SELECT",),
 }
 

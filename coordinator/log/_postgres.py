@@ -12,6 +12,7 @@ PostgreSQL-compatible distributed store can hold the log too.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -26,9 +27,9 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from coordinator.log._base import DecisionLog, Fenced, LogStats, LogUnavailable, NodeIdInUse
 from coordinator.log._pg_faults import connect_failure, is_transient, reason
 from coordinator.log._pg_rows import COLUMNS, FENCE, from_row
-from coordinator.log._pg_schema import NODES, TRANSACTIONS, prepare_schema
+from coordinator.log._pg_schema import AUDIT, NODES, TRANSACTIONS, prepare_schema
 from coordinator.log._pg_writer import Fence, PostgresWriter
-from coordinator.records import IdempotencyEntry, NodeRecord, TransactionRecord
+from coordinator.records import AuditEntry, IdempotencyEntry, NodeRecord, TransactionRecord
 from twopc_core.groupcommit import Timer
 
 __all__ = ["PostgresLog"]
@@ -269,6 +270,30 @@ class PostgresLog(DecisionLog):
             pruned += deleted
             if deleted < _PRUNE_CHUNK_ROWS:
                 return pruned
+
+    async def append_audit(self, entry: AuditEntry) -> AuditEntry:
+        rows = await self._rows(
+            f"INSERT INTO {AUDIT} (at, actor, action, gtid, participant, reason, details)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb) RETURNING id",
+            (
+                entry.at,
+                entry.actor,
+                entry.action,
+                entry.gtid,
+                entry.participant,
+                entry.reason,
+                orjson.dumps(entry.details).decode(),
+            ),
+        )
+        return dataclasses.replace(entry, id=int(rows[0][0]))
+
+    async def audit(self, limit: int, before_id: int | None) -> list[AuditEntry]:
+        rows = await self._rows(
+            f"SELECT id, at, actor, action, reason, gtid, participant, details FROM {AUDIT}"
+            " WHERE id < %s ORDER BY id DESC LIMIT %s",
+            (before_id if before_id is not None else 2**63 - 1, limit),
+        )
+        return [AuditEntry(*row) for row in rows]
 
     # -- reads --------------------------------------------------------------------------
 

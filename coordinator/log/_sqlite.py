@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 import orjson
 
 from coordinator.log._base import DecisionLog, LogStats
-from coordinator.records import BranchRecord, IdempotencyEntry, TransactionRecord
+from coordinator.records import AuditEntry, BranchRecord, IdempotencyEntry, TransactionRecord
 from twopc_core.groupcommit import GroupCommitter, open_sqlite
 
 __all__ = ["SQLiteLog"]
@@ -29,27 +31,44 @@ CREATE TABLE IF NOT EXISTS transactions (
     idempotency_key TEXT,
     request_hash TEXT,
     metadata BLOB NOT NULL,
-    branches BLOB NOT NULL
+    branches BLOB NOT NULL,
+    principal TEXT
 );
 CREATE INDEX IF NOT EXISTS transactions_unfinished ON transactions (finished, gtid);
 -- For pruning: a transaction enters it once, when it finishes.
 CREATE INDEX IF NOT EXISTS transactions_finished_at ON transactions (updated_at) WHERE finished = 1;
 CREATE UNIQUE INDEX IF NOT EXISTS transactions_idempotency_key
     ON transactions (idempotency_key) WHERE idempotency_key IS NOT NULL;
+-- Operators' acts; never pruned.
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    gtid TEXT,
+    participant TEXT,
+    reason TEXT NOT NULL,
+    details BLOB NOT NULL
+);
 """
+
+_AUDIT_COLUMNS = "id, at, actor, action, gtid, participant, reason, details"
 
 _COLUMNS = (
     "gtid, state, decision, reason, one_phase, commit_requested, finished, created_at, updated_at, deadline,"
-    " idempotency_key, request_hash, metadata, branches"
+    " idempotency_key, request_hash, metadata, branches, principal"
 )
 
+#: Columns added since the first schema, for a file an older coordinator made.
+_ADDED_COLUMNS = {"principal": "TEXT"}
+
 _UPSERT = f"""
-INSERT INTO transactions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO transactions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (gtid) DO UPDATE SET
     state = excluded.state, decision = excluded.decision, reason = excluded.reason,
     one_phase = excluded.one_phase, commit_requested = excluded.commit_requested, finished = excluded.finished,
     updated_at = excluded.updated_at, deadline = excluded.deadline,
-    metadata = excluded.metadata, branches = excluded.branches
+    metadata = excluded.metadata, branches = excluded.branches, principal = excluded.principal
 """
 
 #: Pruning goes in chunks, each its own short transaction on the writer's thread, so
@@ -78,6 +97,7 @@ def _to_row(record: TransactionRecord) -> tuple[object, ...]:
         record.request_hash,
         orjson.dumps(record.metadata),
         orjson.dumps(branches),
+        record.principal,
     )
 
 
@@ -97,6 +117,7 @@ def _from_row(row: aiosqlite.Row) -> TransactionRecord:
         request_hash=row["request_hash"],
         metadata=orjson.loads(row["metadata"]),
         branches=tuple(BranchRecord(**b) for b in orjson.loads(row["branches"])),
+        principal=row["principal"],
     )
 
 
@@ -111,9 +132,19 @@ class SQLiteLog(DecisionLog):
         # Reads use their own connection so they never land inside the writer's batch.
         self._reader = await open_sqlite(str(self._path))
         await self._reader.executescript(_SCHEMA)
+        await self._add_missing_columns(self._reader)
         self._reader.row_factory = aiosqlite.Row
         self._writer = GroupCommitter(str(self._path))
         await self._writer.start()
+
+    @staticmethod
+    async def _add_missing_columns(conn: aiosqlite.Connection) -> None:
+        async with conn.execute("PRAGMA table_info(transactions)") as cur:
+            present = {row[1] for row in await cur.fetchall()}
+        for column, kind in _ADDED_COLUMNS.items():
+            if column not in present:
+                await conn.execute(f"ALTER TABLE transactions ADD COLUMN {column} {kind}")
+        await conn.commit()
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -169,6 +200,14 @@ class SQLiteLog(DecisionLog):
             if deleted < _PRUNE_CHUNK_ROWS:
                 return pruned
 
+    async def append_audit(self, entry: AuditEntry) -> AuditEntry:
+        return await self._committer.run(_append_audit, entry)
+
+    async def audit(self, limit: int, before_id: int | None) -> list[AuditEntry]:
+        sql = f"SELECT {_AUDIT_COLUMNS} FROM audit WHERE id < ? ORDER BY id DESC LIMIT ?"
+        async with self._read.execute(sql, (before_id if before_id is not None else 2**63 - 1, limit)) as cur:
+            return [_audit_entry(tuple(row)) for row in await cur.fetchall()]
+
     @property
     def stats(self) -> LogStats:
         s = self._committer.stats
@@ -189,3 +228,17 @@ class SQLiteLog(DecisionLog):
 
 def _prune_chunk(conn: sqlite3.Connection, finished_before: float, rows: int) -> int:
     return conn.execute(_PRUNE_CHUNK, (finished_before, rows)).rowcount
+
+
+def _append_audit(conn: sqlite3.Connection, entry: AuditEntry) -> AuditEntry:
+    cur = conn.execute(
+        "INSERT INTO audit (at, actor, action, gtid, participant, reason, details) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (entry.at, entry.actor, entry.action, entry.gtid, entry.participant, entry.reason, orjson.dumps(entry.details)),
+    )
+    assert cur.lastrowid is not None
+    return dataclasses.replace(entry, id=cur.lastrowid)
+
+
+def _audit_entry(row: Any) -> AuditEntry:
+    id_, at, actor, action, gtid, participant, reason, details = row
+    return AuditEntry(id_, at, actor, action, reason, gtid, participant, orjson.loads(details))

@@ -17,8 +17,25 @@ from coordinator.api import build_app
 from coordinator.config import Settings
 from twopc_core.protocol import AbortRequest, CommitRequest, PrepareRequest, StatusRequest
 from twopc_core.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+from twopc_core.tokens import new_token, token_hash
 
 SECRET = "test-secret"
+
+#: The harness's tokens by name, with their roles: ``tester`` (every role) is what
+#: :meth:`Harness.call` sends unless a test passes its own headers.
+TOKEN_ROLES = {
+    "tester": ["client", "operator"],
+    "client-a": ["client"],
+    "client-b": ["client"],
+    "reader": ["reader"],
+    "operator": ["operator"],
+}
+TOKENS = {name: new_token() for name in TOKEN_ROLES}
+
+
+def bearer(name: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {TOKENS[name]}"}
+
 
 _MESSAGES = {"prepare": PrepareRequest, "commit": CommitRequest, "abort": AbortRequest, "status": StatusRequest}
 
@@ -152,8 +169,9 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
             {"name": name, "url": str(server.make_url("/twopc")), "secret": SECRET} for name, server in servers.items()
         ],
         server={"max_body_bytes": 4096},
+        auth={"tokens": [{"name": n, "sha256": token_hash(TOKENS[n]), "roles": r} for n, r in TOKEN_ROLES.items()]},
     )
-    client = TestClient(TestServer(build_app(settings)))
+    client = TestClient(TestServer(build_app(settings)), headers=bearer("tester"))
     await client.start_server()
     try:
         yield Harness(client, stubs)

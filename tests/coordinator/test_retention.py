@@ -27,6 +27,7 @@ async def test_finished_transactions_are_pruned_from_the_log_after_the_retention
         log={"path": tmp_path / "coordinator.db", "retention_seconds": 0, "prune_interval_seconds": 0.05},
         transactions={"reaper_interval_ms": 20},
         participants=[{"name": "p1", "url": str(participant.make_url("/twopc")), "secret": SECRET}],
+        auth={"enabled": False},  # who may call is not the point here
     )
     client = TestClient(TestServer(build_app(settings)))
     await client.start_server()

@@ -64,7 +64,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 @pytest.fixture
 async def client(cluster: LocalCluster) -> AsyncIterator[CoordinatorClient]:
-    async with CoordinatorClient(cluster.coordinator_url, timeout=20) as c:
+    async with CoordinatorClient(cluster.coordinator_url, timeout=20, token=cluster.tokens["client"]) as c:
         yield c
 
 
@@ -144,8 +144,10 @@ async def settle(
             if health["in_doubt"] or health.get("prepared", {}).get("count"):
                 return False
         for state in ("active", "preparing", "committing", "aborting"):
-            if (await client.list(state=state, limit=1))["transactions"]:
+            if (await reader.list(state=state, limit=1))["transactions"]:
                 return False
         return True
 
-    await wait_until(quiet, timeout=timeout, interval=0.1, message="every transaction to be finished everywhere")
+    # Listing every transaction is a reader's call, not a client's.
+    async with CoordinatorClient(client.urls, timeout=20, token=cluster.tokens["reader"]) as reader:
+        await wait_until(quiet, timeout=timeout, interval=0.1, message="every transaction to be finished everywhere")

@@ -25,7 +25,7 @@ BANKS = ("bank-a", "bank-b")
 
 @pytest.fixture
 async def client(banks: BankCluster) -> AsyncIterator[CoordinatorClient]:
-    async with CoordinatorClient(banks.coordinator_url, timeout=20) as c:
+    async with CoordinatorClient(banks.coordinator_url, timeout=20, token=banks.tokens["client"]) as c:
         yield c
 
 

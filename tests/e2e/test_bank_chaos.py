@@ -38,7 +38,10 @@ async def test_random_kills_during_transfers_conserve_money_and_apply_each_trans
     kills: dict[str, int] = {name: 0 for name in banks.nodes}
     stop = asyncio.Event()
 
-    async with aiohttp.ClientSession() as http, CoordinatorClient(banks.coordinator_url, timeout=10) as client:
+    async with (
+        aiohttp.ClientSession() as http,
+        CoordinatorClient(banks.coordinator_url, timeout=10, token=banks.tokens["client"]) as client,
+    ):
         await open_accounts(http, banks, {bank: dict.fromkeys(ACCOUNTS, OPENING_BALANCE) for bank in banks.banks})
 
         async def worker(n: int) -> None:

@@ -28,21 +28,32 @@ async def test_txn_show_and_list_print_json_and_tables(cluster: LocalCluster, cl
     cluster.start()
     committed = await client.execute(payloads("cli"))
     url = cluster.coordinator_url
+    reader = {"TWOPC_TOKEN": cluster.tokens["reader"]}
 
-    shown = twopc("txn", "show", committed["gtid"], "--coordinator", url, "--json")
+    shown = twopc("txn", "show", committed["gtid"], "--coordinator", url, "--json", "--token", cluster.tokens["client"])
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["outcome"] == "committed"
 
-    listed = twopc("txn", "list", "--state", "committed", "--coordinator", url, "--json")
+    listed = twopc("txn", "list", "--state", "committed", "--coordinator", url, "--json", env=reader)
     assert [t["gtid"] for t in json.loads(listed.stdout)["transactions"]] == [committed["gtid"]]
 
-    table = twopc("txn", "list", "--coordinator", url)
+    table = twopc("txn", "list", "--coordinator", url, env=reader)
     assert committed["gtid"] in table.stdout and "committed" in table.stdout
+
+
+def test_txn_commands_without_a_token_say_which_role_they_need(cluster: LocalCluster) -> None:
+    cluster.start()
+    missing = twopc("txn", "list", "--coordinator", cluster.coordinator_url, env={"TWOPC_TOKEN": ""})
+    assert missing.returncode == 1 and "bearer token" in missing.stderr and "401" in missing.stderr
+    as_client = twopc("txn", "list", "--coordinator", cluster.coordinator_url, "--token", cluster.tokens["client"])
+    assert as_client.returncode == 1 and "reader" in as_client.stderr and "403" in as_client.stderr
 
 
 def test_txn_show_of_an_unknown_gtid_says_so_and_fails(cluster: LocalCluster) -> None:
     cluster.start()
-    shown = twopc("txn", "show", "c1-nothing", "--coordinator", cluster.coordinator_url)
+    shown = twopc(
+        "txn", "show", "c1-nothing", "--coordinator", cluster.coordinator_url, "--token", cluster.tokens["reader"]
+    )
     assert shown.returncode == 1
     assert "no transaction" in shown.stderr and "Traceback" not in shown.stderr
 

@@ -210,7 +210,7 @@ async def test_repeated_sigkills_keep_kafka_a_queue_and_postgres_atomic(
         cluster.start()
         async with http.post(f"{cluster.url(BANK)}/accounts", json={"id": "sales", "balance": 0}) as response:
             assert response.status == 201
-        async with CoordinatorClient(cluster.coordinator_url, timeout=20) as client:
+        async with CoordinatorClient(cluster.coordinator_url, timeout=20, token=cluster.tokens["client"]) as client:
             victims = [events_name, QUEUE, events_name, BANK]
             told = await run_load_with_kills(cluster, client, events_name, topic, victims)
             await settle(http, cluster, client, timeout=60)

@@ -45,10 +45,12 @@ def shell_blocks() -> list[str]:
     return re.findall(r"```sh\n(.*?)```", README.read_text(), flags=re.DOTALL)
 
 
-def localize(block: str, port: int) -> str:
-    """Point the README's commands at this test's demo and this interpreter's twopc."""
+def localize(block: str, port: int, directory: Path) -> str:
+    """Point the README's commands at this test's demo (its ports, its directory of
+    tokens) and this interpreter's twopc."""
     for readme_port, offset in (("7070", 0), ("7071", 1), ("7072", 2)):
         block = block.replace(f"127.0.0.1:{readme_port}", f"127.0.0.1:{port + offset}")
+    block = block.replace("var/demo/", f"{directory}/")
     twopc = " ".join(twopc_command())
     return block.replace(".venv/bin/twopc txn", f"TWOPC_COORDINATOR=http://127.0.0.1:{port} {twopc} txn")
 
@@ -87,12 +89,12 @@ def test_the_readme_names_the_two_setup_commands() -> None:
     assert "make test" in ci
 
 
-def test_the_quickstart_commits_one_item_on_each_queue_exactly_once(demo: int) -> None:
-    quickstart = localize(shell_blocks()[1], demo)
-    execute, list_a, list_b = (line for line in _commands(quickstart))
-    answer = json.loads(run(execute))
+def test_the_quickstart_commits_one_item_on_each_queue_exactly_once(demo: int, tmp_path: Path) -> None:
+    quickstart = localize(shell_blocks()[1], demo, tmp_path / "demo")
+    token, execute, list_a, list_b = (line for line in _commands(quickstart))
+    answer = json.loads(run(f"{token}\n{execute}"))
     assert answer["outcome"] == "committed"
-    again = json.loads(run(execute))  # the same Idempotency-Key: the same transaction
+    again = json.loads(run(f"{token}\n{execute}"))  # the same Idempotency-Key: the same transaction
     assert again["gtid"] == answer["gtid"]
     items_a = json.loads(run(list_a))["items"]
     items_b = json.loads(run(list_b))["items"]
@@ -100,8 +102,14 @@ def test_the_quickstart_commits_one_item_on_each_queue_exactly_once(demo: int) -
     assert [(i["gtid"], i["value"]) for i in items_b] == [(answer["gtid"], "world")]
 
 
-def test_the_step_by_step_example_commits_and_shows_the_transaction(demo: int) -> None:
-    out = run(localize(shell_blocks()[2], demo))
+def test_the_quickstart_refuses_a_call_without_its_token(demo: int, tmp_path: Path) -> None:
+    _, execute, _, _ = _commands(localize(shell_blocks()[1], demo, tmp_path / "demo"))
+    answer = json.loads(run(f"TWOPC_TOKEN=not-the-token\n{execute}"))
+    assert answer["error"]["code"] == "invalid_token"
+
+
+def test_the_step_by_step_example_commits_and_shows_the_transaction(demo: int, tmp_path: Path) -> None:
+    out = run(localize(shell_blocks()[2], demo, tmp_path / "demo"))
     assert '"outcome":"committed"' in out
     gtid = re.search(r'"gtid":"([^"]+)"', out)
     assert gtid is not None

@@ -60,22 +60,23 @@ async def test_the_replicas_walkthrough_reads_through_c2_survives_killing_c1_and
 ) -> None:
     port, node = demo
     directory = tmp_path / "demo"
-    execute, read_back, kill, pause, status, execute_at_c2, items = (
+    auth, execute, read_back, kill, pause, status, execute_at_c2, items = (
         localize(command, port, directory) for command in walkthrough()
     )
     assert pause.startswith("sleep")  # for a person; the test waits on the takeover instead
 
-    gtid = run(f'{execute}\necho "$GTID"').strip()
-    seen_by_c2 = json.loads(run(read_back.replace("$GTID", gtid)))
+    gtid = run(f'{auth}\n{execute}\necho "$GTID"').strip()
+    seen_by_c2 = json.loads(run(f"{auth}\n{read_back.replace('$GTID', gtid)}"))
     run(kill)
+    reader = f"Authorization: Bearer {(directory / 'reader.token').read_text().strip()}"
 
     def c1_taken_over() -> bool:
-        cluster = json.loads(run(f"curl -s http://127.0.0.1:{port + 1}/v1/cluster"))
+        cluster = json.loads(run(f"curl -s http://127.0.0.1:{port + 1}/v1/cluster -H '{reader}'"))
         return any(r["node_id"] == "c1" and r["taken_over_by"] == "c2" for r in cluster["replicas"])
 
     await wait_until(c1_taken_over, timeout=15, interval=0.2, message="c2 to take c1 over")
     table = run(status)
-    after = json.loads(run(execute_at_c2))
+    after = json.loads(run(f"{auth}\n{execute_at_c2}"))
     values = [item["value"] for item in json.loads(run(items))["items"]]
 
     assert re.fullmatch(r"c1-[0-9a-f]+", gtid), gtid

@@ -16,7 +16,7 @@ import pytest
 
 from adapters.postgres.testing import scratch_database, server_dsn
 from chaos.proxy import FaultProxy
-from compose.localcluster import LocalCluster, coordinator_config
+from compose.localcluster import LocalCluster, coordinator_config, local_tokens
 from compose.supervisor import Node, free_port, twopc_command
 from participant_sdk.client import CoordinatorClient, CoordinatorError
 from tests.e2e.conftest import FAST, QUEUES, gtids_at, in_doubt, payloads
@@ -36,6 +36,15 @@ async def log_dsn() -> AsyncIterator[str]:
     """A fresh database for the replicas' shared log."""
     async with scratch_database(server_dsn(), "log") as dsn:
         yield dsn
+
+
+@pytest.fixture
+async def http(tmp_path: Path) -> AsyncIterator[aiohttp.ClientSession]:
+    """A session that reads as the cluster's ``reader`` (every cluster of a test lives in
+    ``tmp_path / "cluster"``, whose token files say which tokens it accepts)."""
+    reader = local_tokens(tmp_path / "cluster")["reader"]
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {reader}"}) as session:
+        yield session
 
 
 @pytest.fixture
@@ -93,7 +102,7 @@ async def test_a_replica_killed_after_its_decision_has_every_branch_committed_by
 ) -> None:
     replicas.nodes["c1"].env["TWOPC_FAILPOINTS"] = "coordinator.after_decision_logged=crash"
     replicas.start()
-    async with CoordinatorClient(replicas.url("c1"), timeout=20) as c1:
+    async with CoordinatorClient(replicas.url("c1"), timeout=20, token=replicas.tokens["client"]) as c1:
         gtid = (await c1.begin(participants=payloads("after-decision")))["gtid"]
         with pytest.raises(aiohttp.ClientError):
             await c1.commit(gtid)
@@ -116,7 +125,7 @@ async def test_a_replica_killed_before_its_decision_has_the_transaction_aborted_
 ) -> None:
     replicas.nodes["c1"].env["TWOPC_FAILPOINTS"] = "coordinator.before_decision_logged=crash"
     replicas.start()
-    async with CoordinatorClient(replicas.url("c1"), timeout=20) as c1:
+    async with CoordinatorClient(replicas.url("c1"), timeout=20, token=replicas.tokens["client"]) as c1:
         gtid = (await c1.begin(participants=payloads("before-decision")))["gtid"]
         with pytest.raises(aiohttp.ClientError):
             await c1.commit(gtid)
@@ -147,7 +156,7 @@ async def test_a_paused_replica_resumed_after_the_takeover_commits_nothing_that_
     # for longer than its lease: the other one takes over and aborts.
     replicas.nodes["c1"].env["TWOPC_FAILPOINTS"] = f"coordinator.before_decision_logged=1*delay({LEASE_MS * 3})"
     replicas.start()
-    async with CoordinatorClient(replicas.url("c1"), timeout=30) as c1:
+    async with CoordinatorClient(replicas.url("c1"), timeout=30, token=replicas.tokens["client"]) as c1:
         gtid = (await c1.begin(participants=payloads("zombie")))["gtid"]
         commit = asyncio.create_task(c1.commit(gtid))
 
@@ -196,8 +205,8 @@ async def test_a_retry_with_the_same_idempotency_key_at_another_replica_gets_the
 ) -> None:
     replicas.start()
     async with (
-        CoordinatorClient(replicas.url("c1"), timeout=20) as c1,
-        CoordinatorClient(replicas.url("c2"), timeout=20) as c2,
+        CoordinatorClient(replicas.url("c1"), timeout=20, token=replicas.tokens["client"]) as c1,
+        CoordinatorClient(replicas.url("c2"), timeout=20, token=replicas.tokens["client"]) as c2,
     ):
         first = await c1.execute(payloads("keyed"), idempotency_key="order-1")
         again = await c2.execute(payloads("keyed"), idempotency_key="order-1")
@@ -213,13 +222,13 @@ async def test_a_key_whose_replica_died_before_committing_is_found_by_another_af
     replicas: LocalCluster, http: aiohttp.ClientSession
 ) -> None:
     replicas.start()
-    async with CoordinatorClient(replicas.url("c1"), timeout=20) as c1:
+    async with CoordinatorClient(replicas.url("c1"), timeout=20, token=replicas.tokens["client"]) as c1:
         begun = await c1.begin(participants=payloads("orphan"), idempotency_key="order-2")
     replicas.nodes["c1"].kill()
     await asyncio.to_thread(replicas.nodes["c1"].wait_exit, 10)
 
     async def begun_at_c2() -> dict[str, Any] | None:
-        async with CoordinatorClient(replicas.url("c2"), timeout=20) as c2:
+        async with CoordinatorClient(replicas.url("c2"), timeout=20, token=replicas.tokens["client"]) as c2:
             try:
                 return await c2.begin(participants=payloads("orphan"), idempotency_key="order-2")
             except CoordinatorError as exc:
@@ -237,7 +246,7 @@ async def test_an_inquiry_at_another_replica_gets_the_right_answer_at_every_mome
     replicas.nodes["c1"].env["TWOPC_FAILPOINTS"] = "coordinator.before_decision_logged=1*delay(1000)"
     replicas.start()
     c1_url, c2_url = replicas.url("c1"), replicas.url("c2")
-    async with CoordinatorClient(c1_url, timeout=20) as c1:
+    async with CoordinatorClient(c1_url, timeout=20, token=replicas.tokens["client"]) as c1:
         gtid = (await c1.begin(participants=payloads("asked")))["gtid"]
         assert await outcome_at(http, c2_url, gtid) is None  # alive, undecided: not "aborted"
         commit = asyncio.create_task(c1.commit(gtid))
@@ -311,7 +320,7 @@ async def test_a_replica_cut_off_from_its_log_is_not_ready_refuses_new_work_and_
     url = cluster.coordinator_url
     try:
         await asyncio.to_thread(cluster.start)  # the proxy runs on this loop: do not block it
-        async with CoordinatorClient(url, timeout=20) as client:
+        async with CoordinatorClient(url, timeout=20, token=cluster.tokens["client"]) as client:
             gtid = (await client.begin(participants=payloads("cut")))["gtid"]
             proxy.set_cut(True)
 

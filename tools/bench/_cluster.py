@@ -53,6 +53,7 @@ class ClusterWorkload(Workload):
         self._ids = itertools.count()
         #: Where each worker sends its transactions: the replicas in turn.
         self._execute_urls: list[str] = []
+        self._authorization = ""
         #: The postgres log's database, and a connection to it that lists its backends.
         self._log_dsn: str | None = None
         self._log_conn: psycopg.AsyncConnection[Any] | None = None
@@ -117,6 +118,7 @@ class ClusterWorkload(Workload):
         limit = concurrency * (len(self.participant_names) + 1)
         self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit))
         self._execute_urls = [f"{url}/v1/transactions:execute" for url in self._running.coordinator_urls]
+        self._authorization = f"Bearer {self._running.tokens['client']}"
         if self._log_dsn is not None:
             self._log_conn = await psycopg.AsyncConnection.connect(self._log_dsn, autocommit=True)
 
@@ -146,7 +148,8 @@ class ClusterWorkload(Workload):
         )
 
     async def _replica_metrics(self, url: str) -> dict[str, float]:
-        async with self.session.get(f"{url}/metrics") as response:
+        reader = {"Authorization": f"Bearer {self._running.tokens['reader']}"}
+        async with self.session.get(f"{url}/metrics", headers=reader) as response:
             text = await response.text()
         values = {}
         for line in text.splitlines():
@@ -175,7 +178,7 @@ class ClusterWorkload(Workload):
         async with self.session.post(
             self._execute_urls[worker % len(self._execute_urls)],
             data=body,
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json", "Authorization": self._authorization},
         ) as response:
             answer = orjson.loads(await response.read())
         if response.status != 200:

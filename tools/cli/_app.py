@@ -17,6 +17,7 @@ from tools.cli import (
     _pg,
     _pipeline,
     _serve,
+    _token,
     _txn,
 )
 
@@ -41,3 +42,4 @@ app.add_typer(_dev.app, name="dev")
 app.add_typer(_pg.app, name="pg")
 app.add_typer(_bank.app, name="bank")
 app.add_typer(_cluster.app, name="cluster")
+app.add_typer(_token.app, name="token")

@@ -19,6 +19,7 @@ from tools.cli._options import (
     OptionalCoordinatorUrls,
     Port,
     Secret,
+    Token,
 )
 from twopc_core import telemetry
 
@@ -64,6 +65,7 @@ def transfer(
     target: Annotated[str, typer.Option("--to", help="BANK:ACCOUNT to credit")],
     amount: Annotated[int, typer.Option(help="how much to move", min=1)],
     coordinator: OptionalCoordinatorUrls = None,
+    token: Token = None,
     idempotency_key: Annotated[str | None, typer.Option(help="makes a retried transfer the same one")] = None,
 ) -> None:
     """Move money between two banks in one global transaction; print the outcome."""
@@ -71,7 +73,7 @@ def transfer(
     from participant_sdk import CoordinatorClient
 
     async def go() -> dict[str, Any]:
-        async with CoordinatorClient(coordinator or [DEFAULT_COORDINATOR]) as client:
+        async with CoordinatorClient(coordinator or [DEFAULT_COORDINATOR], token=token) as client:
             return await run_transfer(
                 client, _side(source, "--from"), _side(target, "--to"), amount, idempotency_key=idempotency_key
             )

@@ -51,6 +51,10 @@ def demo(
             + "\n".join(lines)
             + f"\n  queue-a      {cluster.url('queue-a')}   committed items: GET /queue/items\n"
             f"  queue-b      {cluster.url('queue-b')}\n"
+            f"Bearer tokens, one per role, in {cluster.directory}/: client.token (begin, commit, read its own),\n"
+            "  reader.token (read and list all), operator.token (also resolve). For example:\n"
+            f"  export TWOPC_TOKEN=$(cat {cluster.directory}/client.token)\n"
+            f'  curl -s -H "Authorization: Bearer $TWOPC_TOKEN" {cluster.coordinator_url}/v1/transactions/GTID\n'
             "Try the curl examples in README.md. Ctrl-C stops everything."
         )
         gone: set[str] = set()

@@ -18,6 +18,7 @@ __all__ = [
     "OptionalCoordinatorUrls",
     "Port",
     "Secret",
+    "Token",
     "coordinator_urls",
 ]
 
@@ -60,3 +61,12 @@ Secret = Annotated[str, typer.Option(help="shared secret the coordinator signs w
 DataDir = Annotated[Path | None, typer.Option("--data", help="directory for the participant log (default var/NAME)")]
 Host = Annotated[str, typer.Option(help="address to listen on")]
 InquiryInterval = Annotated[float, typer.Option(help="seconds a prepared branch waits before asking the coordinator")]
+#: For commands that call the coordinator's REST API: the bearer token to call with.
+Token = Annotated[
+    str | None,
+    typer.Option(
+        envvar="TWOPC_TOKEN",
+        help="a bearer token the coordinator accepts (`twopc token new` makes one)",
+        show_default=False,
+    ),
+]

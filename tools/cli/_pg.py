@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from tools.cli._options import CoordinatorUrls
+from tools.cli._options import CoordinatorUrls, Token
 
 __all__ = ["app", "recover"]
 
@@ -20,6 +20,7 @@ app = typer.Typer(help="PostgreSQL participants: tools for operators.", no_args_
 def recover(
     dsn: Annotated[str, typer.Option(help="the participant's database", envvar="TWOPC_PG_DSN")],
     coordinator: CoordinatorUrls,
+    token: Token = None,
     participant: Annotated[
         str | None, typer.Option(help="the participant's name (its gid prefix is twopc:NAME:)")
     ] = None,
@@ -39,7 +40,7 @@ def recover(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     try:
-        results = asyncio.run(resolve_orphans(dsn, coordinator, gids, min_age=min_age, dry_run=dry_run))
+        results = asyncio.run(resolve_orphans(dsn, coordinator, gids, min_age=min_age, dry_run=dry_run, token=token))
     except OSError as exc:
         typer.echo(f"twopc pg recover: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from tools.cli._options import CoordinatorUrls, Host, Port
+from tools.cli._options import CoordinatorUrls, Host, Port, Token
 from twopc_core import telemetry
 
 __all__ = ["app", "serve"]
@@ -33,6 +33,7 @@ def serve(
         typer.Option(help="how long the group waits for a crashed instance before its partitions move on", min=1),
     ] = 10_000,
     host: Host = "127.0.0.1",
+    token: Token = None,
     unsafe_offsets_after_commit: Annotated[
         bool,
         typer.Option(
@@ -50,6 +51,7 @@ def serve(
         port,
         bootstrap=bootstrap,
         coordinator_url=coordinator,
+        coordinator_token=token,
         bank_url=bank,
         kafka_participant=events,
         group=group,

@@ -42,6 +42,18 @@ def serve(
         f" (log: {settings.log.store} {_where(settings)}; participants: {names})",
         err=True,
     )
+    if not settings.auth.enabled:
+        typer.echo(
+            "twopc: WARNING: auth.enabled is false: anyone who reaches this port may begin, commit, abort and read"
+            " every transaction; keep it to a loopback-only setup",
+            err=True,
+        )
+    elif not settings.auth.tokens:
+        typer.echo(
+            "twopc: WARNING: no [[auth.tokens]] are configured: every client call will be refused"
+            " (make one with `twopc token new --name NAME --role client`)",
+            err=True,
+        )
     if settings.transactions.unsafe_lazy_decision:
         typer.echo(
             "twopc: WARNING: transactions.unsafe_lazy_decision is on: this coordinator is broken on purpose", err=True

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tools.cli._options import DEFAULT_COORDINATOR, OptionalCoordinatorUrls
+from tools.cli._options import DEFAULT_COORDINATOR, OptionalCoordinatorUrls, Token
 
 __all__ = ["app", "list_transactions", "show"]
 
@@ -59,6 +59,7 @@ def _console() -> Console:
 @app.command("list")
 def list_transactions(
     coordinator: OptionalCoordinatorUrls = None,
+    token: Token = None,
     state: Annotated[str | None, typer.Option(help="only transactions in this state")] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
     cursor: Annotated[str | None, typer.Option(help="continue after this gtid")] = None,
@@ -68,7 +69,7 @@ def list_transactions(
     from participant_sdk.client import CoordinatorClient
 
     async def fetch() -> dict[str, Any]:
-        async with CoordinatorClient(coordinator or [DEFAULT_COORDINATOR]) as client:
+        async with CoordinatorClient(coordinator or [DEFAULT_COORDINATOR], token=token) as client:
             return await client.list(state=state, limit=limit, cursor=cursor)
 
     page = _call(fetch)
@@ -99,13 +100,14 @@ def list_transactions(
 def show(
     gtid: Annotated[str, typer.Argument(help="the transaction's gtid")],
     coordinator: OptionalCoordinatorUrls = None,
+    token: Token = None,
     as_json: AsJson = False,
 ) -> None:
     """Show one transaction and its branches (* = phase 2 still pending)."""
     from participant_sdk.client import CoordinatorClient
 
     async def fetch() -> dict[str, Any]:
-        async with CoordinatorClient(coordinator or [DEFAULT_COORDINATOR]) as client:
+        async with CoordinatorClient(coordinator or [DEFAULT_COORDINATOR], token=token) as client:
             return await client.get(gtid)
 
     tx = _call(fetch)

@@ -117,7 +117,7 @@ async def test_open_creates_the_tables_and_records_the_schema_version(pg_logs: L
     await pg_logs.open()
     assert await query(pg_dsn, "SELECT version FROM twopc_schema") == [(SCHEMA_VERSION,)]
     tables = await query(pg_dsn, "SELECT tablename FROM pg_tables WHERE tablename LIKE 'twopc_%' ORDER BY 1")
-    assert tables == [("twopc_nodes",), ("twopc_schema",), ("twopc_transactions",)]
+    assert tables == [("twopc_audit",), ("twopc_nodes",), ("twopc_schema",), ("twopc_transactions",)]
 
 
 async def test_replicas_opening_at_once_create_the_schema_once(pg_dsn: str) -> None:
