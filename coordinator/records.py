@@ -18,6 +18,21 @@ class BranchRecord:
     state: str
     early: bool = False
     reason: str | None = None
+    #: An operator settled it (abandoned phase 2 to it): who, and when (unix seconds).
+    resolved_by: str | None = None
+    resolved_at: float | None = None
+    #: The outcome the participant was forced to (heuristically), when it differs from
+    #: the decision: heuristic damage.
+    heuristic: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The branch as the log stores it: the optional fields only when set."""
+        out: dict[str, Any] = {"name": self.name, "state": self.state, "early": self.early, "reason": self.reason}
+        for key in ("resolved_by", "resolved_at", "heuristic"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        return out
 
 
 @dataclass(frozen=True)
@@ -40,6 +55,8 @@ class TransactionRecord:
     request_hash: str | None = None
     #: Who began it (a token's name); ``None`` when authentication was off.
     principal: str | None = None
+    #: Some branch's forced outcome differs from the decision (see BranchRecord.heuristic).
+    heuristic: bool = False
     #: The replica that drives the transaction now, as the log knows it (set by the log on
     #: every read; a takeover moves it). ``None`` on records not read from a log.
     owner: str | None = None

@@ -263,9 +263,12 @@ def prepare_answer(row: BranchRecord) -> PrepareResponse:
 def _outcome_answer(row: BranchRecord) -> OutcomeResponse:
     """What a commit of a finished branch answers: its outcome, from the row. A
     heuristic outcome says so in its reason, and a read-only branch repeats its vote's."""
+    if row.heuristic:
+        status = Outcome.ABORTED if row.status is RecordState.ABORTED else Outcome.COMMITTED
+        return OutcomeResponse(status=status, reason=row.reason, heuristic=True)
     if row.status is RecordState.ABORTED:
         return _ABORTED if row.reason is None else OutcomeResponse(status=Outcome.ABORTED, reason=row.reason)
-    if row.reason is not None and (row.heuristic or row.status is RecordState.READ_ONLY):
+    if row.reason is not None and row.status is RecordState.READ_ONLY:
         return OutcomeResponse(status=Outcome.COMMITTED, reason=row.reason)
     return _COMMITTED
 
@@ -367,12 +370,14 @@ def one_phase_voted(vote: PrepareResponse) -> OutcomeResponse | Apply:
 def abort(row: BranchRecord | None, gtid: str, branch: str) -> OutcomeResponse | Apply | RememberAbort:
     """Phase 2's abort: apply it to a prepared branch; remember it for a branch never
     prepared here (or read-only), so that a late prepare votes no; answer ``aborted``
-    for one already aborted.
+    for one already aborted, and what was done for one an operator forced.
 
-    Raises :class:`AlreadyCommitted` for a committed branch.
+    Raises :class:`AlreadyCommitted` for a committed branch no operator forced.
     """
     if row is None:
         return REMEMBER_ABORT
+    if row.heuristic and row.status is RecordState.COMMITTED:
+        return _outcome_answer(row)  # heuristic damage: the coordinator records it
     if row.status is RecordState.COMMITTED:
         raise AlreadyCommitted(
             f"branch {branch} of {gtid} is already committed",

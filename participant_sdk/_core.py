@@ -29,6 +29,7 @@ from twopc_core.protocol import (
     AbortRequest,
     BatchOp,
     CommitRequest,
+    ForceRequest,
     Outcome,
     OutcomeResponse,
     PrepareRequest,
@@ -211,13 +212,19 @@ class BranchHandler:
             await self._apply(gtid, branch, step)
             return True
 
-    async def force(self, gtid: str, branch: str, outcome: Outcome) -> None:
+    async def force(self, gtid: str, branch: str, outcome: Outcome, reason: str | None = None) -> None:
         """Apply an operator's heuristic ``outcome`` to an in-doubt branch and record it.
 
         Raises :class:`~participant_sdk.errors.NotInDoubt` for a branch not prepared here.
         """
         async with self.locks.hold((gtid, branch)):
             await self._apply(gtid, branch, rules.force(self.log.get(gtid, branch), outcome, gtid, branch))
+        logger.warning("heuristic outcome forced", gtid=gtid, branch=branch, outcome=outcome.value, why=reason)
+
+    async def force_request(self, req: ForceRequest) -> StatusResponse:
+        """``POST {base}/force``: :meth:`force`, answered with the branch's status after it."""
+        await self.force(req.gtid, req.branch, req.outcome, req.reason)
+        return rules.status(await self.log.lookup(req.gtid, req.branch))
 
     async def _apply(self, gtid: str, branch: str, step: Apply) -> None:
         """Commit or abort a prepared branch at the resource, then log it as ``step`` says."""

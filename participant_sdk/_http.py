@@ -44,7 +44,7 @@ from twopc_core.http import (
     json_response,
     validation_details,
 )
-from twopc_core.protocol import AbortRequest, BatchOp, CommitRequest, PrepareRequest, StatusRequest
+from twopc_core.protocol import AbortRequest, BatchOp, CommitRequest, ForceRequest, PrepareRequest, StatusRequest
 from twopc_core.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureError, verify
 
 __all__ = ["NDJSON", "PARTICIPANT_ERRORS", "build_protocol_app", "encode_result", "parse_ops"]
@@ -265,5 +265,7 @@ def build_protocol_app(
     app.router.add_post("/commit", protocol.route("commit", CommitRequest, handler.commit))
     app.router.add_post("/abort", protocol.route("abort", AbortRequest, handler.abort))
     app.router.add_post("/status", protocol.route("status", StatusRequest, handler.status))
+    # An operator's heuristic outcome, signed with the same secret (the operator has it).
+    app.router.add_post("/force", protocol.route("force", ForceRequest, handler.force_request))
     app.router.add_post("/batch", protocol.batch)
     return app

@@ -225,10 +225,31 @@ class CoordinatorClient:
         "shared_log", "takeovers", "replicas": [{node_id, epoch, advertise_url, alive, ...}]}``."""
         return await self._request("GET", "/v1/cluster")
 
-    async def list(self, state: str | None = None, limit: int | None = None, cursor: str | None = None) -> JSON:
-        """One page: ``{"transactions": [...], "next_cursor": str | None}``."""
-        params = {k: str(v) for k, v in _without_none(state=state, limit=limit, cursor=cursor).items()}
+    async def list(
+        self,
+        state: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+        heuristic: bool | None = None,
+    ) -> JSON:
+        """One page: ``{"transactions": [...], "next_cursor": str | None}``; with
+        ``heuristic=True`` only transactions with a branch forced against the decision."""
+        fields = _without_none(state=state, limit=limit, cursor=cursor)
+        if heuristic is not None:
+            fields["heuristic"] = "true" if heuristic else "false"
+        params = {k: str(v) for k, v in fields.items()}
         return await self._request("GET", "/v1/transactions", params=params or None)
+
+    async def abandon(self, gtid: str, participant: str, reason: str) -> JSON:
+        """Operator only: stop phase 2 to ``participant``, gone for good (the decision
+        stands); recorded in the audit with ``reason``. Returns the transaction's view."""
+        body = {"action": "abandon", "participant": participant, "reason": reason}
+        return await self._request("POST", f"/v1/transactions/{_segment(gtid)}/resolve", body)
+
+    async def audit(self, limit: int | None = None, cursor: str | None = None) -> JSON:
+        """Operators' acts, newest first: ``{"acts": [...], "next_cursor": str | None}``."""
+        params = {k: str(v) for k, v in _without_none(limit=limit, cursor=cursor).items()}
+        return await self._request("GET", "/v1/audit", params=params or None)
 
     async def _request(
         self,

@@ -283,9 +283,7 @@ class Participant:
         differs is answered with what was done here so the coordinator can report it.
         Raises :class:`~participant_sdk.errors.NotInDoubt` for a branch not prepared here.
         """
-        outcome = Outcome(outcome)
-        await self._handler.force(gtid, branch, outcome)
-        logger.warning("heuristic outcome forced", gtid=gtid, branch=branch, outcome=outcome.value)
+        await self._handler.force(gtid, branch, Outcome(outcome))
 
     # -- retention -------------------------------------------------------------------
 

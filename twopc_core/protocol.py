@@ -28,6 +28,7 @@ __all__ = [
     "BatchOp",
     "BranchStatus",
     "CommitRequest",
+    "ForceRequest",
     "GTID_PATTERN",
     "NAME_PATTERN",
     "Outcome",
@@ -104,11 +105,24 @@ class AbortRequest(_Message):
 class OutcomeResponse(_Message):
     status: Outcome
     reason: str | None = None
+    #: An operator forced this outcome at the participant (it may differ from the one
+    #: asked for: heuristic damage, which the coordinator records). Sent only when true.
+    heuristic: bool = Field(False, exclude_if=lambda forced: not forced)
 
 
 class StatusRequest(_Message):
     gtid: Gtid
     branch: BranchName
+
+
+class ForceRequest(_Message):
+    """An operator's heuristic outcome for an in-doubt branch (``POST {base}/force``,
+    signed like the coordinator's calls): answered with the branch's status after it."""
+
+    gtid: Gtid
+    branch: BranchName
+    outcome: Outcome
+    reason: str | None = Field(None, max_length=1000)
 
 
 class StatusResponse(_Message):

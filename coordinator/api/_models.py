@@ -11,6 +11,8 @@ from coordinator.engine import TransactionView
 from twopc_core.protocol import NAME_PATTERN
 
 __all__ = [
+    "AuditList",
+    "AuditOut",
     "BeginRequest",
     "BeginResponse",
     "BranchView",
@@ -27,6 +29,7 @@ __all__ = [
     "ParticipantView",
     "ParticipantsResponse",
     "ReplicaView",
+    "ResolveRequest",
     "StateName",
     "TransactionList",
     "TransactionOut",
@@ -70,6 +73,35 @@ class BranchView(BaseModel):
     early: bool
     reason: str | None
     pending: bool = Field(description="phase 2 not yet acknowledged; the coordinator keeps retrying")
+    resolved_by: str | None = Field(None, description="the operator who abandoned phase 2 to it")
+    resolved_at: datetime | None = None
+    heuristic: OutcomeName | None = Field(
+        None, description="what the participant was forced to, against the decision: heuristic damage"
+    )
+
+
+class ResolveRequest(_Body):
+    action: Literal["abandon"] = Field(
+        description="abandon: stop phase 2 to a participant that is gone for good; the decision stands"
+    )
+    participant: str = Field(pattern=NAME_PATTERN)
+    reason: str = Field(min_length=1, max_length=1000, description="why, for the audit")
+
+
+class AuditOut(BaseModel):
+    id: int
+    at: datetime
+    actor: str = Field(description="the token that acted")
+    action: str
+    reason: str
+    gtid: str | None
+    participant: str | None
+    details: dict[str, Any]
+
+
+class AuditList(BaseModel):
+    acts: list[AuditOut] = Field(description="newest first")
+    next_cursor: str | None
 
 
 StateName = Literal["active", "preparing", "committing", "committed", "aborting", "aborted"]
@@ -86,6 +118,9 @@ class TransactionOut(BaseModel):
     deadline: datetime
     metadata: dict[str, Any]
     begun_by: str | None = Field(description="the token that began it; null when authentication was off")
+    heuristic: Literal["mixed"] | None = Field(
+        description="mixed: a branch was forced against the decision (see its heuristic)"
+    )
     branches: list[BranchView]
 
     @classmethod
@@ -102,9 +137,17 @@ class TransactionOut(BaseModel):
             deadline=_time(r.deadline),
             metadata=r.metadata,
             begun_by=r.principal,
+            heuristic="mixed" if r.heuristic else None,
             branches=[
                 BranchView.model_construct(
-                    name=b.name, state=b.state, early=b.early, reason=b.reason, pending=b.name in view.pending
+                    name=b.name,
+                    state=b.state,
+                    early=b.early,
+                    reason=b.reason,
+                    pending=b.name in view.pending,
+                    resolved_by=b.resolved_by,
+                    resolved_at=_time(b.resolved_at) if b.resolved_at is not None else None,
+                    heuristic=cast(OutcomeName | None, b.heuristic),
                 )
                 for b in r.branches
             ],

@@ -17,6 +17,8 @@ from pydantic import BaseModel
 from coordinator.api._auth import check_transaction, principal_of
 from coordinator.api._forward import Forwarder
 from coordinator.api._models import (
+    AuditList,
+    AuditOut,
     BeginRequest,
     BeginResponse,
     ClusterView,
@@ -27,6 +29,7 @@ from coordinator.api._models import (
     ParticipantsResponse,
     ParticipantView,
     ReplicaView,
+    ResolveRequest,
     TransactionList,
     TransactionOut,
 )
@@ -231,18 +234,64 @@ async def _list_transactions(request: web.Request) -> web.Response:
     state = request.query.get("state")
     if state is not None and state not in _STATES:
         raise HttpError(400, "invalid_parameter", f"state must be one of {sorted(_STATES)}", {"state": state})
+    limit = _limit(request)
+    cursor = request.query.get("cursor")
+    if cursor is not None and not _GTID.match(cursor):
+        raise HttpError(400, "invalid_parameter", "cursor is not one this API gave out")
+    heuristic = request.query.get("heuristic")
+    if heuristic not in (None, "true", "false"):
+        raise HttpError(400, "invalid_parameter", "heuristic must be 'true' or 'false'", {"heuristic": heuristic})
+    views = await request.app[STATE].require().page(
+        state, limit, cursor, None if heuristic is None else heuristic == "true"
+    )
+    next_cursor = views[-1].record.gtid if len(views) == limit else None
+    return _json(TransactionList(transactions=[TransactionOut.of(v) for v in views], next_cursor=next_cursor))
+
+
+def _limit(request: web.Request) -> int:
     try:
         limit = int(request.query.get("limit", "100"))
     except ValueError:
         limit = 0
     if not 1 <= limit <= 1000:
         raise HttpError(400, "invalid_parameter", "limit must be a whole number from 1 to 1000")
+    return limit
+
+
+@routes.post("/v1/transactions/{gtid}/resolve", name="resolve")
+async def _resolve(request: web.Request) -> web.Response:
+    gtid = _gtid(request)
+    body, _ = await _body(request, ResolveRequest)
+    if (answer := await _elsewhere(request, gtid)) is not None:
+        return answer
+    # A participant gone for good may be gone from the configuration too: the branch is
+    # what must exist, and the machine checks that.
+    coordinator = request.app[STATE].require()
+    view = await coordinator.abandon(gtid, body.participant, principal_of(request).name, body.reason)
+    return _json(TransactionOut.of(view))
+
+
+@routes.get("/v1/audit", name="audit")
+async def _audit(request: web.Request) -> web.Response:
+    limit = _limit(request)
     cursor = request.query.get("cursor")
-    if cursor is not None and not _GTID.match(cursor):
+    if cursor is not None and not (cursor.isdigit() and len(cursor) < 19):
         raise HttpError(400, "invalid_parameter", "cursor is not one this API gave out")
-    views = await request.app[STATE].require().page(state, limit, cursor)
-    next_cursor = views[-1].record.gtid if len(views) == limit else None
-    return _json(TransactionList(transactions=[TransactionOut.of(v) for v in views], next_cursor=next_cursor))
+    acts = await request.app[STATE].require().audit(limit, int(cursor) if cursor else None)
+    out = [
+        AuditOut(
+            id=a.id,
+            at=_time(a.at),
+            actor=a.actor,
+            action=a.action,
+            reason=a.reason,
+            gtid=a.gtid,
+            participant=a.participant,
+            details=a.details,
+        )
+        for a in acts
+    ]
+    return _json(AuditList(acts=out, next_cursor=str(acts[-1].id) if len(acts) == limit else None))
 
 
 @routes.get("/v1/participants", name="participants")

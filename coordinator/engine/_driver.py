@@ -38,6 +38,7 @@ from coordinator.engine._machine import (
 )
 from coordinator.engine._membership import Membership
 from coordinator.log import DecisionLog, Fenced, IdempotencyEntry, TransactionRecord
+from coordinator.records import AuditEntry
 from coordinator.transport import Backoff, CallFailed, Transport
 from twopc_core import failpoints
 from twopc_core.protocol import Outcome
@@ -115,6 +116,8 @@ class _Entry:
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    #: Phase 2 on its way, by branch: an operator who abandons a branch stops its task.
+    deliveries: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     #: The record written when every branch acknowledged; it changes no more.
     final_record: TransactionRecord | None = None
     #: This replica lost its lease: the transaction is no longer driven from here.
@@ -164,6 +167,8 @@ class Coordinator:
         #: read or claimed before a drop belongs to the epoch that lost it.
         self._drops = 0
         self.decisions_logged = 0
+        #: Branches found forced against their transaction's decision since start.
+        self.heuristics = 0
         self.membership = Membership(log_store, node_id, advertise_url, lease, self._adopt, self._drop)
 
     # -- lifecycle ----------------------------------------------------------------
@@ -375,16 +380,64 @@ class Coordinator:
             return self._view(entry)
         return TransactionView(await self._record_or_raise(gtid), frozenset())
 
-    async def page(self, state: str | None, limit: int, after: str | None) -> list[TransactionView]:
-        """Transactions in the order they began, ``limit`` of them after the gtid ``after``."""
+    async def page(
+        self, state: str | None, limit: int, after: str | None, heuristic: bool | None = None
+    ) -> list[TransactionView]:
+        """Transactions in the order they began, ``limit`` of them after the gtid ``after``
+        (only those with heuristic damage, or without, when ``heuristic`` says)."""
         await self._log.sync()
         views = []
-        for record in await self._log.page(state, limit, after):
+        for record in await self._log.page(state, limit, after, heuristic):
             entry = self._active.get(record.gtid)
             view = self._view(entry) if entry is not None else TransactionView(record, frozenset())
-            if state is None or view.record.state == state:
+            if (state is None or view.record.state == state) and heuristic in (None, view.record.heuristic):
                 views.append(view)
         return views
+
+    # -- operators ------------------------------------------------------------------
+
+    async def abandon(self, gtid: str, participant: str, by: str, reason: str) -> TransactionView:
+        """Stop phase 2 to ``participant``, gone for good; the decision stands. The act
+        is durable, and in the audit, before this returns.
+
+        Raises :class:`WrongState` while the transaction is undecided, or when that
+        branch is not waiting for phase 2.
+        """
+        now = self._clock()
+        entry = self._active.get(gtid)
+        if entry is None:
+            # Nothing in memory waits for phase 2 here: the machine says why it is refused.
+            return await self._settled_view(gtid, lambda tx: tx.abandon(participant, by, now, reason))
+        async with entry.lock:
+            actions = entry.tx.abandon(participant, by, now, reason)
+            entry.tx.updated_at = now
+            delivery = entry.deliveries.pop(participant, None)
+            if delivery is not None:
+                delivery.cancel()
+            self._run(entry, actions)
+            await self._log.force(entry.final_record or entry.tx.record())
+        await self.record_act(
+            AuditEntry(0, now, by, "abandon", reason, gtid, participant, {"decision": str(entry.tx.decision)})
+        )
+        return self._view(entry)
+
+    async def record_act(self, entry: AuditEntry) -> AuditEntry:
+        """Keep an operator's act in the audit (durable) and the log file."""
+        written = await self._log.append_audit(entry)
+        log.warning(
+            "operator act",
+            act=written.action,
+            by=written.actor,
+            gtid=written.gtid,
+            participant=written.participant,
+            reason=written.reason,
+            audit_id=written.id,
+        )
+        return written
+
+    async def audit(self, limit: int, before: int | None) -> list[AuditEntry]:
+        """Operators' acts, newest first."""
+        return await self._log.audit(limit, before)
 
     def log_stats(self) -> dict[str, float]:
         commits = self._log.stats.commits
@@ -392,6 +445,7 @@ class Coordinator:
             "log_commits": commits,
             "decisions_logged": self.decisions_logged,
             "decisions_per_log_commit": self.decisions_logged / commits if commits else 0.0,
+            "heuristics_found": self.heuristics,
             **self._transport.exchange_stats(),
         }
 
@@ -414,10 +468,10 @@ class Coordinator:
                     self._spawn_for(entry, self._force_decision(entry))
                 case SendCommit(branches):
                     for name in branches:
-                        self._spawn_for(entry, self._deliver(entry, name, Outcome.COMMITTED))
+                        entry.deliveries[name] = self._spawn_for(entry, self._deliver(entry, name, Outcome.COMMITTED))
                 case SendAbort(branches):
                     for name in branches:
-                        self._spawn_for(entry, self._deliver(entry, name, Outcome.ABORTED))
+                        entry.deliveries[name] = self._spawn_for(entry, self._deliver(entry, name, Outcome.ABORTED))
                 case AskStatus(name):
                     self._spawn_for(entry, self._ask_status(entry, name))
                 case NotifyAbort(branches):
@@ -503,12 +557,16 @@ class Coordinator:
             except failpoints.FailpointError:  # stands for a send that failed: retry
                 await asyncio.sleep(self._backoff.delay(attempt))
                 attempt += 1
-        await self._transport.deliver(name, entry.tx.gtid, outcome)
+        answer = await self._transport.deliver(name, entry.tx.gtid, outcome)
         if outcome is Outcome.COMMITTED and not any(
             b.state is BranchState.COMMITTED for b in entry.tx.branches.values()
         ):
             await failpoints.hit("coordinator.after_first_commit_sent")
-        await self._apply(entry, lambda: entry.tx.acknowledged(name))
+        done = answer.status if answer.status is not outcome else None
+        if done is not None:
+            self._heuristic_damage(entry.tx.gtid, name, done, outcome)
+        entry.deliveries.pop(name, None)
+        await self._apply(entry, lambda: entry.tx.acknowledged(name, done))
 
     async def _ask_status(self, entry: _Entry, name: str) -> None:
         """Ask a branch until it answers what it knows of its transaction."""
@@ -527,10 +585,30 @@ class Coordinator:
     async def _notify_abort(self, gtid: str, name: str) -> None:
         for attempt in range(_NOTIFY_ATTEMPTS):
             try:
-                await asyncio.wait_for(self._transport.deliver(name, gtid, Outcome.ABORTED), _NOTIFY_TIMEOUT)
-                return
+                answer = await asyncio.wait_for(self._transport.deliver(name, gtid, Outcome.ABORTED), _NOTIFY_TIMEOUT)
             except (TimeoutError, CallFailed):
                 await asyncio.sleep(self._backoff.delay(attempt))
+                continue
+            if answer.status is not Outcome.ABORTED:
+                # Forced to commit while nobody could tell it otherwise: the damage is
+                # recorded on the transaction, which has ended already.
+                self._heuristic_damage(gtid, name, answer.status, Outcome.ABORTED)
+                with contextlib.suppress(NotFound):
+                    tx = Transaction.from_record(await self._record_or_raise(gtid))
+                    if tx.forced_after_end(name, answer.status):
+                        await self._log.force(tx.record())
+                        self._finished.pop(gtid, None)
+            return
+
+    def _heuristic_damage(self, gtid: str, name: str, done: Outcome, decision: Outcome) -> None:
+        self.heuristics += 1
+        log.error(
+            "heuristic damage: a participant was forced against the decision",
+            gtid=gtid,
+            participant=name,
+            forced=done.value,
+            decision=decision.value,
+        )
 
     def _finish(self, entry: _Entry, durable: bool) -> None:
         """Every branch acknowledged: write END and leave the active set."""
@@ -642,10 +720,11 @@ class Coordinator:
         self._background.add(task)
         task.add_done_callback(self._task_done(self._background))
 
-    def _spawn_for(self, entry: _Entry, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn_for(self, entry: _Entry, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(coro)
         entry.tasks.add(task)
         task.add_done_callback(self._task_done(entry.tasks))
+        return task
 
     @staticmethod
     def _task_done(tasks: set[asyncio.Task[Any]]) -> Callable[[asyncio.Task[Any]], None]:

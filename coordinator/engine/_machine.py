@@ -68,6 +68,8 @@ class BranchState(StrEnum):
     FAILED = "failed"
     COMMITTED = "committed"
     ABORTED = "aborted"
+    #: An operator gave up phase 2 to it (its participant is gone for good).
+    ABANDONED = "abandoned"
 
 
 class ProtocolError(Exception):
@@ -184,10 +186,15 @@ class Branch:
     early: bool = False
     state: BranchState = BranchState.ENLISTED
     reason: str | None = None
+    resolved_by: str | None = None
+    resolved_at: float | None = None
+    #: What the participant was forced to, when that differs from the decision.
+    heuristic: Outcome | None = None
 
     @property
     def acknowledged(self) -> bool:
-        return self.state in (BranchState.COMMITTED, BranchState.ABORTED)
+        """Phase 2 is over for it: it acknowledged, or an operator gave it up."""
+        return self.state in (BranchState.COMMITTED, BranchState.ABORTED, BranchState.ABANDONED)
 
 
 @dataclass
@@ -339,7 +346,11 @@ class Transaction:
         self.state = TxState.ABORTING
         return [SendAbort((branch.name,))]
 
-    def acknowledged(self, name: str) -> list[Action]:
+    def acknowledged(self, name: str, done: Outcome | None = None) -> list[Action]:
+        """``name`` answered phase 2; ``done``: what it says it did, when an operator
+        forced it there (a heuristic outcome). One that differs from the decision is
+        heuristic damage: recorded on the branch, and phase 2 to it is over (what was
+        done there cannot be undone from here)."""
         branch = self.branches.get(name)
         if branch is None or branch.acknowledged:
             return []
@@ -349,9 +360,45 @@ class Transaction:
             branch.state = BranchState.ABORTED
         else:
             return []
+        if done is not None and done is not self.decision:
+            branch.heuristic = done
+            branch.state = BranchState.COMMITTED if done is Outcome.COMMITTED else BranchState.ABORTED
+            branch.reason = f"forced to {done.value} at the participant, against the decision ({self.decision})"
         if self.pending_branches():
-            return []
+            return [_SAVE] if branch.heuristic is not None else []
         return self._finish(self.decision or Outcome.ABORTED)
+
+    def forced_after_end(self, name: str, done: Outcome) -> list[Action]:
+        """A finished transaction's branch says it was forced to ``done`` (heard when a
+        best-effort abort reached it after all): heuristic damage if that differs."""
+        branch = self.branches.get(name)
+        if branch is None or not self.state.final or done is self.decision or branch.heuristic is done:
+            return []
+        branch.heuristic = done
+        branch.state = BranchState.COMMITTED if done is Outcome.COMMITTED else BranchState.ABORTED
+        branch.reason = f"forced to {done.value} at the participant, against the decision ({self.decision})"
+        return [_SAVE]
+
+    def abandon(self, name: str, by: str, at: float, reason: str) -> list[Action]:
+        """An operator gives up phase 2 to ``name``, whose participant is gone for good:
+        the decision stands and the other branches go on hearing it.
+
+        Raises :class:`WrongState` while undecided (abandoning a vote would decide),
+        and for a branch that is not waiting for phase 2.
+        """
+        if self.decision is None or self.state is TxState.PREPARING:
+            raise WrongState(f"the transaction is {self.state} and undecided: nothing to abandon yet")
+        branch = self.branches.get(name)
+        if branch is None:
+            raise WrongState(f"participant {name!r} has no branch in this transaction")
+        if name not in self.pending_branches():
+            raise WrongState(f"branch {name!r} is {branch.state}: it is not waiting for phase 2")
+        branch.state = BranchState.ABANDONED
+        branch.resolved_by, branch.resolved_at = by, at
+        branch.reason = f"abandoned by {by}: {reason}"
+        if self.pending_branches():
+            return [_SAVE]
+        return self._finish(self.decision)
 
     def abort(self, reason: str) -> list[Action]:
         """The client, the reaper or a ``no`` vote aborts the transaction."""
@@ -390,7 +437,15 @@ class Transaction:
             deadline=record.deadline,
             state=TxState(record.state),
             branches={
-                b.name: Branch(b.name, early=b.early, state=BranchState(b.state), reason=b.reason)
+                b.name: Branch(
+                    b.name,
+                    early=b.early,
+                    state=BranchState(b.state),
+                    reason=b.reason,
+                    resolved_by=b.resolved_by,
+                    resolved_at=b.resolved_at,
+                    heuristic=Outcome(b.heuristic) if b.heuristic else None,
+                )
                 for b in record.branches
             },
             decision=Outcome(record.decision) if record.decision else None,
@@ -422,7 +477,7 @@ class Transaction:
             self.state = TxState.COMMITTING
             self.commit_requested = True
             for branch in self.branches.values():
-                if branch.state is BranchState.COMMITTED:
+                if branch.state is BranchState.COMMITTED and branch.heuristic is None:
                     branch.state = BranchState.PREPARED
             return self._phase_two_actions()
         if self.one_phase and self.decision is None:
@@ -433,7 +488,7 @@ class Transaction:
         self.decision = Outcome.ABORTED
         self.reason = self.reason or "coordinator restarted before a decision"
         for branch in self.branches.values():
-            if branch.state is not BranchState.READ_ONLY:
+            if branch.state not in (BranchState.READ_ONLY, BranchState.ABANDONED) and branch.heuristic is None:
                 branch.state = BranchState.ABORTED
         finish = self._finish(Outcome.ABORTED)
         return [*finish, NotifyAbort(holders)] if holders else finish
@@ -443,6 +498,11 @@ class Transaction:
     @property
     def undecided(self) -> bool:
         return self.decision is None
+
+    @property
+    def heuristic(self) -> bool:
+        """Some branch was forced against the decision (heuristic damage)."""
+        return any(b.heuristic is not None for b in self.branches.values())
 
     def pending_branches(self) -> tuple[str, ...]:
         """Branches that still have to acknowledge phase 2."""
@@ -528,5 +588,17 @@ class Transaction:
             idempotency_key=self.idempotency_key,
             request_hash=self.request_hash,
             principal=self.principal,
-            branches=tuple(BranchRecord(b.name, b.state.value, b.early, b.reason) for b in self.branches.values()),
+            heuristic=self.heuristic,
+            branches=tuple(
+                BranchRecord(
+                    b.name,
+                    b.state.value,
+                    b.early,
+                    b.reason,
+                    b.resolved_by,
+                    b.resolved_at,
+                    b.heuristic.value if b.heuristic else None,
+                )
+                for b in self.branches.values()
+            ),
         )

@@ -74,8 +74,11 @@ class DecisionLog(abc.ABC):
     async def get(self, gtid: str) -> TransactionRecord | None: ...
 
     @abc.abstractmethod
-    async def page(self, state: str | None, limit: int, after_gtid: str | None) -> list[TransactionRecord]:
-        """Records ordered by gtid (which is time-ordered), after ``after_gtid``."""
+    async def page(
+        self, state: str | None, limit: int, after_gtid: str | None, heuristic: bool | None = None
+    ) -> list[TransactionRecord]:
+        """Records ordered by gtid (which is time-ordered), after ``after_gtid``; only
+        those with (or without) heuristic damage when ``heuristic`` is given."""
 
     @abc.abstractmethod
     async def unfinished(self) -> list[TransactionRecord]:

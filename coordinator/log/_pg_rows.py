@@ -29,17 +29,17 @@ __all__ = [
 
 COLUMNS = (
     "gtid, state, decision, reason, one_phase, commit_requested, finished, created_at, updated_at, deadline,"
-    " idempotency_key, request_hash, metadata, branches, owner, principal"
+    " idempotency_key, request_hash, metadata, branches, owner, principal, heuristic"
 )
 
 #: One row of parameters.
-_ROW = "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, %s)"
+_ROW = "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, %s, %s)"
 
 #: Many rows as one array per column (binary, so that the driver escapes nothing).
 _ARRAYS = (
     "SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::bool[], %b::bool[], %b::bool[],"
     " %b::float8[], %b::float8[], %b::float8[], %b::text[], %b::text[], %b::text[]::jsonb[], %b::text[]::jsonb[],"
-    " %b::text[], %b::text[])"
+    " %b::text[], %b::text[], %b::bool[])"
 )
 
 #: From this many records on, a batch sends them as one statement of column arrays:
@@ -73,7 +73,8 @@ UPSERT = _insert(
     state = excluded.state, decision = excluded.decision, reason = excluded.reason,
     one_phase = excluded.one_phase, commit_requested = excluded.commit_requested, finished = excluded.finished,
     updated_at = excluded.updated_at, deadline = excluded.deadline,
-    metadata = excluded.metadata, branches = excluded.branches, owner = excluded.owner"""
+    metadata = excluded.metadata, branches = excluded.branches, owner = excluded.owner,
+    heuristic = excluded.heuristic"""
 )
 
 #: Records that claim their Idempotency-Key: each written only if neither its gtid nor
@@ -139,7 +140,7 @@ async def returned(cur: psycopg.AsyncCursor[Any]) -> list[Any]:
 
 
 def _to_row(record: TransactionRecord, owner: str) -> tuple[object, ...]:
-    branches = [{"name": b.name, "state": b.state, "early": b.early, "reason": b.reason} for b in record.branches]
+    branches = [b.to_json() for b in record.branches]
     return (
         record.gtid,
         record.state,
@@ -157,6 +158,7 @@ def _to_row(record: TransactionRecord, owner: str) -> tuple[object, ...]:
         orjson.dumps(branches).decode(),
         owner,
         record.principal,
+        record.heuristic,
     )
 
 
@@ -179,6 +181,7 @@ def from_row(row: Sequence[Any]) -> TransactionRecord:
         branches,
         owner,
         principal,
+        heuristic,
     ) = row
     return TransactionRecord(
         gtid=gtid,
@@ -197,4 +200,5 @@ def from_row(row: Sequence[Any]) -> TransactionRecord:
         branches=tuple(BranchRecord(**b) for b in branches),
         owner=owner,
         principal=principal,
+        heuristic=heuristic,
     )

@@ -84,8 +84,11 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
     ),
     (
-        # Who began a transaction (a token's name), and what operators did.
+        # Who began a transaction (a token's name), whether a branch was forced against
+        # its decision, and what operators did.
         f"ALTER TABLE {TRANSACTIONS} ADD COLUMN principal text",
+        f"ALTER TABLE {TRANSACTIONS} ADD COLUMN heuristic boolean NOT NULL DEFAULT false",
+        f"CREATE INDEX {TRANSACTIONS}_heuristic ON {TRANSACTIONS} (gtid) WHERE heuristic",
         f"""
         CREATE TABLE {AUDIT} (
             id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -301,12 +301,17 @@ class PostgresLog(DecisionLog):
         rows = await self._rows(f"SELECT {COLUMNS} FROM {TRANSACTIONS} WHERE gtid = %s", (gtid,))
         return from_row(rows[0]) if rows else None
 
-    async def page(self, state: str | None, limit: int, after_gtid: str | None) -> list[TransactionRecord]:
+    async def page(
+        self, state: str | None, limit: int, after_gtid: str | None, heuristic: bool | None = None
+    ) -> list[TransactionRecord]:
         sql = f"SELECT {COLUMNS} FROM {TRANSACTIONS} WHERE gtid > %s"
         params: list[object] = [after_gtid or ""]
         if state is not None:
             sql += " AND state = %s"
             params.append(state)
+        if heuristic is not None:
+            sql += " AND heuristic = %s"
+            params.append(heuristic)
         sql += " ORDER BY gtid LIMIT %s"
         params.append(limit)
         return [from_row(row) for row in await self._rows(sql, params)]

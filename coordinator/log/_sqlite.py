@@ -32,7 +32,8 @@ CREATE TABLE IF NOT EXISTS transactions (
     request_hash TEXT,
     metadata BLOB NOT NULL,
     branches BLOB NOT NULL,
-    principal TEXT
+    principal TEXT,
+    heuristic INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS transactions_unfinished ON transactions (finished, gtid);
 -- For pruning: a transaction enters it once, when it finishes.
@@ -56,19 +57,20 @@ _AUDIT_COLUMNS = "id, at, actor, action, gtid, participant, reason, details"
 
 _COLUMNS = (
     "gtid, state, decision, reason, one_phase, commit_requested, finished, created_at, updated_at, deadline,"
-    " idempotency_key, request_hash, metadata, branches, principal"
+    " idempotency_key, request_hash, metadata, branches, principal, heuristic"
 )
 
 #: Columns added since the first schema, for a file an older coordinator made.
-_ADDED_COLUMNS = {"principal": "TEXT"}
+_ADDED_COLUMNS = {"principal": "TEXT", "heuristic": "INTEGER NOT NULL DEFAULT 0"}
 
 _UPSERT = f"""
-INSERT INTO transactions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO transactions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (gtid) DO UPDATE SET
     state = excluded.state, decision = excluded.decision, reason = excluded.reason,
     one_phase = excluded.one_phase, commit_requested = excluded.commit_requested, finished = excluded.finished,
     updated_at = excluded.updated_at, deadline = excluded.deadline,
-    metadata = excluded.metadata, branches = excluded.branches, principal = excluded.principal
+    metadata = excluded.metadata, branches = excluded.branches, principal = excluded.principal,
+    heuristic = excluded.heuristic
 """
 
 #: Pruning goes in chunks, each its own short transaction on the writer's thread, so
@@ -81,7 +83,7 @@ _PRUNE_CHUNK_ROWS = 2000
 
 
 def _to_row(record: TransactionRecord) -> tuple[object, ...]:
-    branches = [{"name": b.name, "state": b.state, "early": b.early, "reason": b.reason} for b in record.branches]
+    branches = [b.to_json() for b in record.branches]
     return (
         record.gtid,
         record.state,
@@ -98,6 +100,7 @@ def _to_row(record: TransactionRecord) -> tuple[object, ...]:
         orjson.dumps(record.metadata),
         orjson.dumps(branches),
         record.principal,
+        int(record.heuristic),
     )
 
 
@@ -118,6 +121,7 @@ def _from_row(row: aiosqlite.Row) -> TransactionRecord:
         metadata=orjson.loads(row["metadata"]),
         branches=tuple(BranchRecord(**b) for b in orjson.loads(row["branches"])),
         principal=row["principal"],
+        heuristic=bool(row["heuristic"]),
     )
 
 
@@ -167,12 +171,17 @@ class SQLiteLog(DecisionLog):
             row = await cur.fetchone()
         return _from_row(row) if row is not None else None
 
-    async def page(self, state: str | None, limit: int, after_gtid: str | None) -> list[TransactionRecord]:
+    async def page(
+        self, state: str | None, limit: int, after_gtid: str | None, heuristic: bool | None = None
+    ) -> list[TransactionRecord]:
         sql = f"SELECT {_COLUMNS} FROM transactions WHERE gtid > ?"
         params: list[object] = [after_gtid or ""]
         if state is not None:
             sql += " AND state = ?"
             params.append(state)
+        if heuristic is not None:
+            sql += " AND heuristic = ?"
+            params.append(int(heuristic))
         sql += " ORDER BY gtid LIMIT ?"
         params.append(limit)
         async with self._read.execute(sql, params) as cur:

@@ -124,8 +124,9 @@ class Transport:
             "participant_exchanges": sum(e.exchanges for e in self._endpoints.values()),
         }
 
-    async def deliver(self, name: str, gtid: str, outcome: Outcome) -> Outcome:
-        """Send phase 2 until the participant acknowledges; returns what it acknowledged.
+    async def deliver(self, name: str, gtid: str, outcome: Outcome) -> OutcomeResponse:
+        """Send phase 2 until the participant acknowledges; returns its answer (whose
+        status differs from ``outcome`` where an operator forced the branch otherwise).
 
         Retries for ever with capped, jittered backoff: a decided transaction must reach
         every branch. The caller cancels the task when the coordinator shuts down.
@@ -136,8 +137,7 @@ class Transport:
         attempt = 0
         while True:
             try:
-                answer = await endpoint.call(operation, request, OutcomeResponse, self._phase_two_timeout)
-                return answer.status
+                return await endpoint.call(operation, request, OutcomeResponse, self._phase_two_timeout)
             except CallFailed as exc:
                 delay = self._backoff.delay(attempt)
                 log.warning(

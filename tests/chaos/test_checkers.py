@@ -40,6 +40,7 @@ class StubParticipant:
 class StubTopology:
     participants: dict[str, StubParticipant]
     coordinator_urls: list[str]
+    tokens: dict[str, str] = field(default_factory=lambda: {"reader": "stub-reader", "client": "stub-client"})
 
 
 @asynccontextmanager

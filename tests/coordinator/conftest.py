@@ -65,6 +65,8 @@ class StubParticipant:
     prepared_for: set[str] = field(default_factory=set)
     #: gtids this participant answers with a protocol error.
     error_for: set[str] = field(default_factory=set)
+    #: gtids an operator forced here to an outcome, which phase 2 then hears (heuristic).
+    forced: dict[str, str] = field(default_factory=dict)
     #: Answer batches op by op (NDJSON) when asked to, like the SDK; else all at once.
     stream: bool = True
     #: Sizes of the batch exchanges received.
@@ -117,6 +119,8 @@ class StubParticipant:
         gtid = body["gtid"]
         if gtid in self.error_for:
             return {"error": {"code": "boom", "message": "stub error"}}
+        if op in ("commit", "abort") and gtid in self.forced:
+            return {"status": self.forced[gtid], "reason": "forced by an operator", "heuristic": True}
         if op == "prepare":
             if self.vote == "no" or gtid in self.no_for:
                 self.aborted.add(gtid)

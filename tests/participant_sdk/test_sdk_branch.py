@@ -165,7 +165,17 @@ def test_commit_of_an_aborted_branch_answers_aborted_with_its_reason() -> None:
 def test_commit_of_a_heuristically_committed_branch_says_so_in_the_reason() -> None:
     forced = row(RecordState.COMMITTED, reason="heuristic committed by operator", heuristic=True)
 
-    assert rules.commit(forced, G, B) == OutcomeResponse(status=Outcome.COMMITTED, reason=forced.reason)
+    answer = rules.commit(forced, G, B)
+
+    assert answer == OutcomeResponse(status=Outcome.COMMITTED, reason=forced.reason, heuristic=True)
+
+
+def test_commit_of_a_heuristically_aborted_branch_answers_what_was_done_as_heuristic() -> None:
+    forced = row(RecordState.ABORTED, reason="heuristic aborted by operator", heuristic=True)
+
+    answer = rules.commit(forced, G, B)
+
+    assert answer == OutcomeResponse(status=Outcome.ABORTED, reason=forced.reason, heuristic=True)
 
 
 # -- one-phase commit -----------------------------------------------------------------------
@@ -232,11 +242,17 @@ def test_abort_of_an_aborted_branch_answers_aborted_without_a_reason() -> None:
     assert answer == OutcomeResponse(status=Outcome.ABORTED)
 
 
-def test_abort_of_a_committed_branch_is_refused_saying_whether_an_operator_committed_it() -> None:
+def test_abort_of_a_committed_branch_no_operator_forced_is_refused() -> None:
     with pytest.raises(AlreadyCommitted) as refused:
-        rules.abort(row(RecordState.COMMITTED, heuristic=True), G, B)
+        rules.abort(row(RecordState.COMMITTED), G, B)
 
-    assert refused.value.details == {"gtid": G, "branch": B, "heuristic": True}
+    assert refused.value.details == {"gtid": G, "branch": B, "heuristic": False}
+
+
+def test_abort_of_a_heuristically_committed_branch_answers_committed_as_heuristic() -> None:
+    answer = rules.abort(row(RecordState.COMMITTED, reason="heuristic committed by operator", heuristic=True), G, B)
+
+    assert answer == OutcomeResponse(status=Outcome.COMMITTED, reason="heuristic committed by operator", heuristic=True)
 
 
 # -- status -------------------------------------------------------------------------------

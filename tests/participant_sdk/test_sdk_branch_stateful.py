@@ -326,7 +326,14 @@ class BranchMachine(RuleBasedStateMachine):
         return step.answer
 
     def _check_outcome_answer(self, answer: object) -> None:
-        """An outcome answered for work this branch prepared is the resource's state."""
+        """An outcome answered for work this branch prepared is the resource's state.
+
+        A heuristic answer reports what an operator forced, and must say so: whether the
+        resource still held the work then (an abort lost in a crash before a forced
+        commit) is the force's matter, not the answer's."""
+        if isinstance(answer, OutcomeResponse) and answer.heuristic:
+            assert self.row is not None and self.row.heuristic, "a heuristic answer for a branch nobody forced"
+            return
         if isinstance(answer, OutcomeResponse) and self.row is not None and self.row.vote is Vote.YES:
             if answer.status is Outcome.COMMITTED:
                 assert self.resource.committed, "answered committed, but the resource did not commit"

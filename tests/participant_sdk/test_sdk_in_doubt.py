@@ -173,7 +173,7 @@ async def test_operator_heuristic_outcome_is_recorded_and_reported(harness: Part
     commit = await harness.call("commit", branch_body("g1"))
 
     assert status == (200, {"status": "aborted", "heuristic": True})
-    assert commit == (200, {"status": "aborted", "reason": "heuristic aborted by operator"})
+    assert commit == (200, {"status": "aborted", "reason": "heuristic aborted by operator", "heuristic": True})
     await harness.restart()
     assert (await harness.call("status", branch_body("g1")))[1]["heuristic"] is True
 

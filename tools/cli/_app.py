@@ -14,6 +14,7 @@ from tools.cli import (
     _events,
     _kafka,
     _mockqueue,
+    _participant,
     _pg,
     _pipeline,
     _serve,
@@ -43,3 +44,4 @@ app.add_typer(_pg.app, name="pg")
 app.add_typer(_bank.app, name="bank")
 app.add_typer(_cluster.app, name="cluster")
 app.add_typer(_token.app, name="token")
+app.add_typer(_participant.app, name="participant")

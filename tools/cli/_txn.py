@@ -13,7 +13,7 @@ from rich.table import Table
 
 from tools.cli._options import DEFAULT_COORDINATOR, OptionalCoordinatorUrls, Token
 
-__all__ = ["app", "list_transactions", "show"]
+__all__ = ["abandon", "app", "audit", "list_transactions", "show"]
 
 app = typer.Typer(help="Inspect transactions.", no_args_is_help=True)
 
@@ -63,6 +63,9 @@ def list_transactions(
     state: Annotated[str | None, typer.Option(help="only transactions in this state")] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
     cursor: Annotated[str | None, typer.Option(help="continue after this gtid")] = None,
+    heuristic: Annotated[
+        bool, typer.Option("--heuristic", help="only those with a branch forced against the decision")
+    ] = False,
     as_json: AsJson = False,
 ) -> None:
     """List transactions, oldest first."""
@@ -70,7 +73,7 @@ def list_transactions(
 
     async def fetch() -> dict[str, Any]:
         async with CoordinatorClient(coordinator or [DEFAULT_COORDINATOR], token=token) as client:
-            return await client.list(state=state, limit=limit, cursor=cursor)
+            return await client.list(state=state, limit=limit, cursor=cursor, heuristic=True if heuristic else None)
 
     page = _call(fetch)
     if as_json:
@@ -81,12 +84,12 @@ def list_transactions(
     for column in ("state", "outcome", "branches", "created"):
         table.add_column(column)
     for tx in page["transactions"]:
-        branches = ", ".join(f"{b['name']}:{b['state']}{'*' if b['pending'] else ''}" for b in tx["branches"])
+        branches = ", ".join(f"{b['name']}:{b['state']}{_marks(b)}" for b in tx["branches"])
         style = _STATE_STYLE.get(tx["state"], "")
         table.add_row(
             tx["gtid"],
             f"[{style}]{tx['state']}[/]",
-            tx["outcome"] or "-",
+            (tx["outcome"] or "-") + (" [red](heuristic: mixed)[/]" if tx.get("heuristic") else ""),
             branches,
             tx["created_at"][:19].replace("T", " "),
         )
@@ -117,14 +120,83 @@ def show(
     console = _console()
     style = _STATE_STYLE.get(tx["state"], "")
     console.print(f"[bold]{tx['gtid']}[/]  [{style}]{tx['state']}[/]  outcome: {tx['outcome'] or 'undecided'}")
-    for key in ("reason", "created_at", "updated_at", "deadline"):
+    if tx.get("heuristic"):
+        console.print("  [red]heuristic: mixed[/] (a branch was forced against the decision)")
+    for key in ("begun_by", "reason", "created_at", "updated_at", "deadline"):
         if tx.get(key):
             console.print(f"  {key}: {tx[key]}")
     if tx.get("metadata"):
         console.print(f"  metadata: {orjson.dumps(tx['metadata']).decode()}")
-    table = Table("branch", "state", "early", "pending", "reason")
+    table = Table("branch", "state", "early", "pending", "heuristic", "resolved", "reason")
     for b in tx["branches"]:
+        resolved = f"by {b['resolved_by']} at {b['resolved_at'][:19]}" if b.get("resolved_by") else ""
         table.add_row(
-            b["name"], b["state"], "yes" if b["early"] else "", "yes" if b["pending"] else "", b["reason"] or ""
+            b["name"],
+            b["state"],
+            "yes" if b["early"] else "",
+            "yes" if b["pending"] else "",
+            b.get("heuristic") or "",
+            resolved,
+            b["reason"] or "",
         )
     console.print(table)
+
+
+@app.command("abandon")
+def abandon(
+    gtid: Annotated[str, typer.Argument(help="the transaction's gtid")],
+    participant: Annotated[str, typer.Option(help="the participant gone for good")],
+    reason: Annotated[str, typer.Option(help="why, for the audit")],
+    coordinator: OptionalCoordinatorUrls = None,
+    token: Token = None,
+) -> None:
+    """Operator: stop phase 2 to a participant that is gone for good (the decision stands)."""
+    from participant_sdk.client import CoordinatorClient
+
+    async def send() -> dict[str, Any]:
+        async with CoordinatorClient(coordinator or [DEFAULT_COORDINATOR], token=token) as client:
+            return await client.abandon(gtid, participant, reason)
+
+    tx = _call(send)
+    states = ", ".join(f"{b['name']}:{b['state']}" for b in tx["branches"])
+    typer.echo(f"{tx['gtid']} {tx['state']} ({states})")
+
+
+@app.command("audit")
+def audit(
+    coordinator: OptionalCoordinatorUrls = None,
+    token: Token = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    cursor: Annotated[str | None, typer.Option(help="continue after this act")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Operators' acts (who, when, what, why), newest first."""
+    from participant_sdk.client import CoordinatorClient
+
+    async def fetch() -> dict[str, Any]:
+        async with CoordinatorClient(coordinator or [DEFAULT_COORDINATOR], token=token) as client:
+            return await client.audit(limit=limit, cursor=cursor)
+
+    page = _call(fetch)
+    if as_json:
+        typer.echo(orjson.dumps(page, option=orjson.OPT_INDENT_2).decode())
+        return
+    table = Table("at", "by", "act", "gtid", "participant", "reason", title="operators' acts")
+    for act in page["acts"]:
+        table.add_row(
+            act["at"][:19].replace("T", " "),
+            act["actor"],
+            act["action"],
+            act["gtid"] or "",
+            act["participant"] or "",
+            act["reason"],
+        )
+    console = _console()
+    console.print(table)
+    if page.get("next_cursor"):
+        console.print(f"more: --cursor {page['next_cursor']}")
+
+
+def _marks(branch: dict[str, Any]) -> str:
+    """* phase 2 pending; ! forced against the decision."""
+    return ("*" if branch["pending"] else "") + ("!" if branch.get("heuristic") else "")

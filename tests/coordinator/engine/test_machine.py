@@ -557,3 +557,50 @@ def test_an_abort_of_a_finished_abort_answers_nothing_new() -> None:
 def test_enlisting_in_a_finished_transaction_is_wrong_state_even_under_a_known_name() -> None:
     with pytest.raises(WrongState):
         finished_record("commit").enlist("a")
+
+
+# -- operators --------------------------------------------------------------------------
+
+
+def _committing(*names: str) -> Transaction:
+    tx = Transaction("g1", deadline=100.0)
+    for name in names:
+        tx.enlist(name)
+    tx.commit()
+    for name in names:
+        tx.vote(name, Vote.YES)
+    tx.decision_logged()
+    return tx
+
+
+def test_abandoning_the_last_pending_branch_finishes_the_transaction_with_its_decision() -> None:
+    tx = _committing("a", "b")
+    tx.acknowledged("a")
+    actions = tx.abandon("b", "ops", 5.0, "gone")
+    assert actions == [Finish(Outcome.COMMITTED)]
+    assert tx.state is TxState.COMMITTED and tx.branches["b"].state is BranchState.ABANDONED
+    assert (tx.branches["b"].resolved_by, tx.branches["b"].resolved_at) == ("ops", 5.0)
+
+
+def test_abandoning_one_of_two_pending_branches_keeps_phase_two_to_the_other() -> None:
+    tx = _committing("a", "b")
+    assert tx.abandon("b", "ops", 5.0, "gone") == [SaveRecord()]
+    assert tx.pending_branches() == ("a",)
+
+
+def test_abandoning_while_votes_are_out_is_refused() -> None:
+    tx = Transaction("g1", deadline=100.0)
+    tx.enlist("a")
+    tx.enlist("b")
+    tx.commit()
+    with pytest.raises(WrongState):
+        tx.abandon("a", "ops", 5.0, "gone")
+
+
+def test_an_acknowledgement_of_a_forced_other_outcome_is_heuristic_damage() -> None:
+    tx = _committing("a", "b")
+    tx.acknowledged("a")
+    actions = tx.acknowledged("b", Outcome.ABORTED)
+    assert actions == [Finish(Outcome.COMMITTED)]
+    assert tx.heuristic and tx.branches["b"].heuristic is Outcome.ABORTED
+    assert tx.branches["b"].state is BranchState.ABORTED

@@ -181,3 +181,34 @@ def test_a_status_answer_is_ignored_outside_a_recovered_one_phase_commit() -> No
 def test_a_finished_record_needs_nothing() -> None:
     _, actions = recovered(record("committed", "committed", ("a", "committed"), finished=True))
     assert actions == []
+
+
+# -- what operators settled ------------------------------------------------------------
+
+
+def test_an_abandoned_branch_hears_no_phase_two_after_a_restart() -> None:
+    tx, actions = recovered(record("committing", "committed", ("a", "prepared"), ("b", "abandoned")))
+    assert actions == [SendCommit(("a",))]
+    assert tx.branches["b"].state is BranchState.ABANDONED
+
+
+def test_a_commit_decision_whose_only_pending_branch_was_abandoned_finishes_committed() -> None:
+    tx, actions = recovered(record("committing", "committed", ("a", "committed"), ("b", "abandoned")))
+    assert actions == [SendCommit(("a",))]  # a's acknowledgement is not relied on
+    assert tx.branches["b"].state is BranchState.ABANDONED
+
+
+def test_a_branch_forced_against_the_decision_keeps_its_damage_after_a_restart() -> None:
+    forced = TransactionRecord(
+        gtid="g1",
+        state="committing",
+        decision="committed",
+        created_at=1.0,
+        updated_at=2.0,
+        deadline=30.0,
+        branches=(BranchRecord("a", "prepared"), BranchRecord("b", "aborted", heuristic="aborted")),
+        heuristic=True,
+    )
+    tx, actions = recovered(forced)
+    assert actions == [SendCommit(("a",))]
+    assert tx.heuristic and tx.record().branches[1].heuristic == "aborted"

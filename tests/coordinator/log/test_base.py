@@ -4,11 +4,13 @@ SQLite and on PostgreSQL: durable, last write wins, only finished rows are prune
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 
 from coordinator.log import _postgres as postgres_log
 from coordinator.log import _sqlite as sqlite_log
+from coordinator.records import AuditEntry, BranchRecord
 from tests.coordinator.log.conftest import Logs, record
 
 
@@ -121,3 +123,43 @@ async def test_a_joined_replica_is_listed_alive_with_its_url(logs: Logs) -> None
     (me,) = await log.nodes()
     assert (me.node_id, me.advertise_url, me.alive) == ("c7", "http://c7.test:7070", True)
     assert (await log.renew()).epoch == me.epoch
+
+
+async def test_who_began_it_and_what_operators_settled_survive_reopening(logs: Logs) -> None:
+    log = await logs.open()
+    settled = dataclasses.replace(
+        record("g1", "committed", "committed", finished=True),
+        principal="orders-service",
+        heuristic=True,
+        branches=(
+            BranchRecord("a", "abandoned", reason="abandoned by ops: gone", resolved_by="ops", resolved_at=7.5),
+            BranchRecord("b", "aborted", heuristic="aborted"),
+        ),
+    )
+    await log.force(settled)
+    await logs.close(log)
+    got = await (await logs.open()).get("g1")
+    assert got is not None
+    assert (got.principal, got.heuristic, got.branches) == ("orders-service", True, settled.branches)
+
+
+async def test_the_heuristic_filter_lists_only_damaged_transactions(logs: Logs) -> None:
+    log = await logs.open()
+    await log.force(record("g1"))
+    await log.force(dataclasses.replace(record("g2"), heuristic=True))
+    assert [r.gtid for r in await log.page(None, 10, None, heuristic=True)] == ["g2"]
+    assert [r.gtid for r in await log.page(None, 10, None, heuristic=False)] == ["g1"]
+
+
+async def test_audit_entries_are_durable_and_paged_newest_first(logs: Logs) -> None:
+    log = await logs.open()
+    written = [
+        await log.append_audit(AuditEntry(0, 10.0 + n, "ops", "abandon", f"why {n}", f"g{n}", "p", {"n": n}))
+        for n in range(3)
+    ]
+    assert [w.id for w in written] == sorted({w.id for w in written})
+    await logs.close(log)
+    reopened = await logs.open()
+    newest = await reopened.audit(2, None)
+    assert [(a.gtid, a.reason, a.details) for a in newest] == [("g2", "why 2", {"n": 2}), ("g1", "why 1", {"n": 1})]
+    assert [a.gtid for a in await reopened.audit(2, newest[-1].id)] == ["g0"]

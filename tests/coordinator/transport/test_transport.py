@@ -129,7 +129,7 @@ async def test_phase_two_is_retried_until_acknowledged(stub: StubParticipant) ->
         delivery = asyncio.create_task(transport.deliver("p1", "g1", Outcome.COMMITTED))
         await wait_until(lambda: len(stub.ops("commit")) >= 3, timeout=5, message="three refused commits")
         stub.error_for = set()
-        assert await asyncio.wait_for(delivery, 5) is Outcome.COMMITTED
+        assert (await asyncio.wait_for(delivery, 5)).status is Outcome.COMMITTED
         assert "g1" in stub.committed
     finally:
         await transport.close()
@@ -197,7 +197,7 @@ async def test_phase_two_is_not_held_up_behind_prepares_that_wait(stub: StubPart
     try:
         waiting = [asyncio.create_task(transport.prepare("p1", f"w{i}", None, 4e9, timeout=30)) for i in range(3)]
         await wait_until(lambda: len(stub.ops("prepare")) >= 1, timeout=5, message="a prepare in flight")
-        assert await asyncio.wait_for(transport.deliver("p1", "g1", Outcome.COMMITTED), 5) is Outcome.COMMITTED
+        assert (await asyncio.wait_for(transport.deliver("p1", "g1", Outcome.COMMITTED), 5)).status is Outcome.COMMITTED
         assert not any(task.done() for task in waiting)
         for task in waiting:
             task.cancel()
