@@ -23,17 +23,28 @@ begun, so that is raised as it is from a single coordinator, and the next call s
 the next replica. When no replica answers, the last failure is raised as with one URL (a
 :class:`CoordinatorError`, an ``aiohttp.ClientError`` or a ``TimeoutError``), with a note
 (PEP 678) per replica saying what it answered; :func:`describe_failure` gives them in one line.
+
+TLS: an ``https://`` replica's certificate is checked against ``ca_file`` (the system's CAs
+without it), and the client presents ``cert_file``/``key_file`` to a coordinator that
+requires a client certificate; or pass a ready ``ssl`` context. A replica whose
+certificate does not verify is one that could not be connected to (the request never
+left): the client goes on to the next, and raises ``aiohttp.ClientConnectorCertificateError``
+(an ``aiohttp.ClientSSLError``) when none is left.
 """
 
 from __future__ import annotations
 
 import builtins
+import ssl as _ssl
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
 import aiohttp
 import orjson
+
+from twopc_core.tls import client_context
 
 __all__ = ["CoordinatorClient", "CoordinatorError", "describe_failure", "parse_coordinator_urls"]
 
@@ -99,6 +110,9 @@ class CoordinatorClient:
 
     ``timeout`` bounds each attempt (seconds), so a call that tries every replica may
     take that long per replica. A ``session`` passed in stays the caller's to close.
+    ``ca_file``, ``cert_file``, ``key_file`` or ``ssl`` (not both kinds): the TLS of
+    ``https://`` URLs, see the module's docstring. A file that is missing or does not
+    load raises :class:`~twopc_core.tls.TlsConfigError` (a ``ValueError``) here.
     """
 
     def __init__(
@@ -108,9 +122,20 @@ class CoordinatorClient:
         *,
         timeout: float = 30.0,
         headers: Mapping[str, str] | None = None,
+        ca_file: str | Path | None = None,
+        cert_file: str | Path | None = None,
+        key_file: str | Path | None = None,
+        ssl: _ssl.SSLContext | None = None,
     ) -> None:
         #: Every replica's base URL, in the order given.
         self.urls = parse_coordinator_urls(base_url)
+        files = (ca_file, cert_file, key_file)
+        if ssl is not None and any(f is not None for f in files):
+            raise ValueError("give either an ssl context or ca_file/cert_file/key_file, not both")
+        if any(f is not None for f in files):
+            ssl = client_context(ca_file, cert_file, key_file)
+        # Per request, so that a session passed in gets it too; True: aiohttp's default checks.
+        self._ssl: _ssl.SSLContext | bool = ssl or True
         # Where the next call starts: the replica that answered last.
         self._first = 0
         self._session = session
@@ -250,7 +275,7 @@ class CoordinatorClient:
             failure: BaseException
             try:
                 async with self._session.request(
-                    method, url + path, data=data, params=params, headers=headers, timeout=self._timeout
+                    method, url + path, data=data, params=params, headers=headers, timeout=self._timeout, ssl=self._ssl
                 ) as response:
                     raw = await response.read()
                     status = response.status
