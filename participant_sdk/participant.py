@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
@@ -76,6 +77,9 @@ class Participant:
     ``sweep_interval``: how often the resource is asked again for the branches it
     holds prepared (as at start), to find any the log does not know.
     ``clock`` (unix seconds) is used for the log and for signature freshness.
+    ``coordinator_ssl``: the TLS of an ``https://`` coordinator (whom to trust, what
+    client certificate to show; see :func:`twopc_core.tls.client_context`), for the
+    participant's own client; None trusts the system's CAs.
     """
 
     def __init__(
@@ -93,6 +97,7 @@ class Participant:
         session: aiohttp.ClientSession | None = None,
         inquiry_timeout: float = 10.0,
         sweep_interval: float = 60.0,
+        coordinator_ssl: ssl.SSLContext | None = None,
     ) -> None:
         if inquiry_interval <= 0:
             raise ValueError("inquiry_interval must be positive")
@@ -108,7 +113,7 @@ class Participant:
         self._tracer = trace.get_tracer("participant_sdk", tracer_provider=tracer_provider)
         self.log = ParticipantLog(log_path, clock=clock)
         self._handler = BranchHandler(resource, self.log)
-        self._client = CoordinatorClient(coordinator_url, session, timeout=inquiry_timeout)
+        self._client = CoordinatorClient(coordinator_url, session, timeout=inquiry_timeout, ssl=coordinator_ssl)
         #: The coordinator replicas' base URLs, in the order given.
         self.coordinator_urls = self._client.urls
         self._resolver = InDoubtResolver(self._handler, self._client, inquiry_interval, after_round=self._housekeeping)
