@@ -37,7 +37,7 @@ from opentelemetry import trace
 
 from participant_sdk import _branch as rules
 from participant_sdk._core import BatchResult, BranchHandler
-from participant_sdk._http import build_protocol_app
+from participant_sdk._http import MAX_BODY_BYTES, build_protocol_app
 from participant_sdk._recovery import InDoubtResolver, InquiryRound
 from participant_sdk.client import CoordinatorClient, CoordinatorError, describe_failure
 from participant_sdk.log import ParticipantLog
@@ -175,12 +175,19 @@ class Participant:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    def app(self, *, middlewares: Iterable[Middleware] = (), manage_lifecycle: bool = True) -> web.Application:
+    def app(
+        self,
+        *,
+        middlewares: Iterable[Middleware] = (),
+        manage_lifecycle: bool = True,
+        max_body_bytes: int = MAX_BODY_BYTES,
+    ) -> web.Application:
         """The protocol as an aiohttp application, to mount with ``add_subapp``.
 
         ``middlewares`` wrap the protocol handlers, inside the SDK's error edge: they
         see every request and every answer a handler returns, while an error passes
-        through them as an exception that the edge answers as JSON.
+        through them as an exception that the edge answers as JSON. A request body over
+        ``max_body_bytes`` is answered 413 (JSON), whatever the embedding application takes.
         """
         app = build_protocol_app(
             self._handler,
@@ -188,6 +195,7 @@ class Participant:
             clock=self._clock,
             tracer=self._tracer,
             middlewares=middlewares,
+            max_body_bytes=max_body_bytes,
         )
         if manage_lifecycle:
             app.cleanup_ctx.append(self._lifecycle)
