@@ -1,6 +1,7 @@
 """TLS on the command line, the same for every participant service: ``--tls-cert`` and
 ``--tls-key`` serve HTTPS, ``--coordinator-ca`` (with an optional client certificate)
-reaches an https coordinator; a missing or lone file is refused, named."""
+reaches an https coordinator; a missing or lone file is refused, named. ``twopc serve``
+serves the coordinator as its settings say."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import adapters.postgres.bank
 from tests.conftest import TlsFiles
 from tools.cli._app import app
 from twopc_core import telemetry
+from twopc_core.serving import ServerLimits
 
 COORDINATOR = ["--coordinator", "https://127.0.0.1:7070"]
 #: Each service's serve command, and the module of its run.
@@ -107,3 +109,25 @@ def test_the_pipeline_trusts_the_bank_ca_it_is_given(served: list[dict[str, Any]
     result = CliRunner().invoke(app, [*SERVE["pipeline"][0], "--bank-ca", str(tls_files.ca)])
     assert result.exit_code == 0, result.output
     assert isinstance(served[0]["bank_ssl"], ssl.SSLContext)
+
+
+def test_the_coordinator_serves_https_with_the_limits_of_its_settings(
+    monkeypatch: pytest.MonkeyPatch, tls_files: TlsFiles, tmp_path: Any
+) -> None:
+    import twopc_core.runtime
+
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(telemetry, "setup", lambda *args, **kwargs: None)
+    monkeypatch.setattr(twopc_core.runtime, "run_service", lambda *args, **kwargs: calls.append(kwargs))
+    config = tmp_path / "twopc.toml"
+    config.write_text(
+        f'[server]\ntls_cert_file = "{tls_files.server_cert}"\ntls_key_file = "{tls_files.server_key}"\n'
+        "header_timeout_seconds = 2\nbody_timeout_seconds = 3\nmax_connections = 4\n"
+        f'[log]\npath = "{tmp_path / "c.db"}"\n'
+    )
+    result = CliRunner().invoke(app, ["serve", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "on https://127.0.0.1:7070" in result.output
+    (call,) = calls
+    assert isinstance(call["ssl_context"], ssl.SSLContext)
+    assert call["limits"] == ServerLimits(header_timeout=2, body_timeout=3, max_connections=4)
