@@ -106,6 +106,9 @@ class GuardedRequestHandler(RequestHandler):
             return
         heads_before = self._request_count
         super().data_received(data)
+        if self._upgraded or self._payload_parser is not None:
+            self._cancel_head_timer()  # a WebSocket, say: no longer HTTP requests to time
+            return
         if self._request_count > heads_before:
             # A head is complete; its body (if any) now has a deadline of its own.
             self._cancel_head_timer()

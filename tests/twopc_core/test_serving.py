@@ -31,9 +31,17 @@ def app() -> web.Application:
     async def echo(request: web.Request) -> web.Response:
         return web.json_response({"size": len(await request.read())})
 
+    async def websocket(request: web.Request) -> web.WebSocketResponse:
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        async for message in socket:
+            await socket.send_str(message.data)
+        return socket
+
     app = web.Application(middlewares=[error_middleware(service="the test service")])
     app.router.add_get("/ping", ping)
     app.router.add_post("/echo", echo)
+    app.router.add_get("/ws", websocket)
     return app
 
 
@@ -176,6 +184,17 @@ async def test_a_connection_that_ends_frees_its_slot_for_a_new_one() -> None:
                 return False
 
         await wait_until(admitted, timeout=DEADLINE, message="a new connection admitted")
+
+
+async def test_a_websocket_outlives_the_head_deadline() -> None:
+    async with served(header_timeout=0.3, body_timeout=0.3) as address, aiohttp.ClientSession() as session:
+        async with session.ws_connect(f"http://{address}/ws") as socket:
+            started = time.monotonic()
+            while time.monotonic() - started < 1.0:  # messages for three head deadlines
+                await socket.send_str("hello")
+                assert (await socket.receive(timeout=DEADLINE)).data == "hello"
+                await asyncio.sleep(TRICKLE)
+            assert not socket.closed
 
 
 @pytest.mark.parametrize("limits", [{"header_timeout": 0}, {"body_timeout": -1}, {"max_connections": 0}])
