@@ -2,11 +2,18 @@
 
 ``TWOPC_SERVER__PORT=7070`` sets ``[server] port``; lists such as the participants can
 be given as JSON (``TWOPC_PARTICIPANTS='[{"name": ...}]'``).
+
+TLS (DESIGN.md, "Security"): ``[server]`` serves HTTPS with ``tls_cert_file`` and
+``tls_key_file``; each participant with an ``https://`` URL, and ``[cluster]`` for
+forwarding to other replicas, trust ``ca_file`` (the system's CAs without it) and may
+present a client certificate (``cert_file``, ``key_file``). Every file is loaded when the
+settings are, so a missing or broken one fails the configuration, named.
 """
 
 from __future__ import annotations
 
 import re
+import ssl
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +26,8 @@ from pydantic_settings import (
 )
 
 from twopc_core.protocol import NAME_PATTERN
+from twopc_core.serving import ServerLimits
+from twopc_core.tls import client_context, server_context
 
 __all__ = [
     "ROLES",
@@ -43,6 +52,66 @@ class ServerSettings(_Section):
     port: int = Field(7070, ge=0, le=65535)
     #: Largest request body the REST API accepts (413 beyond).
     max_body_bytes: int = Field(1 << 20, gt=0)
+    #: Serve HTTPS with this certificate (PEM, with its chain) and its key: both or neither.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    #: With TLS, require every client to present a certificate this CA signed (mutual TLS).
+    tls_client_ca_file: Path | None = None
+    #: A connection must send a complete request head within this long (408 and closed beyond).
+    header_timeout_seconds: float = Field(10.0, gt=0)
+    #: A request's body must arrive within this long of its head (408 and closed beyond).
+    body_timeout_seconds: float = Field(30.0, gt=0)
+    #: Most connections open at once; beyond it a new one is answered 503 and closed.
+    max_connections: int = Field(1024, gt=0)
+
+    @model_validator(mode="after")
+    def _tls_files_load(self) -> ServerSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together: give both or neither")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file needs TLS: give tls_cert_file and tls_key_file too")
+        self.ssl_context()  # a file that is missing or does not load fails here, named
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The context to serve HTTPS with; None for plain HTTP."""
+        if self.tls_cert_file is None or self.tls_key_file is None:
+            return None
+        return server_context(self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file)
+
+    def limits(self) -> ServerLimits:
+        return ServerLimits(self.header_timeout_seconds, self.body_timeout_seconds, self.max_connections)
+
+
+class _ClientTls(_Section):
+    """How this coordinator reaches an ``https://`` server: whom it trusts, what it shows."""
+
+    #: Trust only this CA (PEM) for the server's certificate; the system's CAs without it.
+    ca_file: Path | None = None
+    #: A client certificate (PEM) to present, for a server that requires one, and its key
+    #: (which may be left out when the certificate file holds it too).
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls_files_load(self) -> _ClientTls:
+        self.client_ssl()  # a file that is missing or does not load fails here, named
+        return self
+
+    @property
+    def _has_tls_files(self) -> bool:
+        return any(f is not None for f in (self.ca_file, self.cert_file, self.key_file))
+
+    def client_ssl(self) -> ssl.SSLContext | None:
+        """The context for ``https://`` URLs; None for the default (the system's CAs, no
+        client certificate)."""
+        if not self._has_tls_files:
+            return None
+        return client_context(self.ca_file, self.cert_file, self.key_file)
 
 
 class LogSettings(_Section):
@@ -70,10 +139,15 @@ class LogSettings(_Section):
         return self
 
 
-class ClusterSettings(_Section):
-    """How this replica takes part beside others over a shared (PostgreSQL) log."""
+class ClusterSettings(_ClientTls):
+    """How this replica takes part beside others over a shared (PostgreSQL) log.
 
-    #: How the other replicas reach this one; by default its own host and port.
+    ``ca_file``, ``cert_file``, ``key_file``: the TLS of requests forwarded to another
+    replica's ``https://`` advertise URL.
+    """
+
+    #: How the other replicas reach this one; by default its own host and port (https
+    #: when the server has TLS).
     advertise_url: str | None = None
     #: A replica that has not renewed its lease for this long is taken over by another.
     lease_ms: int = Field(3000, ge=300)
@@ -141,9 +215,12 @@ class AuthSettings(_Section):
         return value
 
 
-class ParticipantSettings(_Section):
+class ParticipantSettings(_ClientTls):
+    """A registered participant; ``ca_file``, ``cert_file``, ``key_file``: the TLS of an
+    ``https://`` URL."""
+
     name: str = Field(pattern=NAME_PATTERN)
-    #: Where the participant protocol is mounted, e.g. http://127.0.0.1:7101/twopc
+    #: Where the participant protocol is mounted, e.g. https://127.0.0.1:7101/twopc
     url: str
     secret: str = Field(min_length=1)
     #: Most connections kept open to this participant.
@@ -157,6 +234,12 @@ class ParticipantSettings(_Section):
         if not re.match(r"^https?://[^/\s]+(/\S*)?$", value):
             raise ValueError("must be an http(s) URL")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _tls_files_need_https(self) -> ParticipantSettings:
+        if self._has_tls_files and not self.url.startswith("https://"):
+            raise ValueError(f"participant {self.name}: ca_file, cert_file and key_file need an https:// url")
+        return self
 
 
 class Settings(BaseSettings):
@@ -188,7 +271,8 @@ class Settings(BaseSettings):
     @property
     def advertise_url(self) -> str:
         """Where the other replicas reach this one."""
-        return self.cluster.advertise_url or f"http://{self.server.host}:{self.server.port}"
+        scheme = "https" if self.server.tls else "http"
+        return self.cluster.advertise_url or f"{scheme}://{self.server.host}:{self.server.port}"
 
     @classmethod
     def settings_customise_sources(

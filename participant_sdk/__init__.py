@@ -9,12 +9,13 @@ coordinator. :class:`CoordinatorClient` talks to the coordinator's REST API.
 
 What cannot be done raises a :class:`ParticipantError` (a subclass for each case); a
 service that lets those reach :func:`twopc_core.http.error_middleware` with
-:data:`PARTICIPANT_ERRORS` answers them as the protocol app does.
+:data:`PARTICIPANT_ERRORS` answers them as the protocol app does. The protocol app takes
+bodies up to :data:`MAX_BODY_BYTES` unless told otherwise (413 beyond).
 """
 
 from participant_sdk._branch import outcome_for_branch
 from participant_sdk._core import BatchResult, BranchAnswer
-from participant_sdk._http import PARTICIPANT_ERRORS
+from participant_sdk._http import MAX_BODY_BYTES, PARTICIPANT_ERRORS
 from participant_sdk._recovery import InquiryRound
 from participant_sdk.client import CoordinatorClient, CoordinatorError
 from participant_sdk.errors import (
@@ -36,6 +37,7 @@ from participant_sdk.resource import PrepareResult, Resource
 from twopc_core.protocol import BranchStatus, Outcome, Vote
 
 __all__ = [
+    "MAX_BODY_BYTES",
     "PARTICIPANT_ERRORS",
     "AlreadyCommitted",
     "BatchResult",

@@ -42,12 +42,16 @@ from twopc_core.http import (
     error_middleware,
     invalid_body,
     json_response,
+    read_body,
     validation_details,
 )
 from twopc_core.protocol import AbortRequest, BatchOp, CommitRequest, ForceRequest, PrepareRequest, StatusRequest
 from twopc_core.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureError, verify
 
-__all__ = ["NDJSON", "PARTICIPANT_ERRORS", "build_protocol_app", "encode_result", "parse_ops"]
+__all__ = ["MAX_BODY_BYTES", "NDJSON", "PARTICIPANT_ERRORS", "build_protocol_app", "encode_result", "parse_ops"]
+
+#: The largest protocol request taken by default (413 beyond): a batch of thousands of prepares.
+MAX_BODY_BYTES = 16 * 1024 * 1024
 
 #: The status and code each of the SDK's errors is answered with: the one table.
 PARTICIPANT_ERRORS: DomainErrors = {
@@ -115,9 +119,11 @@ class _Protocol:
         secret: str,
         clock: Callable[[], float],
         tracer: trace.Tracer,
+        max_body_bytes: int,
     ) -> None:
         self._handler = handler
         self._secret = secret
+        self._max_body_bytes = max_body_bytes
         self._clock = clock
         self._tracer = tracer
 
@@ -127,7 +133,7 @@ class _Protocol:
         what = f"the {operation} request"
 
         async def handle(request: web.Request) -> web.Response:
-            body = await request.read()
+            body = await read_body(request, self._max_body_bytes)
             self._verify(request, operation, body)
             try:
                 message = model.model_validate_json(body)
@@ -143,7 +149,7 @@ class _Protocol:
         return handle
 
     async def batch(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
+        body = await read_body(request, self._max_body_bytes)
         self._verify(request, "batch", body)
         try:
             message = orjson.loads(body)
@@ -257,8 +263,11 @@ def build_protocol_app(
     clock: Callable[[], float],
     tracer: trace.Tracer,
     middlewares: Iterable[Middleware] = (),
+    max_body_bytes: int = MAX_BODY_BYTES,
 ) -> web.Application:
-    protocol = _Protocol(handler, secret, clock, tracer)
+    """The protocol's routes. ``max_body_bytes`` bounds each request (413 as JSON beyond),
+    whatever the ``client_max_size`` of the application this one is mounted in."""
+    protocol = _Protocol(handler, secret, clock, tracer, max_body_bytes)
     # The error edge first, so it is outermost and turns any error below it into JSON.
     app = web.Application(middlewares=[error_middleware(PARTICIPANT_ERRORS, service="the participant"), *middlewares])
     app.router.add_post("/prepare", protocol.route("prepare", PrepareRequest, handler.prepare))

@@ -23,12 +23,21 @@ begun, so that is raised as it is from a single coordinator, and the next call s
 the next replica. When no replica answers, the last failure is raised as with one URL (a
 :class:`CoordinatorError`, an ``aiohttp.ClientError`` or a ``TimeoutError``), with a note
 (PEP 678) per replica saying what it answered; :func:`describe_failure` gives them in one line.
+
+TLS: an ``https://`` replica's certificate is checked against ``ca_file`` (the system's CAs
+without it), and the client presents ``cert_file``/``key_file`` to a coordinator that
+requires a client certificate; or pass a ready ``ssl`` context. A replica whose
+certificate does not verify is one that could not be connected to (the request never
+left): the client goes on to the next, and raises ``aiohttp.ClientConnectorCertificateError``
+(an ``aiohttp.ClientSSLError``) when none is left.
 """
 
 from __future__ import annotations
 
 import builtins
+import ssl as _ssl
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -37,6 +46,7 @@ import orjson
 from yarl import URL
 
 from twopc_core.signing import signed_request_headers
+from twopc_core.tls import client_context
 
 __all__ = ["CoordinatorClient", "CoordinatorError", "describe_failure", "parse_coordinator_urls"]
 
@@ -107,6 +117,10 @@ class CoordinatorClient:
     client service or a person uses), or ``sign_as=(participant, secret)``: a
     participant signs each call with the secret it shares with the coordinator (what
     the SDK's inquiries and early-prepare enlistments use).
+
+    ``ca_file``, ``cert_file``, ``key_file`` or ``ssl`` (not both kinds): the TLS of
+    ``https://`` URLs, see the module's docstring. A file that is missing or does not
+    load raises :class:`~twopc_core.tls.TlsConfigError` (a ``ValueError``) here.
     """
 
     def __init__(
@@ -118,11 +132,22 @@ class CoordinatorClient:
         headers: Mapping[str, str] | None = None,
         token: str | None = None,
         sign_as: tuple[str, str] | None = None,
+        ca_file: str | Path | None = None,
+        cert_file: str | Path | None = None,
+        key_file: str | Path | None = None,
+        ssl: _ssl.SSLContext | None = None,
     ) -> None:
         if token is not None and sign_as is not None:
             raise ValueError("a client calls with a token or signs as a participant, not both")
         #: Every replica's base URL, in the order given.
         self.urls = parse_coordinator_urls(base_url)
+        files = (ca_file, cert_file, key_file)
+        if ssl is not None and any(f is not None for f in files):
+            raise ValueError("give either an ssl context or ca_file/cert_file/key_file, not both")
+        if any(f is not None for f in files):
+            ssl = client_context(ca_file, cert_file, key_file)
+        # Per request, so that a session passed in gets it too; True: aiohttp's default checks.
+        self._ssl: _ssl.SSLContext | bool = ssl or True
         # Where the next call starts: the replica that answered last.
         self._first = 0
         self._session = session
@@ -290,7 +315,12 @@ class CoordinatorClient:
                 headers.update(signed_request_headers(*self._sign_as, method, path_qs, data or b""))
             try:
                 async with self._session.request(
-                    method, URL(url + path_qs, encoded=True), data=data, headers=headers, timeout=self._timeout
+                    method,
+                    URL(url + path_qs, encoded=True),
+                    data=data,
+                    headers=headers,
+                    timeout=self._timeout,
+                    ssl=self._ssl,
                 ) as response:
                     raw = await response.read()
                     status = response.status

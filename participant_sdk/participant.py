@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
@@ -36,7 +37,7 @@ from opentelemetry import trace
 
 from participant_sdk import _branch as rules
 from participant_sdk._core import BatchResult, BranchHandler
-from participant_sdk._http import build_protocol_app
+from participant_sdk._http import MAX_BODY_BYTES, build_protocol_app
 from participant_sdk._recovery import InDoubtResolver, InquiryRound
 from participant_sdk.client import CoordinatorClient, CoordinatorError, describe_failure
 from participant_sdk.log import ParticipantLog
@@ -76,6 +77,9 @@ class Participant:
     ``sweep_interval``: how often the resource is asked again for the branches it
     holds prepared (as at start), to find any the log does not know.
     ``clock`` (unix seconds) is used for the log and for signature freshness.
+    ``coordinator_ssl``: the TLS of an ``https://`` coordinator (whom to trust, what
+    client certificate to show; see :func:`twopc_core.tls.client_context`), for the
+    participant's own client; None trusts the system's CAs.
     """
 
     def __init__(
@@ -93,6 +97,7 @@ class Participant:
         session: aiohttp.ClientSession | None = None,
         inquiry_timeout: float = 10.0,
         sweep_interval: float = 60.0,
+        coordinator_ssl: ssl.SSLContext | None = None,
     ) -> None:
         if inquiry_interval <= 0:
             raise ValueError("inquiry_interval must be positive")
@@ -109,7 +114,9 @@ class Participant:
         self.log = ParticipantLog(log_path, clock=clock)
         self._handler = BranchHandler(resource, self.log)
         # Its calls are signed with its secret: the coordinator tells it only of its own branches.
-        self._client = CoordinatorClient(coordinator_url, session, timeout=inquiry_timeout, sign_as=(name, secret))
+        self._client = CoordinatorClient(
+            coordinator_url, session, timeout=inquiry_timeout, sign_as=(name, secret), ssl=coordinator_ssl
+        )
         #: The coordinator replicas' base URLs, in the order given.
         self.coordinator_urls = self._client.urls
         self._resolver = InDoubtResolver(self._handler, self._client, inquiry_interval, after_round=self._housekeeping)
@@ -171,12 +178,19 @@ class Participant:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    def app(self, *, middlewares: Iterable[Middleware] = (), manage_lifecycle: bool = True) -> web.Application:
+    def app(
+        self,
+        *,
+        middlewares: Iterable[Middleware] = (),
+        manage_lifecycle: bool = True,
+        max_body_bytes: int = MAX_BODY_BYTES,
+    ) -> web.Application:
         """The protocol as an aiohttp application, to mount with ``add_subapp``.
 
         ``middlewares`` wrap the protocol handlers, inside the SDK's error edge: they
         see every request and every answer a handler returns, while an error passes
-        through them as an exception that the edge answers as JSON.
+        through them as an exception that the edge answers as JSON. A request body over
+        ``max_body_bytes`` is answered 413 (JSON), whatever the embedding application takes.
         """
         app = build_protocol_app(
             self._handler,
@@ -184,6 +198,7 @@ class Participant:
             clock=self._clock,
             tracer=self._tracer,
             middlewares=middlewares,
+            max_body_bytes=max_body_bytes,
         )
         if manage_lifecycle:
             app.cleanup_ctx.append(self._lifecycle)

@@ -1,10 +1,14 @@
-"""Fixtures shared across the suite: a stub coordinator for participant-side tests."""
+"""Fixtures shared across the suite: a stub coordinator for participant-side tests, and
+certificates for the TLS tests (made by trustme, a test dependency only)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+import trustme
 from aiohttp.test_utils import TestServer
 
 from participant_sdk.testing import StubCoordinator
@@ -32,3 +36,41 @@ async def stopped_coordinator() -> str:
     async with StubCoordinator().serve() as url:
         pass
     return url
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files for TLS tests: a CA, what it signed, and a CA that signed nothing here."""
+
+    ca: Path
+    #: For 127.0.0.1 and localhost: the certificate (with its chain) and its key.
+    server_cert: Path
+    server_key: Path
+    #: A client certificate the CA signed, for mutual TLS.
+    client_cert: Path
+    client_key: Path
+    #: A CA that signed neither certificate: trusting it alone must fail.
+    other_ca: Path
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    where = tmp_path_factory.mktemp("tls")
+    ca, other = trustme.CA(), trustme.CA()
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    client = ca.issue_cert("client.twopc.test")
+    files = TlsFiles(
+        ca=where / "ca.pem",
+        server_cert=where / "server.pem",
+        server_key=where / "server.key",
+        client_cert=where / "client.pem",
+        client_key=where / "client.key",
+        other_ca=where / "other-ca.pem",
+    )
+    ca.cert_pem.write_to_path(str(files.ca))
+    other.cert_pem.write_to_path(str(files.other_ca))
+    server.private_key_pem.write_to_path(str(files.server_key))
+    client.private_key_pem.write_to_path(str(files.client_key))
+    for leaf, path in ((server, files.server_cert), (client, files.client_cert)):
+        path.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+    return files

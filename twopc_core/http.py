@@ -36,6 +36,7 @@ __all__ = [
     "error_response",
     "invalid_body",
     "json_response",
+    "read_body",
     "validation_details",
 ]
 
@@ -48,6 +49,7 @@ CODES: Mapping[int, str] = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     409: "conflict",
     413: "body_too_large",
     415: "unsupported_media_type",
@@ -80,6 +82,18 @@ class HttpError(Exception):
 
     def body(self) -> dict[str, Any]:
         return error_body(self.code, self.message, self.details)
+
+
+async def read_body(request: web.Request, max_bytes: int) -> bytes:
+    """The request's body, refused 413 past ``max_bytes``: before reading any of it when
+    its Content-Length says so (the application's ``client_max_size`` bounds the rest)."""
+    declared = request.content_length
+    if declared is not None and declared > max_bytes:
+        raise HttpError(413, "body_too_large", f"the body is {declared} bytes; at most {max_bytes} are taken")
+    body = await request.read()
+    if len(body) > max_bytes:
+        raise HttpError(413, "body_too_large", f"the body is over {max_bytes} bytes")
+    return body
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:

@@ -19,12 +19,16 @@ coordinator replica, or their URLs comma-separated)
 
 Files in the data directory: ``participant.db`` (the participant log). The staged
 messages live in Kafka, in the stage topic ``_twopc_stage.{name}``.
+
+A body over ``max_body_bytes`` is answered 413 (JSON). :func:`run` serves HTTPS with an
+SSL context, and reaches an https coordinator with ``coordinator_ssl``.
 """
 
 from __future__ import annotations
 
 import base64
 import re
+import ssl
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +43,7 @@ from participant_sdk import PARTICIPANT_ERRORS, Participant
 from twopc_core.http import DomainErrors, HttpError, error_middleware, json_response
 from twopc_core.protocol import GTID_PATTERN
 from twopc_core.runtime import run_service
+from twopc_core.serving import ServerLimits
 
 __all__ = ["PARTICIPANT", "RESOURCE", "build_app", "run"]
 
@@ -65,12 +70,15 @@ def build_app(
     inquiry_interval: float = 5.0,
     *,
     retention: float = 3600.0,
+    max_body_bytes: int = _MAX_BODY,
+    coordinator_ssl: ssl.SSLContext | None = None,
     **kafka_options: Any,
 ) -> web.Application:
     """The whole service as an aiohttp application (the participant starts with it).
 
-    ``coordinator_url``: the coordinator's base URL, or every replica's. ``kafka_options``
-    are further :class:`KafkaSettings` (``shards``, ``stage_topic``, ...).
+    ``coordinator_url``: the coordinator's base URL, or every replica's;
+    ``coordinator_ssl``: the TLS of an https one. ``kafka_options`` are further
+    :class:`KafkaSettings` (``shards``, ``stage_topic``, ...).
     """
     resource = KafkaResource(KafkaSettings(bootstrap_servers=bootstrap, participant=name, **kafka_options))
     participant = Participant(
@@ -81,8 +89,9 @@ def build_app(
         Path(data_dir) / "participant.db",
         inquiry_interval,
         retention=retention,
+        coordinator_ssl=coordinator_ssl,
     )
-    app = web.Application(client_max_size=_MAX_BODY)
+    app = web.Application(client_max_size=max_body_bytes)
     app[PARTICIPANT], app[RESOURCE] = participant, resource
     app.router.add_get("/healthz", _healthz)
     # The service's own API answers its errors through the shared edge, in a sub-app of
@@ -91,7 +100,7 @@ def build_app(
     events.router.add_post("", _publish)
     events.router.add_get("/{topic}", _read)
     app.add_subapp("/events", events)
-    app.add_subapp("/twopc", participant.app())
+    app.add_subapp("/twopc", participant.app(max_body_bytes=max_body_bytes))
     return app
 
 
@@ -186,12 +195,27 @@ def run(
     secret: str,
     data_dir: str | Path,
     inquiry_interval: float = 5.0,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    coordinator_ssl: ssl.SSLContext | None = None,
+    limits: ServerLimits | None = None,
     **kafka_options: Any,
 ) -> None:
-    """Serve the events participant until SIGINT or SIGTERM (``coordinator_url``: one URL, or every replica's)."""
-    app = build_app(name, bootstrap, coordinator_url, secret, data_dir, inquiry_interval, **kafka_options)
+    """Serve the events participant until SIGINT or SIGTERM (``coordinator_url``: one URL,
+    or every replica's), over HTTPS with ``ssl_context``."""
+    app = build_app(
+        name,
+        bootstrap,
+        coordinator_url,
+        secret,
+        data_dir,
+        inquiry_interval,
+        coordinator_ssl=coordinator_ssl,
+        **kafka_options,
+    )
+    scheme = "https" if ssl_context else "http"
 
     def listening(*_args: object, **_kwargs: object) -> None:
-        logger.info("listening", participant=name, url=f"http://{host}:{port}", bootstrap=bootstrap)
+        logger.info("listening", participant=name, url=f"{scheme}://{host}:{port}", bootstrap=bootstrap)
 
-    run_service(app, host, port, print=listening)
+    run_service(app, host, port, print=listening, ssl_context=ssl_context, limits=limits)

@@ -14,6 +14,9 @@ published as rejected, with the reason, so that nothing in the input is lost.
 ``GET /healthz``: the group, the partitions this instance owns, batches committed and
 aborted, batches found in flight when it took a partition over (and of those, the
 committed ones), records processed.
+
+TLS: ``coordinator_ssl`` and ``bank_ssl`` for an https coordinator and bank; :func:`run`
+serves HTTPS with an SSL context.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import ssl
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -34,6 +38,7 @@ from participant_sdk.client import CoordinatorClient
 from twopc_core import failpoints
 from twopc_core.http import json_response
 from twopc_core.runtime import run_service
+from twopc_core.serving import ServerLimits
 
 __all__ = ["SOURCE", "BankError", "build_app", "order_of", "run"]
 
@@ -42,6 +47,8 @@ logger = structlog.get_logger("adapters.kafka.pipeline")
 SOURCE = web.AppKey("pipeline.source", KafkaSource)
 _ACCOUNT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 _BIGINT = 2**63 - 1
+#: Only /healthz is served: no body is read, so a small bound is plenty.
+_MAX_BODY = 64 * 1024
 
 
 class BankError(RuntimeError):
@@ -69,9 +76,10 @@ def order_of(record: SourceRecord) -> tuple[dict[str, Any] | None, str]:
 
 
 class _Pipeline:
-    def __init__(self, bank_url: str, output_topic: str) -> None:
+    def __init__(self, bank_url: str, output_topic: str, bank_ssl: ssl.SSLContext | None) -> None:
         self.bank_url = bank_url.rstrip("/")
         self.output_topic = output_topic
+        self.bank_ssl: ssl.SSLContext | bool = bank_ssl or True
         self.session: aiohttp.ClientSession | None = None
 
     async def handle(self, batch: SourceBatch) -> None:
@@ -92,7 +100,7 @@ class _Pipeline:
         assert self.session is not None
         body = orjson.dumps({"gtid": gtid, "entries": entries})
         async with self.session.post(
-            f"{self.bank_url}/ledger", data=body, headers={"Content-Type": "application/json"}
+            f"{self.bank_url}/ledger", data=body, headers={"Content-Type": "application/json"}, ssl=self.bank_ssl
         ) as response:
             if response.status != 201:
                 raise BankError(f"the bank answered {response.status}: {(await response.text())[:300]}")
@@ -112,12 +120,14 @@ def build_app(
     transaction_timeout_ms: int = 30_000,
     session_timeout_ms: int = 10_000,
     unsafe_offsets_after_commit: bool = False,
+    coordinator_ssl: ssl.SSLContext | None = None,
+    bank_ssl: ssl.SSLContext | None = None,
 ) -> web.Application:
     """The pipeline as an aiohttp application: the source runs while the app does.
 
     ``coordinator_token``: the bearer token (role ``client``) it begins its batches with.
     """
-    coordinator = CoordinatorClient(coordinator_url, timeout=15.0, token=coordinator_token)
+    coordinator = CoordinatorClient(coordinator_url, timeout=15.0, token=coordinator_token, ssl=coordinator_ssl)
     source = KafkaSource(
         bootstrap,
         group,
@@ -129,8 +139,8 @@ def build_app(
         session_timeout_ms=session_timeout_ms,
         unsafe_offsets_after_commit=unsafe_offsets_after_commit,
     )
-    pipeline = _Pipeline(bank_url, output_topic)
-    app = web.Application()
+    pipeline = _Pipeline(bank_url, output_topic, bank_ssl)
+    app = web.Application(client_max_size=_MAX_BODY)
     app[SOURCE] = source
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
@@ -177,11 +187,20 @@ async def _healthz(request: web.Request) -> web.Response:
     )
 
 
-def run(host: str, port: int, **options: Any) -> None:
-    """Serve the pipeline until SIGINT or SIGTERM (``options``: those of :func:`build_app`)."""
+def run(
+    host: str,
+    port: int,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    limits: ServerLimits | None = None,
+    **options: Any,
+) -> None:
+    """Serve the pipeline until SIGINT or SIGTERM, over HTTPS with ``ssl_context``
+    (``options``: those of :func:`build_app`)."""
     app = build_app(**options)
+    scheme = "https" if ssl_context else "http"
 
     def listening(*_args: object, **_kwargs: object) -> None:
-        logger.info("listening", url=f"http://{host}:{port}", group=options.get("group", "pipeline"))
+        logger.info("listening", url=f"{scheme}://{host}:{port}", group=options.get("group", "pipeline"))
 
-    run_service(app, host, port, print=listening)
+    run_service(app, host, port, print=listening, ssl_context=ssl_context, limits=limits)

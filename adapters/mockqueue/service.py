@@ -3,10 +3,14 @@ API at ``/queue/items``, fault switches at ``/queue/faults`` and ``/healthz``.
 
 Files in the data directory: ``queue.db`` (staged and committed items) and
 ``participant.db`` (the participant log).
+
+A body over ``max_body_bytes`` is answered 413 (JSON). :func:`run` serves HTTPS with an
+SSL context, and reaches an https coordinator with ``coordinator_ssl``.
 """
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,9 +21,10 @@ from pydantic import ValidationError
 from adapters.mockqueue.faults import Faults, FaultSwitch, garbage_middleware
 from adapters.mockqueue.resource import MockQueueResource
 from adapters.mockqueue.store import QueueStore
-from participant_sdk import Participant
+from participant_sdk import MAX_BODY_BYTES, Participant
 from twopc_core.http import HttpError, error_middleware, invalid_body, json_response
 from twopc_core.runtime import run_service
+from twopc_core.serving import ServerLimits
 
 __all__ = ["FAULTS", "PARTICIPANT", "STORE", "build_app", "run"]
 
@@ -28,9 +33,6 @@ logger = structlog.get_logger("adapters.mockqueue")
 FAULTS = web.AppKey("mockqueue.faults", FaultSwitch)
 STORE = web.AppKey("mockqueue.store", QueueStore)
 PARTICIPANT = web.AppKey("mockqueue.participant", Participant)
-
-#: Large enough for a batch of thousands of prepares.
-_MAX_BODY = 16 * 1024 * 1024
 
 
 def build_app(
@@ -42,10 +44,13 @@ def build_app(
     *,
     retention: float = 3600.0,
     faults: FaultSwitch | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    coordinator_ssl: ssl.SSLContext | None = None,
 ) -> web.Application:
     """The whole service as an aiohttp application (the participant starts with it).
 
-    ``coordinator_url``: the coordinator's base URL, or every replica's.
+    ``coordinator_url``: the coordinator's base URL, or every replica's;
+    ``coordinator_ssl``: the TLS of an https one.
     """
     data = Path(data_dir)
     switch = faults or FaultSwitch()
@@ -58,8 +63,9 @@ def build_app(
         data / "participant.db",
         inquiry_interval,
         retention=retention,
+        coordinator_ssl=coordinator_ssl,
     )
-    app = web.Application(client_max_size=_MAX_BODY)
+    app = web.Application(client_max_size=max_body_bytes)
     app[FAULTS], app[STORE], app[PARTICIPANT] = switch, store, participant
     app.router.add_get("/healthz", _healthz)
     # The queue's own API answers its errors through the shared edge, in a sub-app of
@@ -69,7 +75,8 @@ def build_app(
     queue.router.add_get("/faults", _get_faults)
     queue.router.add_post("/faults", _set_faults)
     app.add_subapp("/queue", queue)
-    app.add_subapp("/twopc", participant.app(middlewares=[garbage_middleware(switch)]))
+    protocol = participant.app(middlewares=[garbage_middleware(switch)], max_body_bytes=max_body_bytes)
+    app.add_subapp("/twopc", protocol)
     return app
 
 
@@ -114,11 +121,17 @@ def run(
     coordinator_url: str | Sequence[str],
     secret: str,
     inquiry_interval: float = 5.0,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    coordinator_ssl: ssl.SSLContext | None = None,
+    limits: ServerLimits | None = None,
 ) -> None:
-    """Serve the mock queue until SIGINT or SIGTERM (``coordinator_url``: one URL, or every replica's)."""
-    app = build_app(name, data_dir, coordinator_url, secret, inquiry_interval)
+    """Serve the mock queue until SIGINT or SIGTERM (``coordinator_url``: one URL, or every
+    replica's), over HTTPS with ``ssl_context``."""
+    app = build_app(name, data_dir, coordinator_url, secret, inquiry_interval, coordinator_ssl=coordinator_ssl)
+    scheme = "https" if ssl_context else "http"
 
     def listening(*_args: object, **_kwargs: object) -> None:
-        logger.info("listening", participant=name, url=f"http://{host}:{port}", data=str(data_dir))
+        logger.info("listening", participant=name, url=f"{scheme}://{host}:{port}", data=str(data_dir))
 
-    run_service(app, host, port, print=listening)
+    run_service(app, host, port, print=listening, ssl_context=ssl_context, limits=limits)

@@ -15,11 +15,14 @@ per bank (the primary key of ``applied_transfers``). HTTP: ``GET /accounts``,
 ``GET /accounts/{id}``, ``POST /accounts {"id", "balance"}`` (open an account),
 ``GET /transfers``, ``GET /healthz`` (with the number and age of prepared transactions),
 the ledger (``POST /ledger``, ``GET /ledger``: one row per event a stream job books, see
-:mod:`adapters.postgres.ledger`), the participant protocol at ``/twopc``.
+:mod:`adapters.postgres.ledger`), the participant protocol at ``/twopc``. A body over
+``max_body_bytes`` is answered 413 (JSON). :func:`run` serves HTTPS with an SSL context,
+and reaches an https coordinator with ``coordinator_ssl``.
 """
 
 from __future__ import annotations
 
+import ssl
 import sys
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -33,10 +36,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from adapters.postgres import PostgresResource, PostgresSetupError
 from adapters.postgres.ledger import LEDGER_SCHEMA, ledger_routes
-from participant_sdk import PARTICIPANT_ERRORS, CoordinatorClient, Participant, PrepareResult, Vote
+from participant_sdk import (
+    MAX_BODY_BYTES,
+    PARTICIPANT_ERRORS,
+    CoordinatorClient,
+    Participant,
+    PrepareResult,
+    Vote,
+)
 from twopc_core.http import DomainErrors, HttpError, error_middleware, invalid_body, json_response
 from twopc_core.protocol import GTID_PATTERN
 from twopc_core.runtime import run_service
+from twopc_core.serving import ServerLimits
 
 __all__ = [
     "SCHEMA",
@@ -174,10 +185,13 @@ def build_app(
     inquiry_interval: float = 5.0,
     sweep_interval: float = 60.0,
     pool_size: int = 10,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    coordinator_ssl: ssl.SSLContext | None = None,
 ) -> web.Application:
     """The bank as an aiohttp application; the participant starts and stops with it.
 
-    ``coordinator_url``: the coordinator's base URL, or every replica's.
+    ``coordinator_url``: the coordinator's base URL, or every replica's;
+    ``coordinator_ssl``: the TLS of an https one.
     """
     resource = PostgresResource(dsn, name, handler=bank_handler, pool_size=pool_size)
     participant = Participant(
@@ -188,8 +202,9 @@ def build_app(
         Path(data_dir) / "participant.db",
         inquiry_interval,
         sweep_interval=sweep_interval,
+        coordinator_ssl=coordinator_ssl,
     )
-    app = web.Application(middlewares=[error_middleware(_ERRORS, service="the bank")])
+    app = web.Application(middlewares=[error_middleware(_ERRORS, service="the bank")], client_max_size=max_body_bytes)
     app[PARTICIPANT], app[RESOURCE] = participant, resource
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
@@ -206,7 +221,7 @@ def build_app(
     app.router.add_get("/transfers", _transfers)
     app.router.add_post("/early-prepare", _early_prepare)
     app.router.add_routes(ledger_routes(PARTICIPANT, resource.connection))
-    app.add_subapp("/twopc", participant.app(manage_lifecycle=False))
+    app.add_subapp("/twopc", participant.app(manage_lifecycle=False, max_body_bytes=max_body_bytes))
     return app
 
 
@@ -322,8 +337,12 @@ def run(
     *,
     inquiry_interval: float = 5.0,
     sweep_interval: float = 60.0,
+    ssl_context: ssl.SSLContext | None = None,
+    coordinator_ssl: ssl.SSLContext | None = None,
+    limits: ServerLimits | None = None,
 ) -> None:
-    """Serve the bank until SIGINT or SIGTERM; exit 2 with the reason if PostgreSQL cannot serve.
+    """Serve the bank until SIGINT or SIGTERM, over HTTPS with ``ssl_context``; exit 2
+    with the reason if PostgreSQL cannot serve.
 
     ``coordinator_url``: the coordinator's base URL, or every replica's.
     """
@@ -335,13 +354,15 @@ def run(
         data_dir,
         inquiry_interval=inquiry_interval,
         sweep_interval=sweep_interval,
+        coordinator_ssl=coordinator_ssl,
     )
+    scheme = "https" if ssl_context else "http"
 
     def listening(*_args: object, **_kwargs: object) -> None:
-        logger.info("listening", participant=name, url=f"http://{host}:{port}")
+        logger.info("listening", participant=name, url=f"{scheme}://{host}:{port}")
 
     try:
-        run_service(app, host, port, print=listening)
+        run_service(app, host, port, print=listening, ssl_context=ssl_context, limits=limits)
     except PostgresSetupError as exc:
         print(f"bank {name}: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None

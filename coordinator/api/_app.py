@@ -90,7 +90,11 @@ def build_app(settings: Settings, log_factory: Callable[[Settings], DecisionLog]
             await log_store.close()
             raise
         # A forwarded call may wait as long as a commit does at the replica it goes to.
-        forwarder = Forwarder(settings.node_id, (tx.prepare_timeout_ms + tx.commit_wait_ms) / 1000 + 5.0)
+        forwarder = Forwarder(
+            settings.node_id,
+            (tx.prepare_timeout_ms + tx.commit_wait_ms) / 1000 + 5.0,
+            ssl_context=settings.cluster.client_ssl(),
+        )
         watcher = asyncio.create_task(failpoints.watch_file(), name="failpoints-file")
         state.coordinator, state.forwarder = coordinator, forwarder
         state.ready = True  # recovery is scheduled: inquiries get the right answers

@@ -9,6 +9,8 @@ request between them. A replica that does not answer makes the request a retryab
 
 from __future__ import annotations
 
+import ssl
+
 import aiohttp
 from aiohttp import web
 
@@ -39,11 +41,15 @@ _RESPONSE_HEADERS = ("Idempotent-Replayed",)
 
 
 class Forwarder:
-    """Sends a request on to another replica and hands its answer back as it is."""
+    """Sends a request on to another replica and hands its answer back as it is.
 
-    def __init__(self, node_id: str, timeout: float) -> None:
+    ``ssl_context``: the TLS of forwards to an ``https://`` replica (None: the system's CAs).
+    """
+
+    def __init__(self, node_id: str, timeout: float, ssl_context: ssl.SSLContext | None = None) -> None:
         self._node_id = node_id
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._ssl: ssl.SSLContext | bool = ssl_context or True
         self._session: aiohttp.ClientSession | None = None
 
     async def close(self) -> None:
@@ -60,7 +66,7 @@ class Forwarder:
             # The replica that sent it thought it was ours; one hop is all a request gets.
             raise HttpError(503, "not_held_here", "the transaction is held by another replica; retry")
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            self._session = aiohttp.ClientSession(timeout=self._timeout, connector=aiohttp.TCPConnector(ssl=self._ssl))
         headers = {name: request.headers[name] for name in _REQUEST_HEADERS if name in request.headers}
         headers[FORWARDED_BY] = self._node_id
         try:

@@ -118,7 +118,11 @@ class Endpoint:
         self.settings = settings
         self._work = _Lane(self, max_inflight)
         self._finish = _Lane(self, max_inflight)
-        connector = aiohttp.TCPConnector(limit=settings.max_connections, enable_cleanup_closed=True)
+        # An https:// participant is checked against its own CA file, if it has one; a
+        # certificate that does not verify fails the call like any connection error.
+        connector = aiohttp.TCPConnector(
+            limit=settings.max_connections, enable_cleanup_closed=True, ssl=settings.client_ssl() or True
+        )
         self.session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
         self.exchanges = 0
         self.calls = 0

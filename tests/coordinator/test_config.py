@@ -1,13 +1,17 @@
-"""Settings come from a TOML file, and TWOPC_* environment variables win over it."""
+"""Settings come from a TOML file, and TWOPC_* environment variables win over it; TLS
+files are loaded with them, so a missing or broken one fails the configuration."""
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from coordinator.config import load
+from coordinator.config import Settings, load
+from tests.conftest import TlsFiles
+from twopc_core.serving import ServerLimits
 
 TOML = """
 node_id = "n7"
@@ -69,3 +73,63 @@ def test_bad_settings_are_refused_naming_the_problem(tmp_path: Path, extra: str,
     path.write_text(TOML.replace("[server]\nport = 7171\n", "") + extra)
     with pytest.raises(ValidationError, match=problem):
         load(path)
+
+
+# -- TLS and the server's limits ----------------------------------------------------------
+
+
+def https_participant(**tls: object) -> dict[str, object]:
+    return {"name": "p", "url": "https://127.0.0.1:7101/twopc", "secret": "s", **tls}
+
+
+def test_a_server_with_a_certificate_and_key_serves_https_and_advertises_it(tls_files: TlsFiles) -> None:
+    settings = Settings(server={"tls_cert_file": tls_files.server_cert, "tls_key_file": tls_files.server_key})
+    assert settings.server.ssl_context() is not None
+    assert settings.advertise_url == "https://127.0.0.1:7070"
+    assert Settings().server.ssl_context() is None
+    assert Settings().advertise_url == "http://127.0.0.1:7070"
+
+
+def test_a_certificate_without_its_key_is_refused(tls_files: TlsFiles) -> None:
+    with pytest.raises(ValidationError, match="both or neither"):
+        Settings(server={"tls_cert_file": tls_files.server_cert})
+
+
+def test_a_server_certificate_that_does_not_exist_is_refused_naming_it(tls_files: TlsFiles, tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match=r"server certificate file .*missing\.pem.* does not exist"):
+        Settings(server={"tls_cert_file": tmp_path / "missing.pem", "tls_key_file": tls_files.server_key})
+
+
+def test_a_participant_ca_file_that_does_not_exist_is_refused_at_load_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "twopc.toml"
+    path.write_text(
+        '[[participants]]\nname = "p"\nurl = "https://127.0.0.1:7101/twopc"\nsecret = "s"\n'
+        f'ca_file = "{tmp_path / "no-such-ca.pem"}"\n'
+    )
+    with pytest.raises(ValidationError, match=r"CA file .*no-such-ca\.pem.* does not exist"):
+        load(path)
+
+
+def test_a_participant_with_a_ca_file_gets_a_context_trusting_it(tls_files: TlsFiles) -> None:
+    participant = Settings(participants=[https_participant(ca_file=tls_files.ca)]).participants[0]
+    context = participant.client_ssl()
+    assert context is not None
+    assert context.verify_mode is ssl.CERT_REQUIRED
+    assert len(context.get_ca_certs()) == 1  # that CA only, not the system's beside it
+
+
+def test_tls_files_for_a_plain_http_participant_are_refused(tls_files: TlsFiles) -> None:
+    participant = {**https_participant(ca_file=tls_files.ca), "url": "http://127.0.0.1:7101/twopc"}
+    with pytest.raises(ValidationError, match="need an https:// url"):
+        Settings(participants=[participant])
+
+
+def test_the_cluster_ca_file_must_exist_too(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="CA file"):
+        Settings(cluster={"ca_file": tmp_path / "missing.pem"})
+
+
+def test_the_server_limits_have_defaults_and_come_from_the_settings() -> None:
+    assert Settings().server.limits() == ServerLimits(header_timeout=10.0, body_timeout=30.0, max_connections=1024)
+    server = Settings(server={"header_timeout_seconds": 2, "body_timeout_seconds": 3, "max_connections": 4}).server
+    assert server.limits() == ServerLimits(header_timeout=2, body_timeout=3, max_connections=4)

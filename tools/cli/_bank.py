@@ -11,6 +11,9 @@ import typer
 
 from tools.cli._options import (
     DEFAULT_COORDINATOR,
+    CoordinatorCa,
+    CoordinatorCert,
+    CoordinatorKey,
     CoordinatorUrls,
     DataDir,
     Host,
@@ -19,7 +22,12 @@ from tools.cli._options import (
     OptionalCoordinatorUrls,
     Port,
     Secret,
+    TlsCert,
+    TlsClientCa,
+    TlsKey,
     Token,
+    client_tls,
+    server_tls,
 )
 from twopc_core import telemetry
 
@@ -41,6 +49,12 @@ def serve(
     sweep_interval: Annotated[
         float, typer.Option(help="seconds between looks at the database for prepared branches the log lost")
     ] = 60.0,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    tls_client_ca: TlsClientCa = None,
+    coordinator_ca: CoordinatorCa = None,
+    coordinator_cert: CoordinatorCert = None,
+    coordinator_key: CoordinatorKey = None,
 ) -> None:
     """Serve a bank: the participant protocol at /twopc, accounts at /accounts."""
     from adapters.postgres.bank import run
@@ -56,6 +70,8 @@ def serve(
         data_dir=data or Path("var") / name,
         inquiry_interval=inquiry_interval,
         sweep_interval=sweep_interval,
+        ssl_context=server_tls(tls_cert, tls_key, tls_client_ca),
+        coordinator_ssl=client_tls(coordinator_ca, coordinator_cert, coordinator_key),
     )
 
 

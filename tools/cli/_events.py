@@ -7,7 +7,23 @@ from typing import Annotated
 
 import typer
 
-from tools.cli._options import CoordinatorUrls, DataDir, Host, InquiryInterval, Name, Port, Secret
+from tools.cli._options import (
+    CoordinatorCa,
+    CoordinatorCert,
+    CoordinatorKey,
+    CoordinatorUrls,
+    DataDir,
+    Host,
+    InquiryInterval,
+    Name,
+    Port,
+    Secret,
+    TlsCert,
+    TlsClientCa,
+    TlsKey,
+    client_tls,
+    server_tls,
+)
 from twopc_core import telemetry
 
 __all__ = ["app", "serve"]
@@ -42,6 +58,12 @@ def serve(
             "repeat for several [default: any group]"
         ),
     ] = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    tls_client_ca: TlsClientCa = None,
+    coordinator_ca: CoordinatorCa = None,
+    coordinator_cert: CoordinatorCert = None,
+    coordinator_key: CoordinatorKey = None,
 ) -> None:
     """Serve Kafka as a participant: the protocol at /twopc, POST /events, GET /events/TOPIC."""
     from adapters.kafka.events import run
@@ -61,4 +83,6 @@ def serve(
         replication_factor=replication_factor,
         min_insync_replicas=min_insync_replicas,
         offset_groups=tuple(offset_group) if offset_group else None,
+        ssl_context=server_tls(tls_cert, tls_key, tls_client_ca),
+        coordinator_ssl=client_tls(coordinator_ca, coordinator_cert, coordinator_key),
     )

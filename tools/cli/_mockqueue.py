@@ -7,7 +7,22 @@ from typing import Annotated
 
 import typer
 
-from tools.cli._options import CoordinatorUrls, Host, InquiryInterval, Name, Port, Secret
+from tools.cli._options import (
+    CoordinatorCa,
+    CoordinatorCert,
+    CoordinatorKey,
+    CoordinatorUrls,
+    Host,
+    InquiryInterval,
+    Name,
+    Port,
+    Secret,
+    TlsCert,
+    TlsClientCa,
+    TlsKey,
+    client_tls,
+    server_tls,
+)
 from twopc_core import telemetry
 
 __all__ = ["app", "serve"]
@@ -24,6 +39,12 @@ def serve(
     secret: Secret,
     host: Host = "127.0.0.1",
     inquiry_interval: InquiryInterval = 5.0,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    tls_client_ca: TlsClientCa = None,
+    coordinator_ca: CoordinatorCa = None,
+    coordinator_cert: CoordinatorCert = None,
+    coordinator_key: CoordinatorKey = None,
 ) -> None:
     """Serve a mock queue: the participant protocol at /twopc, committed items at /queue/items."""
     from adapters.mockqueue.service import run
@@ -37,4 +58,6 @@ def serve(
         coordinator_url=coordinator,
         secret=secret,
         inquiry_interval=inquiry_interval,
+        ssl_context=server_tls(tls_cert, tls_key, tls_client_ca),
+        coordinator_ssl=client_tls(coordinator_ca, coordinator_cert, coordinator_key),
     )

@@ -1,8 +1,15 @@
 """Command-line options every participant service shares (``twopc KIND serve``), and the
-coordinator's URLs that every command talking to the coordinator takes."""
+coordinator's URLs that every command talking to the coordinator takes.
+
+TLS, the same for every service: ``--tls-cert``/``--tls-key`` serve HTTPS (with
+``--tls-client-ca``, clients such as the coordinator must present a certificate that CA
+signed); ``--coordinator-ca`` trusts that CA for an https coordinator, and
+``--coordinator-cert``/``--coordinator-key`` present a client certificate to it.
+"""
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from typing import Annotated
 
@@ -10,6 +17,9 @@ import typer
 
 __all__ = [
     "DEFAULT_COORDINATOR",
+    "CoordinatorCa",
+    "CoordinatorCert",
+    "CoordinatorKey",
     "CoordinatorUrls",
     "DataDir",
     "Host",
@@ -18,8 +28,13 @@ __all__ = [
     "OptionalCoordinatorUrls",
     "Port",
     "Secret",
+    "TlsCert",
+    "TlsClientCa",
+    "TlsKey",
     "Token",
+    "client_tls",
     "coordinator_urls",
+    "server_tls",
 ]
 
 #: Where a command looks for the coordinator when not told.
@@ -70,3 +85,57 @@ Token = Annotated[
         show_default=False,
     ),
 ]
+
+TlsCert = Annotated[
+    Path | None,
+    typer.Option("--tls-cert", help="serve HTTPS with this certificate (PEM, with its chain); needs --tls-key"),
+]
+TlsKey = Annotated[Path | None, typer.Option("--tls-key", help="the key of --tls-cert (PEM)")]
+TlsClientCa = Annotated[
+    Path | None,
+    typer.Option("--tls-client-ca", help="with TLS, require clients to present a certificate this CA (PEM) signed"),
+]
+CoordinatorCa = Annotated[
+    Path | None,
+    typer.Option(
+        "--coordinator-ca",
+        envvar="TWOPC_COORDINATOR_CA",
+        help="trust only this CA (PEM) for an https coordinator [default: the system's CAs]",
+    ),
+]
+CoordinatorCert = Annotated[
+    Path | None,
+    typer.Option("--coordinator-cert", help="a client certificate (PEM) to present to an https coordinator"),
+]
+CoordinatorKey = Annotated[Path | None, typer.Option("--coordinator-key", help="the key of --coordinator-cert (PEM)")]
+
+
+def server_tls(cert: Path | None, key: Path | None, client_ca: Path | None = None) -> ssl.SSLContext | None:
+    """The context of ``--tls-cert``/``--tls-key``/``--tls-client-ca``; None to serve plain HTTP."""
+    from twopc_core.tls import TlsConfigError, server_context
+
+    if cert is None and key is None:
+        if client_ca is not None:
+            raise typer.BadParameter("needs --tls-cert and --tls-key", param_hint="--tls-client-ca")
+        return None
+    if cert is None or key is None:
+        raise typer.BadParameter("--tls-cert and --tls-key go together", param_hint="--tls-cert/--tls-key")
+    try:
+        return server_context(cert, key, client_ca)
+    except TlsConfigError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--tls-cert/--tls-key/--tls-client-ca") from None
+
+
+def client_tls(
+    ca: Path | None, cert: Path | None, key: Path | None, *, options: str = "--coordinator-ca/-cert/-key"
+) -> ssl.SSLContext | None:
+    """The client context of a CA file and a client certificate; None for the defaults
+    (the system's CAs, no certificate). ``options`` names them in an error."""
+    from twopc_core.tls import TlsConfigError, client_context
+
+    if ca is None and cert is None and key is None:
+        return None
+    try:
+        return client_context(ca, cert, key)
+    except TlsConfigError as exc:
+        raise typer.BadParameter(str(exc), param_hint=options) from None

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from tools.cli._options import CoordinatorUrls, Host, Port, Token
+from tools.cli._options import (
+    CoordinatorCa,
+    CoordinatorCert,
+    CoordinatorKey,
+    CoordinatorUrls,
+    Host,
+    Port,
+    TlsCert,
+    TlsClientCa,
+    TlsKey,
+    Token,
+    client_tls,
+    server_tls,
+)
 from twopc_core import telemetry
 
 __all__ = ["app", "serve"]
@@ -41,6 +55,20 @@ def serve(
             help="a build broken on purpose (at-least-once: offsets committed after the transaction), for chaos runs",
         ),
     ] = False,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    tls_client_ca: TlsClientCa = None,
+    coordinator_ca: CoordinatorCa = None,
+    coordinator_cert: CoordinatorCert = None,
+    coordinator_key: CoordinatorKey = None,
+    bank_ca: Annotated[
+        Path | None,
+        typer.Option("--bank-ca", help="trust only this CA (PEM) for an https bank [default: the system's CAs]"),
+    ] = None,
+    bank_cert: Annotated[
+        Path | None, typer.Option("--bank-cert", help="a client certificate (PEM) to present to an https bank")
+    ] = None,
+    bank_key: Annotated[Path | None, typer.Option("--bank-key", help="the key of --bank-cert (PEM)")] = None,
 ) -> None:
     """Read order events, book each in the bank's ledger and publish it accepted, exactly once."""
     from adapters.kafka.pipeline import run
@@ -61,4 +89,7 @@ def serve(
         transaction_timeout_ms=transaction_timeout_ms,
         session_timeout_ms=session_timeout_ms,
         unsafe_offsets_after_commit=unsafe_offsets_after_commit,
+        ssl_context=server_tls(tls_cert, tls_key, tls_client_ca),
+        coordinator_ssl=client_tls(coordinator_ca, coordinator_cert, coordinator_key),
+        bank_ssl=client_tls(bank_ca, bank_cert, bank_key, options="--bank-ca/-cert/-key"),
     )

@@ -37,8 +37,9 @@ def serve(
         raise typer.Exit(2) from None
     telemetry.setup("twopc-coordinator", settings.log_level)
     names = ", ".join(p.name for p in settings.participants) or "none"
+    scheme = "https" if settings.server.tls else "http"
     typer.echo(
-        f"twopc coordinator {settings.node_id} on http://{settings.server.host}:{settings.server.port}"
+        f"twopc coordinator {settings.node_id} on {scheme}://{settings.server.host}:{settings.server.port}"
         f" (log: {settings.log.store} {_where(settings)}; participants: {names})",
         err=True,
     )
@@ -63,7 +64,13 @@ def serve(
             "twopc: WARNING: log.unsafe_unfenced_decisions is on: this coordinator is broken on purpose", err=True
         )
     try:
-        run_service(build_app(settings), settings.server.host, settings.server.port)
+        run_service(
+            build_app(settings),
+            settings.server.host,
+            settings.server.port,
+            ssl_context=settings.server.ssl_context(),
+            limits=settings.server.limits(),
+        )
     except (LogUnavailable, NodeIdInUse) as exc:
         typer.echo(f"twopc: the coordinator cannot start: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -94,3 +94,14 @@ async def test_an_early_prepare_enlists_with_the_next_coordinator_replica_when_t
     assert opened == 201
     assert (status, answer["vote"]) == (201, "yes")
     assert stub.enlisted == {"g1": [{"name": "bank-a", "prepared": True}]}
+
+
+async def test_bodies_over_the_limit_are_answered_413_as_json_by_the_bank_and_its_protocol(
+    tmp_path: Path, database: str, coordinator: tuple[StubCoordinator, str]
+) -> None:
+    app = build_app("bank-a", database, coordinator[1], "bank-secret", tmp_path, pool_size=2, max_body_bytes=2048)
+    big = {"id": "bob", "balance": 1, "pad": "x" * 4096}
+    async with TestClient(TestServer(app)) as bank:
+        for path in ("/accounts", "/twopc/prepare"):
+            status, answer = await _post(bank, path, big)
+            assert (status, answer["error"]["code"]) == (413, "body_too_large"), path
