@@ -58,6 +58,9 @@ CODES: Mapping[int, str] = {
     503: "not_ready",
 }
 
+#: What an aiohttp error's JSON answer keeps of its headers.
+_KEPT_HEADERS = ("Allow",)
+
 #: A service's domain errors, by class: the status and code each one is answered with.
 #: The message is the exception's text; ``details`` its attribute of that name, if any.
 DomainErrors = Mapping[type[BaseException], tuple[int, str]]
@@ -139,7 +142,11 @@ def error_middleware(domain_errors: DomainErrors | None = None, *, service: str 
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            return error_response(exc.status, code_for(exc.status), exc.reason or code_for(exc.status))
+            answer = error_response(exc.status, code_for(exc.status), exc.reason or code_for(exc.status))
+            for name in _KEPT_HEADERS:  # a 405 says which methods the path takes
+                if name in exc.headers:
+                    answer.headers[name] = exc.headers[name]
+            return answer
         except asyncio.CancelledError:
             raise
         except ConnectionResetError:

@@ -55,7 +55,7 @@ def build_app(settings: Settings, log_factory: Callable[[Settings], DecisionLog]
     )
     state = app[STATE] = ServiceState()
     app.add_routes(routes)
-    document = orjson.dumps(openapi_document())
+    document = orjson.dumps(openapi_document([p.name for p in settings.participants]))
 
     async def openapi(_: web.Request) -> web.Response:
         return web.Response(body=document, content_type="application/json")

@@ -37,7 +37,8 @@ __all__ = [
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: a JSON 0 is not false, nor "5" a number; what the document says is what is taken.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class Enlistment(_Body):

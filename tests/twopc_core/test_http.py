@@ -92,6 +92,13 @@ async def test_aiohttp_errors_keep_their_status_with_the_code_of_the_table(
     assert answered == status and body["error"]["code"] == CODES[status]
 
 
+async def test_a_405_names_the_methods_the_path_takes_in_allow(client: TestClient) -> None:
+    response = await client.get("/only-post")
+    assert response.status == 405
+    assert set(response.headers["Allow"].split(",")) == {"POST"}
+    assert (await response.json())["error"]["code"] == "method_not_allowed"
+
+
 async def test_an_unexpected_failure_is_a_500_that_shows_no_internals(client: TestClient) -> None:
     status, body = await answer(client, "GET", "/crash")
     assert status == 500

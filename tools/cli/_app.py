@@ -12,6 +12,7 @@ from tools.cli import (
     _demo,
     _dev,
     _events,
+    _fuzz,
     _kafka,
     _mockqueue,
     _participant,
@@ -33,6 +34,7 @@ app = typer.Typer(
 app.command("serve")(_serve.serve)
 app.command("demo")(_demo.demo)
 app.command("bench")(_bench.bench)
+app.command("fuzz-api")(_fuzz.fuzz_api)
 app.add_typer(_mockqueue.app, name="mockqueue")
 app.add_typer(_events.app, name="events")
 app.add_typer(_pipeline.app, name="pipeline")

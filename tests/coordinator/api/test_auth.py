@@ -211,3 +211,37 @@ async def test_a_participant_may_not_begin_or_list(harness: Harness) -> None:
     for method, path in (("POST", "/v1/transactions"), ("GET", "/v1/transactions")):
         status, answer = await _raw(harness, method, path, _signed("p1", method, path))
         assert (status, answer["error"]["code"]) == (403, "forbidden"), path
+
+
+# -- what the API document says of it ------------------------------------------------------
+
+
+async def test_the_document_says_which_operations_need_which_credentials(harness: Harness) -> None:
+    status, doc = await harness.call("GET", "/openapi.json")
+    assert status == 200
+    assert doc["components"]["securitySchemes"]["bearer"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": doc["components"]["securitySchemes"]["bearer"]["description"],
+    }
+    operations = {op["operationId"]: op for path in doc["paths"].values() for op in path.values()}
+    assert set(operations) == set(ACCESS) - {"openapi"}  # one rule, one documented operation
+    for route, op in operations.items():
+        rule = ACCESS[route]
+        if rule.public:
+            assert op["security"] == [] and "401" not in op["responses"], route
+        else:
+            assert {"401", "403"} <= set(op["responses"]), route
+            assert op["x-twopc-roles"] == sorted(rule.roles), route
+            assert ({"participant": []} in op["security"]) == rule.participants, route
+
+
+async def test_the_document_names_only_registered_participants_for_an_enlistment(harness: Harness) -> None:
+    _, doc = await harness.call("GET", "/openapi.json")
+    assert doc["components"]["schemas"]["ExecuteParticipant"]["properties"]["name"]["enum"] == ["p1", "p2"]
+
+
+async def test_a_405_names_the_methods_the_path_takes(harness: Harness) -> None:
+    response = await harness.client.request("DELETE", "/v1/transactions")
+    assert response.status == 405
+    assert set(response.headers["Allow"].split(",")) == {"GET", "HEAD", "POST"}

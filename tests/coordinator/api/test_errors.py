@@ -110,5 +110,11 @@ async def test_unknown_routes_and_methods_answer_json(harness: Harness) -> None:
 async def test_openapi_document_names_every_route(harness: Harness) -> None:
     status, doc = await harness.call("GET", "/openapi.json")
     assert status == 200
-    assert {"/v1/transactions", "/v1/transactions:execute", "/v1/transactions/{gtid}/commit"} <= set(doc["paths"])
+    assert {
+        "/v1/transactions",
+        "/v1/transactions:execute",
+        "/v1/transactions/{gtid}/commit",
+        "/v1/transactions/{gtid}/resolve",
+        "/v1/audit",
+    } <= set(doc["paths"])
     assert "TransactionOut" in doc["components"]["schemas"]
