@@ -82,6 +82,7 @@ def transfer(
     amount: Annotated[int, typer.Option(help="how much to move", min=1)],
     coordinator: OptionalCoordinatorUrls = None,
     token: Token = None,
+    coordinator_ca: CoordinatorCa = None,
     idempotency_key: Annotated[str | None, typer.Option(help="makes a retried transfer the same one")] = None,
 ) -> None:
     """Move money between two banks in one global transaction; print the outcome."""
@@ -89,7 +90,9 @@ def transfer(
     from participant_sdk import CoordinatorClient
 
     async def go() -> dict[str, Any]:
-        async with CoordinatorClient(coordinator or [DEFAULT_COORDINATOR], token=token) as client:
+        async with CoordinatorClient(
+            coordinator or [DEFAULT_COORDINATOR], token=token, ca_file=coordinator_ca
+        ) as client:
             return await run_transfer(
                 client, _side(source, "--from"), _side(target, "--to"), amount, idempotency_key=idempotency_key
             )

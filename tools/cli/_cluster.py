@@ -8,7 +8,7 @@ import orjson
 import typer
 from rich.table import Table
 
-from tools.cli._options import DEFAULT_COORDINATOR, OptionalCoordinatorUrls, Token
+from tools.cli._options import DEFAULT_COORDINATOR, CoordinatorCa, OptionalCoordinatorUrls, Token
 from tools.cli._txn import _call, _console
 
 __all__ = ["app", "status"]
@@ -20,13 +20,16 @@ app = typer.Typer(help="The coordinator replicas.", no_args_is_help=True)
 def status(
     coordinator: OptionalCoordinatorUrls = None,
     token: Token = None,
+    coordinator_ca: CoordinatorCa = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
 ) -> None:
     """Every replica the shared log knows: epoch, lease, whether it is alive, who took it over."""
     from participant_sdk.client import CoordinatorClient
 
     async def fetch() -> dict[str, Any]:
-        async with CoordinatorClient(coordinator or [DEFAULT_COORDINATOR], token=token) as client:
+        async with CoordinatorClient(
+            coordinator or [DEFAULT_COORDINATOR], token=token, ca_file=coordinator_ca
+        ) as client:
             return await client.cluster()
 
     view = _call(fetch)

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tools.cli._options import DEFAULT_COORDINATOR, OptionalCoordinatorUrls, Token
+from tools.cli._options import DEFAULT_COORDINATOR, CoordinatorCa, OptionalCoordinatorUrls, Token
 
 __all__ = ["abandon", "app", "audit", "list_transactions", "show"]
 
@@ -60,6 +60,7 @@ def _console() -> Console:
 def list_transactions(
     coordinator: OptionalCoordinatorUrls = None,
     token: Token = None,
+    coordinator_ca: CoordinatorCa = None,
     state: Annotated[str | None, typer.Option(help="only transactions in this state")] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
     cursor: Annotated[str | None, typer.Option(help="continue after this gtid")] = None,
@@ -72,7 +73,9 @@ def list_transactions(
     from participant_sdk.client import CoordinatorClient
 
     async def fetch() -> dict[str, Any]:
-        async with CoordinatorClient(coordinator or [DEFAULT_COORDINATOR], token=token) as client:
+        async with CoordinatorClient(
+            coordinator or [DEFAULT_COORDINATOR], token=token, ca_file=coordinator_ca
+        ) as client:
             return await client.list(state=state, limit=limit, cursor=cursor, heuristic=True if heuristic else None)
 
     page = _call(fetch)
@@ -104,13 +107,16 @@ def show(
     gtid: Annotated[str, typer.Argument(help="the transaction's gtid")],
     coordinator: OptionalCoordinatorUrls = None,
     token: Token = None,
+    coordinator_ca: CoordinatorCa = None,
     as_json: AsJson = False,
 ) -> None:
     """Show one transaction and its branches (* = phase 2 still pending)."""
     from participant_sdk.client import CoordinatorClient
 
     async def fetch() -> dict[str, Any]:
-        async with CoordinatorClient(coordinator or [DEFAULT_COORDINATOR], token=token) as client:
+        async with CoordinatorClient(
+            coordinator or [DEFAULT_COORDINATOR], token=token, ca_file=coordinator_ca
+        ) as client:
             return await client.get(gtid)
 
     tx = _call(fetch)
@@ -149,12 +155,15 @@ def abandon(
     reason: Annotated[str, typer.Option(help="why, for the audit")],
     coordinator: OptionalCoordinatorUrls = None,
     token: Token = None,
+    coordinator_ca: CoordinatorCa = None,
 ) -> None:
     """Operator: stop phase 2 to a participant that is gone for good (the decision stands)."""
     from participant_sdk.client import CoordinatorClient
 
     async def send() -> dict[str, Any]:
-        async with CoordinatorClient(coordinator or [DEFAULT_COORDINATOR], token=token) as client:
+        async with CoordinatorClient(
+            coordinator or [DEFAULT_COORDINATOR], token=token, ca_file=coordinator_ca
+        ) as client:
             return await client.abandon(gtid, participant, reason)
 
     tx = _call(send)
@@ -166,6 +175,7 @@ def abandon(
 def audit(
     coordinator: OptionalCoordinatorUrls = None,
     token: Token = None,
+    coordinator_ca: CoordinatorCa = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
     cursor: Annotated[str | None, typer.Option(help="continue after this act")] = None,
     as_json: AsJson = False,
@@ -174,7 +184,9 @@ def audit(
     from participant_sdk.client import CoordinatorClient
 
     async def fetch() -> dict[str, Any]:
-        async with CoordinatorClient(coordinator or [DEFAULT_COORDINATOR], token=token) as client:
+        async with CoordinatorClient(
+            coordinator or [DEFAULT_COORDINATOR], token=token, ca_file=coordinator_ca
+        ) as client:
             return await client.audit(limit=limit, cursor=cursor)
 
     page = _call(fetch)
