@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import orjson
 import typer
 from rich.table import Table
 
-from tools.cli._options import DEFAULT_COORDINATOR, CoordinatorCa, OptionalCoordinatorUrls, Token
-from tools.cli._txn import _call, _console
+from tools.cli._options import CoordinatorCa, OptionalCoordinatorUrls, Token
+from tools.cli._txn import _ask, _console
 
 __all__ = ["app", "status"]
 
@@ -24,15 +24,7 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
 ) -> None:
     """Every replica the shared log knows: epoch, lease, whether it is alive, who took it over."""
-    from participant_sdk.client import CoordinatorClient
-
-    async def fetch() -> dict[str, Any]:
-        async with CoordinatorClient(
-            coordinator or [DEFAULT_COORDINATOR], token=token, ca_file=coordinator_ca
-        ) as client:
-            return await client.cluster()
-
-    view = _call(fetch)
+    view = _ask(coordinator, token, coordinator_ca, lambda client: client.cluster())
     if as_json:
         typer.echo(orjson.dumps(view, option=orjson.OPT_INDENT_2).decode())
         return

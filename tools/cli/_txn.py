@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
@@ -12,6 +14,9 @@ from rich.console import Console
 from rich.table import Table
 
 from tools.cli._options import DEFAULT_COORDINATOR, CoordinatorCa, OptionalCoordinatorUrls, Token
+
+if TYPE_CHECKING:
+    from participant_sdk.client import CoordinatorClient
 
 __all__ = ["abandon", "app", "audit", "list_transactions", "show"]
 
@@ -27,6 +32,23 @@ _STATE_STYLE = {
     "preparing": "cyan",
     "active": "cyan",
 }
+
+
+def _ask(
+    coordinator: list[str] | None,
+    token: str | None,
+    ca_file: Path | None,
+    call: Callable[[CoordinatorClient], Awaitable[dict[str, Any]]],
+) -> Any:
+    """``call`` with a client of the coordinator (the local one unless told), its
+    failures said for people."""
+    from participant_sdk.client import CoordinatorClient
+
+    async def run() -> dict[str, Any]:
+        async with CoordinatorClient(coordinator or [DEFAULT_COORDINATOR], token=token, ca_file=ca_file) as client:
+            return await call(client)
+
+    return _call(run)
 
 
 def _call(coro_fn: Any) -> Any:
@@ -70,15 +92,12 @@ def list_transactions(
     as_json: AsJson = False,
 ) -> None:
     """List transactions, oldest first."""
-    from participant_sdk.client import CoordinatorClient
-
-    async def fetch() -> dict[str, Any]:
-        async with CoordinatorClient(
-            coordinator or [DEFAULT_COORDINATOR], token=token, ca_file=coordinator_ca
-        ) as client:
-            return await client.list(state=state, limit=limit, cursor=cursor, heuristic=True if heuristic else None)
-
-    page = _call(fetch)
+    page = _ask(
+        coordinator,
+        token,
+        coordinator_ca,
+        lambda client: client.list(state=state, limit=limit, cursor=cursor, heuristic=True if heuristic else None),
+    )
     if as_json:
         typer.echo(orjson.dumps(page, option=orjson.OPT_INDENT_2).decode())
         return
@@ -111,15 +130,7 @@ def show(
     as_json: AsJson = False,
 ) -> None:
     """Show one transaction and its branches (* = phase 2 still pending)."""
-    from participant_sdk.client import CoordinatorClient
-
-    async def fetch() -> dict[str, Any]:
-        async with CoordinatorClient(
-            coordinator or [DEFAULT_COORDINATOR], token=token, ca_file=coordinator_ca
-        ) as client:
-            return await client.get(gtid)
-
-    tx = _call(fetch)
+    tx = _ask(coordinator, token, coordinator_ca, lambda client: client.get(gtid))
     if as_json:
         typer.echo(orjson.dumps(tx, option=orjson.OPT_INDENT_2).decode())
         return
@@ -158,15 +169,7 @@ def abandon(
     coordinator_ca: CoordinatorCa = None,
 ) -> None:
     """Operator: stop phase 2 to a participant that is gone for good (the decision stands)."""
-    from participant_sdk.client import CoordinatorClient
-
-    async def send() -> dict[str, Any]:
-        async with CoordinatorClient(
-            coordinator or [DEFAULT_COORDINATOR], token=token, ca_file=coordinator_ca
-        ) as client:
-            return await client.abandon(gtid, participant, reason)
-
-    tx = _call(send)
+    tx = _ask(coordinator, token, coordinator_ca, lambda client: client.abandon(gtid, participant, reason))
     states = ", ".join(f"{b['name']}:{b['state']}" for b in tx["branches"])
     typer.echo(f"{tx['gtid']} {tx['state']} ({states})")
 
@@ -181,15 +184,7 @@ def audit(
     as_json: AsJson = False,
 ) -> None:
     """Operators' acts (who, when, what, why), newest first."""
-    from participant_sdk.client import CoordinatorClient
-
-    async def fetch() -> dict[str, Any]:
-        async with CoordinatorClient(
-            coordinator or [DEFAULT_COORDINATOR], token=token, ca_file=coordinator_ca
-        ) as client:
-            return await client.audit(limit=limit, cursor=cursor)
-
-    page = _call(fetch)
+    page = _ask(coordinator, token, coordinator_ca, lambda client: client.audit(limit=limit, cursor=cursor))
     if as_json:
         typer.echo(orjson.dumps(page, option=orjson.OPT_INDENT_2).decode())
         return
