@@ -66,6 +66,14 @@ def test_a_missing_file_is_named(tmp_path: Path) -> None:
         ("[server]\nprot = 1\n", "prot"),
         ('[[participants]]\nname = "queue-a"\nurl = "http://x/twopc"\nsecret = "s"\n', "unique"),
         ('[[participants]]\nname = "b"\nurl = "ftp://x"\nsecret = "s"\n', "http"),
+        ('[[auth.tokens]]\nname = "t"\nsha256 = "not-hex"\nroles = ["client"]\n', "sha256"),
+        (f'[[auth.tokens]]\nname = "t"\nsha256 = "{"a" * 64}"\nroles = ["admin"]\n', "roles"),
+        (f'[[auth.tokens]]\nname = "t"\nsha256 = "{"a" * 64}"\nroles = []\n', "roles"),
+        (
+            f'[[auth.tokens]]\nname = "t"\nsha256 = "{"a" * 64}"\nroles = ["client"]\n'
+            f'[[auth.tokens]]\nname = "t"\nsha256 = "{"b" * 64}"\nroles = ["reader"]\n',
+            "token names must be unique",
+        ),
     ],
 )
 def test_bad_settings_are_refused_naming_the_problem(tmp_path: Path, extra: str, problem: str) -> None:
@@ -73,6 +81,16 @@ def test_bad_settings_are_refused_naming_the_problem(tmp_path: Path, extra: str,
     path.write_text(TOML.replace("[server]\nport = 7171\n", "") + extra)
     with pytest.raises(ValidationError, match=problem):
         load(path)
+
+
+def test_authentication_is_on_by_default_with_no_token_accepted() -> None:
+    settings = Settings()
+    assert settings.auth.enabled and settings.auth.tokens == [] and not settings.auth.public_metrics
+
+
+def test_tokens_can_come_from_the_environment_as_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TWOPC_AUTH__TOKENS", f'[{{"name": "svc", "sha256": "{"c" * 64}", "roles": ["client"]}}]')
+    assert [(t.name, t.roles) for t in load().auth.tokens] == [("svc", ["client"])]
 
 
 # -- TLS and the server's limits ----------------------------------------------------------

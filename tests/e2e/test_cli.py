@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from compose.localcluster import LocalCluster
-from compose.supervisor import twopc_command
+from compose.supervisor import Node, free_port, twopc_command
 from participant_sdk.client import CoordinatorClient
 from tests.e2e.conftest import payloads
 
@@ -69,3 +69,23 @@ def test_serve_refuses_a_bad_configuration_naming_the_problem(tmp_path: Path) ->
     served = twopc("serve", "--config", str(config))
     assert served.returncode == 2
     assert "server.port" in served.stderr and "Traceback" not in served.stderr
+
+
+@pytest.mark.parametrize(
+    ("auth", "warning"),
+    [("[auth]\nenabled = false\n", "auth.enabled is false"), ("", "no [[auth.tokens]] are configured")],
+    ids=["authentication-off", "no-tokens"],
+)
+def test_serve_warns_at_start_when_nobody_or_everybody_may_call(tmp_path: Path, auth: str, warning: str) -> None:
+    port = free_port()
+    config = tmp_path / "twopc.toml"
+    config.write_text(f'[server]\nport = {port}\n[log]\npath = "{tmp_path / "c.db"}"\n{auth}')
+    node = Node(
+        "c", twopc_command("serve", "--config", str(config)), f"http://127.0.0.1:{port}/readyz", tmp_path / "c.log"
+    )
+    node.start()
+    try:
+        node.wait_ready(timeout=30)
+    finally:
+        node.stop()
+    assert f"WARNING: {warning}" in node.log_text()
