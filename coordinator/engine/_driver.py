@@ -601,6 +601,9 @@ class Coordinator:
             return
 
     def _heuristic_damage(self, gtid: str, name: str, done: Outcome, decision: Outcome) -> None:
+        """A participant reported an operator's force against the decision: counted,
+        logged, and in the audit (the act was the participant's operator's; this is
+        where the coordinator learnt of it)."""
         self.heuristics += 1
         log.error(
             "heuristic damage: a participant was forced against the decision",
@@ -609,6 +612,23 @@ class Coordinator:
             forced=done.value,
             decision=decision.value,
         )
+        act = AuditEntry(
+            0,
+            self._clock(),
+            f"participant:{name}",
+            "heuristic",
+            f"forced to {done.value} at the participant, against the decision ({decision.value})",
+            gtid,
+            name,
+            {"forced": done.value, "decision": decision.value},
+        )
+        self._spawn(self._record_quietly(act), f"audit {gtid}")
+
+    async def _record_quietly(self, act: AuditEntry) -> None:
+        try:
+            await self.record_act(act)
+        except Exception as exc:  # the log line above stands; the audit misses this one
+            log.warning("could not write the audit", gtid=act.gtid, error=repr(exc))
 
     def _finish(self, entry: _Entry, durable: bool) -> None:
         """Every branch acknowledged: write END and leave the active set."""

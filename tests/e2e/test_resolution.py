@@ -120,5 +120,12 @@ async def test_a_participant_forced_against_the_decision_is_flagged_and_listed_a
             assert await gtids_at(http, cluster, "queue-a") == [gtid]
             assert await gtids_at(http, cluster, "queue-b") == []
         assert "heuristic damage" in cluster.nodes["coordinator"].log_text()
+
+        def audited() -> list[tuple[str, str, str]]:
+            acts = twopc("txn", "audit", "--json", "--coordinator", url, token=reader)["acts"]
+            return [(a["action"], a["actor"], a["gtid"]) for a in acts]
+
+        await wait_until(audited, timeout=10, message="the damage in the audit")
+        assert audited() == [("heuristic", "participant:queue-b", gtid)]
     finally:
         cluster.stop()

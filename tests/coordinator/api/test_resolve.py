@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests.coordinator.conftest import Harness, bearer
+from twopc_core.testing import wait_until
 
 TWO = [{"name": "p1", "payload": {"n": 1}}, {"name": "p2", "payload": {"n": 2}}]
 
@@ -126,6 +127,13 @@ async def test_a_branch_forced_against_the_decision_is_recorded_as_heuristic_dam
     assert gtid not in [t["gtid"] for t in clean["transactions"]]
     metrics = await (await harness.client.get("/metrics")).text()
     assert "twopc_heuristics_found 1" in metrics
+
+    async def audited() -> list[Any]:
+        _, page = await harness.call("GET", "/v1/audit")
+        return [(a["action"], a["actor"], a["gtid"], a["details"]) for a in page["acts"]]
+
+    await wait_until(audited, timeout=5, message="the damage in the audit")
+    assert await audited() == [("heuristic", "participant:p2", gtid, {"forced": "aborted", "decision": "committed"})]
 
 
 async def test_a_branch_forced_the_way_of_the_decision_is_no_damage(harness: Harness) -> None:
