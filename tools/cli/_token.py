@@ -4,6 +4,7 @@ of configuration that let the coordinator accept it (which keep only its hash)."
 from __future__ import annotations
 
 import json
+import shlex
 from enum import StrEnum
 from typing import Annotated
 
@@ -30,6 +31,14 @@ def new(
         ),
     ],
     as_json: Annotated[bool, typer.Option("--json", help="print {name, token, sha256, roles} as JSON")] = False,
+    as_env: Annotated[
+        bool,
+        typer.Option(
+            "--env",
+            help="print shell lines setting TWOPC_TOKEN (for the client) and TWOPC_AUTH__TOKENS (for a coordinator"
+            ' started from this shell): eval "$(twopc token new ... --env)"',
+        ),
+    ] = False,
 ) -> None:
     """Make a token: print it once, with the [[auth.tokens]] entry for the coordinator."""
     from pydantic import ValidationError
@@ -45,6 +54,10 @@ def new(
         raise typer.BadParameter(exc.errors()[0]["msg"], param_hint="--name") from None
     if as_json:
         typer.echo(json.dumps({"name": entry.name, "token": token, "sha256": entry.sha256, "roles": roles}))
+        return
+    if as_env:
+        accepted = json.dumps([{"name": entry.name, "sha256": entry.sha256, "roles": roles}])
+        typer.echo(f"export TWOPC_TOKEN={shlex.quote(token)}\nexport TWOPC_AUTH__TOKENS={shlex.quote(accepted)}")
         return
     typer.echo(f"# The token, shown only now: give it to {entry.name}, never put it in the configuration.")
     typer.echo(token)
