@@ -37,6 +37,7 @@ __all__ = [
     "ParticipantSettings",
     "ServerSettings",
     "Settings",
+    "MetricsSettings",
     "TokenSettings",
     "TransactionSettings",
     "load",
@@ -186,6 +187,12 @@ ROLES = ("client", "reader", "operator")
 Role = Literal["client", "reader", "operator"]
 
 
+class MetricsSettings(_Section):
+    #: Observe the latency and size histograms on the hot path. Off, ``/metrics`` keeps
+    #: the counts and gauges (they cost nothing between scrapes) and drops the histograms.
+    enabled: bool = True
+
+
 class TokenSettings(_Section):
     """A bearer token the REST API accepts; the configuration keeps only its hash."""
 
@@ -256,6 +263,7 @@ class Settings(BaseSettings):
     cluster: ClusterSettings = ClusterSettings()
     transactions: TransactionSettings = TransactionSettings()
     auth: AuthSettings = AuthSettings()
+    metrics: MetricsSettings = MetricsSettings()
     participants: list[ParticipantSettings] = []
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -11,6 +11,7 @@ is one of the domain errors of :mod:`participant_sdk.errors`.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,6 +21,7 @@ import structlog
 from participant_sdk import _branch as rules
 from participant_sdk._branch import Apply, LogVote, PrepareAtResource, Reconcile
 from participant_sdk._locks import KeyedLocks
+from participant_sdk._metrics import ParticipantMetrics
 from participant_sdk.errors import ParticipantError
 from participant_sdk.log import ParticipantLog, RecordState
 from participant_sdk.resource import PrepareResult, Resource
@@ -55,14 +57,21 @@ class BranchHandler:
     """The protocol calls, the outcomes learnt elsewhere, early branches and
     reconciliation, for every branch of one resource and its log."""
 
-    def __init__(self, resource: Resource, log: ParticipantLog) -> None:
+    def __init__(self, resource: Resource, log: ParticipantLog, metrics: ParticipantMetrics | None = None) -> None:
         self.resource = resource
         self.log = log
         self.locks = KeyedLocks()
+        self.metrics = metrics if metrics is not None else ParticipantMetrics("", enabled=False)
 
     # -- prepare -------------------------------------------------------------------
 
     async def prepare(self, req: PrepareRequest) -> PrepareResponse:
+        started = time.perf_counter()
+        answer = await self._prepare(req)
+        self.metrics.prepare_seconds.observe(time.perf_counter() - started)
+        return answer
+
+    async def _prepare(self, req: PrepareRequest) -> PrepareResponse:
         gtid, branch = req.gtid, req.branch
         digest = rules.payload_hash(req.payload)
         async with self.locks.hold((gtid, branch)):
@@ -80,6 +89,7 @@ class BranchHandler:
         except Exception as exc:
             vote = rules.failed_prepare(exc)
         vote = rules.counted_vote(vote)
+        self.metrics.votes[vote.vote.value] += 1
         step = rules.log_of_vote(vote.vote)
         if step.durable:
             try:
@@ -114,8 +124,12 @@ class BranchHandler:
     # -- commit --------------------------------------------------------------------
 
     async def commit(self, req: CommitRequest) -> OutcomeResponse:
-        if req.one_phase:
-            return await self._commit_one_phase(req)
+        started = time.perf_counter()
+        answer = await (self._commit_one_phase(req) if req.one_phase else self._commit(req))
+        self.metrics.phase_two_seconds[Outcome.COMMITTED].observe(time.perf_counter() - started)
+        return answer
+
+    async def _commit(self, req: CommitRequest) -> OutcomeResponse:
         gtid, branch = req.gtid, req.branch
         async with self.locks.hold((gtid, branch)):
             step = rules.commit(await self.log.lookup(gtid, branch), gtid, branch)
@@ -144,6 +158,12 @@ class BranchHandler:
     # -- abort ---------------------------------------------------------------------
 
     async def abort(self, req: AbortRequest) -> OutcomeResponse:
+        started = time.perf_counter()
+        answer = await self._abort(req)
+        self.metrics.phase_two_seconds[Outcome.ABORTED].observe(time.perf_counter() - started)
+        return answer
+
+    async def _abort(self, req: AbortRequest) -> OutcomeResponse:
         gtid, branch = req.gtid, req.branch
         async with self.locks.hold((gtid, branch)):
             step = rules.abort(await self.log.lookup(gtid, branch), gtid, branch)
@@ -241,8 +261,10 @@ class BranchHandler:
                 raise rules.resource_failed(step.outcome, gtid, branch, exc) from exc
         if step.heuristic:
             await self.log.record(gtid, branch, step.state, durable=step.durable, heuristic=True, reason=step.reason)
+            self.metrics.forced += 1
         else:
             await self.log.record(gtid, branch, step.state, durable=step.durable)
+        self.metrics.outcomes[step.outcome.value] += 1
 
     async def _drop_quietly(self, gtid: str, branch: str) -> None:
         """Drop whatever a failed prepare may have staged; the resource's problem is

@@ -97,6 +97,9 @@ class InDoubtResolver:
                 await self._settle(gtid, branches, result)
 
         await asyncio.gather(*(settle(gtid, branches) for gtid, branches in by_gtid.items()))
+        inquiries = self._handler.metrics.inquiries
+        for outcome in ("committed", "aborted", "undecided", "unreachable", "failed"):
+            inquiries[outcome] += getattr(result, outcome)
         if result.unreachable:
             logger.warning(
                 "coordinator unreachable; in-doubt branches wait for the next round",

@@ -166,6 +166,10 @@ class ParticipantLog:
     def in_doubt_count(self) -> int:
         return len(self._prepared)
 
+    def oldest_prepared_at(self) -> float | None:
+        """When the longest-waiting prepared branch was prepared; None when none is."""
+        return min((r.updated_at for r in self._prepared.values()), default=None)
+
     # -- writing -----------------------------------------------------------------------
 
     async def record(

@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,16 +34,19 @@ import aiohttp
 import structlog
 from aiohttp import web
 from opentelemetry import trace
+from prometheus_client import CollectorRegistry
 
 from participant_sdk import _branch as rules
 from participant_sdk._core import BatchResult, BranchHandler
 from participant_sdk._http import MAX_BODY_BYTES, build_protocol_app
+from participant_sdk._metrics import ParticipantMetrics
 from participant_sdk._recovery import InDoubtResolver, InquiryRound
 from participant_sdk.client import CoordinatorClient, CoordinatorError, describe_failure
 from participant_sdk.log import ParticipantLog
 from participant_sdk.resource import Resource
 from twopc_core import failpoints
 from twopc_core.http import Middleware
+from twopc_core.metrics import metrics_handler
 from twopc_core.protocol import (
     AbortRequest,
     BatchOp,
@@ -80,6 +83,8 @@ class Participant:
     ``coordinator_ssl``: the TLS of an ``https://`` coordinator (whom to trust, what
     client certificate to show; see :func:`twopc_core.tls.client_context`), for the
     participant's own client; None trusts the system's CAs.
+    ``metrics``: observe the latency histograms (the counts and gauges are kept
+    either way); a service serves them with :meth:`metrics_handler`.
     """
 
     def __init__(
@@ -98,6 +103,7 @@ class Participant:
         inquiry_timeout: float = 10.0,
         sweep_interval: float = 60.0,
         coordinator_ssl: ssl.SSLContext | None = None,
+        metrics: bool = True,
     ) -> None:
         if inquiry_interval <= 0:
             raise ValueError("inquiry_interval must be positive")
@@ -112,7 +118,8 @@ class Participant:
         self._clock = clock
         self._tracer = trace.get_tracer("participant_sdk", tracer_provider=tracer_provider)
         self.log = ParticipantLog(log_path, clock=clock)
-        self._handler = BranchHandler(resource, self.log)
+        self._metrics = ParticipantMetrics(name, enabled=metrics)
+        self._handler = BranchHandler(resource, self.log, self._metrics)
         # Its calls are signed with its secret: the coordinator tells it only of its own branches.
         self._client = CoordinatorClient(
             coordinator_url, session, timeout=inquiry_timeout, sign_as=(name, secret), ssl=coordinator_ssl
@@ -120,6 +127,7 @@ class Participant:
         #: The coordinator replicas' base URLs, in the order given.
         self.coordinator_urls = self._client.urls
         self._resolver = InDoubtResolver(self._handler, self._client, inquiry_interval, after_round=self._housekeeping)
+        self._metrics.watch(self.log, lambda: self._resolver.rounds, clock)
         self._loop_task: asyncio.Task[None] | None = None
         self._failpoints_task: asyncio.Task[None] | None = None
         self._last_prune = 0.0
@@ -203,6 +211,16 @@ class Participant:
         if manage_lifecycle:
             app.cleanup_ctx.append(self._lifecycle)
         return app
+
+    @property
+    def metrics_registry(self) -> CollectorRegistry:
+        """The registry of this participant's metrics: an adapter registers its own in
+        it, and :meth:`metrics_handler` serves it."""
+        return self._metrics.registry
+
+    def metrics_handler(self) -> Callable[[web.Request], Awaitable[web.Response]]:
+        """A handler answering with the metrics (``app.router.add_get("/metrics", ...)``)."""
+        return metrics_handler(self._metrics.registry)
 
     async def _lifecycle(self, _app: web.Application) -> AsyncIterator[None]:
         await self.start()

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from typing import Any, Protocol, TypeVar
 import aiosqlite
 import structlog
 
-__all__ = ["Cancellable", "GroupCommitStats", "GroupCommitter", "Timer", "open_sqlite"]
+__all__ = ["Cancellable", "CommitObserver", "GroupCommitStats", "GroupCommitter", "Timer", "open_sqlite"]
 
 log = structlog.get_logger(__name__)
 
@@ -73,11 +74,17 @@ class Timer(Protocol):
         ...
 
 
+#: Told of each commit: how long it took (seconds) and how many forced writes it made durable.
+CommitObserver = Callable[[float, int], None]
+
+
 @dataclass
 class GroupCommitStats:
     commits: int = 0
     statements: int = 0
     durable_writes: int = 0
+    #: Told of every commit, when set (the coordinator's metrics).
+    observer: CommitObserver | None = None
 
     @property
     def durable_per_commit(self) -> float:
@@ -239,10 +246,14 @@ class GroupCommitter:
 
     async def _commit(self, batch: list[_Write]) -> BaseException | None:
         """Run ``batch`` in one transaction; return the error instead of raising it."""
+        started = time.perf_counter()
         error: BaseException | None = await self._in_thread(self._commit_in_thread, [(w.sql, w.params) for w in batch])
         if error is None:
             self.stats.commits += 1
             self.stats.statements += len(batch)
+            if self.stats.observer is not None:
+                forced = sum(w.waiter is not None and w.sql != _FLUSH for w in batch)
+                self.stats.observer(time.perf_counter() - started, forced)
         else:
             log.error("log commit failed", error=repr(error), batch=len(batch))
         return error

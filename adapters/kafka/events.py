@@ -41,6 +41,7 @@ from adapters.kafka import KafkaResource, KafkaSettings, PayloadError
 from adapters.kafka.topics import read_committed
 from participant_sdk import PARTICIPANT_ERRORS, Participant
 from twopc_core.http import DomainErrors, HttpError, error_middleware, json_response
+from twopc_core.metrics import ScrapeCollector
 from twopc_core.protocol import GTID_PATTERN
 from twopc_core.runtime import run_service
 from twopc_core.serving import ServerLimits
@@ -94,6 +95,8 @@ def build_app(
     app = web.Application(client_max_size=max_body_bytes)
     app[PARTICIPANT], app[RESOURCE] = participant, resource
     app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/metrics", participant.metrics_handler())
+    participant.metrics_registry.register(ScrapeCollector(resource.metric_families))
     # The service's own API answers its errors through the shared edge, in a sub-app of
     # its own: the protocol's calls pass through no middleware but the SDK's.
     events = web.Application(middlewares=[error_middleware(_ERRORS, service="the events service")])

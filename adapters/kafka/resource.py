@@ -24,11 +24,12 @@ import asyncio
 import contextlib
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from adapters.kafka.clients import ensure_stage_topic, make_admin, make_offset_reader, read_stage, stop_quietly
 from adapters.kafka.limits import TopicCatalog, check_messages
@@ -287,6 +288,15 @@ class KafkaResource(Resource):
             for entry in shard.entries.values():
                 counts[entry.state.value] += 1
         return counts
+
+    def metric_families(self) -> Iterator[Metric]:
+        """The stage's own figures, for the service's ``/metrics``."""
+        branches = GaugeMetricFamily(
+            "twopc_kafka_stage_branches", "Branches in the stage topic's shards, by state.", labels=["state"]
+        )
+        for state, count in self.counts().items():
+            branches.add_metric([state], count)
+        yield branches
 
     def _prepared(self) -> list[tuple[str, str]]:
         return [

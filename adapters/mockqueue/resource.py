@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from typing import Any
+
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from adapters.mockqueue.faults import FaultSwitch
 from adapters.mockqueue.store import QueueStore
@@ -65,6 +68,22 @@ class MockQueueResource(Resource):
 
     async def recover(self) -> list[tuple[str, str]]:
         return self.store.staged()
+
+    def metric_families(self) -> Iterator[Metric]:
+        """The queue's own figures, for the service's ``/metrics``."""
+        yield GaugeMetricFamily(
+            "twopc_mockqueue_staged_branches",
+            "Branches whose items are staged, waiting for their outcome.",
+            len(self.store.staged()),
+        )
+        yield GaugeMetricFamily(
+            "twopc_mockqueue_staged_items", "Items staged by those branches.", self.store.staged_items()
+        )
+        yield CounterMetricFamily(
+            "twopc_mockqueue_items_published",
+            "Items committed to the queue since the service started.",
+            self.store.published,
+        )
 
     async def _delay(self) -> None:
         delay_ms = self.faults.current.delay_ms

@@ -23,6 +23,7 @@ from adapters.mockqueue.resource import MockQueueResource
 from adapters.mockqueue.store import QueueStore
 from participant_sdk import MAX_BODY_BYTES, Participant
 from twopc_core.http import HttpError, error_middleware, invalid_body, json_response
+from twopc_core.metrics import ScrapeCollector
 from twopc_core.runtime import run_service
 from twopc_core.serving import ServerLimits
 
@@ -55,9 +56,10 @@ def build_app(
     data = Path(data_dir)
     switch = faults or FaultSwitch()
     store = QueueStore(data / "queue.db")
+    resource = MockQueueResource(store, switch)
     participant = Participant(
         name,
-        MockQueueResource(store, switch),
+        resource,
         secret,
         coordinator_url,
         data / "participant.db",
@@ -68,6 +70,8 @@ def build_app(
     app = web.Application(client_max_size=max_body_bytes)
     app[FAULTS], app[STORE], app[PARTICIPANT] = switch, store, participant
     app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/metrics", participant.metrics_handler())
+    participant.metrics_registry.register(ScrapeCollector(resource.metric_families))
     # The queue's own API answers its errors through the shared edge, in a sub-app of
     # its own: the protocol's calls pass through no middleware but the SDK's.
     queue = web.Application(middlewares=[error_middleware(service="the mock queue")])

@@ -77,6 +77,8 @@ class QueueStore:
         self._writer: GroupCommitter | None = None
         # (gtid, branch) -> number of staged items; the truth is on disk, this saves reads.
         self._staged: dict[tuple[str, str], int] = {}
+        #: Items published (committed to the queue) since this store opened.
+        self.published = 0
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -108,6 +110,10 @@ class QueueStore:
     def staged(self) -> list[tuple[str, str]]:
         return list(self._staged)
 
+    def staged_items(self) -> int:
+        """Items staged by prepared branches, waiting for their outcome."""
+        return sum(self._staged.values())
+
     def is_staged(self, gtid: str, branch: str) -> bool:
         return (gtid, branch) in self._staged
 
@@ -131,7 +137,7 @@ class QueueStore:
     async def commit(self, gtid: str, branch: str) -> None:
         """Move the branch's staged items to the end of the queue, in order."""
         await self._durably([(_PUBLISH, (gtid, branch)), (_DROP, (gtid, branch))])
-        self._staged.pop((gtid, branch), None)
+        self.published += self._staged.pop((gtid, branch), 0)
 
     async def drop(self, gtid: str, branch: str) -> None:
         """Forget the branch's staged items."""

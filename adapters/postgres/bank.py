@@ -45,6 +45,7 @@ from participant_sdk import (
     Vote,
 )
 from twopc_core.http import DomainErrors, HttpError, error_middleware, invalid_body, json_response
+from twopc_core.metrics import ScrapeCollector
 from twopc_core.protocol import GTID_PATTERN
 from twopc_core.runtime import run_service
 from twopc_core.serving import ServerLimits
@@ -215,6 +216,8 @@ def build_app(
 
     app.cleanup_ctx.append(lifecycle)
     app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/metrics", participant.metrics_handler())
+    participant.metrics_registry.register(ScrapeCollector(resource.metric_families))
     app.router.add_get("/accounts", _accounts)
     app.router.add_post("/accounts", _open_account)
     app.router.add_get("/accounts/{id}", _account)

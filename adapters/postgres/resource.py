@@ -22,12 +22,13 @@ autocommit) run phase 2, recovery and the application's reads.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, suppress
 from typing import Any, Literal
 
 import psycopg
 import structlog
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from psycopg import errors as pg_errors
 from psycopg.pq import Escaping
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
@@ -283,6 +284,21 @@ class PostgresResource(Resource):
         """This participant's prepared transactions in its database, oldest first."""
         async with self._control.connection() as conn:
             return await list_prepared(conn, self.gids)
+
+    def metric_families(self) -> Iterator[Metric]:
+        """The connection pools' figures, for the service's ``/metrics``."""
+        connections = GaugeMetricFamily(
+            "twopc_pg_pool_connections", "Connections each pool holds to the database.", labels=["pool"]
+        )
+        waiting = GaugeMetricFamily(
+            "twopc_pg_pool_requests_waiting", "Requests waiting for a connection of each pool.", labels=["pool"]
+        )
+        for name, pool in (("branches", self._branches), ("control", self._control)):
+            stats = pool.get_stats()
+            connections.add_metric([name], stats.get("pool_size", 0))
+            waiting.add_metric([name], stats.get("requests_waiting", 0))
+        yield connections
+        yield waiting
 
     async def prepared_stats(self) -> PreparedStats:
         async with self._control.connection() as conn:

@@ -16,10 +16,12 @@ from coordinator.api._routes import STATE, ServiceState, routes
 from coordinator.api._tracing import tracing_middleware
 from coordinator.auth import Authenticator
 from coordinator.config import Settings
-from coordinator.engine import Coordinator
+from coordinator.engine import Coordinator, coordinator_families
 from coordinator.log import DecisionLog, SQLiteLog
+from coordinator.metrics import CoordinatorMetrics
 from coordinator.transport import Backoff, Transport
 from twopc_core import failpoints, telemetry
+from twopc_core.metrics import ScrapeCollector
 
 __all__ = ["build_app"]
 
@@ -66,10 +68,12 @@ def build_app(settings: Settings, log_factory: Callable[[Settings], DecisionLog]
         tx = settings.transactions
         log_store = log_factory(settings)
         await log_store.open()
+        metrics = CoordinatorMetrics(enabled=settings.metrics.enabled)
         transport = Transport(
             settings.participants,
             Backoff(tx.retry_base_ms / 1000, tx.retry_cap_ms / 1000),
             phase_two_timeout=tx.phase_two_timeout_ms / 1000,
+            metrics=metrics,
         )
         await transport.start()
         coordinator = Coordinator(
@@ -81,7 +85,9 @@ def build_app(settings: Settings, log_factory: Callable[[Settings], DecisionLog]
             prune_interval=settings.log.prune_interval_seconds,
             advertise_url=settings.advertise_url,
             lease=settings.cluster.lease_ms / 1000,
+            metrics=metrics,
         )
+        metrics.registry.register(ScrapeCollector(lambda: coordinator_families(coordinator)))
         try:
             await coordinator.start()
         except BaseException:

@@ -35,6 +35,7 @@ from coordinator.api._models import (
 )
 from coordinator.engine import Coordinator, Elsewhere, TxState
 from twopc_core.http import HttpError
+from twopc_core.metrics import metrics_response
 from twopc_core.protocol import GTID_PATTERN
 
 __all__ = ["STATE", "ServiceState", "routes"]
@@ -359,6 +360,4 @@ def _time(seconds: float) -> datetime:
 @routes.get("/metrics", name="metrics")
 async def _metrics(request: web.Request) -> web.Response:
     coordinator = request.app[STATE].require()
-    lines = [f"twopc_active_transactions {coordinator.active_count}"]
-    lines += [f"twopc_{name} {value}" for name, value in coordinator.log_stats().items()]
-    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+    return metrics_response(coordinator.metrics.registry, request)

@@ -1,6 +1,7 @@
 """The engine: each transaction's state machine and the driver that runs its rounds."""
 
 from coordinator.engine._driver import (
+    Backlog,
     Coordinator,
     Elsewhere,
     IdempotencyMismatch,
@@ -31,9 +32,11 @@ from coordinator.engine._machine import (
     WrongState,
 )
 from coordinator.engine._membership import Membership
+from coordinator.engine._scrape import coordinator_families
 
 __all__ = [
     "Action",
+    "Backlog",
     "AskStatus",
     "Branch",
     "BranchState",
@@ -60,4 +63,5 @@ __all__ = [
     "TxState",
     "UnknownParticipantError",
     "WrongState",
+    "coordinator_families",
 ]

@@ -38,12 +38,14 @@ from coordinator.engine._machine import (
 )
 from coordinator.engine._membership import Membership
 from coordinator.log import DecisionLog, Fenced, IdempotencyEntry, TransactionRecord
+from coordinator.metrics import CoordinatorMetrics
 from coordinator.records import AuditEntry
-from coordinator.transport import Backoff, CallFailed, Transport
+from coordinator.transport import Backoff, CallFailed, EndpointCounts, Transport
 from twopc_core import failpoints
 from twopc_core.protocol import Outcome
 
 __all__ = [
+    "Backlog",
     "Coordinator",
     "Elsewhere",
     "IdempotencyMismatch",
@@ -122,6 +124,23 @@ class _Entry:
     final_record: TransactionRecord | None = None
     #: This replica lost its lease: the transaction is no longer driven from here.
     dropped: bool = False
+    #: When (``perf_counter``) the prepare round and phase 2 began, for the phase histograms.
+    prepare_started: float | None = None
+    phase_two_started: float | None = None
+    #: Its outcome is counted in ``Coordinator.outcomes`` (once, even when decided before a restart).
+    outcome_counted: bool = False
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """The unfinished work in memory: all of it, and the decided part still waiting
+    for some branch's phase-2 acknowledgement (that participant is in doubt)."""
+
+    unfinished: int
+    in_doubt: int
+    #: When (unix seconds) the oldest of each began; None when there is none.
+    oldest_unfinished_at: float | None
+    oldest_in_doubt_at: float | None
 
 
 @dataclass(frozen=True)
@@ -147,7 +166,9 @@ class Coordinator:
         *,
         advertise_url: str = "",
         lease: float = 3.0,
+        metrics: CoordinatorMetrics | None = None,
     ) -> None:
+        self.metrics = metrics if metrics is not None else CoordinatorMetrics(enabled=False)
         self._retention = retention_seconds
         self._prune_interval = prune_interval
         self._node_id = node_id
@@ -169,6 +190,9 @@ class Coordinator:
         self.decisions_logged = 0
         #: Branches found forced against their transaction's decision since start.
         self.heuristics = 0
+        #: Transactions begun here, and those decided here by outcome, since start.
+        self.begun = 0
+        self.outcomes: Counter[str] = Counter()
         self.membership = Membership(log_store, node_id, advertise_url, lease, self._adopt, self._drop)
 
     # -- lifecycle ----------------------------------------------------------------
@@ -176,6 +200,8 @@ class Coordinator:
     async def start(self) -> None:
         """Join the log, load what recovery needs and schedule it; returns before phase 2
         completes."""
+        if self.metrics.enabled:
+            self._log.observe_commits(self.metrics.log_committed)
         await self.membership.join()
         if self._log.shared:
             # Renewing from the start: loading thousands of unfinished transactions may
@@ -302,6 +328,7 @@ class Coordinator:
             save = False  # the claim wrote the BEGIN record
         entry = _Entry(tx)
         self._active[tx.gtid] = entry
+        self.begun += 1
         if idempotency_key is not None:
             self._idempotency[idempotency_key] = IdempotencyEntry(tx.gtid, request_hash, now)
         if save:
@@ -320,6 +347,7 @@ class Coordinator:
         entry = self._active.get(gtid)
         if entry is None:
             return await self._settled_view(gtid, Transaction.commit)
+        started = time.perf_counter()
         async with entry.lock:
             self._run(entry, entry.tx.commit())
         await entry.decided.wait()
@@ -327,6 +355,7 @@ class Coordinator:
             raise Moved(gtid)
         if wait_for_phase_two:
             await self._wait_for_phase_two(entry)
+        self.metrics.commit_seconds.observe(time.perf_counter() - started)
         return self._view(entry)
 
     async def _wait_for_phase_two(self, entry: _Entry) -> None:
@@ -439,6 +468,25 @@ class Coordinator:
         """Operators' acts, newest first."""
         return await self._log.audit(limit, before)
 
+    def backlog(self) -> Backlog:
+        """What is unfinished in memory now, and how old the oldest is."""
+        unfinished = in_doubt = 0
+        oldest: float | None = None
+        oldest_in_doubt: float | None = None
+        for entry in self._active.values():
+            tx = entry.tx
+            unfinished += 1
+            if oldest is None or tx.created_at < oldest:
+                oldest = tx.created_at
+            if tx.decision is not None and tx.pending_branches():
+                in_doubt += 1
+                if oldest_in_doubt is None or tx.created_at < oldest_in_doubt:
+                    oldest_in_doubt = tx.created_at
+        return Backlog(unfinished, in_doubt, oldest, oldest_in_doubt)
+
+    def endpoint_counts(self) -> dict[str, EndpointCounts]:
+        return self._transport.endpoint_counts()
+
     def log_stats(self) -> dict[str, float]:
         commits = self._log.stats.commits
         return {
@@ -460,16 +508,21 @@ class Coordinator:
                 case ForceRecord():
                     self._spawn_for(entry, self._force_record(entry))
                 case SendPrepare(branches):
+                    if entry.prepare_started is None:
+                        entry.prepare_started = time.perf_counter()
                     for name in branches:
                         self._spawn_for(entry, self._prepare(entry, name))
                 case SendOnePhase(name):
                     self._spawn_for(entry, self._one_phase(entry, name))
                 case ForceDecision():
+                    self._prepare_round_ends(entry)
                     self._spawn_for(entry, self._force_decision(entry))
                 case SendCommit(branches):
+                    self._phase_two_starts(entry)
                     for name in branches:
                         entry.deliveries[name] = self._spawn_for(entry, self._deliver(entry, name, Outcome.COMMITTED))
                 case SendAbort(branches):
+                    self._phase_two_starts(entry)
                     for name in branches:
                         entry.deliveries[name] = self._spawn_for(entry, self._deliver(entry, name, Outcome.ABORTED))
                 case AskStatus(name):
@@ -478,9 +531,29 @@ class Coordinator:
                     for name in branches:
                         self._spawn(self._notify_abort(entry.tx.gtid, name), f"abort {entry.tx.gtid}")
                 case Finish(durable=durable):
+                    self._phase_two_ends(entry)
                     self._finish(entry, durable)
         if entry.tx.decision is not None:
+            if not entry.outcome_counted:
+                entry.outcome_counted = True
+                self.outcomes[entry.tx.decision.value] += 1
+                self._prepare_round_ends(entry)  # an abort is not forced: it is decided here
             entry.decided.set()
+
+    def _prepare_round_ends(self, entry: _Entry) -> None:
+        if entry.prepare_started is not None:
+            self.metrics.phase_seconds["prepare"].observe(time.perf_counter() - entry.prepare_started)
+            entry.prepare_started = None
+
+    @staticmethod
+    def _phase_two_starts(entry: _Entry) -> None:
+        if entry.phase_two_started is None:
+            entry.phase_two_started = time.perf_counter()
+
+    def _phase_two_ends(self, entry: _Entry) -> None:
+        if entry.phase_two_started is not None and entry.tx.decision is not None:
+            phase = "commit" if entry.tx.decision is Outcome.COMMITTED else "abort"
+            self.metrics.phase_seconds[phase].observe(time.perf_counter() - entry.phase_two_started)
 
     async def _apply(self, entry: _Entry, event: Callable[[], list[Action]]) -> None:
         async with entry.lock:
@@ -533,8 +606,10 @@ class Coordinator:
             return
         try:
             await failpoints.hit("coordinator.before_decision_logged")
+            started = time.perf_counter()
             with tracer.start_as_current_span("coordinator.force_decision"):
                 await self._log.force(tx.decision_record())
+            self.metrics.phase_seconds["decision"].observe(time.perf_counter() - started)
             self.decisions_logged += 1
         except Fenced:
             # Whether the decision made it in is for the replica that takes over to read.
@@ -702,6 +777,7 @@ class Coordinator:
                 record.gtid, record.request_hash, record.created_at
             )
         entry = _Entry(Transaction.from_record(record))
+        entry.outcome_counted = entry.tx.decision is not None  # counted where it was decided
         actions = entry.tx.recover()
         names = [type(a).__name__ for a in actions]
         log.debug("recovering", gtid=record.gtid, actions=names)

@@ -12,6 +12,7 @@ A log of one process (SQLite) is a cluster of one: joining is all there is to it
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable
 
@@ -71,6 +72,14 @@ class Membership:
         if not self.shared:
             return self.me is not None
         return self._reachable and self._monotonic() < self._lease_surely_until
+
+    @property
+    def lease_remaining(self) -> float:
+        """Seconds the lease is surely live for still, by this process's clock (0 when
+        it is not); infinite for a replica on a log of its own, which needs no lease."""
+        if not self.shared:
+            return math.inf if self.me is not None else 0.0
+        return max(0.0, self._lease_surely_until - self._monotonic())
 
     async def join(self) -> NodeRecord:
         """A new epoch and a lease (waits out a previous incarnation's lease)."""

@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass
 
 from coordinator.records import AuditEntry, IdempotencyEntry, NodeRecord, TransactionRecord
+from twopc_core.groupcommit import CommitObserver
 
 __all__ = ["DecisionLog", "Fenced", "LogStats", "LogUnavailable", "NodeIdInUse"]
 
@@ -96,6 +97,10 @@ class DecisionLog(abc.ABC):
     @property
     @abc.abstractmethod
     def stats(self) -> LogStats: ...
+
+    def observe_commits(self, observer: CommitObserver) -> None:
+        """Once open, tell ``observer`` of every commit (its duration, the forced writes
+        it made durable); a log that cannot is free to ignore it."""
 
     @abc.abstractmethod
     async def append_audit(self, entry: AuditEntry) -> AuditEntry:

@@ -245,6 +245,7 @@ class PostgresWriter:
             writes = live
             try:
                 conn = await self._connection()
+                started = time.perf_counter()
                 async with asyncio.timeout(self._timeout):
                     results = await _run_batch(conn, fence, live, self._fence_statement)
             except _BatchFenced:
@@ -277,11 +278,15 @@ class PostgresWriter:
                 return
             self.stats.commits += 1
             self.stats.statements += len(live)
+            durable = 0
             for write, result in zip(live, results, strict=True):
                 # A claim that found its key taken wrote nothing.
                 if write.waiter is not None and result is None:
-                    self.stats.durable_writes += 1
+                    durable += 1
                 _settle(write, result)
+            self.stats.durable_writes += durable
+            if self.stats.observer is not None:
+                self.stats.observer(time.perf_counter() - started, durable)
             return
 
     def _backoff(self, attempt: int) -> float:

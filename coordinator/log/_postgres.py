@@ -30,7 +30,7 @@ from coordinator.log._pg_rows import COLUMNS, FENCE, from_row
 from coordinator.log._pg_schema import AUDIT, NODES, TRANSACTIONS, prepare_schema
 from coordinator.log._pg_writer import Fence, PostgresWriter
 from coordinator.records import AuditEntry, IdempotencyEntry, NodeRecord, TransactionRecord
-from twopc_core.groupcommit import Timer
+from twopc_core.groupcommit import CommitObserver, Timer
 
 __all__ = ["PostgresLog"]
 
@@ -332,6 +332,9 @@ class PostgresLog(DecisionLog):
     def stats(self) -> LogStats:
         s = self._committer.stats
         return LogStats(commits=s.commits, durable_writes=s.durable_writes)
+
+    def observe_commits(self, observer: CommitObserver) -> None:
+        self._committer.stats.observer = observer
 
     # -- replicas -----------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ import orjson
 
 from coordinator.log._base import DecisionLog, LogStats
 from coordinator.records import AuditEntry, BranchRecord, IdempotencyEntry, TransactionRecord
-from twopc_core.groupcommit import GroupCommitter, open_sqlite
+from twopc_core.groupcommit import CommitObserver, GroupCommitter, open_sqlite
 
 __all__ = ["SQLiteLog"]
 
@@ -221,6 +221,9 @@ class SQLiteLog(DecisionLog):
     def stats(self) -> LogStats:
         s = self._committer.stats
         return LogStats(commits=s.commits, durable_writes=s.durable_writes)
+
+    def observe_commits(self, observer: CommitObserver) -> None:
+        self._committer.stats.observer = observer
 
     @property
     def _committer(self) -> GroupCommitter:

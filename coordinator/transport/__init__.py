@@ -20,6 +20,7 @@ from typing import Any
 import structlog
 
 from coordinator.config import ParticipantSettings
+from coordinator.metrics import CoordinatorMetrics
 from coordinator.transport._endpoint import CallFailed, Endpoint
 from twopc_core.protocol import (
     BranchStatus,
@@ -30,13 +31,23 @@ from twopc_core.protocol import (
     Vote,
 )
 
-__all__ = ["Backoff", "CallFailed", "Transport", "UnknownParticipant"]
+__all__ = ["Backoff", "CallFailed", "EndpointCounts", "Transport", "UnknownParticipant"]
 
 log = structlog.get_logger(__name__)
 
 
 class UnknownParticipant(KeyError):
     pass
+
+
+@dataclass(frozen=True)
+class EndpointCounts:
+    """What the coordinator did with one participant since it started."""
+
+    calls: int
+    exchanges: int
+    failed_exchanges: int
+    phase_two_retries: int
 
 
 @dataclass(frozen=True)
@@ -57,8 +68,10 @@ class Transport:
         participants: list[ParticipantSettings],
         backoff: Backoff,
         phase_two_timeout: float,
+        metrics: CoordinatorMetrics | None = None,
     ) -> None:
         self._settings = {p.name: p for p in participants}
+        self._metrics = metrics
         self._endpoints: dict[str, Endpoint] = {}
         self._backoff = backoff
         self._phase_two_timeout = phase_two_timeout
@@ -68,7 +81,9 @@ class Transport:
         return self._settings
 
     async def start(self) -> None:
-        self._endpoints = {name: Endpoint(s, s.max_inflight_exchanges) for name, s in self._settings.items()}
+        self._endpoints = {
+            name: Endpoint(s, s.max_inflight_exchanges, self._metrics) for name, s in self._settings.items()
+        }
 
     async def close(self) -> None:
         await asyncio.gather(*(e.close() for e in self._endpoints.values()))
@@ -124,6 +139,13 @@ class Transport:
             "participant_exchanges": sum(e.exchanges for e in self._endpoints.values()),
         }
 
+    def endpoint_counts(self) -> dict[str, EndpointCounts]:
+        """Each participant's counts since start, by name."""
+        return {
+            name: EndpointCounts(e.calls, e.exchanges, e.failed_exchanges, e.phase_two_retries)
+            for name, e in self._endpoints.items()
+        }
+
     async def deliver(self, name: str, gtid: str, outcome: Outcome) -> OutcomeResponse:
         """Send phase 2 until the participant acknowledges; returns its answer (whose
         status differs from ``outcome`` where an operator forced the branch otherwise).
@@ -139,6 +161,7 @@ class Transport:
             try:
                 return await endpoint.call(operation, request, OutcomeResponse, self._phase_two_timeout)
             except CallFailed as exc:
+                endpoint.phase_two_retries += 1
                 delay = self._backoff.delay(attempt)
                 log.warning(
                     "phase 2 not acknowledged, retrying",

@@ -28,7 +28,9 @@ from opentelemetry import propagate, trace
 from pydantic import BaseModel, ValidationError
 
 from coordinator.config import ParticipantSettings
+from coordinator.metrics import CoordinatorMetrics
 from twopc_core import telemetry
+from twopc_core.metrics import Observer
 from twopc_core.signing import signed_headers
 
 __all__ = ["CallFailed", "Endpoint"]
@@ -114,8 +116,14 @@ _WORK = frozenset({"prepare"})
 
 
 class Endpoint:
-    def __init__(self, settings: ParticipantSettings, max_inflight: int = 4) -> None:
+    def __init__(
+        self, settings: ParticipantSettings, max_inflight: int = 4, metrics: CoordinatorMetrics | None = None
+    ) -> None:
         self.settings = settings
+        self._metrics = metrics if metrics is not None else CoordinatorMetrics(enabled=False)
+        #: The exchange histograms' series by operation, found once (a lookup per call otherwise).
+        self._exchange_seconds: dict[str, Observer] = {}
+        self._exchange_calls = self._metrics.exchange_calls(settings.name)
         self._work = _Lane(self, max_inflight)
         self._finish = _Lane(self, max_inflight)
         # An https:// participant is checked against its own CA file, if it has one; a
@@ -126,6 +134,9 @@ class Endpoint:
         self.session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
         self.exchanges = 0
         self.calls = 0
+        #: Exchanges that got no usable answer, and phase-2 calls sent again after one.
+        self.failed_exchanges = 0
+        self.phase_two_retries = 0
         #: The last exchange's result, for operators: (unix time, error or None).
         self.last_exchange: tuple[float, str | None] | None = None
 
@@ -153,6 +164,8 @@ class Endpoint:
     async def exchange(self, calls: list[_Call[Any]]) -> None:
         """One HTTP exchange carrying ``calls``: alone, or as a batch."""
         self.exchanges += 1
+        operation = calls[0].operation if len(calls) == 1 else "batch"
+        started = time.perf_counter()
         try:
             if len(calls) == 1:
                 (call,) = calls
@@ -161,6 +174,7 @@ class Endpoint:
                 ops = {"ops": [{"op": c.operation, **c.body} for c in calls]}
                 await self._post_batch(orjson.dumps(ops), calls)
         except CallFailed as exc:
+            self.failed_exchanges += 1
             self.last_exchange = (time.time(), str(exc))
             for call in calls:
                 call.fail(str(exc))
@@ -169,7 +183,16 @@ class Endpoint:
             for call in calls:
                 call.fail("the coordinator is shutting down")
             raise
+        finally:
+            self._observe(operation, time.perf_counter() - started, len(calls))
         self.last_exchange = (time.time(), None)
+
+    def _observe(self, operation: str, seconds: float, calls: int) -> None:
+        series = self._exchange_seconds.get(operation)
+        if series is None:
+            series = self._exchange_seconds[operation] = self._metrics.exchange_seconds(self.settings.name, operation)
+        series.observe(seconds)
+        self._exchange_calls.observe(calls)
 
     async def _post_batch(self, body: bytes, calls: list[_Call[Any]]) -> None:
         """Send a batch and settle each call as its answer arrives.

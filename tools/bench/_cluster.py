@@ -20,6 +20,7 @@ import psycopg
 from compose.localcluster import LocalCluster, Service
 from tools.bench._coordinators import Coordinators
 from tools.bench._workload import Progress, Workload
+from twopc_core.metrics import totals
 from twopc_core.signing import signed_headers
 
 __all__ = ["Branch", "ClusterWorkload"]
@@ -151,11 +152,7 @@ class ClusterWorkload(Workload):
         reader = {"Authorization": f"Bearer {self._running.tokens['reader']}"}
         async with self.session.get(f"{url}/metrics", headers=reader) as response:
             text = await response.text()
-        values = {}
-        for line in text.splitlines():
-            name, _, value = line.partition(" ")
-            values[name.removeprefix("twopc_")] = float(value)
-        return values
+        return {name.removeprefix("twopc_"): value for name, value in totals(text).items()}
 
     def pids(self) -> dict[str, list[int | None]]:
         nodes = self._running.nodes

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests.coordinator.conftest import Harness, bearer
+from twopc_core.metrics import totals
 from twopc_core.testing import wait_until
 
 TWO = [{"name": "p1", "payload": {"n": 1}}, {"name": "p2", "payload": {"n": 2}}]
@@ -125,8 +126,8 @@ async def test_a_branch_forced_against_the_decision_is_recorded_as_heuristic_dam
     assert [t["gtid"] for t in listed["transactions"]] == [gtid]
     status, clean = await harness.call("GET", "/v1/transactions?heuristic=false")
     assert gtid not in [t["gtid"] for t in clean["transactions"]]
-    metrics = await (await harness.client.get("/metrics")).text()
-    assert "twopc_heuristics_found 1" in metrics
+    metrics = totals(await (await harness.client.get("/metrics")).text())
+    assert metrics["twopc_heuristics_found"] == 1
 
     async def audited() -> list[Any]:
         _, page = await harness.call("GET", "/v1/audit")
