@@ -98,7 +98,8 @@ def totals(exposition_text: str) -> dict[str, float]:
     name (a counter's without ``_total``); histograms are left out."""
     summed: dict[str, float] = {}
     for family in text_string_to_metric_families(exposition_text):
-        if family.type not in ("counter", "gauge"):
+        # A histogram's creation time reads back as a gauge family of its own.
+        if family.type not in ("counter", "gauge") or family.name.endswith("_created"):
             continue
         summed[family.name] = sum(sample.value for sample in family.samples if not sample.name.endswith("_created"))
     return summed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,6 +157,13 @@ class Harness:
 
 @pytest.fixture
 async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    async with running_harness(tmp_path) as running:
+        yield running
+
+
+@contextlib.asynccontextmanager
+async def running_harness(tmp_path: Path, **settings: Any) -> AsyncIterator[Harness]:
+    """A coordinator app over two stub participants; ``settings`` add to the test's own."""
     stubs = {name: StubParticipant(name) for name in ("p1", "p2")}
     servers = {name: TestServer(stub.app()) for name, stub in stubs.items()}
     for server in servers.values():
@@ -174,6 +182,7 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
         ],
         server={"max_body_bytes": 4096},
         auth={"tokens": [{"name": n, "sha256": token_hash(TOKENS[n]), "roles": r} for n, r in TOKEN_ROLES.items()]},
+        **settings,
     )
     client = TestClient(TestServer(build_app(settings)), headers=bearer("tester"))
     await client.start_server()
