@@ -73,6 +73,7 @@ def build_app(
     retention: float = 3600.0,
     max_body_bytes: int = _MAX_BODY,
     coordinator_ssl: ssl.SSLContext | None = None,
+    metrics: bool = True,
     **kafka_options: Any,
 ) -> web.Application:
     """The whole service as an aiohttp application (the participant starts with it).
@@ -91,6 +92,7 @@ def build_app(
         inquiry_interval,
         retention=retention,
         coordinator_ssl=coordinator_ssl,
+        metrics=metrics,
     )
     app = web.Application(client_max_size=max_body_bytes)
     app[PARTICIPANT], app[RESOURCE] = participant, resource
@@ -202,6 +204,7 @@ def run(
     ssl_context: ssl.SSLContext | None = None,
     coordinator_ssl: ssl.SSLContext | None = None,
     limits: ServerLimits | None = None,
+    metrics: bool = True,
     **kafka_options: Any,
 ) -> None:
     """Serve the events participant until SIGINT or SIGTERM (``coordinator_url``: one URL,
@@ -214,6 +217,7 @@ def run(
         data_dir,
         inquiry_interval,
         coordinator_ssl=coordinator_ssl,
+        metrics=metrics,
         **kafka_options,
     )
     scheme = "https" if ssl_context else "http"

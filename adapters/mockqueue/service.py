@@ -47,6 +47,7 @@ def build_app(
     faults: FaultSwitch | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
     coordinator_ssl: ssl.SSLContext | None = None,
+    metrics: bool = True,
 ) -> web.Application:
     """The whole service as an aiohttp application (the participant starts with it).
 
@@ -66,6 +67,7 @@ def build_app(
         inquiry_interval,
         retention=retention,
         coordinator_ssl=coordinator_ssl,
+        metrics=metrics,
     )
     app = web.Application(client_max_size=max_body_bytes)
     app[FAULTS], app[STORE], app[PARTICIPANT] = switch, store, participant
@@ -129,10 +131,13 @@ def run(
     ssl_context: ssl.SSLContext | None = None,
     coordinator_ssl: ssl.SSLContext | None = None,
     limits: ServerLimits | None = None,
+    metrics: bool = True,
 ) -> None:
     """Serve the mock queue until SIGINT or SIGTERM (``coordinator_url``: one URL, or every
     replica's), over HTTPS with ``ssl_context``."""
-    app = build_app(name, data_dir, coordinator_url, secret, inquiry_interval, coordinator_ssl=coordinator_ssl)
+    app = build_app(
+        name, data_dir, coordinator_url, secret, inquiry_interval, coordinator_ssl=coordinator_ssl, metrics=metrics
+    )
     scheme = "https" if ssl_context else "http"
 
     def listening(*_args: object, **_kwargs: object) -> None:

@@ -188,6 +188,7 @@ def build_app(
     pool_size: int = 10,
     max_body_bytes: int = MAX_BODY_BYTES,
     coordinator_ssl: ssl.SSLContext | None = None,
+    metrics: bool = True,
 ) -> web.Application:
     """The bank as an aiohttp application; the participant starts and stops with it.
 
@@ -204,6 +205,7 @@ def build_app(
         inquiry_interval,
         sweep_interval=sweep_interval,
         coordinator_ssl=coordinator_ssl,
+        metrics=metrics,
     )
     app = web.Application(middlewares=[error_middleware(_ERRORS, service="the bank")], client_max_size=max_body_bytes)
     app[PARTICIPANT], app[RESOURCE] = participant, resource
@@ -343,6 +345,7 @@ def run(
     ssl_context: ssl.SSLContext | None = None,
     coordinator_ssl: ssl.SSLContext | None = None,
     limits: ServerLimits | None = None,
+    metrics: bool = True,
 ) -> None:
     """Serve the bank until SIGINT or SIGTERM, over HTTPS with ``ssl_context``; exit 2
     with the reason if PostgreSQL cannot serve.
@@ -358,6 +361,7 @@ def run(
         inquiry_interval=inquiry_interval,
         sweep_interval=sweep_interval,
         coordinator_ssl=coordinator_ssl,
+        metrics=metrics,
     )
     scheme = "https" if ssl_context else "http"
 

@@ -121,3 +121,10 @@ def test_the_step_by_step_example_commits_and_shows_the_transaction(demo: int, t
 def _commands(block: str) -> list[str]:
     """Shell commands of a block, joining backslash-continued lines."""
     return [c.strip() for c in block.replace("\\\n", " ").splitlines() if c.strip() and not c.startswith("#")]
+
+
+def test_the_metrics_examples_answer_from_the_coordinator_and_a_queue(demo: int, tmp_path: Path) -> None:
+    (block,) = [b for b in shell_blocks() if "/metrics" in b]
+    coordinator, queue = _commands(localize(block, demo, tmp_path / "demo"))
+    assert 'twopc_transactions_total{outcome="committed"}' in run(coordinator)
+    assert "twopc_branch_votes_total" in run(queue)

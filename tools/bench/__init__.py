@@ -95,6 +95,7 @@ def run_bench(
     kafka_bootstrap: str | None = None,
     logs: Sequence[str] = ("sqlite",),
     replicas: int | Sequence[int] = 1,
+    metrics: Sequence[bool] = (True,),
     events: int = 3000,
     max_batch: int = 100,
 ) -> dict[str, Any]:
@@ -105,7 +106,8 @@ def run_bench(
     ``logs`` are the decision logs to measure in this run, each on a cluster of its own,
     in alternating slices (the baseline measured once); ``replicas`` coordinators share a
     postgres log, and clients are spread over them (several counts: each is measured,
-    for every log). With one set of coordinators the report is its own; with several it
+    for every log). ``metrics``: measure with the latency histograms observed (True)
+    and/or not (False), each as a set of its own. With one set of coordinators the report is its own; with several it
     holds each one's report under ``runs`` and their throughput ratios to the first.
 
     The pipeline workload drains a backlog of ``events`` in batches of ``max_batch`` (the
@@ -114,7 +116,7 @@ def run_bench(
     if workload == "pipeline":
         return _bench_pipeline(events, max_batch, output, plot_path, directory, progress, postgres_dsn, kafka_bootstrap)
     counts = [replicas] if isinstance(replicas, int) else list(replicas)
-    setups = [Coordinators(log, count, postgres_dsn) for log in logs for count in counts]
+    setups = [Coordinators(log, count, postgres_dsn, on) for log in logs for count in counts for on in metrics]
     if not setups:
         raise ValueError("at least one log to measure")
     with tempfile.TemporaryDirectory(prefix="twopc-bench-") as tmp:
@@ -246,6 +248,7 @@ def _report(
         "run_id": load.run_id,
         "log": setup.log,
         "replicas": setup.replicas,
+        "metrics": setup.metrics,
         "replica_names": load.replica_names,
         "participants": len(names),
         "participant_names": names,

@@ -95,10 +95,13 @@ class ClusterWorkload(Workload):
                 self.directory,
                 queues=queues,
                 services=services,
-                coordinator_toml=self.coordinator_toml,
+                coordinator_toml=self.coordinator_toml + self.coordinators.coordinator_toml,
                 replicas=self.coordinators.replicas,
                 log_dsn=log_dsn,
             )
+            if not self.coordinators.metrics:
+                for name in self.participant_names:
+                    self.cluster.nodes[name].env["TWOPC_METRICS"] = "false"
             # Registered last, so the processes stop before what they use is removed.
             self._cleanup.push_async_callback(asyncio.to_thread, self.cluster.stop)
             progress(

@@ -13,7 +13,8 @@ __all__ = ["comparison", "print_comparison"]
 
 
 def _label(report: dict[str, Any]) -> str:
-    return report["log"] if report["replicas"] == 1 else f"{report['log']} x{report['replicas']}"
+    label = report["log"] if report["replicas"] == 1 else f"{report['log']} x{report['replicas']}"
+    return label if report.get("metrics", True) else f"{label}, metrics off"
 
 
 def comparison(reports: list[dict[str, Any]]) -> dict[str, Any]:

@@ -27,6 +27,8 @@ class Coordinators:
     replicas: int = 1
     #: The PostgreSQL server of the postgres log's database (default: ``twopc dev up postgres``'s).
     postgres_dsn: str | None = None
+    #: Whether the coordinators and participants observe their latency histograms.
+    metrics: bool = True
 
     def __post_init__(self) -> None:
         if self.log not in LOGS:
@@ -38,8 +40,15 @@ class Coordinators:
 
     @property
     def label(self) -> str:
-        """How the report names these coordinators: ``sqlite``, ``postgres``, ``postgres x2``."""
-        return self.log if self.replicas == 1 else f"{self.log} x{self.replicas}"
+        """How the report names these coordinators: ``sqlite``, ``postgres``, ``postgres x2``,
+        ``sqlite, metrics off``."""
+        label = self.log if self.replicas == 1 else f"{self.log} x{self.replicas}"
+        return label if self.metrics else f"{label}, metrics off"
+
+    @property
+    def coordinator_toml(self) -> str:
+        """What these settings add to the coordinators' configuration."""
+        return "" if self.metrics else "\n[metrics]\nenabled = false\n"
 
     @asynccontextmanager
     async def log_database(self, run_id: str, progress: Progress) -> AsyncIterator[str | None]:

@@ -89,7 +89,8 @@ def coordinators_label(report: dict[str, Any]) -> str:
     """``1 coordinator, sqlite log``, ``2 replicas (c1, c2), postgres log``."""
     replicas = report.get("replicas", 1)
     who = "1 coordinator" if replicas == 1 else f"{replicas} replicas ({', '.join(report['replica_names'])})"
-    return f"{who}, {report.get('log', 'sqlite')} log"
+    label = f"{who}, {report.get('log', 'sqlite')} log"
+    return label if report.get("metrics", True) else f"{label}, metrics off"
 
 
 def print_report(report: dict[str, Any], console: Console | None = None) -> None:

@@ -18,6 +18,7 @@ from tools.cli._options import (
     DataDir,
     Host,
     InquiryInterval,
+    Metrics,
     Name,
     OptionalCoordinatorUrls,
     Port,
@@ -55,6 +56,7 @@ def serve(
     coordinator_ca: CoordinatorCa = None,
     coordinator_cert: CoordinatorCert = None,
     coordinator_key: CoordinatorKey = None,
+    metrics: Metrics = True,
 ) -> None:
     """Serve a bank: the participant protocol at /twopc, accounts at /accounts."""
     from adapters.postgres.bank import run
@@ -72,6 +74,7 @@ def serve(
         sweep_interval=sweep_interval,
         ssl_context=server_tls(tls_cert, tls_key, tls_client_ca),
         coordinator_ssl=client_tls(coordinator_ca, coordinator_cert, coordinator_key),
+        metrics=metrics,
     )
 
 

@@ -66,6 +66,13 @@ def bench(
             "comma-separated (1,2) to measure each in turn in this run",
         ),
     ] = "1",
+    metrics: Annotated[
+        str,
+        typer.Option(
+            help="observe the latency histograms (on) or not (off), or on,off to measure both in turn in this "
+            "run and print their ratio: what the metrics cost",
+        ),
+    ] = "on",
     postgres_dsn: Annotated[
         str | None,
         typer.Option(
@@ -120,6 +127,7 @@ def bench(
             kafka_bootstrap=kafka_bootstrap,
             logs=[name.value for name in logs],
             replicas=counts,
+            metrics=_metrics_switches(metrics),
             events=events,
             max_batch=max_batch,
         )
@@ -137,6 +145,13 @@ def _logs(option: str) -> list[LogName]:
     if not logs or len(set(logs)) != len(logs):
         raise typer.BadParameter(f"{option!r}: each log once, at least one", param_hint="--log")
     return logs
+
+
+def _metrics_switches(option: str) -> list[bool]:
+    names = [name.strip() for name in option.split(",") if name.strip()]
+    if not names or len(set(names)) != len(names) or not set(names) <= {"on", "off"}:
+        raise typer.BadParameter(f"{option!r}: on, off, or on,off", param_hint="--metrics")
+    return [name == "on" for name in names]
 
 
 def _replica_counts(option: str) -> list[int]:

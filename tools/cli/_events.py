@@ -15,6 +15,7 @@ from tools.cli._options import (
     DataDir,
     Host,
     InquiryInterval,
+    Metrics,
     Name,
     Port,
     Secret,
@@ -64,6 +65,7 @@ def serve(
     coordinator_ca: CoordinatorCa = None,
     coordinator_cert: CoordinatorCert = None,
     coordinator_key: CoordinatorKey = None,
+    metrics: Metrics = True,
 ) -> None:
     """Serve Kafka as a participant: the protocol at /twopc, POST /events, GET /events/TOPIC."""
     from adapters.kafka.events import run
@@ -85,4 +87,5 @@ def serve(
         offset_groups=tuple(offset_group) if offset_group else None,
         ssl_context=server_tls(tls_cert, tls_key, tls_client_ca),
         coordinator_ssl=client_tls(coordinator_ca, coordinator_cert, coordinator_key),
+        metrics=metrics,
     )

@@ -14,6 +14,7 @@ from tools.cli._options import (
     CoordinatorUrls,
     Host,
     InquiryInterval,
+    Metrics,
     Name,
     Port,
     Secret,
@@ -45,6 +46,7 @@ def serve(
     coordinator_ca: CoordinatorCa = None,
     coordinator_cert: CoordinatorCert = None,
     coordinator_key: CoordinatorKey = None,
+    metrics: Metrics = True,
 ) -> None:
     """Serve a mock queue: the participant protocol at /twopc, committed items at /queue/items."""
     from adapters.mockqueue.service import run
@@ -60,4 +62,5 @@ def serve(
         inquiry_interval=inquiry_interval,
         ssl_context=server_tls(tls_cert, tls_key, tls_client_ca),
         coordinator_ssl=client_tls(coordinator_ca, coordinator_cert, coordinator_key),
+        metrics=metrics,
     )

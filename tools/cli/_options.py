@@ -24,6 +24,7 @@ __all__ = [
     "DataDir",
     "Host",
     "InquiryInterval",
+    "Metrics",
     "Name",
     "OptionalCoordinatorUrls",
     "Port",
@@ -76,6 +77,15 @@ Secret = Annotated[str, typer.Option(help="shared secret the coordinator signs w
 DataDir = Annotated[Path | None, typer.Option("--data", help="directory for the participant log (default var/NAME)")]
 Host = Annotated[str, typer.Option(help="address to listen on")]
 InquiryInterval = Annotated[float, typer.Option(help="seconds a prepared branch waits before asking the coordinator")]
+#: For participant services: whether the latency histograms at /metrics are observed.
+Metrics = Annotated[
+    bool,
+    typer.Option(
+        "--metrics/--no-metrics",
+        help="observe the latency histograms at /metrics (the counts and gauges are there either way)",
+        envvar="TWOPC_METRICS",
+    ),
+]
 #: For commands that call the coordinator's REST API: the bearer token to call with.
 Token = Annotated[
     str | None,

@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tools.bench._compare import comparison
+from tools.bench._coordinators import Coordinators
 from tools.bench._load import LoadResult
 from tools.bench._measure import Measured, combined
 from tools.cli._app import app
@@ -33,6 +34,18 @@ def test_replica_counts_are_named_in_the_ratios() -> None:
     assert report["replicas"] == [1, 2]
 
 
+def test_a_run_without_metrics_is_named_so_in_the_ratios() -> None:
+    off = {**_run("sqlite", 1, 990.0), "metrics": False}
+    report = comparison([_run("sqlite", 1, 1000.0), off])
+    assert report["throughput_ratios"] == {"sqlite, metrics off/sqlite": pytest.approx(0.99)}
+
+
+def test_coordinators_without_metrics_switch_the_histograms_off_in_their_configuration() -> None:
+    assert Coordinators(metrics=False).coordinator_toml.strip().splitlines() == ["[metrics]", "enabled = false"]
+    assert Coordinators().coordinator_toml == ""
+    assert Coordinators(metrics=False).label == "sqlite, metrics off"
+
+
 def test_a_first_run_that_committed_nothing_gives_a_ratio_of_zero_not_a_division_error() -> None:
     report = comparison([_run("sqlite", 1, 0.0), _run("postgres", 1, 500.0)])
     assert report["throughput_ratios"] == {"postgres/sqlite": 0.0}
@@ -48,6 +61,8 @@ def test_a_first_run_that_committed_nothing_gives_a_ratio_of_zero_not_a_division
         (["--replicas", "1,2"], "--replicas"),  # SQLite cannot have the second
         (["--log", "postgres", "--replicas", "0"], "--replicas"),
         (["--log", "postgres", "--replicas", "two"], "--replicas"),
+        (["--metrics", "maybe"], "--metrics"),
+        (["--metrics", "on,on"], "--metrics"),
     ],
 )
 def test_the_cli_refuses_replicas_without_a_shared_log_and_unknown_logs(options: list[str], named: str) -> None:
