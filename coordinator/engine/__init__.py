@@ -8,6 +8,7 @@ from coordinator.engine._driver import (
     NotFound,
     NotReady,
     TransactionView,
+    UnfinishedView,
     UnknownParticipantError,
 )
 from coordinator.engine._machine import (
@@ -58,6 +59,7 @@ __all__ = [
     "Transaction",
     "TransactionView",
     "TxState",
+    "UnfinishedView",
     "UnknownParticipantError",
     "WrongState",
 ]
