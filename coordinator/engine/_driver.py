@@ -423,6 +423,12 @@ class Coordinator:
             for view in map(self._view, oldest)
         ]
 
+    def payloads(self, gtid: str) -> dict[str, Any]:
+        """The branches' payloads, by participant, while ``gtid`` is in memory here; the
+        log keeps none, so a transaction finished or held elsewhere has none to show."""
+        entry = self._active.get(gtid)
+        return {} if entry is None else {name: b.payload for name, b in entry.tx.branches.items()}
+
     # -- operators ------------------------------------------------------------------
 
     async def abandon(self, gtid: str, participant: str, by: str, reason: str) -> TransactionView:
