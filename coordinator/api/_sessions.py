@@ -57,14 +57,17 @@ class Sessions:
         """Authentication is on: a page needs a session (else everyone is anonymous)."""
         return self._authenticator.enabled
 
-    def open(self, token: str) -> tuple[str, Principal]:
-        """A new session for whoever ``token`` is; :class:`Unauthenticated` if nobody."""
-        principal = self._authenticator.authenticate({"Authorization": f"Bearer {token.strip()}"}, "GET", "/ui", b"")
+    def identify(self, token: str) -> Principal:
+        """Whoever ``token`` is; :class:`Unauthenticated` if nobody."""
+        return self._authenticator.authenticate({"Authorization": f"Bearer {token.strip()}"}, "GET", "/ui", b"")
+
+    def open(self, principal: Principal) -> str:
+        """A new session for ``principal``: its id, for the cookie."""
         session_id = secrets.token_urlsafe(32)
         self._sessions[session_id] = _Session(principal, self._clock() + self.ttl_seconds)
         while len(self._sessions) > self._limit:  # the oldest sign-in goes first
             self._sessions.popitem(last=False)
-        return session_id, principal
+        return session_id
 
     def principal(self, session_id: str | None) -> Principal | None:
         """Who the session stands for, or ``None`` (no such session, or expired)."""

@@ -176,12 +176,15 @@ async def _login(request: web.Request) -> web.Response:
         return _see_other("/ui")
     token = (await _form(request)).get("token", "")
     try:
-        session_id, _ = sessions.open(token)
+        principal = sessions.identify(token)
     except Unauthenticated:
         message = "That token is not one this coordinator accepts."
         return _render(request, "login.html", {"message": message}, status=401)
+    if not principal.has("reader"):  # a client's token: every page would refuse it
+        message = f"The token {principal.name!r} may not read the admin page: it needs the reader or operator role."
+        return _render(request, "login.html", {"message": message}, status=403)
     response = _see_other("/ui")
-    sessions.set_cookie(request, response, session_id)
+    sessions.set_cookie(request, response, sessions.open(principal))
     return response
 
 

@@ -101,6 +101,14 @@ async def test_a_wrong_token_is_refused_on_the_form_with_401_and_no_cookie(
     assert (await page.get("/ui"))[2]["Location"] == "/ui/login"
 
 
+async def test_a_clients_token_is_refused_on_the_form_with_403_naming_the_roles(
+    browser: Callable[[], Awaitable[Browser]],
+) -> None:
+    page = await browser()
+    status, html, headers = await page.post("/ui/login", {"token": TOKENS["client-a"]})
+    assert status == 403 and "needs the reader or operator role" in html and "Set-Cookie" not in headers
+
+
 async def test_a_page_without_a_session_sends_the_browser_to_sign_in_and_a_post_is_401(
     harness: Harness, browser: Callable[[], Awaitable[Browser]]
 ) -> None:
