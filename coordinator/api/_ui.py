@@ -277,8 +277,12 @@ async def _transaction(request: web.Request) -> web.Response:
         "abandonable": view.record.decision is not None and bool(view.pending),
         "in_memory": bool(payloads),
         "message": message,
-        "refresh": REFRESH_SECONDS if view.pending or view.record.decision is None else None,
     }
+    # A page that is still moving reloads itself, unless an operator may be typing a reason.
+    moving = bool(view.pending) or view.record.decision is None
+    context["refresh"] = (
+        REFRESH_SECONDS if moving and not (context["abandonable"] and request[PRINCIPAL].has("operator")) else None
+    )
     return _render(request, "transaction.html", context)
 
 

@@ -162,6 +162,7 @@ async def test_a_reader_sees_no_abandon_form_and_its_forged_post_is_refused_403(
     status, html, _ = await page.get(f"/ui/transactions/{gtid}")
     assert status == 200 and "pending phase 2" in html
     assert _abandon_form(gtid) not in html and "Abandon phase 2" not in html
+    assert '<meta http-equiv="refresh"' in html  # still moving: it follows phase 2
 
     forged = {"csrf": await page.csrf(), "participant": "p2", "reason": "a reader tries"}
     status, html, _ = await page.post(f"/ui/transactions/{gtid}/abandon", forged)
@@ -179,6 +180,7 @@ async def test_an_operator_abandons_a_pending_branch_from_the_page_and_the_act_i
     await page.sign_in("operator")
     _, html, _ = await page.get(f"/ui/transactions/{gtid}")
     assert html.count(_abandon_form(gtid)) == 1  # p2's only: p1 acknowledged
+    assert 'http-equiv="refresh"' not in html  # a reload would wipe the reason being typed
 
     form = {"csrf": await page.csrf(f"/ui/transactions/{gtid}"), "participant": "p2", "reason": "p2's disk <is> gone"}
     status, _, headers = await page.post(f"/ui/transactions/{gtid}/abandon", form)
