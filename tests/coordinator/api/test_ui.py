@@ -7,15 +7,18 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from http.cookies import SimpleCookie
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from multidict import CIMultiDictProxy
 
-from coordinator.api import _ui
+from coordinator.api import _ui, build_app
 from coordinator.api._auth import ACCESS
+from coordinator.config import Settings
 from tests.coordinator.conftest import TOKENS, Harness
 
 TWO = [{"name": "p1", "payload": {"n": 1}}, {"name": "p2", "payload": {"n": 2}}]
@@ -350,3 +353,20 @@ def test_every_page_has_an_access_rule_and_acting_needs_an_operator() -> None:
     }  # fmt: skip
     assert pages["ui_abandon"].roles == {"operator"}
     assert all(rule.roles == {"reader"} for name, rule in pages.items() if not rule.public and name != "ui_abandon")
+
+
+async def test_with_authentication_off_the_page_needs_no_sign_in(tmp_path: Path) -> None:
+    app = build_app(Settings(log={"path": tmp_path / "c.db"}, auth={"enabled": False}))
+    async with TestClient(TestServer(app)) as client:
+        response = await client.get("/ui")
+        html = await response.text()
+        assert response.status == 200 and "anonymous" in html and "Sign out" not in html
+        response = await client.get("/ui/login", allow_redirects=False)
+        assert (response.status, response.headers["Location"]) == (303, "/ui")
+
+
+async def test_an_unknown_page_is_an_html_404(browser: Callable[[], Awaitable[Browser]]) -> None:
+    page = await browser()
+    status, html, headers = await page.get("/ui/nowhere")
+    assert status == 404 and headers["Content-Type"].startswith("text/html") and "404" in html
+    assert "default-src 'none'" in headers["Content-Security-Policy"]
