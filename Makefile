@@ -6,8 +6,11 @@ BIN := $(VENV)/bin
 # Real services the test suite needs; `twopc dev up` starts them (or reuses running
 # ones) and `twopc dev down` stops them afterwards.
 DEV_SERVICES ?= postgres kafka
+# The admin page's browser tests drive Debian's Chromium (never a browser playwright
+# downloads); `make test` installs it when it is missing (the machines run as root).
+CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run test setup services clean
+.PHONY: run test setup services clean chromium
 
 setup: $(VENV)/.installed
 
@@ -20,7 +23,10 @@ $(VENV)/.installed: pyproject.toml
 run: setup
 	$(BIN)/twopc demo
 
-test: setup
+chromium:
+	@test -x $(CHROMIUM) || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
+
+test: setup chromium
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy

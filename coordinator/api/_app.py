@@ -13,7 +13,9 @@ from coordinator.api._errors import coordinator_errors
 from coordinator.api._forward import Forwarder
 from coordinator.api._openapi import openapi_document
 from coordinator.api._routes import STATE, ServiceState, routes
+from coordinator.api._sessions import SESSIONS, Sessions
 from coordinator.api._tracing import tracing_middleware
+from coordinator.api._ui import page_errors, setup_templates, ui_routes
 from coordinator.auth import Authenticator
 from coordinator.config import Settings
 from coordinator.engine import Coordinator, coordinator_families
@@ -47,16 +49,22 @@ def _open_log(settings: Settings) -> DecisionLog:
 def build_app(settings: Settings, log_factory: Callable[[Settings], DecisionLog] = _open_log) -> web.Application:
     telemetry.ensure_tracing("twopc-coordinator")
     authenticator = Authenticator(settings.auth, {p.name: p.secret for p in settings.participants})
+    sessions = Sessions(authenticator)
     app = web.Application(
         middlewares=[
             tracing_middleware,
             coordinator_errors,
-            auth_middleware(authenticator, public_metrics=settings.auth.public_metrics),
+            # Inside the JSON edge: the admin page's errors are HTML pages for a person.
+            page_errors,
+            auth_middleware(authenticator, sessions, public_metrics=settings.auth.public_metrics),
         ],
         client_max_size=settings.server.max_body_bytes,
     )
     state = app[STATE] = ServiceState()
+    app[SESSIONS] = sessions
     app.add_routes(routes)
+    app.add_routes(ui_routes)
+    setup_templates(app)
     document = orjson.dumps(openapi_document([p.name for p in settings.participants]))
 
     async def openapi(_: web.Request) -> web.Response:

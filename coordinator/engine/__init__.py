@@ -9,6 +9,7 @@ from coordinator.engine._driver import (
     NotFound,
     NotReady,
     TransactionView,
+    UnfinishedView,
     UnknownParticipantError,
 )
 from coordinator.engine._machine import (
@@ -61,6 +62,7 @@ __all__ = [
     "Transaction",
     "TransactionView",
     "TxState",
+    "UnfinishedView",
     "UnknownParticipantError",
     "WrongState",
     "coordinator_families",

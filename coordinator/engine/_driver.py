@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Coroutine, Sequence
@@ -53,6 +54,7 @@ __all__ = [
     "NotFound",
     "NotReady",
     "TransactionView",
+    "UnfinishedView",
     "UnknownParticipantError",
 ]
 
@@ -149,6 +151,23 @@ class TransactionView:
 
     record: TransactionRecord
     pending: frozenset[str]
+
+
+@dataclass(frozen=True)
+class UnfinishedView:
+    """A transaction still in memory here: what it waits for, and since when."""
+
+    record: TransactionRecord
+    #: Branches that still have to acknowledge phase 2.
+    pending: frozenset[str]
+    #: Seconds since it began.
+    age: float
+
+    @property
+    def in_doubt(self) -> frozenset[str]:
+        """Pending branches of a decided transaction: they hold locks until phase 2
+        reaches them (their participant may be down)."""
+        return self.pending if self.record.decision is not None else frozenset()
 
 
 class Coordinator:
@@ -422,6 +441,22 @@ class Coordinator:
             if (state is None or view.record.state == state) and heuristic in (None, view.record.heuristic):
                 views.append(view)
         return views
+
+    def unfinished(self, limit: int) -> list[UnfinishedView]:
+        """The ``limit`` oldest transactions still in memory here (undecided, or decided
+        with branches yet to acknowledge phase 2), oldest first. Reads no log."""
+        now = self._clock()
+        oldest = heapq.nsmallest(limit, self._active.values(), key=lambda e: (e.tx.created_at, e.tx.gtid))
+        return [
+            UnfinishedView(view.record, view.pending, max(0.0, now - view.record.created_at))
+            for view in map(self._view, oldest)
+        ]
+
+    def payloads(self, gtid: str) -> dict[str, Any]:
+        """The branches' payloads, by participant, while ``gtid`` is in memory here; the
+        log keeps none, so a transaction finished or held elsewhere has none to show."""
+        entry = self._active.get(gtid)
+        return {} if entry is None else {name: b.payload for name, b in entry.tx.branches.items()}
 
     # -- operators ------------------------------------------------------------------
 

@@ -55,6 +55,7 @@ def demo(
             "  reader.token (read and list all), operator.token (also resolve). For example:\n"
             f"  export TWOPC_TOKEN=$(cat {cluster.directory}/client.token)\n"
             f'  curl -s -H "Authorization: Bearer $TWOPC_TOKEN" {cluster.coordinator_url}/v1/transactions/GTID\n'
+            f"The admin page: {cluster.coordinator_url}/ui (sign in with reader.token or operator.token).\n"
             "Try the curl examples in README.md. Ctrl-C stops everything."
         )
         gone: set[str] = set()

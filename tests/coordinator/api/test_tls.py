@@ -5,7 +5,9 @@ certificate, saying so."""
 from __future__ import annotations
 
 import contextlib
+import ssl
 from collections.abc import AsyncIterator
+from http.cookies import SimpleCookie
 from pathlib import Path
 
 import aiohttp
@@ -21,6 +23,7 @@ from twopc_core.tls import server_context
 from twopc_core.tokens import new_token, token_hash
 
 TOKEN = new_token()
+READER_TOKEN = new_token()
 
 
 @contextlib.asynccontextmanager
@@ -31,7 +34,12 @@ async def https_coordinator(tls_files: TlsFiles, tmp_path: Path) -> AsyncIterato
         settings = Settings(
             log={"path": tmp_path / "coordinator.db"},
             server={"tls_cert_file": tls_files.server_cert, "tls_key_file": tls_files.server_key},
-            auth={"tokens": [{"name": "tester", "sha256": token_hash(TOKEN), "roles": ["client"]}]},
+            auth={
+                "tokens": [
+                    {"name": "tester", "sha256": token_hash(TOKEN), "roles": ["client"]},
+                    {"name": "reader", "sha256": token_hash(READER_TOKEN), "roles": ["reader"]},
+                ]
+            },
             participants=[
                 {
                     "name": "p1",
@@ -62,3 +70,15 @@ async def test_a_client_trusting_another_ca_fails_on_the_certificate(tls_files: 
             with pytest.raises(aiohttp.ClientConnectorCertificateError, match="certificate verify failed"):
                 await client.execute([{"name": "p1"}])
         assert stub.calls == []
+
+
+async def test_the_admin_pages_session_cookie_is_secure_over_https(tls_files: TlsFiles, tmp_path: Path) -> None:
+    async with https_coordinator(tls_files, tmp_path) as (url, _):
+        ssl_context = ssl.create_default_context(cafile=str(tls_files.ca))
+        async with aiohttp.ClientSession() as http:
+            async with http.post(
+                f"{url}/ui/login", data={"token": READER_TOKEN}, ssl=ssl_context, allow_redirects=False
+            ) as response:
+                assert response.status == 303
+                cookie = SimpleCookie(response.headers["Set-Cookie"])["twopc_session"]
+        assert cookie["secure"] is True and cookie["httponly"] is True and cookie["samesite"] == "Strict"
