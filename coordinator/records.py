@@ -24,11 +24,16 @@ class BranchRecord:
     #: The outcome the participant was forced to (heuristically), when it differs from
     #: the decision: heuristic damage.
     heuristic: str | None = None
+    #: Its vote (``yes``, ``no``, ``read_only``), when it came (unix seconds), and when it
+    #: acknowledged phase 2: the transaction's timeline, for people.
+    vote: str | None = None
+    voted_at: float | None = None
+    acknowledged_at: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The branch as the log stores it: the optional fields only when set."""
         out: dict[str, Any] = {"name": self.name, "state": self.state, "early": self.early, "reason": self.reason}
-        for key in ("resolved_by", "resolved_at", "heuristic"):
+        for key in ("resolved_by", "resolved_at", "heuristic", "vote", "voted_at", "acknowledged_at"):
             value = getattr(self, key)
             if value is not None:
                 out[key] = value

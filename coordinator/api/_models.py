@@ -79,6 +79,9 @@ class BranchView(BaseModel):
     heuristic: OutcomeName | None = Field(
         None, description="what the participant was forced to, against the decision: heuristic damage"
     )
+    vote: Literal["yes", "no", "read_only"] | None = Field(None, description="its vote; null before it voted")
+    voted_at: datetime | None = None
+    acknowledged_at: datetime | None = Field(None, description="when it acknowledged phase 2")
 
 
 class ResolveRequest(_Body):
@@ -149,6 +152,9 @@ class TransactionOut(BaseModel):
                     resolved_by=b.resolved_by,
                     resolved_at=_time(b.resolved_at) if b.resolved_at is not None else None,
                     heuristic=cast(OutcomeName | None, b.heuristic),
+                    vote=cast(Literal["yes", "no", "read_only"] | None, b.vote),
+                    voted_at=_time(b.voted_at) if b.voted_at is not None else None,
+                    acknowledged_at=_time(b.acknowledged_at) if b.acknowledged_at is not None else None,
                 )
                 for b in r.branches
             ],

@@ -28,6 +28,7 @@ from coordinator.api._routes import STATE, _gtid
 from coordinator.api._sessions import SESSION_COOKIE, SESSION_ID, SESSIONS
 from coordinator.auth import Unauthenticated
 from coordinator.engine import Coordinator, TxState
+from coordinator.records import BranchRecord, TransactionRecord
 from twopc_core.http import Handler, HttpError, code_for, domain_answer, invalid_body
 from twopc_core.protocol import GTID_PATTERN
 
@@ -259,7 +260,7 @@ async def _transaction(request: web.Request) -> web.Response:
     branches = [
         {
             "record": b,
-            "vote": "yes (early)" if b.early else _VOTES.get(b.state, ""),
+            "vote": _vote(b),
             "pending": b.name in view.pending,
             "has_payload": b.name in payloads,
             "payload": payloads.get(b.name),
@@ -275,6 +276,7 @@ async def _transaction(request: web.Request) -> web.Response:
         "branches": branches,
         # Abandoning is for a decided transaction whose branch still waits for phase 2.
         "abandonable": view.record.decision is not None and bool(view.pending),
+        "timeline": _timeline(view.record),
         "in_memory": bool(payloads),
         "message": message,
     }
@@ -284,6 +286,27 @@ async def _transaction(request: web.Request) -> web.Response:
         REFRESH_SECONDS if moving and not (context["abandonable"] and request[PRINCIPAL].has("operator")) else None
     )
     return _render(request, "transaction.html", context)
+
+
+def _vote(branch: BranchRecord) -> str:
+    """The branch's vote as kept, or as its state tells it (records from before votes were kept)."""
+    vote = (branch.vote or _VOTES.get(branch.state, "")).replace("_", " ")
+    return f"{vote} (early)" if branch.early and vote else vote
+
+
+def _timeline(record: TransactionRecord) -> list[tuple[float, str]]:
+    """What happened to the transaction, in order: its start, each vote, each phase-2
+    acknowledgement, each operator's act, its deadline."""
+    events = [(record.created_at, "began"), (record.deadline, "deadline")]
+    for b in record.branches:
+        if b.voted_at is not None and b.vote is not None:
+            events.append((b.voted_at, f"{b.name} voted {b.vote.replace('_', ' ')}"))
+        if b.acknowledged_at is not None:
+            events.append((b.acknowledged_at, f"{b.name} acknowledged: {b.state}"))
+        if b.resolved_at is not None:
+            events.append((b.resolved_at, f"{b.resolved_by} abandoned phase 2 to {b.name}"))
+    events.sort(key=lambda event: event[0])
+    return [*events, (record.updated_at, f"last change ({record.state})")]
 
 
 @ui_routes.post("/ui/transactions/{gtid}/abandon", name="ui_abandon")

@@ -103,6 +103,9 @@ class Elsewhere(LookupError):
         self.url = url
 
 
+#: Branch states that say phase 2 reached the participant (abandoned is an operator's act).
+_ACKNOWLEDGED = frozenset({BranchState.COMMITTED, BranchState.ABORTED})
+
 #: Unfinished transactions taken into memory between two turns of the event loop.
 _ADOPT_SLICE = 500
 
@@ -536,6 +539,7 @@ class Coordinator:
 
     def _run(self, entry: _Entry, actions: list[Action]) -> None:
         """Carry out what the machine asked for; protocol rounds run in tasks of their own."""
+        self._stamp(entry.tx)
         for action in actions:
             match action:
                 case SaveRecord():
@@ -574,6 +578,18 @@ class Coordinator:
                 self.outcomes[entry.tx.decision.value] += 1
                 self._prepare_round_ends(entry)  # an abort is not forced: it is decided here
             entry.decided.set()
+
+    def _stamp(self, tx: Transaction) -> None:
+        """Date what just happened to the branches (a vote, an acknowledgement), before
+        any record of it is written: the timeline operators read."""
+        now: float | None = None
+        for branch in tx.branches.values():
+            if branch.vote is not None and branch.voted_at is None:
+                now = now or self._clock()
+                branch.voted_at = now
+            if branch.acknowledged_at is None and branch.state in _ACKNOWLEDGED:
+                now = now or self._clock()
+                branch.acknowledged_at = now
 
     def _prepare_round_ends(self, entry: _Entry) -> None:
         if entry.prepare_started is not None:

@@ -190,6 +190,10 @@ class Branch:
     resolved_at: float | None = None
     #: What the participant was forced to, when that differs from the decision.
     heuristic: Outcome | None = None
+    # What happened when, for people (the driver stamps the times); no rule reads these.
+    vote: Vote | None = None
+    voted_at: float | None = None
+    acknowledged_at: float | None = None
 
     @property
     def acknowledged(self) -> bool:
@@ -241,6 +245,7 @@ class Transaction:
             payload=payload,
             early=prepared,
             state=BranchState.PREPARED if prepared else BranchState.ENLISTED,
+            vote=Vote.YES if prepared else None,
         )
         return [_SAVE]
 
@@ -287,6 +292,7 @@ class Transaction:
             return []
         if branch.state is not BranchState.ENLISTED:
             return []  # a late or repeated vote changes nothing
+        branch.vote = vote
         if vote is Vote.NO:
             branch.state = BranchState.FAILED
             branch.reason = reason or "voted no"
@@ -445,6 +451,9 @@ class Transaction:
                     resolved_by=b.resolved_by,
                     resolved_at=b.resolved_at,
                     heuristic=Outcome(b.heuristic) if b.heuristic else None,
+                    vote=Vote(b.vote) if b.vote else None,
+                    voted_at=b.voted_at,
+                    acknowledged_at=b.acknowledged_at,
                 )
                 for b in record.branches
             },
@@ -598,6 +607,9 @@ class Transaction:
                     b.resolved_by,
                     b.resolved_at,
                     b.heuristic.value if b.heuristic else None,
+                    b.vote.value if b.vote else None,
+                    b.voted_at,
+                    b.acknowledged_at,
                 )
                 for b in self.branches.values()
             ),

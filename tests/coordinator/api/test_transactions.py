@@ -22,6 +22,22 @@ async def test_execute_commits_across_two_participants(harness: Harness) -> None
         assert body["gtid"] in stub.committed
 
 
+async def test_each_branch_shows_its_vote_and_when_it_voted_and_acknowledged(harness: Harness) -> None:
+    harness.participants["p2"].vote = "read_only"
+    _, body = await harness.call("POST", "/v1/transactions:execute", json={"participants": TWO})
+    p1, p2 = body["branches"]
+    assert (p1["vote"], p2["vote"]) == ("yes", "read_only")
+    assert body["created_at"] <= p1["voted_at"] <= p1["acknowledged_at"]
+    assert p2["voted_at"] is not None and p2["acknowledged_at"] is None  # read only: no phase 2
+
+
+async def test_a_no_vote_is_kept_on_its_branch(harness: Harness) -> None:
+    harness.participants["p2"].vote = "no"
+    _, body = await harness.call("POST", "/v1/transactions:execute", json={"participants": TWO})
+    assert [b["vote"] for b in body["branches"]] == ["yes", "no"]
+    assert body["branches"][0]["acknowledged_at"] is not None  # its abort was acknowledged
+
+
 async def test_prepare_carries_the_payload_and_a_traceparent(harness: Harness) -> None:
     await harness.call("POST", "/v1/transactions:execute", json={"participants": TWO})
     stub = harness.participants["p1"]

@@ -265,6 +265,19 @@ async def test_a_search_for_an_exact_gtid_opens_its_page_and_an_unknown_one_says
     assert status == 404 and "no transaction" in html and html.lstrip().startswith("<!doctype html>")
 
 
+async def test_the_timeline_lists_each_vote_and_acknowledgement_in_order(
+    harness: Harness, browser: Callable[[], Awaitable[Browser]]
+) -> None:
+    _, body = await harness.call("POST", "/v1/transactions:execute", json={"participants": TWO})
+    page = await browser()
+    await page.sign_in("reader")
+    _, html, _ = await page.get(f"/ui/transactions/{body['gtid']}")
+    timeline = html.split('class="timeline', 1)[1].split("</ol>", 1)[0]
+    order = [timeline.index(event) for event in ("began", "p1 voted yes", "p1 acknowledged: committed")]
+    assert order == sorted(order)
+    assert "p2 voted yes" in timeline and "p2 acknowledged: committed" in timeline
+
+
 async def test_the_overview_filters_by_state_and_pages_with_the_logs_cursor(
     harness: Harness, browser: Callable[[], Awaitable[Browser]], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -133,7 +133,7 @@ async def test_who_began_it_and_what_operators_settled_survive_reopening(logs: L
         heuristic=True,
         branches=(
             BranchRecord("a", "abandoned", reason="abandoned by ops: gone", resolved_by="ops", resolved_at=7.5),
-            BranchRecord("b", "aborted", heuristic="aborted"),
+            BranchRecord("b", "aborted", heuristic="aborted", vote="yes", voted_at=5.0, acknowledged_at=6.25),
         ),
     )
     await log.force(settled)
