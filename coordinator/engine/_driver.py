@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from coordinator.config import ParticipantSettings, TransactionSettings
@@ -37,10 +38,11 @@ from coordinator.engine._machine import (
     Transaction,
 )
 from coordinator.engine._membership import Membership
+from coordinator.engine._rounds import RoundSpans
 from coordinator.log import DecisionLog, Fenced, IdempotencyEntry, TransactionRecord
 from coordinator.records import AuditEntry
 from coordinator.transport import Backoff, CallFailed, Transport
-from twopc_core import failpoints
+from twopc_core import failpoints, telemetry
 from twopc_core.protocol import Outcome
 
 __all__ = [
@@ -122,6 +124,8 @@ class _Entry:
     final_record: TransactionRecord | None = None
     #: This replica lost its lease: the transaction is no longer driven from here.
     dropped: bool = False
+    #: The protocol rounds' spans, while something records them.
+    rounds: RoundSpans | None = None
 
 
 @dataclass(frozen=True)
@@ -196,6 +200,9 @@ class Coordinator:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for entry in self._active.values():
+            if entry.rounds is not None:
+                entry.rounds.end(None)
         if self._log.shared and self.membership.me is not None:
             try:
                 await self._log.leave()
@@ -302,6 +309,7 @@ class Coordinator:
             save = False  # the claim wrote the BEGIN record
         entry = _Entry(tx)
         self._active[tx.gtid] = entry
+        _tag_request(tx.gtid)
         if idempotency_key is not None:
             self._idempotency[idempotency_key] = IdempotencyEntry(tx.gtid, request_hash, now)
         if save:
@@ -320,11 +328,13 @@ class Coordinator:
         entry = self._active.get(gtid)
         if entry is None:
             return await self._settled_view(gtid, Transaction.commit)
+        _tag_request(gtid)
         async with entry.lock:
             self._run(entry, entry.tx.commit())
         await entry.decided.wait()
         if entry.dropped and entry.tx.decision is None:
             raise Moved(gtid)
+        _tag_request(gtid, entry.tx.decision)
         if wait_for_phase_two:
             await self._wait_for_phase_two(entry)
         return self._view(entry)
@@ -339,6 +349,7 @@ class Coordinator:
         entry = self._active.get(gtid)
         if entry is None:
             return await self._settled_view(gtid, lambda tx: tx.abort(reason))
+        _tag_request(gtid, Outcome.ABORTED)
         await self._apply(entry, lambda: entry.tx.abort(reason))
         await self._wait_for_phase_two(entry)
         return self._view(entry)
@@ -460,18 +471,21 @@ class Coordinator:
                 case ForceRecord():
                     self._spawn_for(entry, self._force_record(entry))
                 case SendPrepare(branches):
+                    rounds = self._rounds(entry)
+                    within = rounds.prepare_round(len(branches)) if rounds else None
                     for name in branches:
-                        self._spawn_for(entry, self._prepare(entry, name))
+                        self._spawn_for(entry, self._prepare(entry, name), within)
                 case SendOnePhase(name):
                     self._spawn_for(entry, self._one_phase(entry, name))
                 case ForceDecision():
-                    self._spawn_for(entry, self._force_decision(entry))
-                case SendCommit(branches):
+                    rounds = self._rounds(entry)
+                    self._spawn_for(entry, self._force_decision(entry), rounds.decision() if rounds else None)
+                case SendCommit(branches) | SendAbort(branches):
+                    outcome = Outcome.COMMITTED if isinstance(action, SendCommit) else Outcome.ABORTED
+                    rounds = self._rounds(entry)
+                    within = rounds.phase_two(outcome, len(branches)) if rounds else None
                     for name in branches:
-                        entry.deliveries[name] = self._spawn_for(entry, self._deliver(entry, name, Outcome.COMMITTED))
-                case SendAbort(branches):
-                    for name in branches:
-                        entry.deliveries[name] = self._spawn_for(entry, self._deliver(entry, name, Outcome.ABORTED))
+                        entry.deliveries[name] = self._spawn_for(entry, self._deliver(entry, name, outcome), within)
                 case AskStatus(name):
                     self._spawn_for(entry, self._ask_status(entry, name))
                 case NotifyAbort(branches):
@@ -481,6 +495,14 @@ class Coordinator:
                     self._finish(entry, durable)
         if entry.tx.decision is not None:
             entry.decided.set()
+
+    @staticmethod
+    def _rounds(entry: _Entry) -> RoundSpans | None:
+        """The transaction's round spans: begun, under the current context, by the first
+        round while something records; none at all otherwise (the hot path)."""
+        if entry.rounds is None and telemetry.recording():
+            entry.rounds = RoundSpans(entry.tx.gtid)
+        return entry.rounds
 
     async def _apply(self, entry: _Entry, event: Callable[[], list[Action]]) -> None:
         async with entry.lock:
@@ -533,7 +555,7 @@ class Coordinator:
             return
         try:
             await failpoints.hit("coordinator.before_decision_logged")
-            with tracer.start_as_current_span("coordinator.force_decision"):
+            with tracer.start_as_current_span("coordinator.force_decision", attributes={"twopc.gtid": tx.gtid}):
                 await self._log.force(tx.decision_record())
             self.decisions_logged += 1
         except Fenced:
@@ -634,6 +656,8 @@ class Coordinator:
         """Every branch acknowledged: write END and leave the active set."""
         entry.decided.set()
         entry.finished.set()
+        if entry.rounds is not None:
+            entry.rounds.end(entry.tx.decision)
         entry.tx.updated_at = self._clock()
         record = entry.final_record = entry.tx.record()
         self._finished[record.gtid] = record
@@ -675,6 +699,8 @@ class Coordinator:
             entry.dropped = True
             entry.decided.set()
             entry.finished.set()
+            if entry.rounds is not None:
+                entry.rounds.end(None)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -740,8 +766,19 @@ class Coordinator:
         self._background.add(task)
         task.add_done_callback(self._task_done(self._background))
 
-    def _spawn_for(self, entry: _Entry, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        task = asyncio.create_task(coro)
+    def _spawn_for(
+        self, entry: _Entry, coro: Coroutine[Any, Any, None], within: otel_context.Context | None = None
+    ) -> asyncio.Task[None]:
+        """A task of the transaction's; ``within``: the trace context it runs in (a
+        round's span), else the current one."""
+        if within is None:
+            task = asyncio.create_task(coro)
+        else:
+            token = otel_context.attach(within)  # the task takes a copy of the context
+            try:
+                task = asyncio.create_task(coro)
+            finally:
+                otel_context.detach(token)
         entry.tasks.add(task)
         task.add_done_callback(self._task_done(entry.tasks))
         return task
@@ -821,3 +858,12 @@ class Coordinator:
     def _view(self, entry: _Entry) -> TransactionView:
         record = entry.final_record or entry.tx.record()
         return TransactionView(record, frozenset(entry.tx.pending_branches()))
+
+
+def _tag_request(gtid: str, outcome: Outcome | None = None) -> None:
+    """The transaction on the current (the client's request) span, when it records."""
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.set_attribute("twopc.gtid", gtid)
+        if outcome is not None:
+            span.set_attribute("twopc.outcome", outcome.value)
