@@ -39,6 +39,7 @@ __all__ = [
     "recording",
     "setup",
     "shutdown",
+    "stdlib_formatter",
     "unrecorded_root_span",
 ]
 
@@ -64,9 +65,13 @@ def setup(service_name: str, level: str = "info", log_format: LogFormat | None =
     if chosen not in get_args(LogFormat):
         raise ValueError(f"log format must be one of {', '.join(get_args(LogFormat))}, not {chosen!r}")
     numeric = logging.getLevelName(level.upper())
-    logging.basicConfig(level=numeric, stream=sys.stderr, format="%(message)s")
+    processors = log_processors(cast(LogFormat, chosen), tty=sys.stderr.isatty())
+    # The libraries' stdlib log lines in the same shape (a JSON log stays all JSON).
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(stdlib_formatter(processors))
+    logging.basicConfig(level=numeric, handlers=[handler])
     structlog.configure(
-        processors=log_processors(cast(LogFormat, chosen), tty=sys.stderr.isatty()),
+        processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
@@ -91,6 +96,16 @@ def log_processors(log_format: LogFormat, tty: bool) -> list[Any]:
         structlog.processors.format_exc_info,
         renderer,
     ]
+
+
+def stdlib_formatter(processors: list[Any]) -> logging.Formatter:
+    """A :mod:`logging` formatter that renders a record as ``processors`` (from
+    :func:`log_processors`) render structlog's events, with the logger's name."""
+    *chain, renderer = processors
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, *chain],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+    )
 
 
 def _json_line(event: Any, **_: Any) -> str:

@@ -7,6 +7,7 @@ installs is looked at in a fresh interpreter.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -150,3 +151,17 @@ def test_an_unknown_exporter_is_refused_by_name() -> None:
         fresh_interpreter(_INSPECT, OTEL_TRACES_EXPORTER="zipkin")
 
     assert "zipkin" in failed.value.stderr
+
+
+def test_a_libraries_stdlib_log_record_renders_as_a_json_line_too() -> None:
+    formatter = telemetry.stdlib_formatter(telemetry.log_processors("json", tty=False))
+    try:
+        raise RuntimeError("pool broke")
+    except RuntimeError:
+        record = logging.LogRecord("psycopg.pool", logging.WARNING, __file__, 1, "error connecting", (), sys.exc_info())
+
+    parsed = orjson.loads(formatter.format(record))
+    assert parsed["event"] == "error connecting"
+    assert parsed["level"] == "warning"
+    assert parsed["logger"] == "psycopg.pool"
+    assert "RuntimeError: pool broke" in parsed["exception"]

@@ -18,6 +18,7 @@ from tools.cli._options import (
     DataDir,
     Host,
     InquiryInterval,
+    LogFormat,
     Name,
     OptionalCoordinatorUrls,
     Port,
@@ -55,11 +56,12 @@ def serve(
     coordinator_ca: CoordinatorCa = None,
     coordinator_cert: CoordinatorCert = None,
     coordinator_key: CoordinatorKey = None,
+    log_format: LogFormat = "auto",
 ) -> None:
     """Serve a bank: the participant protocol at /twopc, accounts at /accounts."""
     from adapters.postgres.bank import run
 
-    telemetry.setup(f"twopc-bank-{name}")
+    telemetry.setup(f"twopc-bank-{name}", log_format=log_format)
     run(
         name=name,
         host=host,

@@ -15,6 +15,7 @@ from tools.cli._options import (
     DataDir,
     Host,
     InquiryInterval,
+    LogFormat,
     Name,
     Port,
     Secret,
@@ -64,11 +65,12 @@ def serve(
     coordinator_ca: CoordinatorCa = None,
     coordinator_cert: CoordinatorCert = None,
     coordinator_key: CoordinatorKey = None,
+    log_format: LogFormat = "auto",
 ) -> None:
     """Serve Kafka as a participant: the protocol at /twopc, POST /events, GET /events/TOPIC."""
     from adapters.kafka.events import run
 
-    telemetry.setup(f"twopc-events-{name}")
+    telemetry.setup(f"twopc-events-{name}", log_format=log_format)
     run(
         name=name,
         host=host,

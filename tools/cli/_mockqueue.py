@@ -14,6 +14,7 @@ from tools.cli._options import (
     CoordinatorUrls,
     Host,
     InquiryInterval,
+    LogFormat,
     Name,
     Port,
     Secret,
@@ -45,11 +46,12 @@ def serve(
     coordinator_ca: CoordinatorCa = None,
     coordinator_cert: CoordinatorCert = None,
     coordinator_key: CoordinatorKey = None,
+    log_format: LogFormat = "auto",
 ) -> None:
     """Serve a mock queue: the participant protocol at /twopc, committed items at /queue/items."""
     from adapters.mockqueue.service import run
 
-    telemetry.setup(f"twopc-mockqueue-{name}")
+    telemetry.setup(f"twopc-mockqueue-{name}", log_format=log_format)
     run(
         name=name,
         host=host,
