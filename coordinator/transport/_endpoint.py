@@ -184,13 +184,17 @@ class Endpoint:
         for a lock — does not hold back the others' answers. A participant that only
         answers the whole batch at once (``{"results": [...]}``) is understood too.
         """
-        # The exchange is no one transaction's: a trace of its own (the empty context),
-        # linked to each one's; links only when some trace records, as spans are made.
+        # The exchange is no one transaction's: a trace of its own, linked to each one's
+        # when some trace records; else only ids of its own to carry, as a lone call's.
         traced = telemetry.records_root_spans() or any(c.origin.get_span_context().trace_flags.sampled for c in calls)
-        links = [_link(c) for c in calls if c.origin.get_span_context().is_valid] if traced else []
+        if traced:
+            links = [_link(c) for c in calls if c.origin.get_span_context().is_valid]
+            parent = Context()
+        else:
+            links, parent = [], trace.set_span_in_context(telemetry.unrecorded_root_span())
         attributes = {"twopc.batch.ops": len(calls)}
         timeout = max(c.timeout for c in calls)
-        async with self._request("batch", body, timeout, Context(), NDJSON, links, attributes) as response:
+        async with self._request("batch", body, timeout, parent, NDJSON, links, attributes) as response:
             if response.status != 200:
                 raise CallFailed(f"answered HTTP {response.status}: {_error_message(await response.read())}")
             if response.content_type == NDJSON:

@@ -120,5 +120,8 @@ async def test_with_nothing_recording_no_span_is_made_and_the_ids_still_travel(
         await asyncio.gather(*(client.prepare("p1", f"b{i}", None, deadline=4e9, timeout=5) for i in range(3)))
 
     assert exporter.get_finished_spans() == ()
-    assert stub.headers[0]["traceparent"].split("-")[1] == format(unrecorded.get_span_context().trace_id, "032x")
+    lone, batch = (h["traceparent"].split("-")[1] for h in stub.headers)
+    assert lone == format(unrecorded.get_span_context().trace_id, "032x")
+    assert batch != lone and int(batch, 16) != 0  # a trace of its own, as when recorded
+    assert stub.batches == [3]
     assert all("traceparent" not in op for op in stub.ops("prepare"))
