@@ -173,6 +173,8 @@ async def test_one_committed_transaction_is_one_trace_across_the_three_services(
         assert exchange.trace_id == trace_id
         assert descends_from_the_request(exchange)
         assert exchange.attributes["twopc.gtid"] == gtid
+        if exchange.attributes.get("error.type") == "timeout":
+            continue  # a slow answer, retried: the retry's span says what was answered
         assert exchange.attributes["http.response.status_code"] == 200
         if exchange.name == "participant.prepare":
             assert coordinator[exchange.parent_id].name == "coordinator.prepare_round"
@@ -183,16 +185,17 @@ async def test_one_committed_transaction_is_one_trace_across_the_three_services(
 
     for queue in QUEUES:
         for op in ("prepare", "commit"):
-            [server] = [s for s in otlp.of(SERVICES[queue]) if s.name == f"twopc.participant.{op}"]
-            [client_span] = [
-                s for s in exchanges if s.name == f"participant.{op}" and s.attributes["twopc.participant"] == queue
-            ]
-            assert server.kind == ProtoSpan.SPAN_KIND_SERVER
-            assert server.trace_id == trace_id
-            assert server.parent_id == client_span.span_id
-            assert server.attributes["twopc.gtid"] == gtid
-            assert server.attributes["twopc.participant"] == queue
-            if op == "prepare":
-                assert server.attributes["twopc.vote"] == "yes"
-            else:
-                assert server.attributes["twopc.outcome"] == "committed"
+            servers = [s for s in otlp.of(SERVICES[queue]) if s.name == f"twopc.participant.{op}"]
+            assert servers
+            for server in servers:  # more than one only if a slow answer was retried
+                client_span = coordinator[server.parent_id]  # the exchange that carried it
+                assert client_span.name == f"participant.{op}"
+                assert client_span.attributes["twopc.participant"] == queue
+                assert server.kind == ProtoSpan.SPAN_KIND_SERVER
+                assert server.trace_id == trace_id
+                assert server.attributes["twopc.gtid"] == gtid
+                assert server.attributes["twopc.participant"] == queue
+                if op == "prepare":
+                    assert server.attributes["twopc.vote"] == "yes"
+                else:
+                    assert server.attributes["twopc.outcome"] == "committed"
