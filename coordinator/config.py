@@ -266,6 +266,9 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     participants: list[ParticipantSettings] = []
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: The service log's lines (``[log]`` is the decision log): JSON, readable console
+    #: lines, or ``auto``: console on a terminal, ``key=value`` elsewhere.
+    log_format: Literal["auto", "json", "console"] = "auto"
 
     @field_validator("participants")
     @classmethod

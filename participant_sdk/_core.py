@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -182,14 +182,21 @@ class BranchHandler:
 
     # -- batch ---------------------------------------------------------------------
 
-    async def batch(self, ops: Sequence[BatchOp], on_result: Callable[[int, BatchResult], None]) -> None:
+    async def batch(
+        self,
+        ops: Sequence[BatchOp],
+        on_result: Callable[[int, BatchResult], None],
+        run_op: Callable[[BatchOp], Awaitable[BatchResult]] | None = None,
+    ) -> None:
         """Answer each op as if sent alone. Ops on one branch run one after another in
         the order given; different branches run concurrently.
 
         ``on_result(index, result)`` hears each op's answer (or the exception it
         failed with) as soon as it is known, so a caller can pass it on before slower
-        ops of the batch are done.
+        ops of the batch are done. ``run_op`` runs each op in the caller's stead (a
+        span around :meth:`run_op`, say).
         """
+        run = run_op or self.run_op
         chains: dict[tuple[str, str], list[int]] = {}
         for index, op in enumerate(ops):
             chains.setdefault((op.gtid, op.branch), []).append(index)
@@ -198,14 +205,15 @@ class BranchHandler:
         async def run_chain(indexes: list[int]) -> None:
             async with limit:
                 for index in indexes:
-                    on_result(index, await self._one(ops[index]))
+                    on_result(index, await run(ops[index]))
 
         if len(chains) == 1:
             await run_chain(next(iter(chains.values())))
         elif chains:
             await asyncio.gather(*(run_chain(indexes) for indexes in chains.values()))
 
-    async def _one(self, op: BatchOp) -> BatchResult:
+    async def run_op(self, op: BatchOp) -> BatchResult:
+        """One op of a batch: its answer, or the exception it failed with."""
         try:
             if isinstance(op, PrepareRequest):
                 return await self.prepare(op)

@@ -9,13 +9,16 @@ service's that lets them through) and for the error slots of a batch's answer.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+import contextlib
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import Link, SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from participant_sdk._branch import describe
@@ -45,7 +48,17 @@ from twopc_core.http import (
     read_body,
     validation_details,
 )
-from twopc_core.protocol import AbortRequest, BatchOp, CommitRequest, ForceRequest, PrepareRequest, StatusRequest
+from twopc_core.protocol import (
+    AbortRequest,
+    BatchOp,
+    CommitRequest,
+    ForceRequest,
+    OutcomeResponse,
+    PrepareRequest,
+    PrepareResponse,
+    StatusRequest,
+    StatusResponse,
+)
 from twopc_core.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureError, verify
 
 __all__ = ["MAX_BODY_BYTES", "NDJSON", "PARTICIPANT_ERRORS", "build_protocol_app", "encode_result", "parse_ops"]
@@ -141,9 +154,11 @@ class _Protocol:
                 raise invalid_body(exc, what=what, status=400) from None
             with self._span(request, operation) as span:
                 if span.is_recording():
-                    span.set_attribute("twopc.gtid", getattr(message, "gtid", ""))
-                    span.set_attribute("twopc.branch", getattr(message, "branch", ""))
+                    _describe(span, operation, message)
                 answer = await call(message)
+                if span.is_recording():
+                    _annotate(span, operation, answer)
+                    span.set_attribute("http.response.status_code", 200)
             return json_response(answer.model_dump(mode="json"))
 
         return handle
@@ -161,11 +176,17 @@ class _Protocol:
         if len(raw_ops) > _MAX_BATCH_OPS:
             raise HttpError(400, "invalid_request", f"a batch carries at most {_MAX_BATCH_OPS} ops")
         ops, positions, refused = parse_ops(raw_ops)
-        with self._span(request, "batch") as span:
+        # The exchange has a trace of its own; each op that carries its transaction's
+        # trace context is linked from it, and its own span joins that trace.
+        links = [Link(_op_context(op), {"twopc.gtid": op.gtid}) for op in ops if op.traceparent]
+        with self._span(request, "batch", links) as span:
+            run_op = None
             if span.is_recording():
                 span.set_attribute("twopc.batch.ops", len(raw_ops))
+                span.set_attribute("http.response.status_code", 200)
+                run_op = self._traced_op_runner(span)
             if NDJSON in request.headers.get("Accept", ""):
-                return await self._stream_batch(request, ops, positions, refused)
+                return await self._stream_batch(request, ops, positions, refused, run_op)
             results: list[dict[str, Any]] = [{}] * len(raw_ops)
             for position, answer in refused:
                 results[position] = answer
@@ -173,8 +194,28 @@ class _Protocol:
             def settle(index: int, result: BatchResult) -> None:
                 results[positions[index]] = encode_result(result)
 
-            await self._handler.batch(ops, settle)
+            await self._handler.batch(ops, settle, run_op)
         return json_response({"results": results})
+
+    def _traced_op_runner(self, batch_span: trace.Span) -> Callable[[BatchOp], Awaitable[BatchResult]]:
+        """Runs each op of a batch in a span of its own: in its transaction's trace when
+        the op carries one (linked to the batch's span), else under the batch's span."""
+        batch_link = [Link(batch_span.get_span_context())]
+
+        async def run(op: BatchOp) -> BatchResult:
+            if op.traceparent:
+                parent, kind, links = _op_parent(op), SpanKind.SERVER, batch_link
+            else:
+                parent, kind, links = None, SpanKind.INTERNAL, []
+            with self._tracer.start_as_current_span(
+                f"twopc.participant.{op.op}", context=parent, kind=kind, links=links
+            ) as span:
+                _describe(span, op.op, op)
+                result = await self._handler.run_op(op)
+                _annotate(span, op.op, result)
+            return result
+
+        return run
 
     async def _stream_batch(
         self,
@@ -182,6 +223,7 @@ class _Protocol:
         ops: list[BatchOp],
         positions: list[int],
         refused: list[tuple[int, dict[str, Any]]],
+        run_op: Callable[[BatchOp], Awaitable[BatchResult]] | None,
     ) -> web.StreamResponse:
         """Answer a batch as NDJSON, one ``{"index", "result"}`` line per op as it is done.
 
@@ -198,7 +240,7 @@ class _Protocol:
         def settle(index: int, result: BatchResult) -> None:
             answered.put_nowait((positions[index], encode_result(result)))
 
-        work = asyncio.create_task(self._handler.batch(ops, settle))
+        work = asyncio.create_task(self._handler.batch(ops, settle, run_op))
         remaining = len(ops) + len(refused)
         if not remaining:
             await work
@@ -236,12 +278,64 @@ class _Protocol:
         except SignatureError as exc:
             raise HttpError(401, "unauthorized", str(exc)) from None
 
-    def _span(self, request: web.Request, operation: str) -> Any:
+    @contextlib.contextmanager
+    def _span(self, request: web.Request, operation: str, links: Sequence[Link] = ()) -> Iterator[trace.Span]:
         # Extracting costs a header parse, so only when a caller sent trace context.
         context = propagate.extract(request.headers) if "traceparent" in request.headers else None
-        return self._tracer.start_as_current_span(
-            f"twopc.participant.{operation}", context=context, kind=SpanKind.SERVER
-        )
+        with self._tracer.start_as_current_span(
+            f"twopc.participant.{operation}", context=context, kind=SpanKind.SERVER, links=links
+        ) as span:
+            if span.is_recording():
+                span.set_attributes(_http_attributes(request))
+            yield span
+
+
+_W3C = TraceContextTextMapPropagator()
+
+
+def _op_parent(op: BatchOp) -> otel_context.Context:
+    """The trace context a batch op carries, as a parent."""
+    return _W3C.extract({"traceparent": op.traceparent or ""})
+
+
+def _op_context(op: BatchOp) -> trace.SpanContext:
+    return trace.get_current_span(_op_parent(op)).get_span_context()
+
+
+def _http_attributes(request: web.Request) -> dict[str, Any]:
+    """The HTTP server attributes of OpenTelemetry's semantic conventions."""
+    route = request.match_info.route.resource
+    attributes: dict[str, Any] = {
+        "http.request.method": request.method,
+        "url.path": request.path,
+        "url.scheme": request.scheme,
+        "server.address": request.host.rsplit(":", 1)[0],
+    }
+    if route is not None:
+        attributes["http.route"] = route.canonical
+    return attributes
+
+
+def _describe(span: trace.Span, operation: str, message: Any) -> None:
+    """The request's transaction on its span."""
+    branch = getattr(message, "branch", "")
+    span.set_attribute("twopc.gtid", getattr(message, "gtid", ""))
+    span.set_attribute("twopc.branch", branch)
+    span.set_attribute("twopc.participant", branch)  # a branch is named after its participant
+    if getattr(message, "one_phase", False):
+        span.set_attribute("twopc.one_phase", True)
+
+
+def _annotate(span: trace.Span, operation: str, answer: Any) -> None:
+    """What the participant answered, on the span: its vote, or the outcome."""
+    if isinstance(answer, PrepareResponse):
+        span.set_attribute("twopc.vote", answer.vote.value)
+    elif isinstance(answer, OutcomeResponse):
+        span.set_attribute("twopc.outcome", answer.status.value)
+    elif isinstance(answer, StatusResponse):
+        span.set_attribute("twopc.status", answer.status.value)
+    elif isinstance(answer, BaseException):
+        span.set_status(trace.StatusCode.ERROR, describe(answer))
 
 
 async def _next_answers(answered: asyncio.Queue[tuple[int, dict[str, Any]]]) -> list[tuple[int, dict[str, Any]]]:

@@ -122,7 +122,7 @@ class InDoubtResolver:
             result.unreachable += len(branches)
             result.errors.append(describe_failure(exc))
             return
-        _warn_if_unreadable(view)
+        _warn_if_unreadable(gtid, view)
         for branch in branches:
             outcome = rules.outcome_for_branch(view, branch)
             if outcome is None:
@@ -149,8 +149,8 @@ class InDoubtResolver:
                     result.aborted += 1
 
 
-def _warn_if_unreadable(view: object) -> None:
+def _warn_if_unreadable(gtid: str, view: object) -> None:
     """Say so when the coordinator sends an outcome this SDK cannot read (the branch waits)."""
     outcome = view.get("outcome") if isinstance(view, dict) else None
     if outcome is not None and outcome not in _OUTCOMES:
-        logger.warning("coordinator sent an unknown outcome", outcome=outcome)
+        logger.warning("coordinator sent an unknown outcome", gtid=gtid, outcome=outcome)

@@ -10,7 +10,8 @@ shared secret (see :mod:`twopc_core.signing`):
 - ``POST {base}/batch``    ``{"ops": [BatchOp, ...]}`` → ``{"results": [...]}``, or
   with ``Accept: application/x-ndjson`` one ``{"index", "result"}`` line per op as it
   finishes; each result is the body the op would have had alone, or an error body
-  (:func:`twopc_core.http.error_body`)
+  (:func:`twopc_core.http.error_body`); an op may carry its transaction's
+  ``traceparent``
 
 A repeated call answers as the first one did; an abort of an unknown branch is
 ``aborted`` (and remembered, so that a late prepare of it votes ``no``).
@@ -131,20 +132,29 @@ class StatusResponse(_Message):
     heuristic: bool = False
 
 
+#: A batch op's own W3C trace context: the transaction it belongs to, when that is
+#: traced (a batch exchange's ``traceparent`` header is the exchange's).
+_Traceparent = Annotated[str | None, Field(pattern=r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")]
+
+
 class _PrepareOp(PrepareRequest):
     op: Literal["prepare"]
+    traceparent: _Traceparent = None
 
 
 class _CommitOp(CommitRequest):
     op: Literal["commit"]
+    traceparent: _Traceparent = None
 
 
 class _AbortOp(AbortRequest):
     op: Literal["abort"]
+    traceparent: _Traceparent = None
 
 
 class _StatusOp(StatusRequest):
     op: Literal["status"]
+    traceparent: _Traceparent = None
 
 
 BatchOp = Annotated[_PrepareOp | _CommitOp | _AbortOp | _StatusOp, Field(discriminator="op")]

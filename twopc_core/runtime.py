@@ -27,6 +27,7 @@ from typing import Any
 
 from aiohttp import web
 
+from twopc_core import telemetry
 from twopc_core.serving import ServerLimits, serving
 
 __all__ = ["new_event_loop", "run_service", "tune_garbage_collector"]
@@ -91,6 +92,7 @@ def run_service(
             _cancel_remaining(loop)
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
+            telemetry.shutdown()  # the spans of the service's last moments are exported too
 
 
 def _cancel_remaining(loop: asyncio.AbstractEventLoop) -> None:

@@ -29,6 +29,7 @@ from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from opentelemetry import trace
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from adapters.kafka.clients import ensure_stage_topic, make_admin, make_offset_reader, read_stage, stop_quietly
@@ -43,6 +44,7 @@ from participant_sdk import PrepareResult, Resource, Vote
 __all__ = ["KafkaResource", "MessageBatch"]
 
 logger = structlog.get_logger("adapters.kafka")
+tracer = trace.get_tracer("adapters.kafka")
 
 #: Room a stage record needs beyond its chunk: key, headers, batch overhead.
 _RECORD_OVERHEAD = 1024
@@ -232,7 +234,8 @@ class KafkaResource(Resource):
             staged.messages,
             staged.offsets,
         )
-        await shard.stage(entry, records, len(blob))
+        with self._span("stage", gtid, branch, shard, [self.settings.topic], len(records)):
+            await shard.stage(entry, records, len(blob))
         return PrepareResult.yes()
 
     @staticmethod
@@ -265,16 +268,45 @@ class KafkaResource(Resource):
             )
         if entry.state is StageEntryState.COMMITTED:
             return
-        await shard.commit((gtid, branch))
+        messages = entry.messages or []
+        topics = sorted({m.topic for m in messages} | {self.settings.topic})  # the marker goes to the stage
+        with self._span("publish", gtid, branch, shard, topics, len(messages)):
+            await shard.commit((gtid, branch))
 
     async def abort(self, gtid: str, branch: str) -> None:
         shard, entry = self._find(gtid, branch)
         if entry is None or entry.state is StageEntryState.ABORTED:
             return  # nothing staged: nothing to drop, and nothing to remember
-        await shard.abort((gtid, branch))
+        with self._span("abort", gtid, branch, shard, [self.settings.topic], 0):
+            await shard.abort((gtid, branch))
 
     async def recover(self) -> list[tuple[str, str]]:
         return self._prepared()
+
+    @contextlib.contextmanager
+    def _span(
+        self, operation: str, gtid: str, branch: str, shard: Shard, topics: list[str], messages: int
+    ) -> Iterator[None]:
+        """A PRODUCER span for the branch's part of a Kafka transaction (which a shard may
+        share with other branches), under the participant's span; none outside a trace."""
+        if not trace.get_current_span().is_recording():
+            yield
+            return
+        attributes: dict[str, Any] = {
+            "messaging.system": "kafka",
+            "messaging.operation.name": operation,
+            "messaging.operation.type": "send",
+            "messaging.kafka.transactional_id": self.settings.transactional_id(shard.index),
+            "messaging.batch.message_count": messages,
+            "twopc.kafka.topics": topics,
+            "twopc.gtid": gtid,
+            "twopc.participant": self.settings.participant,
+            "twopc.branch": branch,
+        }
+        if len(topics) == 1:
+            attributes["messaging.destination.name"] = topics[0]
+        with tracer.start_as_current_span(f"kafka {operation}", kind=trace.SpanKind.PRODUCER, attributes=attributes):
+            yield
 
     # -- what it holds -----------------------------------------------------------------
 

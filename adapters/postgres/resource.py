@@ -23,13 +23,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager, contextmanager, suppress
 from typing import Any, Literal
 
 import psycopg
 import structlog
+from opentelemetry import trace
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from psycopg import errors as pg_errors
+from psycopg import sql
 from psycopg.pq import Escaping
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
@@ -47,6 +49,7 @@ from participant_sdk import PrepareResult, Resource, Vote
 __all__ = ["MARKS_TABLE", "PostgresResource", "PrepareHandler"]
 
 logger = structlog.get_logger("adapters.postgres")
+tracer = trace.get_tracer("adapters.postgres")
 
 #: Work at prepare: ``handler(conn, gtid, branch, payload)`` runs the branch's SQL on
 #: ``conn`` (inside the branch's transaction, which it must not end) and votes;
@@ -69,6 +72,10 @@ _IS_MARKED = f"SELECT 1 FROM {MARKS_TABLE} WHERE gid = %s"
 _PRUNE_MARKS = f"DELETE FROM {MARKS_TABLE} WHERE written_at < now() - make_interval(secs => %s)"
 #: Any constant serialises concurrent creators of the marks table (IF NOT EXISTS alone races).
 _SCHEMA_LOCK = 0x7470_6300
+
+#: The protocol's statements as their spans show them: the gid is a value, left out.
+_PREPARE_TEXT = f"INSERT INTO {MARKS_TABLE} (gid) VALUES ($1); PREPARE TRANSACTION $1"
+_ONE_PHASE_TEXT = f"INSERT INTO {MARKS_TABLE} (gid) VALUES ($1); COMMIT"
 
 
 class _Dropped(Exception):
@@ -194,20 +201,27 @@ class PostgresResource(Resource):
         try:
             literal = _quoted(conn, gid)
             end = (_MARK_AND_PREPARE % (literal, literal)) if finish == "prepare" else _MARK_AND_COMMIT % literal
-            await conn.execute("BEGIN")
+            with self._statement(conn, gtid, branch, "BEGIN", "BEGIN"):
+                await conn.execute("BEGIN")
             try:
-                yield conn
+                with self._statements_traced(conn, gtid, branch):
+                    yield conn
                 if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
                     raise BranchTransactionEnded(
                         f"branch {branch} of {gtid}: the branch's own SQL committed or rolled back its "
                         "transaction; ending it belongs to the protocol"
                     )
-                await conn.execute(end)  # if PREPARE fails, PostgreSQL has rolled back
+                if finish == "prepare":
+                    with self._statement(conn, gtid, branch, "PREPARE TRANSACTION", _PREPARE_TEXT):
+                        await conn.execute(end)  # if PREPARE fails, PostgreSQL has rolled back
+                else:
+                    with self._statement(conn, gtid, branch, "COMMIT", _ONE_PHASE_TEXT):
+                        await conn.execute(end)
             except BaseException as exc:
                 # Not prepared: a plain ROLLBACK; a broken connection is discarded by
                 # the pool and the server drops its transaction.
                 if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                    with suppress(psycopg.Error):
+                    with suppress(psycopg.Error), self._statement(conn, gtid, branch, "ROLLBACK", "ROLLBACK"):
                         await conn.execute("ROLLBACK")
                 # The mark comes last, so the work of a gid committed before runs into
                 # it first, or into the rows it wrote then: name the real cause.
@@ -224,6 +238,35 @@ class PostgresResource(Resource):
         exit prepares the branch (see :meth:`Participant.branch`)."""
         async with self._local_transaction(gtid, branch, "prepare") as conn:
             yield conn
+
+    # -- spans ---------------------------------------------------------------------------
+
+    @contextmanager
+    def _statement(
+        self, conn: psycopg.AsyncConnection, gtid: str, branch: str, operation: str, text: str
+    ) -> Iterator[None]:
+        """A CLIENT span for one of the protocol's statements, under the participant's
+        span; none outside a trace (recovery, the hot path with tracing off)."""
+        if not trace.get_current_span().is_recording():
+            yield
+            return
+        attributes = _db_attributes(conn, operation, text)
+        attributes.update({"twopc.gtid": gtid, "twopc.participant": self.participant, "twopc.branch": branch})
+        with tracer.start_as_current_span(operation, kind=trace.SpanKind.CLIENT, attributes=attributes):
+            yield
+
+    @contextmanager
+    def _statements_traced(self, conn: psycopg.AsyncConnection, gtid: str, branch: str) -> Iterator[None]:
+        """While the branch's own SQL runs (a handler's, or the application's in early
+        prepare), each statement it executes gets a span, when the branch is traced."""
+        if not trace.get_current_span().is_recording():
+            yield
+            return
+        conn.cursor_factory = _TracedCursor
+        try:
+            yield
+        finally:
+            conn.cursor_factory = psycopg.AsyncCursor
 
     async def _run_handler(self, conn: psycopg.AsyncConnection, gtid: str, branch: str, payload: Any) -> None:
         if self.handler is None:
@@ -250,7 +293,8 @@ class PostgresResource(Resource):
         gid = self.gids.gid(gtid, branch)
         async with self._control.connection() as conn:
             try:
-                await conn.execute(_finish_prepared(conn, b"COMMIT", gid))
+                with self._statement(conn, gtid, branch, "COMMIT PREPARED", "COMMIT PREPARED $1"):
+                    await conn.execute(_finish_prepared(conn, b"COMMIT", gid))
             except pg_errors.UndefinedObject:
                 if not await _is_marked(conn, gid):
                     raise BranchLost(
@@ -263,7 +307,8 @@ class PostgresResource(Resource):
         gid = self.gids.gid(gtid, branch)
         async with self._control.connection() as conn:
             try:
-                await conn.execute(_finish_prepared(conn, b"ROLLBACK", gid))
+                with self._statement(conn, gtid, branch, "ROLLBACK PREPARED", "ROLLBACK PREPARED $1"):
+                    await conn.execute(_finish_prepared(conn, b"ROLLBACK", gid))
             except pg_errors.UndefinedObject:
                 if await _is_marked(conn, gid):
                     raise BranchLost(
@@ -313,6 +358,42 @@ class PostgresResource(Resource):
         cursor = await conn.execute(_PRUNE_MARKS, [self.mark_retention])
         if cursor.rowcount:
             logger.debug("old committed-branch marks pruned", count=cursor.rowcount)
+
+
+class _TracedCursor(psycopg.AsyncCursor[Any]):
+    """A cursor whose statements are CLIENT spans; the text as the application wrote it,
+    its parameters (the values) left out."""
+
+    async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> _TracedCursor:
+        text = _query_text(query, self.connection)
+        operation = text.split(None, 1)[0].upper() if text.strip() else "SQL"
+        with tracer.start_as_current_span(
+            operation, kind=trace.SpanKind.CLIENT, attributes=_db_attributes(self.connection, operation, text)
+        ):
+            await super().execute(query, params, **kwargs)
+        return self
+
+
+def _query_text(query: Any, conn: psycopg.AsyncConnection) -> str:
+    if isinstance(query, bytes):
+        return query.decode(errors="replace")
+    if isinstance(query, sql.Composable):
+        return query.as_string(conn)
+    return str(query)
+
+
+def _db_attributes(conn: psycopg.AsyncConnection, operation: str, text: str) -> dict[str, Any]:
+    """The database attributes of OpenTelemetry's semantic conventions."""
+    return {
+        "db.system": "postgresql",
+        "db.system.name": "postgresql",
+        "db.namespace": conn.info.dbname,
+        "db.operation": operation,
+        "db.operation.name": operation,
+        "db.query.text": text,
+        "server.address": conn.info.host,
+        "server.port": conn.info.port,
+    }
 
 
 async def _create_marks_table(conn: psycopg.AsyncConnection) -> None:

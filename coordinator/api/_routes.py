@@ -242,8 +242,10 @@ async def _list_transactions(request: web.Request) -> web.Response:
     heuristic = request.query.get("heuristic")
     if heuristic not in (None, "true", "false"):
         raise HttpError(400, "invalid_parameter", "heuristic must be 'true' or 'false'", {"heuristic": heuristic})
-    views = await request.app[STATE].require().page(
-        state, limit, cursor, None if heuristic is None else heuristic == "true"
+    views = (
+        await request.app[STATE]
+        .require()
+        .page(state, limit, cursor, None if heuristic is None else heuristic == "true")
     )
     next_cursor = views[-1].record.gtid if len(views) == limit else None
     return _json(TransactionList(transactions=[TransactionOut.of(v) for v in views], next_cursor=next_cursor))

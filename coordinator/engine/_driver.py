@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from coordinator.config import ParticipantSettings, TransactionSettings
@@ -38,11 +39,12 @@ from coordinator.engine._machine import (
     Transaction,
 )
 from coordinator.engine._membership import Membership
+from coordinator.engine._rounds import RoundSpans
 from coordinator.log import DecisionLog, Fenced, IdempotencyEntry, TransactionRecord
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.records import AuditEntry
 from coordinator.transport import Backoff, CallFailed, EndpointCounts, Transport
-from twopc_core import failpoints
+from twopc_core import failpoints, telemetry
 from twopc_core.protocol import Outcome
 
 __all__ = [
@@ -134,6 +136,8 @@ class _Entry:
     phase_two_started: float | None = None
     #: Its outcome is counted in ``Coordinator.outcomes`` (once, even when decided before a restart).
     outcome_counted: bool = False
+    #: The protocol rounds' spans, while something records them.
+    rounds: RoundSpans | None = None
 
 
 @dataclass(frozen=True)
@@ -244,6 +248,9 @@ class Coordinator:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for entry in self._active.values():
+            if entry.rounds is not None:
+                entry.rounds.end(None)
         if self._log.shared and self.membership.me is not None:
             try:
                 await self._log.leave()
@@ -351,6 +358,7 @@ class Coordinator:
         entry = _Entry(tx)
         self._active[tx.gtid] = entry
         self.begun += 1
+        _tag_request(tx.gtid)
         if idempotency_key is not None:
             self._idempotency[idempotency_key] = IdempotencyEntry(tx.gtid, request_hash, now)
         if save:
@@ -370,11 +378,13 @@ class Coordinator:
         if entry is None:
             return await self._settled_view(gtid, Transaction.commit)
         started = time.perf_counter()
+        _tag_request(gtid)
         async with entry.lock:
             self._run(entry, entry.tx.commit())
         await entry.decided.wait()
         if entry.dropped and entry.tx.decision is None:
             raise Moved(gtid)
+        _tag_request(gtid, entry.tx.decision)
         if wait_for_phase_two:
             await self._wait_for_phase_two(entry)
         self.metrics.commit_seconds.observe(time.perf_counter() - started)
@@ -390,6 +400,7 @@ class Coordinator:
         entry = self._active.get(gtid)
         if entry is None:
             return await self._settled_view(gtid, lambda tx: tx.abort(reason))
+        _tag_request(gtid, Outcome.ABORTED)
         await self._apply(entry, lambda: entry.tx.abort(reason))
         await self._wait_for_phase_two(entry)
         return self._view(entry)
@@ -549,21 +560,23 @@ class Coordinator:
                 case SendPrepare(branches):
                     if entry.prepare_started is None:
                         entry.prepare_started = time.perf_counter()
+                    rounds = self._rounds(entry)
+                    within = rounds.prepare_round(len(branches)) if rounds else None
                     for name in branches:
-                        self._spawn_for(entry, self._prepare(entry, name))
+                        self._spawn_for(entry, self._prepare(entry, name), within)
                 case SendOnePhase(name):
                     self._spawn_for(entry, self._one_phase(entry, name))
                 case ForceDecision():
                     self._prepare_round_ends(entry)
-                    self._spawn_for(entry, self._force_decision(entry))
-                case SendCommit(branches):
+                    rounds = self._rounds(entry)
+                    self._spawn_for(entry, self._force_decision(entry), rounds.decision() if rounds else None)
+                case SendCommit(branches) | SendAbort(branches):
                     self._phase_two_starts(entry)
+                    outcome = Outcome.COMMITTED if isinstance(action, SendCommit) else Outcome.ABORTED
+                    rounds = self._rounds(entry)
+                    within = rounds.phase_two(outcome, len(branches)) if rounds else None
                     for name in branches:
-                        entry.deliveries[name] = self._spawn_for(entry, self._deliver(entry, name, Outcome.COMMITTED))
-                case SendAbort(branches):
-                    self._phase_two_starts(entry)
-                    for name in branches:
-                        entry.deliveries[name] = self._spawn_for(entry, self._deliver(entry, name, Outcome.ABORTED))
+                        entry.deliveries[name] = self._spawn_for(entry, self._deliver(entry, name, outcome), within)
                 case AskStatus(name):
                     self._spawn_for(entry, self._ask_status(entry, name))
                 case NotifyAbort(branches):
@@ -605,6 +618,14 @@ class Coordinator:
         if entry.phase_two_started is not None and entry.tx.decision is not None:
             phase = "commit" if entry.tx.decision is Outcome.COMMITTED else "abort"
             self.metrics.phase_seconds[phase].observe(time.perf_counter() - entry.phase_two_started)
+
+    @staticmethod
+    def _rounds(entry: _Entry) -> RoundSpans | None:
+        """The transaction's round spans: begun, under the current context, by the first
+        round while something records; none at all otherwise (the hot path)."""
+        if entry.rounds is None and telemetry.recording():
+            entry.rounds = RoundSpans(entry.tx.gtid)
+        return entry.rounds
 
     async def _apply(self, entry: _Entry, event: Callable[[], list[Action]]) -> None:
         async with entry.lock:
@@ -658,7 +679,7 @@ class Coordinator:
         try:
             await failpoints.hit("coordinator.before_decision_logged")
             started = time.perf_counter()
-            with tracer.start_as_current_span("coordinator.force_decision"):
+            with tracer.start_as_current_span("coordinator.force_decision", attributes={"twopc.gtid": tx.gtid}):
                 await self._log.force(tx.decision_record())
             self.metrics.phase_seconds["decision"].observe(time.perf_counter() - started)
             self.decisions_logged += 1
@@ -760,6 +781,8 @@ class Coordinator:
         """Every branch acknowledged: write END and leave the active set."""
         entry.decided.set()
         entry.finished.set()
+        if entry.rounds is not None:
+            entry.rounds.end(entry.tx.decision)
         entry.tx.updated_at = self._clock()
         record = entry.final_record = entry.tx.record()
         self._finished[record.gtid] = record
@@ -801,6 +824,8 @@ class Coordinator:
             entry.dropped = True
             entry.decided.set()
             entry.finished.set()
+            if entry.rounds is not None:
+                entry.rounds.end(None)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -867,8 +892,19 @@ class Coordinator:
         self._background.add(task)
         task.add_done_callback(self._task_done(self._background))
 
-    def _spawn_for(self, entry: _Entry, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        task = asyncio.create_task(coro)
+    def _spawn_for(
+        self, entry: _Entry, coro: Coroutine[Any, Any, None], within: otel_context.Context | None = None
+    ) -> asyncio.Task[None]:
+        """A task of the transaction's; ``within``: the trace context it runs in (a
+        round's span), else the current one."""
+        if within is None:
+            task = asyncio.create_task(coro)
+        else:
+            token = otel_context.attach(within)  # the task takes a copy of the context
+            try:
+                task = asyncio.create_task(coro)
+            finally:
+                otel_context.detach(token)
         entry.tasks.add(task)
         task.add_done_callback(self._task_done(entry.tasks))
         return task
@@ -948,3 +984,12 @@ class Coordinator:
     def _view(self, entry: _Entry) -> TransactionView:
         record = entry.final_record or entry.tx.record()
         return TransactionView(record, frozenset(entry.tx.pending_branches()))
+
+
+def _tag_request(gtid: str, outcome: Outcome | None = None) -> None:
+    """The transaction on the current (the client's request) span, when it records."""
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.set_attribute("twopc.gtid", gtid)
+        if outcome is not None:
+            span.set_attribute("twopc.outcome", outcome.value)

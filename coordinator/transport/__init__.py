@@ -1,9 +1,11 @@
 """The coordinator's HTTP client to participants.
 
 Pooled keep-alive connections (one pool per participant), a deadline on every call,
-a signature and a ``traceparent`` on every request, calls to one participant coalesced
-into batch exchanges under load (see ``_endpoint``), and phase-2 delivery retried with
-capped exponential backoff and full jitter until the participant acknowledges.
+a signature and a ``traceparent`` on every request (a lone call's is its transaction's
+trace; a batch exchange has a trace of its own, linked to each transaction's, and each
+traced op carries its own), calls to one participant coalesced into batch exchanges
+under load (see ``_endpoint``), and phase-2 delivery retried with capped exponential
+backoff and full jitter until the participant acknowledges.
 
 A participant that times out, is unreachable or answers something that is not the
 protocol is a ``no`` vote at prepare, never an exception in the coordinator.

@@ -18,13 +18,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, format_span_id, format_trace_id
 from pydantic import BaseModel, ValidationError
 
 from coordinator.config import ParticipantSettings
@@ -57,6 +60,9 @@ class _Call(Generic[R]):
     response_type: type[R]
     timeout: float
     future: asyncio.Future[R]
+    #: The span current when the call was made: its transaction's trace, whatever
+    #: exchange ends up carrying the call.
+    origin: trace.Span
 
     def fail(self, reason: str) -> None:
         if not self.future.done():
@@ -150,7 +156,7 @@ class Endpoint:
     async def call(self, operation: str, body: dict[str, Any], response_type: type[R], timeout: float) -> R:
         """Send one protocol operation; ``body`` is the JSON of its request message."""
         loop = asyncio.get_running_loop()
-        call: _Call[R] = _Call(operation, body, response_type, timeout, loop.create_future())
+        call: _Call[R] = _Call(operation, body, response_type, timeout, loop.create_future(), trace.get_current_span())
         # Each call keeps its own deadline, whatever exchange carries it.
         expiry = loop.call_later(timeout, call.fail, f"no answer within {timeout:.3g}s")
         self.calls += 1
@@ -169,9 +175,9 @@ class Endpoint:
         try:
             if len(calls) == 1:
                 (call,) = calls
-                call.answer(await self._post(call.operation, orjson.dumps(call.body), call.timeout))
+                call.answer(await self._post(call))
             else:
-                ops = {"ops": [{"op": c.operation, **c.body} for c in calls]}
+                ops = {"ops": [_batch_op(c) for c in calls]}
                 await self._post_batch(orjson.dumps(ops), calls)
         except CallFailed as exc:
             self.failed_exchanges += 1
@@ -201,7 +207,17 @@ class Endpoint:
         for a lock — does not hold back the others' answers. A participant that only
         answers the whole batch at once (``{"results": [...]}``) is understood too.
         """
-        async with self._request("batch", body, max(c.timeout for c in calls), accept=NDJSON) as response:
+        # The exchange is no one transaction's: a trace of its own, linked to each one's
+        # when some trace records; else only ids of its own to carry, as a lone call's.
+        traced = telemetry.records_root_spans() or any(c.origin.get_span_context().trace_flags.sampled for c in calls)
+        if traced:
+            links = [_link(c) for c in calls if c.origin.get_span_context().is_valid]
+            parent = Context()
+        else:
+            links, parent = [], trace.set_span_in_context(telemetry.unrecorded_root_span())
+        attributes = {"twopc.batch.ops": len(calls)}
+        timeout = max(c.timeout for c in calls)
+        async with self._request("batch", body, timeout, parent, NDJSON, links, attributes) as response:
             if response.status != 200:
                 raise CallFailed(f"answered HTTP {response.status}: {_error_message(await response.read())}")
             if response.content_type == NDJSON:
@@ -215,44 +231,112 @@ class Endpoint:
 
     @contextlib.asynccontextmanager
     async def _request(
-        self, operation: str, body: bytes, timeout: float, accept: str = "application/json"
+        self,
+        operation: str,
+        body: bytes,
+        timeout: float,
+        parent: Context | None,
+        accept: str = "application/json",
+        links: Sequence[Link] = (),
+        attributes: dict[str, Any] | None = None,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """POST a signed operation; failures to get an answer become :class:`CallFailed`."""
+        """POST a signed operation, in a CLIENT span under ``parent`` (the current
+        context when ``None``); failures to get an answer become :class:`CallFailed`."""
         headers = {"Content-Type": "application/json", "Accept": accept}
         headers.update(signed_headers(self.settings.secret, operation, body))
-        if trace.get_current_span().is_recording() or telemetry.records_root_spans():
+        url = f"{self.settings.url}/{operation}"
+        recording = telemetry.records_root_spans() or trace.get_current_span(parent).is_recording()
+        if recording or links:
             span: Any = tracer.start_as_current_span(
                 f"participant.{operation}",
+                context=parent,
                 kind=trace.SpanKind.CLIENT,
-                attributes={"twopc.participant": self.settings.name},
+                links=links,
+                attributes={**self._span_attributes(url), **(attributes or {})},
             )
         else:  # a span nobody records: the caller's trace context is all the call needs
             span = contextlib.nullcontext()
-        with span:
-            propagate.inject(headers)
+        with span as current:
+            propagate.inject(headers, context=None if current is not None else parent)
             try:
                 async with self.session.post(
-                    f"{self.settings.url}/{operation}",
-                    data=body,
-                    headers=headers,
-                    timeout=aiohttp.ClientTimeout(total=timeout),
+                    url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
                 ) as response:
+                    if current is not None:
+                        current.set_attribute("http.response.status_code", response.status)
+                        if response.status >= 400:
+                            current.set_status(trace.StatusCode.ERROR)
+                            current.set_attribute("error.type", str(response.status))
                     yield response
             except TimeoutError:
+                _failed(current, "timeout")
                 raise CallFailed(f"no answer within {timeout:.3g}s") from None
             except aiohttp.ClientError as exc:
+                _failed(current, exc.__class__.__name__)
                 raise CallFailed(f"unreachable: {exc.__class__.__name__}: {exc}") from None
 
-    async def _post(self, operation: str, body: bytes, timeout: float) -> Any:
-        async with self._request(operation, body, timeout) as response:
+    def _span_attributes(self, url: str) -> dict[str, Any]:
+        """The HTTP client attributes of OpenTelemetry's semantic conventions."""
+        where = urlsplit(url)
+        return {
+            "twopc.participant": self.settings.name,
+            "http.request.method": "POST",
+            "url.full": url,
+            "server.address": where.hostname or "",
+            "server.port": where.port or (443 if where.scheme == "https" else 80),
+        }
+
+    async def _post(self, call: _Call[Any]) -> Any:
+        """One call alone in its exchange, in its transaction's trace."""
+        parent = trace.set_span_in_context(call.origin)
+        attributes = {"twopc.gtid": call.body.get("gtid", "")}
+        body = orjson.dumps(call.body)
+        async with self._request(call.operation, body, call.timeout, parent, attributes=attributes) as response:
             raw = await response.read()
             status = response.status
-        if status != 200:
-            raise CallFailed(f"answered HTTP {status}: {_error_message(raw)}")
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise CallFailed(f"answered something that is not the protocol: {_first_line(exc)}") from None
+            if status != 200:
+                raise CallFailed(f"answered HTTP {status}: {_error_message(raw)}")
+            try:
+                answer = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                raise CallFailed(f"answered something that is not the protocol: {_first_line(exc)}") from None
+            _annotate(trace.get_current_span(), call.operation, answer)
+            return answer
+
+
+def _batch_op(call: _Call[Any]) -> dict[str, Any]:
+    """A call as a batch's op; one whose transaction is traced carries its trace
+    context, for the participant's span of it to join that trace."""
+    op = {"op": call.operation, **call.body}
+    context = call.origin.get_span_context()
+    if context.trace_flags.sampled:
+        op["traceparent"] = f"00-{format_trace_id(context.trace_id)}-{format_span_id(context.span_id)}-01"
+    return op
+
+
+def _link(call: _Call[Any]) -> Link:
+    return Link(
+        call.origin.get_span_context(),
+        {"twopc.gtid": call.body.get("gtid", ""), "twopc.operation": call.operation},
+    )
+
+
+def _annotate(span: trace.Span, operation: str, answer: Any) -> None:
+    """The participant's answer on the exchange's span: its vote, or the outcome."""
+    if not span.is_recording() or not isinstance(answer, dict):
+        return
+    if operation == "prepare" and "vote" in answer:
+        span.set_attribute("twopc.vote", str(answer["vote"]))
+    elif operation in ("commit", "abort") and "status" in answer:
+        span.set_attribute("twopc.outcome", str(answer["status"]))
+    elif operation == "status" and "status" in answer:
+        span.set_attribute("twopc.status", str(answer["status"]))
+
+
+def _failed(span: trace.Span | None, error_type: str) -> None:
+    if span is not None:
+        span.set_status(trace.StatusCode.ERROR)
+        span.set_attribute("error.type", error_type)
 
 
 def _settle(call: _Call[Any], result: Any) -> None:

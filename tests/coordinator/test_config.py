@@ -151,3 +151,17 @@ def test_the_server_limits_have_defaults_and_come_from_the_settings() -> None:
     assert Settings().server.limits() == ServerLimits(header_timeout=10.0, body_timeout=30.0, max_connections=1024)
     server = Settings(server={"header_timeout_seconds": 2, "body_timeout_seconds": 3, "max_connections": 4}).server
     assert server.limits() == ServerLimits(header_timeout=2, body_timeout=3, max_connections=4)
+
+
+def test_the_service_log_format_is_a_top_level_setting_beside_the_decision_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "twopc.toml"
+    path.write_text('log_format = "console"\n[log]\nstore = "sqlite"\n')
+    assert Settings().log_format == "auto"
+    assert load(path).log_format == "console"
+    monkeypatch.setenv("TWOPC_LOG_FORMAT", "json")
+    assert load(path).log_format == "json"
+    monkeypatch.setenv("TWOPC_LOG_FORMAT", "xml")
+    with pytest.raises(ValidationError, match="log_format"):
+        load(path)

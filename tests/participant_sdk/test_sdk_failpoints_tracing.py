@@ -5,6 +5,7 @@ from __future__ import annotations
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 from sdk_harness import branch_body, prepare_body
 
 from participant_sdk.testing import ParticipantTestServer
@@ -67,3 +68,62 @@ async def test_traceparent_header_makes_the_span_a_child_of_the_callers(
     assert format(span.context.trace_id, "032x") == trace_id
     assert span.parent is not None and format(span.parent.span_id, "016x") == parent_id
     assert span.attributes["twopc.gtid"] == "g1"
+
+
+async def test_a_prepare_span_says_the_transaction_and_the_vote(harness_factory) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    harness = await harness_factory().start(tracer_provider=provider)
+    try:
+        await harness.call("prepare", prepare_body("g1"))
+        await harness.call("commit", branch_body("g1"))
+    finally:
+        await harness.stop()
+
+    prepare, commit = exporter.get_finished_spans()
+    assert prepare.kind is SpanKind.SERVER
+    assert prepare.attributes["twopc.gtid"] == "g1"
+    assert prepare.attributes["twopc.participant"] == "p1"
+    assert prepare.attributes["twopc.vote"] == "yes"
+    assert prepare.attributes["http.route"].endswith("/prepare")
+    assert prepare.attributes["http.response.status_code"] == 200
+    assert commit.attributes["twopc.outcome"] == "committed"
+
+
+async def test_a_batch_span_links_each_ops_transaction_and_each_op_joins_its_own_trace(harness_factory) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    harness = await harness_factory().start(tracer_provider=provider)
+    exchange = "00-11111111111111111111111111111111-2222222222222222-01"
+    transactions = {
+        "g1": ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"),
+        "g2": ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"),
+    }
+    ops = [
+        {"op": "prepare", **prepare_body(gtid), "traceparent": f"00-{trace_id}-{span_id}-01"}
+        for gtid, (trace_id, span_id) in transactions.items()
+    ]
+    ops.append({"op": "prepare", **prepare_body("g3")})  # an op of a transaction nobody traces
+    try:
+        status, _ = await harness.call("batch", {"ops": ops}, headers={"traceparent": exchange})
+    finally:
+        await harness.stop()
+
+    assert status == 200
+    spans = exporter.get_finished_spans()
+    [batch] = [s for s in spans if s.name == "twopc.participant.batch"]
+    assert format(batch.context.trace_id, "032x") == "1" * 32
+    assert {
+        (format(link.context.trace_id, "032x"), format(link.context.span_id, "016x")) for link in batch.links
+    } == set(transactions.values())
+    per_op = {s.attributes["twopc.gtid"]: s for s in spans if s.name == "twopc.participant.prepare"}
+    assert set(per_op) == {"g1", "g2", "g3"}
+    for gtid, (trace_id, span_id) in transactions.items():
+        span = per_op[gtid]
+        assert format(span.context.trace_id, "032x") == trace_id
+        assert span.parent is not None and format(span.parent.span_id, "016x") == span_id
+        assert [link.context.span_id for link in span.links] == [batch.context.span_id]
+        assert span.attributes["twopc.vote"] == "yes"
+    assert per_op["g3"].parent is not None and per_op["g3"].parent.span_id == batch.context.span_id

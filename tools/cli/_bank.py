@@ -18,6 +18,7 @@ from tools.cli._options import (
     DataDir,
     Host,
     InquiryInterval,
+    LogFormat,
     Metrics,
     Name,
     OptionalCoordinatorUrls,
@@ -57,11 +58,12 @@ def serve(
     coordinator_cert: CoordinatorCert = None,
     coordinator_key: CoordinatorKey = None,
     metrics: Metrics = True,
+    log_format: LogFormat = "auto",
 ) -> None:
     """Serve a bank: the participant protocol at /twopc, accounts at /accounts."""
     from adapters.postgres.bank import run
 
-    telemetry.setup(f"twopc-bank-{name}")
+    telemetry.setup(f"twopc-bank-{name}", log_format=log_format)
     run(
         name=name,
         host=host,

@@ -15,6 +15,7 @@ from tools.cli._options import (
     DataDir,
     Host,
     InquiryInterval,
+    LogFormat,
     Metrics,
     Name,
     Port,
@@ -66,11 +67,12 @@ def serve(
     coordinator_cert: CoordinatorCert = None,
     coordinator_key: CoordinatorKey = None,
     metrics: Metrics = True,
+    log_format: LogFormat = "auto",
 ) -> None:
     """Serve Kafka as a participant: the protocol at /twopc, POST /events, GET /events/TOPIC."""
     from adapters.kafka.events import run
 
-    telemetry.setup(f"twopc-events-{name}")
+    telemetry.setup(f"twopc-events-{name}", log_format=log_format)
     run(
         name=name,
         host=host,

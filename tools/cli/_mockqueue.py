@@ -14,6 +14,7 @@ from tools.cli._options import (
     CoordinatorUrls,
     Host,
     InquiryInterval,
+    LogFormat,
     Metrics,
     Name,
     Port,
@@ -47,11 +48,12 @@ def serve(
     coordinator_cert: CoordinatorCert = None,
     coordinator_key: CoordinatorKey = None,
     metrics: Metrics = True,
+    log_format: LogFormat = "auto",
 ) -> None:
     """Serve a mock queue: the participant protocol at /twopc, committed items at /queue/items."""
     from adapters.mockqueue.service import run
 
-    telemetry.setup(f"twopc-mockqueue-{name}")
+    telemetry.setup(f"twopc-mockqueue-{name}", log_format=log_format)
     run(
         name=name,
         host=host,

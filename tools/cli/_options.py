@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -24,6 +24,7 @@ __all__ = [
     "DataDir",
     "Host",
     "InquiryInterval",
+    "LogFormat",
     "Metrics",
     "Name",
     "OptionalCoordinatorUrls",
@@ -77,6 +78,13 @@ Secret = Annotated[str, typer.Option(help="shared secret the coordinator signs w
 DataDir = Annotated[Path | None, typer.Option("--data", help="directory for the participant log (default var/NAME)")]
 Host = Annotated[str, typer.Option(help="address to listen on")]
 InquiryInterval = Annotated[float, typer.Option(help="seconds a prepared branch waits before asking the coordinator")]
+#: The service log's lines: JSON, readable console lines, or auto (console on a terminal).
+LogFormat = Annotated[
+    Literal["auto", "json", "console"],
+    typer.Option(
+        envvar="TWOPC_LOG_FORMAT", help="log lines: json, console, or auto (console on a terminal, key=value elsewhere)"
+    ),
+]
 #: For participant services: whether the latency histograms at /metrics are observed.
 Metrics = Annotated[
     bool,

@@ -13,6 +13,7 @@ from tools.cli._options import (
     CoordinatorKey,
     CoordinatorUrls,
     Host,
+    LogFormat,
     Port,
     TlsCert,
     TlsClientCa,
@@ -69,11 +70,12 @@ def serve(
         Path | None, typer.Option("--bank-cert", help="a client certificate (PEM) to present to an https bank")
     ] = None,
     bank_key: Annotated[Path | None, typer.Option("--bank-key", help="the key of --bank-cert (PEM)")] = None,
+    log_format: LogFormat = "auto",
 ) -> None:
     """Read order events, book each in the bank's ledger and publish it accepted, exactly once."""
     from adapters.kafka.pipeline import run
 
-    telemetry.setup(f"twopc-pipeline-{group}")
+    telemetry.setup(f"twopc-pipeline-{group}", log_format=log_format)
     run(
         host,
         port,

@@ -35,7 +35,7 @@ def serve(
     except ValidationError as exc:
         typer.echo(f"twopc: invalid configuration:\n{exc}", err=True)
         raise typer.Exit(2) from None
-    telemetry.setup("twopc-coordinator", settings.log_level)
+    telemetry.setup("twopc-coordinator", settings.log_level, settings.log_format)
     names = ", ".join(p.name for p in settings.participants) or "none"
     scheme = "https" if settings.server.tls else "http"
     typer.echo(
