@@ -1,15 +1,20 @@
-"""Fixtures shared across the suite: a stub coordinator for participant-side tests, and
-certificates for the TLS tests (made by trustme, a test dependency only)."""
+"""Fixtures shared across the suite: a stub coordinator for participant-side tests,
+certificates for the TLS tests (made by trustme, a test dependency only), and spans
+recorded in memory."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import trustme
 from aiohttp.test_utils import TestServer
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from participant_sdk.testing import StubCoordinator
 
@@ -74,3 +79,24 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
     for leaf, path in ((server, files.server_cert), (client, files.client_cert)):
         path.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
     return files
+
+
+#: Makes a module's ``tracer`` record into memory, for the test's duration.
+RecordSpans = Callable[[ModuleType], tuple[TracerProvider, InMemorySpanExporter]]
+
+
+@pytest.fixture
+def record_spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[RecordSpans]:
+    providers: list[TracerProvider] = []
+
+    def record(module: ModuleType) -> tuple[TracerProvider, InMemorySpanExporter]:
+        memory = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(memory))
+        monkeypatch.setattr(module, "tracer", provider.get_tracer("test"))
+        providers.append(provider)
+        return provider, memory
+
+    yield record
+    for provider in providers:
+        provider.shutdown()

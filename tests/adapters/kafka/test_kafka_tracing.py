@@ -3,26 +3,19 @@ prepare, publishing at commit, with the transactional id and the topics."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from kafka_harness import EventsService
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from adapters.kafka import resource as kafka_resource
+from tests.conftest import RecordSpans
 
 
 @pytest.fixture
-def provider(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
-    memory = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    monkeypatch.setattr(kafka_resource, "tracer", provider.get_tracer("test"))
-    yield provider, memory
-    provider.shutdown()
+def provider(record_spans: RecordSpans) -> tuple[TracerProvider, InMemorySpanExporter]:
+    return record_spans(kafka_resource)
 
 
 async def test_stage_and_publish_are_spans_of_the_branch_with_the_transactional_id_and_topics(

@@ -3,27 +3,22 @@ the handler's own, their text without the values; none outside a trace."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pg_harness import NAME, items_handler
 
 from adapters.postgres import PostgresResource
 from adapters.postgres import resource as pg_resource
+from tests.conftest import RecordSpans
 
 
 @pytest.fixture
-def provider(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
-    memory = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    monkeypatch.setattr(pg_resource, "tracer", provider.get_tracer("test"))
-    yield provider, memory
-    provider.shutdown()
+def provider(record_spans: RecordSpans) -> tuple[TracerProvider, InMemorySpanExporter]:
+    return record_spans(pg_resource)
 
 
 @pytest.fixture
