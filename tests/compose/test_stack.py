@@ -391,6 +391,13 @@ def test_the_readme_brings_the_stack_up_with_one_compose_command() -> None:
         assert (ROOT / example).is_file() and example == f"{real}.example", copy
 
 
+def test_the_main_readme_deploys_with_the_same_command_and_links_the_stacks_readme() -> None:
+    main = (ROOT / "README.md").read_text()
+    deploy = main.split("## Deploy\n", 1)[1].split("\n## ", 1)[0]
+    (up,) = [block for block in readme_blocks() if "docker compose" in block]
+    assert _commands(up)[-1] in deploy and "(compose/README.md)" in deploy
+
+
 @pytest.mark.slow
 def test_the_readme_commits_across_the_queue_and_kafka_exactly_once(twin: Twin) -> None:
     (block,) = [b for b in readme_blocks() if "Idempotency-Key: compose-1" in b]
