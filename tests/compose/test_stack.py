@@ -15,6 +15,7 @@ service no longer takes fails here.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import re
@@ -138,14 +139,32 @@ def test_every_service_has_a_health_check_and_waits_for_what_it_needs_to_be_heal
             assert condition == {"condition": expected}, f"{name} -> {needed}"
 
 
+def test_every_set_up_job_is_waited_for_by_a_service_so_that_up_wait_succeeds() -> None:
+    """`up --wait` takes a job's exit (even 0) for a failure unless a service that keeps
+    running waits for the job's success."""
+    services = resolved()["services"]
+    jobs = {name for name, service in services.items() if service.get("restart") == "no"}
+    assert jobs, "the stack has its set-up job"
+    for job in jobs:
+        waiting = [
+            name
+            for name, service in services.items()
+            if service.get("depends_on", {}).get(job) == {"condition": "service_completed_successfully"}
+            and service.get("restart") != "no"
+        ]
+        assert waiting, f"nothing waits for {job}"
+
+
 def test_every_published_port_is_on_the_hosts_loopback_only() -> None:
     for name, service in resolved("observability")["services"].items():
         for port in service.get("ports", []):
             assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port}"
 
 
+@functools.cache
 def resolved(profile: str | None = None) -> dict[str, Any]:
-    """The compose file as Compose reads it with the example .env."""
+    """The compose file as Compose reads it with the example .env (read once: the tests
+    only read it, and docker-compose takes a while to start)."""
     done = compose_config(ENV_EXAMPLE, profile=profile)
     assert done.returncode == 0, done.stderr
     config: dict[str, Any] = yaml.safe_load(done.stdout)
