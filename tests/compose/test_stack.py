@@ -155,6 +155,23 @@ def test_every_set_up_job_is_waited_for_by_a_service_so_that_up_wait_succeeds() 
         assert waiting, f"nothing waits for {job}"
 
 
+def test_every_twopc_service_names_itself_to_jaeger_and_sends_traces_only_when_the_env_says_so(
+    tmp_path: Path,
+) -> None:
+    jaeger = resolved("observability")["services"]["jaeger"]
+    assert jaeger["profiles"] == ["observability"] and jaeger["environment"]["COLLECTOR_OTLP_ENABLED"] == "true"
+    twopc = {name: s["environment"] for name, s in resolved()["services"].items() if "build" in s and "ports" in s}
+    assert {env["OTEL_EXPORTER_OTLP_ENDPOINT"] for env in twopc.values()} == {"http://jaeger:4318"}
+    assert len({env["OTEL_SERVICE_NAME"] for env in twopc.values()}) == len(twopc)
+    assert {env["OTEL_TRACES_EXPORTER"] for env in twopc.values()} == {"none"}
+    tracing = tmp_path / ".env"
+    tracing.write_text(ENV_EXAMPLE.read_text().replace("OTEL_TRACES_EXPORTER=none", "OTEL_TRACES_EXPORTER=otlp"))
+    done = compose_config(tracing, profile="observability")
+    assert done.returncode == 0, done.stderr
+    services = yaml.safe_load(done.stdout)["services"]
+    assert {services[name]["environment"]["OTEL_TRACES_EXPORTER"] for name in twopc} == {"otlp"}
+
+
 def test_every_published_port_is_on_the_hosts_loopback_only() -> None:
     for name, service in resolved("observability")["services"].items():
         for port in service.get("ports", []):
