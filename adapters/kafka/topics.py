@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 __all__ = [
     "CommittedOffset",
@@ -48,23 +48,32 @@ async def create_topic(
     timeout: float = 30.0,
     *,
     replication_factor: int = 1,
+    exist_ok: bool = False,
 ) -> str:
-    """Create ``name`` and wait until every partition has a leader; return the name."""
+    """Create ``name`` and wait until every partition has a leader; return the name.
+
+    With ``exist_ok`` a topic of that name already there is no error, whatever its
+    partitions (a deployment's set-up job runs on every start)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         response = await admin.create_topics(
             [NewTopic(name, partitions, replication_factor, topic_configs=dict(configs or {}))]
         )
+        #: The partitions to wait for: those asked for, or, for a topic already there, its own.
+        expected: int | None = partitions
         for error in response.topic_errors:
-            if error[1] != 0:
+            if error[1] == TopicAlreadyExistsError.errno and exist_ok:
+                expected = None
+            elif error[1] != 0:
                 message = error[2] if len(error) > 2 and error[2] else f"error {error[1]}"
                 raise RuntimeError(f"creating topic {name!r} failed: {message}")
         deadline = time.monotonic() + timeout
         while True:
             described = (await admin.describe_topics([name]))[0]
             parts = described["partitions"]
-            if described["error_code"] == 0 and len(parts) == partitions and all(p["leader"] >= 0 for p in parts):
+            counted = len(parts) == expected if expected is not None else bool(parts)
+            if described["error_code"] == 0 and counted and all(p["leader"] >= 0 for p in parts):
                 return name
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"topic {name!r} has no leader for every partition after {timeout}s")

@@ -23,16 +23,23 @@ def create_topic(
     bootstrap: Bootstrap,
     partitions: Annotated[int, typer.Option(help="how many partitions", min=1)] = 3,
     replication_factor: Annotated[int, typer.Option(help="replicas of each partition (production: 3)", min=1)] = 1,
+    exist_ok: Annotated[
+        bool, typer.Option("--exist-ok", help="a topic of that name already there is no error (for set-up jobs)")
+    ] = False,
 ) -> None:
     """Create a topic (the dev broker does not create topics on first use)."""
     from adapters.kafka.topics import create_topic as create
 
     try:
-        asyncio.run(create(bootstrap, name, partitions, replication_factor=replication_factor))
+        asyncio.run(create(bootstrap, name, partitions, replication_factor=replication_factor, exist_ok=exist_ok))
     except Exception as exc:
         typer.echo(f"creating {name!r} failed: {exc}", err=True)
         raise typer.Exit(1) from None
-    typer.echo(f"created {name} ({partitions} partitions)")
+    typer.echo(
+        f"{name} is there (created, or found with --exist-ok)"
+        if exist_ok
+        else f"created {name} ({partitions} partitions)"
+    )
 
 
 @app.command("publish")
