@@ -11,6 +11,10 @@ What cannot be done raises a :class:`ParticipantError` (a subclass for each case
 service that lets those reach :func:`twopc_core.http.error_middleware` with
 :data:`PARTICIPANT_ERRORS` answers them as the protocol app does. The protocol app takes
 bodies up to :data:`MAX_BODY_BYTES` unless told otherwise (413 beyond).
+
+Logs: call :func:`setup_logging` (``twopc_core.telemetry.setup``) once, at the start of
+the service, so that the SDK's lines, the service's own structlog lines and the stdlib
+lines of its libraries (uvicorn, aiohttp) share one format (``TWOPC_LOG_FORMAT``).
 """
 
 from participant_sdk._branch import outcome_for_branch
@@ -35,6 +39,7 @@ from participant_sdk.log import BranchRecord, ParticipantLog, RecordState
 from participant_sdk.participant import Participant
 from participant_sdk.resource import PrepareResult, Resource
 from twopc_core.protocol import BranchStatus, Outcome, Vote
+from twopc_core.telemetry import setup as setup_logging
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -65,4 +70,5 @@ __all__ = [
     "ResourceFailed",
     "Vote",
     "outcome_for_branch",
+    "setup_logging",
 ]

@@ -23,6 +23,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from participant_sdk._branch import describe
 from participant_sdk._core import BatchResult, BranchHandler
+from participant_sdk._rejections import RejectionLog
 from participant_sdk.errors import (
     AlreadyCommitted,
     BranchExists,
@@ -133,8 +134,10 @@ class _Protocol:
         clock: Callable[[], float],
         tracer: trace.Tracer,
         max_body_bytes: int,
+        rejections: RejectionLog,
     ) -> None:
         self._handler = handler
+        self._rejections = rejections
         self._secret = secret
         self._max_body_bytes = max_body_bytes
         self._clock = clock
@@ -276,6 +279,9 @@ class _Protocol:
                 now=self._clock(),
             )
         except SignatureError as exc:
+            self._rejections.refused(
+                "protocol call refused", str(exc), operation=operation, peer=request.remote or "unknown"
+            )
             raise HttpError(401, "unauthorized", str(exc)) from None
 
     @contextlib.contextmanager
@@ -358,10 +364,12 @@ def build_protocol_app(
     tracer: trace.Tracer,
     middlewares: Iterable[Middleware] = (),
     max_body_bytes: int = MAX_BODY_BYTES,
+    rejections: RejectionLog | None = None,
 ) -> web.Application:
     """The protocol's routes. ``max_body_bytes`` bounds each request (413 as JSON beyond),
-    whatever the ``client_max_size`` of the application this one is mounted in."""
-    protocol = _Protocol(handler, secret, clock, tracer, max_body_bytes)
+    whatever the ``client_max_size`` of the application this one is mounted in; a call
+    refused for its signature is logged to ``rejections``."""
+    protocol = _Protocol(handler, secret, clock, tracer, max_body_bytes, rejections or RejectionLog(""))
     # The error edge first, so it is outermost and turns any error below it into JSON.
     app = web.Application(middlewares=[error_middleware(PARTICIPANT_ERRORS, service="the participant"), *middlewares])
     app.router.add_post("/prepare", protocol.route("prepare", PrepareRequest, handler.prepare))

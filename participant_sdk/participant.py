@@ -41,6 +41,7 @@ from participant_sdk._core import BatchResult, BranchHandler
 from participant_sdk._http import MAX_BODY_BYTES, build_protocol_app
 from participant_sdk._metrics import ParticipantMetrics
 from participant_sdk._recovery import InDoubtResolver, InquiryRound
+from participant_sdk._rejections import RejectionLog
 from participant_sdk.client import CoordinatorClient, CoordinatorError, describe_failure
 from participant_sdk.log import ParticipantLog
 from participant_sdk.resource import Resource
@@ -126,7 +127,10 @@ class Participant:
         )
         #: The coordinator replicas' base URLs, in the order given.
         self.coordinator_urls = self._client.urls
-        self._resolver = InDoubtResolver(self._handler, self._client, inquiry_interval, after_round=self._housekeeping)
+        self._rejections = RejectionLog(name)
+        self._resolver = InDoubtResolver(
+            self._handler, self._client, inquiry_interval, after_round=self._housekeeping, rejections=self._rejections
+        )
         self._metrics.watch(self.log, lambda: self._resolver.rounds, clock)
         self._loop_task: asyncio.Task[None] | None = None
         self._failpoints_task: asyncio.Task[None] | None = None
@@ -144,7 +148,7 @@ class Participant:
         try:
             await self.log.open()
             try:
-                await self._handler.reconcile()
+                adopted = await self._handler.reconcile()
             except BaseException:
                 await self.log.close()
                 raise
@@ -155,11 +159,17 @@ class Participant:
         self._last_prune = self._last_sweep = self._clock()
         self._loop_task = asyncio.create_task(self._resolver.run(), name=f"in-doubt:{self.name}")
         self._failpoints_task = asyncio.create_task(failpoints.watch_file(), name="failpoints-file")
+        in_doubt = self.in_doubt_count
         logger.info(
             "participant started",
             participant=self.name,
-            branches=len(self.log),
-            in_doubt=self.in_doubt_count,
+            coordinator=",".join(self.coordinator_urls),
+            # Prepared here, not yet told the outcome: the in-doubt loop asks about them now.
+            in_doubt_branches=in_doubt,
+            # Of those, found prepared at the resource but missing from the log (after a crash).
+            adopted_from_resource=adopted,
+            # Finished recently: kept in memory to answer a repeated call as the first.
+            finished_branches_remembered=len(self.log) - in_doubt,
         )
 
     async def close(self) -> None:
@@ -207,6 +217,7 @@ class Participant:
             tracer=self._tracer,
             middlewares=middlewares,
             max_body_bytes=max_body_bytes,
+            rejections=self._rejections,
         )
         if manage_lifecycle:
             app.cleanup_ctx.append(self._lifecycle)

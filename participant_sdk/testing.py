@@ -305,7 +305,9 @@ class StubCoordinator:
     (``None`` is undecided) and, if given, the branch names the view lists (a real
     coordinator always lists them; a participant whose branch is missing from a
     committed view aborts it). A gtid never decided is answered 404, as by a
-    coordinator that has no record of it. ``unavailable = True`` answers 503 to everything.
+    coordinator that has no record of it. ``unavailable = True`` answers 503 to everything;
+    ``refuse_signature = "why"`` answers 401 ``invalid_signature`` with that message, as a
+    coordinator that does not accept the participant's name or secret.
     ``POST /v1/transactions/{gtid}/participants`` (an early-prepared branch enlisting)
     is recorded in ``enlisted``, or answered 409 for a gtid in ``refuse_enlist``.
     ``inquiries`` lists the gtids asked about, in order. :meth:`serve` runs it on a
@@ -318,6 +320,7 @@ class StubCoordinator:
         self.enlisted: dict[str, list[dict[str, Any]]] = {}
         self.refuse_enlist: set[str] = set()
         self.unavailable = False
+        self.refuse_signature: str | None = None
         self.inquiries: list[str] = []
 
     def decide(self, gtid: str, outcome: str | None, branches: list[str] | None = None) -> None:
@@ -357,6 +360,8 @@ class StubCoordinator:
         self.inquiries.append(gtid)
         if self.unavailable:
             return _json(error_body("not_ready", "stub unavailable"), 503)
+        if self.refuse_signature is not None:
+            return _json(error_body("invalid_signature", self.refuse_signature), 401)
         if gtid not in self.outcomes:
             return _json(error_body("not_found", f"no transaction {gtid}"), 404)
         outcome = self.outcomes[gtid]

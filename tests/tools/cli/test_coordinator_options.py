@@ -107,7 +107,31 @@ def test_a_service_refuses_a_coordinator_that_is_not_a_url_naming_it(served: lis
     assert served == []
 
 
-def test_a_service_without_a_coordinator_is_refused(served: list[dict[str, Any]]) -> None:
+@pytest.mark.parametrize("kind", list(SERVE))
+def test_a_service_takes_its_coordinators_from_twopc_coordinator(
+    served: list[dict[str, Any]], kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TWOPC_COORDINATOR", f"{A},{B}")
+    result = CliRunner().invoke(app, SERVE[kind][0])
+
+    assert result.exit_code == 0, result.output
+    assert [call["coordinator_url"] for call in served] == [[A, B]]
+
+
+def test_the_coordinator_option_wins_over_twopc_coordinator(
+    served: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TWOPC_COORDINATOR", A)
+    result = CliRunner().invoke(app, [*SERVE["mockqueue"][0], "--coordinator", C])
+
+    assert result.exit_code == 0, result.output
+    assert served[0]["coordinator_url"] == [C]
+
+
+def test_a_service_without_a_coordinator_is_refused(
+    served: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TWOPC_COORDINATOR", raising=False)
     result = CliRunner().invoke(app, SERVE["mockqueue"][0])
 
     assert result.exit_code == 2
