@@ -38,6 +38,7 @@ from participant_sdk.errors import (
 from participant_sdk.log import BranchRecord, ParticipantLog, RecordState
 from participant_sdk.participant import Participant
 from participant_sdk.resource import PrepareResult, Resource
+from participant_sdk.settings import ParticipantConfigError, ParticipantSettings
 from twopc_core.protocol import BranchStatus, Outcome, Vote
 from twopc_core.telemetry import setup as setup_logging
 
@@ -61,8 +62,10 @@ __all__ = [
     "NotPrepared",
     "Outcome",
     "Participant",
+    "ParticipantConfigError",
     "ParticipantError",
     "ParticipantLog",
+    "ParticipantSettings",
     "PayloadMismatch",
     "PrepareResult",
     "RecordState",

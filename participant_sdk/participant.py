@@ -2,7 +2,17 @@
 
 Embedding it in an aiohttp service::
 
-    participant = Participant("queue-a", resource, secret, "http://127.0.0.1:7070", "var/a.db")
+    participant = Participant(
+        name="queue-a", resource=resource, secret=secret,
+        coordinator_url="http://127.0.0.1:7070", log_path="var/a.db",
+    )
+
+or from settings read from the environment (``TWOPC_PARTICIPANT_NAME``, ...)::
+
+    participant = Participant.from_settings(ParticipantSettings(), resource=resource)
+
+Every value is checked here, before anything starts: a wrong one raises
+:class:`~participant_sdk.settings.ParticipantConfigError` naming it.
     app = web.Application()
     app.add_subapp("/twopc", participant.app())   # starts and stops with ``app``
 
@@ -45,6 +55,7 @@ from participant_sdk._rejections import RejectionLog
 from participant_sdk.client import CoordinatorClient, CoordinatorError, describe_failure
 from participant_sdk.log import ParticipantLog
 from participant_sdk.resource import Resource
+from participant_sdk.settings import ParticipantConfigError, ParticipantFields, validated_settings
 from twopc_core import failpoints
 from twopc_core.http import Middleware
 from twopc_core.metrics import metrics_handler
@@ -90,13 +101,13 @@ class Participant:
 
     def __init__(
         self,
+        *,
         name: str,
         resource: Resource,
         secret: str,
         coordinator_url: str | Sequence[str],
         log_path: str | Path,
         inquiry_interval: float = 5.0,
-        *,
         retention: float = 3600.0,
         clock: Callable[[], float] = time.time,
         tracer_provider: trace.TracerProvider | None = None,
@@ -106,30 +117,54 @@ class Participant:
         coordinator_ssl: ssl.SSLContext | None = None,
         metrics: bool = True,
     ) -> None:
-        if inquiry_interval <= 0:
-            raise ValueError("inquiry_interval must be positive")
-        if sweep_interval <= 0:
-            raise ValueError("sweep_interval must be positive")
-        self.name = name
+        # Keywords only: five values, four of them strings, are too easy to swap.
+        settings = validated_settings(
+            {
+                "name": name,
+                "secret": secret,
+                "coordinator_url": coordinator_url,
+                "log_path": log_path,
+                "inquiry_interval": inquiry_interval,
+                "inquiry_timeout": inquiry_timeout,
+                "retention": retention,
+                "sweep_interval": sweep_interval,
+                "metrics": metrics,
+            }
+        )
+        if not isinstance(resource, Resource):
+            raise ParticipantConfigError(
+                f"invalid participant settings: resource: must be a participant_sdk.Resource, not {resource!r}"
+            )
+        #: The settings it runs with, validated.
+        self.settings = settings
+        self.name = name = settings.name
         self.resource = resource
-        self.inquiry_interval = inquiry_interval
-        self.retention = retention
-        self.sweep_interval = sweep_interval
-        self._secret = secret
+        self.inquiry_interval = settings.inquiry_interval
+        self.retention = settings.retention
+        self.sweep_interval = settings.sweep_interval
+        self._secret = settings.secret.get_secret_value()
         self._clock = clock
         self._tracer = trace.get_tracer("participant_sdk", tracer_provider=tracer_provider)
-        self.log = ParticipantLog(log_path, clock=clock)
-        self._metrics = ParticipantMetrics(name, enabled=metrics)
+        self.log = ParticipantLog(settings.log_path, clock=clock)
+        self._metrics = ParticipantMetrics(name, enabled=settings.metrics)
         self._handler = BranchHandler(resource, self.log, self._metrics)
         # Its calls are signed with its secret: the coordinator tells it only of its own branches.
         self._client = CoordinatorClient(
-            coordinator_url, session, timeout=inquiry_timeout, sign_as=(name, secret), ssl=coordinator_ssl
+            settings.coordinator_url,
+            session,
+            timeout=settings.inquiry_timeout,
+            sign_as=(name, self._secret),
+            ssl=coordinator_ssl,
         )
         #: The coordinator replicas' base URLs, in the order given.
         self.coordinator_urls = self._client.urls
         self._rejections = RejectionLog(name)
         self._resolver = InDoubtResolver(
-            self._handler, self._client, inquiry_interval, after_round=self._housekeeping, rejections=self._rejections
+            self._handler,
+            self._client,
+            self.inquiry_interval,
+            after_round=self._housekeeping,
+            rejections=self._rejections,
         )
         self._metrics.watch(self.log, lambda: self._resolver.rounds, clock)
         self._loop_task: asyncio.Task[None] | None = None
@@ -137,6 +172,36 @@ class Participant:
         self._last_prune = 0.0
         self._last_sweep = 0.0
         self._started = False
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: ParticipantFields,
+        *,
+        resource: Resource,
+        clock: Callable[[], float] = time.time,
+        tracer_provider: trace.TracerProvider | None = None,
+        session: aiohttp.ClientSession | None = None,
+        coordinator_ssl: ssl.SSLContext | None = None,
+    ) -> Participant:
+        """A participant configured by ``settings`` (see :class:`ParticipantSettings`,
+        which a service may read from the ``TWOPC_PARTICIPANT_*`` environment)."""
+        return cls(
+            name=settings.name,
+            resource=resource,
+            secret=settings.secret.get_secret_value(),
+            coordinator_url=settings.coordinator_url,
+            log_path=settings.log_path,
+            inquiry_interval=settings.inquiry_interval,
+            retention=settings.retention,
+            inquiry_timeout=settings.inquiry_timeout,
+            sweep_interval=settings.sweep_interval,
+            metrics=settings.metrics,
+            clock=clock,
+            tracer_provider=tracer_provider,
+            session=session,
+            coordinator_ssl=coordinator_ssl,
+        )
 
     # -- lifecycle -------------------------------------------------------------------
 

@@ -197,12 +197,12 @@ def build_app(
     """
     resource = PostgresResource(dsn, name, handler=bank_handler, pool_size=pool_size)
     participant = Participant(
-        name,
-        resource,
-        secret,
-        coordinator_url,
-        Path(data_dir) / "participant.db",
-        inquiry_interval,
+        name=name,
+        resource=resource,
+        secret=secret,
+        coordinator_url=coordinator_url,
+        log_path=Path(data_dir) / "participant.db",
+        inquiry_interval=inquiry_interval,
         sweep_interval=sweep_interval,
         coordinator_ssl=coordinator_ssl,
         metrics=metrics,

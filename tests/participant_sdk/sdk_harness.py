@@ -34,7 +34,15 @@ def participant_server(
     log_path = tmp_path / "participant.db"
 
     def participant(**options: Any) -> Participant:
-        return Participant(BRANCH, resource, SECRET, coordinator_url, log_path, clock=server.clock, **options)
+        return Participant(
+            name=BRANCH,
+            resource=resource,
+            secret=SECRET,
+            coordinator_url=coordinator_url,
+            log_path=log_path,
+            clock=server.clock,
+            **options,
+        )
 
     server = ParticipantTestServer(participant, BRANCH, SECRET, options={"inquiry_interval": 60.0})
     return server
