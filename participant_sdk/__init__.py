@@ -36,6 +36,7 @@ from participant_sdk.errors import (
     ResourceFailed,
 )
 from participant_sdk.log import BranchRecord, ParticipantLog, RecordState
+from participant_sdk.models import AuditPage, Began, Cluster, Transaction, TransactionPage
 from participant_sdk.participant import Participant
 from participant_sdk.resource import PrepareResult, Resource
 from participant_sdk.settings import ParticipantConfigError, ParticipantSettings
@@ -46,11 +47,14 @@ __all__ = [
     "MAX_BODY_BYTES",
     "PARTICIPANT_ERRORS",
     "AlreadyCommitted",
+    "AuditPage",
     "BatchResult",
+    "Began",
     "BranchAnswer",
     "BranchExists",
     "BranchRecord",
     "BranchStatus",
+    "Cluster",
     "CoordinatorClient",
     "CoordinatorError",
     "CoordinatorUnreachable",
@@ -71,6 +75,8 @@ __all__ = [
     "RecordState",
     "Resource",
     "ResourceFailed",
+    "Transaction",
+    "TransactionPage",
     "Vote",
     "outcome_for_branch",
     "setup_logging",

@@ -114,7 +114,7 @@ class InDoubtResolver:
     async def _settle(self, gtid: str, branches: list[str], result: InquiryRound) -> None:
         result.asked += len(branches)
         try:
-            view = await self._client.get(gtid)
+            view = await self._client.get_json(gtid)
         except CoordinatorError as exc:
             if not rules.coordinator_has_no_record(exc.status):
                 if exc.status in (401, 403):  # a secret or a name the coordinator does not accept

@@ -49,6 +49,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from adapters.kafka.clients import stop_quietly
 from participant_sdk.client import CoordinatorClient, CoordinatorError
+from participant_sdk.models import Began
 from twopc_core import failpoints
 
 __all__ = ["BatchOutcome", "KafkaSource", "SourceBatch", "SourceRecord", "intent_metadata", "parse_intent"]
@@ -366,7 +367,7 @@ class KafkaSource:
             return str(view["outcome"])
         return await self._settle(batch, batch.gtid)
 
-    async def _begin(self, batch: SourceBatch) -> dict[str, Any]:
+    async def _begin(self, batch: SourceBatch) -> Began:
         return await self.coordinator.begin(
             timeout_ms=self.transaction_timeout_ms, metadata=batch.metadata(), idempotency_key=batch.idempotency_key
         )

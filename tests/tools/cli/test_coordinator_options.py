@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 import adapters.kafka.events
 import adapters.mockqueue.service
 import adapters.postgres.bank
+from participant_sdk import Outcome, Transaction
 from participant_sdk.testing import StubCoordinator
 from tools.cli._app import app
 from twopc_core import telemetry
@@ -176,9 +177,9 @@ def test_bank_transfer_goes_through_the_coordinators_given(
 ) -> None:
     seen: list[tuple[str, ...]] = []
 
-    async def transfer(client: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    async def transfer(client: Any, *args: Any, **kwargs: Any) -> Transaction:
         seen.append(client.urls)
-        return {"gtid": "c1-g1", "outcome": "committed"}
+        return Transaction(gtid="c1-g1", state="committed", outcome=Outcome.COMMITTED)
 
     monkeypatch.delenv("TWOPC_COORDINATOR", raising=False)
     monkeypatch.setattr(adapters.postgres.bank, "transfer", transfer)
