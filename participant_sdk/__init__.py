@@ -19,7 +19,7 @@ lines of its libraries (uvicorn, aiohttp) share one format (``TWOPC_LOG_FORMAT``
 
 from participant_sdk._branch import outcome_for_branch
 from participant_sdk._core import BatchResult, BranchAnswer
-from participant_sdk._http import MAX_BODY_BYTES, PARTICIPANT_ERRORS
+from participant_sdk._edge import MAX_BODY_BYTES, PARTICIPANT_ERRORS
 from participant_sdk._recovery import InquiryRound
 from participant_sdk.client import CoordinatorClient, CoordinatorError
 from participant_sdk.errors import (

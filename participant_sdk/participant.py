@@ -47,8 +47,10 @@ from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 
 from participant_sdk import _branch as rules
+from participant_sdk._asgi import ProtocolASGI
 from participant_sdk._core import BatchResult, BranchHandler
-from participant_sdk._http import MAX_BODY_BYTES, build_protocol_app
+from participant_sdk._edge import MAX_BODY_BYTES, ProtocolEdge
+from participant_sdk._http import protocol_app
 from participant_sdk._metrics import ParticipantMetrics
 from participant_sdk._recovery import InDoubtResolver, InquiryRound
 from participant_sdk._rejections import RejectionLog
@@ -275,18 +277,37 @@ class Participant:
         through them as an exception that the edge answers as JSON. A request body over
         ``max_body_bytes`` is answered 413 (JSON), whatever the embedding application takes.
         """
-        app = build_protocol_app(
-            self._handler,
-            secret=self._secret,
-            clock=self._clock,
-            tracer=self._tracer,
-            middlewares=middlewares,
-            max_body_bytes=max_body_bytes,
-            rejections=self._rejections,
-        )
+        app = protocol_app(self._edge(max_body_bytes), middlewares)
         if manage_lifecycle:
             app.cleanup_ctx.append(self._lifecycle)
         return app
+
+    def asgi(self, *, max_body_bytes: int = MAX_BODY_BYTES, manage_lifecycle: bool = False) -> ProtocolASGI:
+        """The protocol as an ASGI application, for FastAPI, Starlette or any ASGI server::
+
+            app = FastAPI(lifespan=participant.lifespan)
+            app.mount("/twopc", participant.asgi())
+
+        The same protocol as :meth:`app` (one implementation behind both). A mounted
+        application hears no lifespan events, so the embedding application starts and
+        stops the participant (``lifespan=participant.lifespan``, or ``async with
+        participant`` inside its own lifespan); ``manage_lifecycle=True`` when this
+        application is served on its own. A body over ``max_body_bytes`` is a 413.
+        """
+        return ProtocolASGI(self._edge(max_body_bytes), self.lifespan if manage_lifecycle else None)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _app: object = None) -> AsyncIterator[None]:
+        """Started inside, closed after: an ASGI application's lifespan
+        (``FastAPI(lifespan=participant.lifespan)``, ``Starlette(lifespan=...)``)."""
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.close()
+
+    def _edge(self, max_body_bytes: int) -> ProtocolEdge:
+        return ProtocolEdge(self._handler, self._secret, self._clock, self._tracer, max_body_bytes, self._rejections)
 
     @property
     def metrics_registry(self) -> CollectorRegistry:
