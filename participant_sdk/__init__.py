@@ -1,11 +1,14 @@
 """The participant SDK: what an application embeds to take part in global transactions.
 
 Implement a :class:`Resource` (stage, commit, abort, recover one branch's work), wrap
-it in a :class:`Participant`, and mount ``participant.app()`` under ``/twopc`` in your
-aiohttp application; ``participant.branch(gtid)`` does a branch's work early (XA style)
-for resources that support it. The SDK answers the coordinator's signed protocol calls
+it in a :class:`Participant` (keywords, or :class:`ParticipantSettings` from the
+environment), and mount its protocol under ``/twopc``: ``participant.asgi()`` in
+FastAPI or Starlette (``lifespan=participant.lifespan``), ``participant.app()`` in
+aiohttp; ``participant.branch(gtid)`` does a branch's work early (XA style) for
+resources that support it. The SDK answers the coordinator's signed protocol calls
 idempotently from its local log and resolves branches left in doubt by asking the
-coordinator. :class:`CoordinatorClient` talks to the coordinator's REST API.
+coordinator. :class:`CoordinatorClient` talks to the coordinator's REST API, its answers
+typed (:mod:`participant_sdk.models`). ``docs/embedding.md`` walks through all of it.
 
 What cannot be done raises a :class:`ParticipantError` (a subclass for each case); a
 service that lets those reach :func:`twopc_core.http.error_middleware` with

@@ -1,6 +1,6 @@
 """The participant: a resource, its log, the protocol app and the in-doubt loop, wired.
 
-Embedding it in an aiohttp service::
+Building one::
 
     participant = Participant(
         name="queue-a", resource=resource, secret=secret,
@@ -11,10 +11,17 @@ or from settings read from the environment (``TWOPC_PARTICIPANT_NAME``, ...)::
 
     participant = Participant.from_settings(ParticipantSettings(), resource=resource)
 
-Every value is checked here, before anything starts: a wrong one raises
-:class:`~participant_sdk.settings.ParticipantConfigError` naming it.
+Every value is checked there, before anything starts: a wrong one raises
+:class:`~participant_sdk.settings.ParticipantConfigError` naming it. Mounting it in an
+aiohttp service::
+
     app = web.Application()
     app.add_subapp("/twopc", participant.app())   # starts and stops with ``app``
+
+or in FastAPI or Starlette (the same protocol, see :meth:`Participant.asgi`)::
+
+    app = FastAPI(lifespan=participant.lifespan)
+    app.mount("/twopc", participant.asgi())
 
 With several coordinator replicas, give every one's URL (a list instead of the one
 string): the participant asks the next one when one does not answer.
@@ -84,6 +91,11 @@ _NOT_RUN = RuntimeError("not run")
 class Participant:
     """A participant in global transactions, around one :class:`Resource`.
 
+    Every argument is a keyword (or comes from :meth:`from_settings`), checked here: a
+    wrong value raises :class:`~participant_sdk.settings.ParticipantConfigError` naming it.
+    ``name``: as the coordinator registers it (each branch here is named after it).
+    ``secret``: what the coordinator signs its calls with, and this participant its own.
+    ``log_path``: the participant log (SQLite), kept across restarts.
     ``coordinator_url``: the coordinator's base URL, or every replica's (a sequence, or
     one string of comma-separated URLs); inquiries and early-prepare enlistments go to
     the replicas in turn until one answers (see :class:`CoordinatorClient`).
@@ -379,6 +391,10 @@ class Participant:
         try:
             await self._client.enlist(gtid, self.name, prepared=True)
         except CoordinatorError as exc:
+            if exc.status in (401, 403):  # a secret or a name the coordinator does not accept
+                self._rejections.refused(
+                    "coordinator refused the participant's enlistment", f"{exc.code}: {exc.message}", gtid=gtid
+                )
             if not rules.enlistment_refused(exc.status):
                 raise rules.enlist_failed(gtid, self.name, describe_failure(exc)) from exc
             await self._handler.resolve(gtid, self.name, Outcome.ABORTED)

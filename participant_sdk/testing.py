@@ -430,6 +430,8 @@ class StubCoordinator:
         gtid = request.match_info["gtid"]
         if self.unavailable:
             return _json(error_body("not_ready", "stub unavailable"), 503)
+        if self.refuse_signature is not None:
+            return _json(error_body("invalid_signature", self.refuse_signature), 401)
         if gtid in self.refuse_enlist:
             return _json(error_body("wrong_state", f"cannot enlist in {gtid}"), 409)
         body = orjson.loads(await request.read())
