@@ -165,8 +165,8 @@ async def _answer(client: CoordinatorClient, gtid: str) -> tuple[str, str]:
         if exc.status != 404:
             raise
         return "aborted", "no record"  # presumed abort
-    outcome = str(view["outcome"] or "undecided")
-    return outcome, f"{outcome} (state {view.get('state')}, updated {view.get('updated_at')})"
+    outcome = str(view.outcome or "undecided")
+    return outcome, f"{outcome} (state {view.state}, updated {view.updated_at})"
 
 
 async def _one_outcome(

@@ -211,12 +211,12 @@ class Nemesis:
             async with CoordinatorClient(others, timeout=1, token=self.topology.tokens["reader"]) as client:
                 while True:
                     try:
-                        for replica in (await client.cluster())["replicas"]:
-                            at = replica["taken_over_at"]
-                            if replica["node_id"] == node_id and at is not None:
-                                when = datetime.fromisoformat(at).timestamp()
+                        for replica in (await client.cluster()).replicas:
+                            at = replica.taken_over_at
+                            if replica.node_id == node_id and at is not None:
+                                when = at.timestamp()
                                 if when >= since:
-                                    return self._now() - (time.time() - when), replica["taken_over_by"]
+                                    return self._now() - (time.time() - when), str(replica.taken_over_by)
                     except Exception:  # every other replica may be busy or away a moment
                         pass
                     await asyncio.sleep(0.05)

@@ -99,7 +99,7 @@ class Workload:
         """Begin (or find again, by its key) and commit; what the client was told."""
         try:
             begun = await client.begin(participants=participants, metadata={"tag": txn.tag}, idempotency_key=txn.key)
-            gtid = str(begun["gtid"])
+            gtid = begun.gtid
             txn.gtids.add(gtid)
             txn.gtid = txn.gtid or gtid
             try:
@@ -108,6 +108,6 @@ class Workload:
                 if exc.code != "wrong_state":
                     raise
                 view = await client.get(gtid)  # decided meanwhile (aborted by a takeover, say)
-            return str(view["outcome"] or "unknown")
+            return str(view.outcome or "unknown")
         except _NO_ANSWER:
             return "unknown"

@@ -37,6 +37,7 @@ from enum import Enum
 from typing import Any
 
 import orjson
+from pydantic import BaseModel
 
 from participant_sdk._records import BranchRecord, RecordState
 from participant_sdk.errors import (
@@ -430,7 +431,7 @@ def force(row: BranchRecord | None, outcome: Outcome, gtid: str, branch: str) ->
     return _FORCE[outcome]
 
 
-def outcome_for_branch(view: dict[str, Any] | None, branch: str) -> Outcome | None:
+def outcome_for_branch(view: dict[str, Any] | BaseModel | None, branch: str) -> Outcome | None:
     """What a branch prepared here must do, from the coordinator's view of its
     transaction (``None`` when the coordinator has no record of it): the outcome, or
     ``None`` while the transaction is undecided (or its outcome is one we cannot read).
@@ -440,6 +441,8 @@ def outcome_for_branch(view: dict[str, Any] | None, branch: str) -> Outcome | No
     """
     if view is None:
         return Outcome.ABORTED
+    if isinstance(view, BaseModel):  # a Transaction from CoordinatorClient.get: read it as sent
+        view = view.model_dump(mode="json")
     outcome = _outcome_of(view)
     if outcome is Outcome.COMMITTED:
         branches = view.get("branches")

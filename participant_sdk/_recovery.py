@@ -19,6 +19,7 @@ import structlog
 
 from participant_sdk import _branch as rules
 from participant_sdk._core import BranchHandler
+from participant_sdk._rejections import RejectionLog
 from participant_sdk.client import CoordinatorClient, CoordinatorError, describe_failure
 from twopc_core.protocol import Outcome
 
@@ -56,8 +57,10 @@ class InDoubtResolver:
         *,
         concurrency: int = 16,
         after_round: Callable[[], Awaitable[None]] | None = None,
+        rejections: RejectionLog | None = None,
     ) -> None:
         self._handler = handler
+        self._rejections = rejections or RejectionLog("")
         self._client = client
         self._interval = interval
         self._concurrency = concurrency
@@ -111,9 +114,13 @@ class InDoubtResolver:
     async def _settle(self, gtid: str, branches: list[str], result: InquiryRound) -> None:
         result.asked += len(branches)
         try:
-            view = await self._client.get(gtid)
+            view = await self._client.get_json(gtid)
         except CoordinatorError as exc:
             if not rules.coordinator_has_no_record(exc.status):
+                if exc.status in (401, 403):  # a secret or a name the coordinator does not accept
+                    self._rejections.refused(
+                        "coordinator refused the participant's inquiry", f"{exc.code}: {exc.message}", gtid=gtid
+                    )
                 result.unreachable += len(branches)
                 result.errors.append(describe_failure(exc))
                 return

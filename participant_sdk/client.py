@@ -4,10 +4,13 @@
         view = await coordinator.execute(
             [{"name": "queue-a", "payload": {"items": [1]}}], idempotency_key="order-17"
         )
-        assert view["outcome"] == "committed"
+        assert view.outcome == "committed"
+        if view.pending:                          # phase 2 still going on at some branch
+            await coordinator.wait(view.gtid, timeout=30)
 
-Every method returns the decoded JSON body and raises :class:`CoordinatorError` for an
-error response.
+Every method returns the answer as one of the models of :mod:`participant_sdk.models`
+(typed as the coordinator's OpenAPI document describes it) and raises
+:class:`CoordinatorError` for an error response.
 
 Replicas: the client takes one base URL or several, the replicas of one coordinator over
 a shared log (any of them accepts any request). A call goes first to the replica that
@@ -34,23 +37,28 @@ left): the client goes on to the next, and raises ``aiohttp.ClientConnectorCerti
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import ssl as _ssl
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
 import aiohttp
 import orjson
+from pydantic import BaseModel, ValidationError
 from yarl import URL
 
+from participant_sdk.models import AuditPage, Began, Cluster, Transaction, TransactionPage
 from twopc_core.signing import signed_request_headers
 from twopc_core.tls import client_context
 
 __all__ = ["CoordinatorClient", "CoordinatorError", "describe_failure", "parse_coordinator_urls"]
 
 JSON = dict[str, Any]
+Answer = TypeVar("Answer", bound=BaseModel)
 
 #: Answers that say "this replica cannot serve it now; another may" (a replica not ready,
 #: a forward to a replica that died; a proxy's bad gateway or gateway timeout).
@@ -171,6 +179,7 @@ class CoordinatorClient:
         await self.close()
 
     async def close(self) -> None:
+        """Close the session, unless it was passed in (then it is the caller's to close)."""
         if self._owns_session and self._session is not None:
             await self._session.close()
             self._session = None
@@ -181,10 +190,11 @@ class CoordinatorClient:
         metadata: Mapping[str, Any] | None = None,
         participants: Sequence[Mapping[str, Any]] | None = None,
         idempotency_key: str | None = None,
-    ) -> JSON:
-        """Start a transaction; returns ``{gtid, state, deadline, replayed}``, where
-        ``replayed`` says the ``idempotency_key`` had begun it before (its first answer
-        was lost, or another client holds the same key).
+    ) -> Began:
+        """Start a transaction; returns its gtid, state and deadline, and ``replayed``:
+        whether the ``idempotency_key`` had begun it before (its first answer was lost,
+        or another client holds the same key). ``participants`` (``[{"name", "payload"}]``)
+        enlists them at once; ``timeout_ms`` aborts it if not committed by then.
 
         Fails over to another replica only with an ``idempotency_key`` (or when a replica
         cannot be connected to): without one, a retry could begin a second transaction.
@@ -199,30 +209,71 @@ class CoordinatorClient:
             answer_header="Idempotent-Replayed",
         )
         view["replayed"] = view.pop("Idempotent-Replayed", None) == "true"
-        return view
+        return _answer_as(Began, view)
 
-    async def enlist(self, gtid: str, name: str, payload: Any = None, prepared: bool = False) -> JSON:
-        """Enlist the participant ``name``; ``prepared=True`` for a branch already voted YES."""
+    async def enlist(self, gtid: str, name: str, payload: Any = None, prepared: bool = False) -> Transaction:
+        """Enlist the participant ``name`` (its ``payload`` goes to it with prepare);
+        ``prepared=True`` for a branch already voted YES. Returns the transaction."""
         body: JSON = {"name": name}
         if payload is not None:
             body["payload"] = payload
         if prepared:
             body["prepared"] = True
-        return await self._request("POST", f"/v1/transactions/{_segment(gtid)}/participants", body)
+        view = await self._request("POST", f"/v1/transactions/{_segment(gtid)}/participants", body)
+        return _answer_as(Transaction, view)
 
-    async def commit(self, gtid: str, wait: Literal["all", "decision"] = "all") -> JSON:
-        """Run the protocol; ``wait="decision"`` returns once the decision is durable."""
-        if wait not in ("all", "decision"):
-            raise ValueError(f"wait must be 'all' or 'decision', not {wait!r}")
+    async def commit(
+        self, gtid: str, wait: Literal["all", "decision", "done"] = "all", timeout: float = 60.0
+    ) -> Transaction:
+        """Run both phases; returns the transaction.
+
+        ``wait``: ``"all"`` (the coordinator's default) answers once phase 2 is over, or,
+        past the coordinator's ``commit_wait_ms``, with the branches it still retries
+        ``pending``; ``"decision"`` answers as soon as the decision is durable;
+        ``"done"`` is ``"all"`` followed by :meth:`wait` for the pending branches, so it
+        returns only when every branch has acknowledged phase 2 (``TimeoutError`` after
+        ``timeout`` seconds of waiting).
+        """
+        if wait not in ("all", "decision", "done"):
+            raise ValueError(f"wait must be 'all', 'decision' or 'done', not {wait!r}")
         params = {"wait": "decision"} if wait == "decision" else None
-        return await self._request("POST", f"/v1/transactions/{_segment(gtid)}/commit", {}, params=params)
+        view = await self._request("POST", f"/v1/transactions/{_segment(gtid)}/commit", {}, params=params)
+        answer = _answer_as(Transaction, view)
+        if wait == "done" and not answer.done:
+            return await self.wait(gtid, timeout)
+        return answer
 
-    async def abort(self, gtid: str) -> JSON:
-        """Abort the transaction; returns its view."""
-        return await self._request("POST", f"/v1/transactions/{_segment(gtid)}/abort", {})
+    async def wait(self, gtid: str, timeout: float = 60.0, *, poll_interval: float = 0.1) -> Transaction:
+        """Return the transaction once it is decided and every branch acknowledged phase
+        2 (:attr:`Transaction.done`): what to do after a commit answered with branches
+        ``pending``. Asks the coordinator every ``poll_interval`` seconds, growing to 1 s;
+        raises ``TimeoutError`` (naming the branches still pending) after ``timeout``.
+        """
+        deadline = time.monotonic() + timeout
+        interval = poll_interval
+        while True:
+            view = await self.get(gtid)
+            if view.done:
+                return view
+            left = deadline - time.monotonic()
+            if left <= 0:
+                waiting = ", ".join(view.pending) or "the decision"
+                raise TimeoutError(f"transaction {gtid} is {view.state} after {timeout} s; waiting for {waiting}")
+            await asyncio.sleep(min(interval, left))
+            interval = min(interval * 2, 1.0)
 
-    async def get(self, gtid: str) -> JSON:
-        """The transaction's view; raises :class:`CoordinatorError` with status 404 if unknown."""
+    async def abort(self, gtid: str) -> Transaction:
+        """Abort the transaction (refused with 409 once it is committing); returns it."""
+        return _answer_as(Transaction, await self._request("POST", f"/v1/transactions/{_segment(gtid)}/abort", {}))
+
+    async def get(self, gtid: str) -> Transaction:
+        """The transaction; raises :class:`CoordinatorError` with status 404 if unknown."""
+        return _answer_as(Transaction, await self.get_json(gtid))
+
+    async def get_json(self, gtid: str) -> JSON:
+        """The transaction as the coordinator sent it, not validated: for a reader that
+        must act on what it can read even if a field is not what this SDK knows (the
+        in-doubt loop waits on an outcome it cannot read instead of failing)."""
         return await self._request("GET", f"/v1/transactions/{_segment(gtid)}")
 
     async def execute(
@@ -230,25 +281,27 @@ class CoordinatorClient:
         participants: Sequence[Mapping[str, Any]],
         timeout_ms: int | None = None,
         idempotency_key: str | None = None,
-    ) -> JSON:
-        """Begin, enlist ``[{"name", "payload"}, ...]`` and commit in one call.
+    ) -> Transaction:
+        """Begin, enlist ``[{"name", "payload"}, ...]`` and commit in one call (as
+        :meth:`commit` with ``wait="all"``); returns the transaction.
 
         Fails over to another replica only with an ``idempotency_key`` (or when a replica
         cannot be connected to), as :meth:`begin` does.
         """
         body = _without_none(participants=builtins.list(participants), timeout_ms=timeout_ms)
-        return await self._request(
+        view = await self._request(
             "POST",
             "/v1/transactions:execute",
             body,
             idempotency_key=idempotency_key,
             repeatable=idempotency_key is not None,
         )
+        return _answer_as(Transaction, view)
 
-    async def cluster(self) -> JSON:
-        """The coordinator replicas as the one that answers sees them: ``{"node_id", "ready",
-        "shared_log", "takeovers", "replicas": [{node_id, epoch, advertise_url, alive, ...}]}``."""
-        return await self._request("GET", "/v1/cluster")
+    async def cluster(self) -> Cluster:
+        """The coordinator replicas as the one that answers sees them: their epochs,
+        leases, and who took over whom."""
+        return _answer_as(Cluster, await self._request("GET", "/v1/cluster"))
 
     async def list(
         self,
@@ -256,25 +309,27 @@ class CoordinatorClient:
         limit: int | None = None,
         cursor: str | None = None,
         heuristic: bool | None = None,
-    ) -> JSON:
-        """One page: ``{"transactions": [...], "next_cursor": str | None}``; with
+    ) -> TransactionPage:
+        """One page of transactions, oldest first (a reader's call): in ``state`` if
+        given, at most ``limit``, from ``cursor`` (the last page's ``next_cursor``); with
         ``heuristic=True`` only transactions with a branch forced against the decision."""
         fields = _without_none(state=state, limit=limit, cursor=cursor)
         if heuristic is not None:
             fields["heuristic"] = "true" if heuristic else "false"
         params = {k: str(v) for k, v in fields.items()}
-        return await self._request("GET", "/v1/transactions", params=params or None)
+        return _answer_as(TransactionPage, await self._request("GET", "/v1/transactions", params=params or None))
 
-    async def abandon(self, gtid: str, participant: str, reason: str) -> JSON:
+    async def abandon(self, gtid: str, participant: str, reason: str) -> Transaction:
         """Operator only: stop phase 2 to ``participant``, gone for good (the decision
         stands); recorded in the audit with ``reason``. Returns the transaction's view."""
         body = {"action": "abandon", "participant": participant, "reason": reason}
-        return await self._request("POST", f"/v1/transactions/{_segment(gtid)}/resolve", body)
+        view = await self._request("POST", f"/v1/transactions/{_segment(gtid)}/resolve", body)
+        return _answer_as(Transaction, view)
 
-    async def audit(self, limit: int | None = None, cursor: str | None = None) -> JSON:
-        """Operators' acts, newest first: ``{"acts": [...], "next_cursor": str | None}``."""
+    async def audit(self, limit: int | None = None, cursor: str | None = None) -> AuditPage:
+        """Operators' acts, newest first (an operator's call), a page at a time."""
         params = {k: str(v) for k, v in _without_none(limit=limit, cursor=cursor).items()}
-        return await self._request("GET", "/v1/audit", params=params or None)
+        return _answer_as(AuditPage, await self._request("GET", "/v1/audit", params=params or None))
 
     async def _request(
         self,
@@ -353,6 +408,15 @@ class CoordinatorClient:
             if len(failures) < len(self.urls):
                 error.add_note("not sent to the other replicas: without an Idempotency-Key it may have begun")
         return error
+
+
+def _answer_as(model: type[Answer], body: JSON) -> Answer:
+    """A 2xx body as the model of its answer; one that is not is the coordinator's error."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()[:5])
+        raise CoordinatorError(200, "invalid_response", f"not a {model.__name__}: {problems}", body) from None
 
 
 def _check_url(url: str) -> None:

@@ -1,10 +1,27 @@
 """The participant: a resource, its log, the protocol app and the in-doubt loop, wired.
 
-Embedding it in an aiohttp service::
+Building one::
 
-    participant = Participant("queue-a", resource, secret, "http://127.0.0.1:7070", "var/a.db")
+    participant = Participant(
+        name="queue-a", resource=resource, secret=secret,
+        coordinator_url="http://127.0.0.1:7070", log_path="var/a.db",
+    )
+
+or from settings read from the environment (``TWOPC_PARTICIPANT_NAME``, ...)::
+
+    participant = Participant.from_settings(ParticipantSettings(), resource=resource)
+
+Every value is checked there, before anything starts: a wrong one raises
+:class:`~participant_sdk.settings.ParticipantConfigError` naming it. Mounting it in an
+aiohttp service::
+
     app = web.Application()
     app.add_subapp("/twopc", participant.app())   # starts and stops with ``app``
+
+or in FastAPI or Starlette (the same protocol, see :meth:`Participant.asgi`)::
+
+    app = FastAPI(lifespan=participant.lifespan)
+    app.mount("/twopc", participant.asgi())
 
 With several coordinator replicas, give every one's URL (a list instead of the one
 string): the participant asks the next one when one does not answer.
@@ -37,13 +54,17 @@ from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 
 from participant_sdk import _branch as rules
+from participant_sdk._asgi import ProtocolASGI
 from participant_sdk._core import BatchResult, BranchHandler
-from participant_sdk._http import MAX_BODY_BYTES, build_protocol_app
+from participant_sdk._edge import MAX_BODY_BYTES, ProtocolEdge
+from participant_sdk._http import protocol_app
 from participant_sdk._metrics import ParticipantMetrics
 from participant_sdk._recovery import InDoubtResolver, InquiryRound
+from participant_sdk._rejections import RejectionLog
 from participant_sdk.client import CoordinatorClient, CoordinatorError, describe_failure
 from participant_sdk.log import ParticipantLog
 from participant_sdk.resource import Resource
+from participant_sdk.settings import ParticipantConfigError, ParticipantFields, validated_settings
 from twopc_core import failpoints
 from twopc_core.http import Middleware
 from twopc_core.metrics import metrics_handler
@@ -70,6 +91,11 @@ _NOT_RUN = RuntimeError("not run")
 class Participant:
     """A participant in global transactions, around one :class:`Resource`.
 
+    Every argument is a keyword (or comes from :meth:`from_settings`), checked here: a
+    wrong value raises :class:`~participant_sdk.settings.ParticipantConfigError` naming it.
+    ``name``: as the coordinator registers it (each branch here is named after it).
+    ``secret``: what the coordinator signs its calls with, and this participant its own.
+    ``log_path``: the participant log (SQLite), kept across restarts.
     ``coordinator_url``: the coordinator's base URL, or every replica's (a sequence, or
     one string of comma-separated URLs); inquiries and early-prepare enlistments go to
     the replicas in turn until one answers (see :class:`CoordinatorClient`).
@@ -89,13 +115,13 @@ class Participant:
 
     def __init__(
         self,
+        *,
         name: str,
         resource: Resource,
         secret: str,
         coordinator_url: str | Sequence[str],
         log_path: str | Path,
         inquiry_interval: float = 5.0,
-        *,
         retention: float = 3600.0,
         clock: Callable[[], float] = time.time,
         tracer_provider: trace.TracerProvider | None = None,
@@ -105,34 +131,91 @@ class Participant:
         coordinator_ssl: ssl.SSLContext | None = None,
         metrics: bool = True,
     ) -> None:
-        if inquiry_interval <= 0:
-            raise ValueError("inquiry_interval must be positive")
-        if sweep_interval <= 0:
-            raise ValueError("sweep_interval must be positive")
-        self.name = name
+        # Keywords only: five values, four of them strings, are too easy to swap.
+        settings = validated_settings(
+            {
+                "name": name,
+                "secret": secret,
+                "coordinator_url": coordinator_url,
+                "log_path": log_path,
+                "inquiry_interval": inquiry_interval,
+                "inquiry_timeout": inquiry_timeout,
+                "retention": retention,
+                "sweep_interval": sweep_interval,
+                "metrics": metrics,
+            }
+        )
+        if not isinstance(resource, Resource):
+            raise ParticipantConfigError(
+                f"invalid participant settings: resource: must be a participant_sdk.Resource, not {resource!r}"
+            )
+        #: The settings it runs with, validated.
+        self.settings = settings
+        self.name = name = settings.name
         self.resource = resource
-        self.inquiry_interval = inquiry_interval
-        self.retention = retention
-        self.sweep_interval = sweep_interval
-        self._secret = secret
+        self.inquiry_interval = settings.inquiry_interval
+        self.retention = settings.retention
+        self.sweep_interval = settings.sweep_interval
+        self._secret = settings.secret.get_secret_value()
         self._clock = clock
         self._tracer = trace.get_tracer("participant_sdk", tracer_provider=tracer_provider)
-        self.log = ParticipantLog(log_path, clock=clock)
-        self._metrics = ParticipantMetrics(name, enabled=metrics)
+        self.log = ParticipantLog(settings.log_path, clock=clock)
+        self._metrics = ParticipantMetrics(name, enabled=settings.metrics)
         self._handler = BranchHandler(resource, self.log, self._metrics)
         # Its calls are signed with its secret: the coordinator tells it only of its own branches.
         self._client = CoordinatorClient(
-            coordinator_url, session, timeout=inquiry_timeout, sign_as=(name, secret), ssl=coordinator_ssl
+            settings.coordinator_url,
+            session,
+            timeout=settings.inquiry_timeout,
+            sign_as=(name, self._secret),
+            ssl=coordinator_ssl,
         )
         #: The coordinator replicas' base URLs, in the order given.
         self.coordinator_urls = self._client.urls
-        self._resolver = InDoubtResolver(self._handler, self._client, inquiry_interval, after_round=self._housekeeping)
+        self._rejections = RejectionLog(name)
+        self._resolver = InDoubtResolver(
+            self._handler,
+            self._client,
+            self.inquiry_interval,
+            after_round=self._housekeeping,
+            rejections=self._rejections,
+        )
         self._metrics.watch(self.log, lambda: self._resolver.rounds, clock)
         self._loop_task: asyncio.Task[None] | None = None
         self._failpoints_task: asyncio.Task[None] | None = None
         self._last_prune = 0.0
         self._last_sweep = 0.0
         self._started = False
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: ParticipantFields,
+        *,
+        resource: Resource,
+        clock: Callable[[], float] = time.time,
+        tracer_provider: trace.TracerProvider | None = None,
+        session: aiohttp.ClientSession | None = None,
+        coordinator_ssl: ssl.SSLContext | None = None,
+    ) -> Participant:
+        """A participant configured by ``settings`` (see :class:`ParticipantSettings`,
+        which a service may read from the ``TWOPC_PARTICIPANT_*`` environment)."""
+        return cls(
+            name=settings.name,
+            resource=resource,
+            secret=settings.secret.get_secret_value(),
+            coordinator_url=settings.coordinator_url,
+            log_path=settings.log_path,
+            inquiry_interval=settings.inquiry_interval,
+            retention=settings.retention,
+            inquiry_timeout=settings.inquiry_timeout,
+            sweep_interval=settings.sweep_interval,
+            metrics=settings.metrics,
+            clock=clock,
+            tracer_provider=tracer_provider,
+            session=session,
+            coordinator_ssl=coordinator_ssl,
+        )
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -144,7 +227,7 @@ class Participant:
         try:
             await self.log.open()
             try:
-                await self._handler.reconcile()
+                adopted = await self._handler.reconcile()
             except BaseException:
                 await self.log.close()
                 raise
@@ -155,11 +238,17 @@ class Participant:
         self._last_prune = self._last_sweep = self._clock()
         self._loop_task = asyncio.create_task(self._resolver.run(), name=f"in-doubt:{self.name}")
         self._failpoints_task = asyncio.create_task(failpoints.watch_file(), name="failpoints-file")
+        in_doubt = self.in_doubt_count
         logger.info(
             "participant started",
             participant=self.name,
-            branches=len(self.log),
-            in_doubt=self.in_doubt_count,
+            coordinator=",".join(self.coordinator_urls),
+            # Prepared here, not yet told the outcome: the in-doubt loop asks about them now.
+            in_doubt_branches=in_doubt,
+            # Of those, found prepared at the resource but missing from the log (after a crash).
+            adopted_from_resource=adopted,
+            # Finished recently: kept in memory to answer a repeated call as the first.
+            finished_branches_remembered=len(self.log) - in_doubt,
         )
 
     async def close(self) -> None:
@@ -200,17 +289,37 @@ class Participant:
         through them as an exception that the edge answers as JSON. A request body over
         ``max_body_bytes`` is answered 413 (JSON), whatever the embedding application takes.
         """
-        app = build_protocol_app(
-            self._handler,
-            secret=self._secret,
-            clock=self._clock,
-            tracer=self._tracer,
-            middlewares=middlewares,
-            max_body_bytes=max_body_bytes,
-        )
+        app = protocol_app(self._edge(max_body_bytes), middlewares)
         if manage_lifecycle:
             app.cleanup_ctx.append(self._lifecycle)
         return app
+
+    def asgi(self, *, max_body_bytes: int = MAX_BODY_BYTES, manage_lifecycle: bool = False) -> ProtocolASGI:
+        """The protocol as an ASGI application, for FastAPI, Starlette or any ASGI server::
+
+            app = FastAPI(lifespan=participant.lifespan)
+            app.mount("/twopc", participant.asgi())
+
+        The same protocol as :meth:`app` (one implementation behind both). A mounted
+        application hears no lifespan events, so the embedding application starts and
+        stops the participant (``lifespan=participant.lifespan``, or ``async with
+        participant`` inside its own lifespan); ``manage_lifecycle=True`` when this
+        application is served on its own. A body over ``max_body_bytes`` is a 413.
+        """
+        return ProtocolASGI(self._edge(max_body_bytes), self.lifespan if manage_lifecycle else None)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _app: object = None) -> AsyncIterator[None]:
+        """Started inside, closed after: an ASGI application's lifespan
+        (``FastAPI(lifespan=participant.lifespan)``, ``Starlette(lifespan=...)``)."""
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.close()
+
+    def _edge(self, max_body_bytes: int) -> ProtocolEdge:
+        return ProtocolEdge(self._handler, self._secret, self._clock, self._tracer, max_body_bytes, self._rejections)
 
     @property
     def metrics_registry(self) -> CollectorRegistry:
@@ -282,6 +391,10 @@ class Participant:
         try:
             await self._client.enlist(gtid, self.name, prepared=True)
         except CoordinatorError as exc:
+            if exc.status in (401, 403):  # a secret or a name the coordinator does not accept
+                self._rejections.refused(
+                    "coordinator refused the participant's enlistment", f"{exc.code}: {exc.message}", gtid=gtid
+                )
             if not rules.enlistment_refused(exc.status):
                 raise rules.enlist_failed(gtid, self.name, describe_failure(exc)) from exc
             await self._handler.resolve(gtid, self.name, Outcome.ABORTED)

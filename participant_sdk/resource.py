@@ -37,8 +37,13 @@ class PrepareResult:
 class Resource(abc.ABC):
     """A local resource manager taking part in global transactions.
 
-    Each branch is keyed by ``(gtid, branch)``. The SDK serialises calls per branch,
-    so an implementation need not guard against two calls for one branch at once.
+    Each branch is keyed by ``(gtid, branch)``: ``branch`` is the participant's name, a
+    transaction's share at this participant. The SDK serialises calls per branch, so an
+    implementation need not guard against two calls for one branch at once; calls for
+    different gtids run concurrently, so prepares that draw on one shared quantity must
+    check and reserve it atomically. The methods run on the event loop: blocking I/O
+    goes through ``asyncio.to_thread``. The whole contract, with a worked example:
+    ``docs/embedding.md``.
     """
 
     async def start(self) -> None:
@@ -51,6 +56,8 @@ class Resource(abc.ABC):
     async def prepare(self, gtid: str, branch: str, payload: Any) -> PrepareResult:
         """Durably stage the branch's work and vote.
 
+        ``payload`` is the enlistment's, as decoded JSON (dict, list, str, number or
+        None); one that cannot be taken is a NO vote (:meth:`PrepareResult.no`).
         A YES vote promises that :meth:`commit` will succeed even after a crash.
         Raising counts as a NO vote with the exception as the reason; after a NO
         vote or an exception the SDK calls :meth:`abort` to drop any partial work.
@@ -58,7 +65,8 @@ class Resource(abc.ABC):
 
     @abc.abstractmethod
     async def commit(self, gtid: str, branch: str) -> None:
-        """Make the staged work visible. Idempotent: a committed branch stays committed."""
+        """Make the staged work visible. Idempotent: a committed branch stays committed,
+        and a branch never staged here is not an error."""
 
     @abc.abstractmethod
     async def abort(self, gtid: str, branch: str) -> None:

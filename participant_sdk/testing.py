@@ -14,6 +14,10 @@ A test of a service that embeds a participant, against a stub coordinator::
         assert (await server.prepare("g1", {"items": ["x"]}))[0] == 200
         await server.restart()            # the same data directory, as after a crash
         assert await server.status("g1") == "prepared"
+
+``mount="asgi"`` serves a bare participant's :meth:`Participant.asgi` instead, mounted
+under the prefix in a Starlette application on uvicorn (the ``asgi`` extra), with the
+same shortcuts: a test runs against either mount unchanged.
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
+import aiohttp
 import orjson
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -146,7 +151,8 @@ class ParticipantTestServer:
     restart keeps the address. ``name`` is the branch the shortcuts (:meth:`prepare`,
     :meth:`commit`, :meth:`abort`, :meth:`status`) act on unless told another;
     ``clock`` (unix seconds) signs the calls and dates each prepare's deadline,
-    ``prepare_timeout`` seconds ahead.
+    ``prepare_timeout`` seconds ahead. ``mount``: serve the participant's aiohttp
+    sub-application, or (for a bare participant) its ASGI application (see the module).
     """
 
     def __init__(
@@ -160,8 +166,12 @@ class ParticipantTestServer:
         options: Mapping[str, Any] | None = None,
         clock: Callable[[], float] = time.time,
         prepare_timeout: float = 30.0,
+        mount: Literal["aiohttp", "asgi"] = "aiohttp",
     ) -> None:
+        if mount not in ("aiohttp", "asgi"):
+            raise ValueError(f"mount is 'aiohttp' or 'asgi', not {mount!r}")
         self.factory = factory
+        self.mount = mount
         self.name = name
         self.secret = secret
         self.participant_key = participant_key
@@ -170,6 +180,7 @@ class ParticipantTestServer:
         self.clock = clock
         self.prepare_timeout = prepare_timeout
         self._client: TestClient[web.Request, web.Application] | None = None
+        self._asgi: _AsgiServer | None = None
         self._participant: Participant | None = None
         self._port: int | None = None
 
@@ -178,9 +189,11 @@ class ParticipantTestServer:
     async def start(self, **options: Any) -> Self:
         """Build the app with the options so far and ``options``, serve it, and wait
         for the participant's first in-doubt round."""
-        if self._client is not None:
+        if self._client is not None or self._asgi is not None:
             raise RuntimeError(f"the test server of {self.name} is already started")
         self.options.update(options)
+        if self.mount == "asgi":
+            return await self._start_asgi()
         app, participant = self._build()
         client = TestClient(TestServer(app, port=self._port))
         try:
@@ -194,6 +207,21 @@ class ParticipantTestServer:
         self._port = client.port
         return self
 
+    async def _start_asgi(self) -> Self:
+        built = self.factory(**self.options)
+        if isinstance(built, web.Application):
+            raise TypeError("mount='asgi' serves a bare participant: the factory must build a Participant")
+        server = _AsgiServer(built, self.prefix, self._port)
+        await server.start()
+        try:
+            first_round = f"the first in-doubt round of {self.name}"
+            await wait_until(lambda: built.inquiry_rounds >= 1, message=first_round)
+        except BaseException:
+            await server.stop()
+            raise
+        self._asgi, self._participant, self._port = server, built, server.port
+        return self
+
     def _build(self) -> tuple[web.Application, Participant]:
         built = self.factory(**self.options)
         if not isinstance(built, web.Application):
@@ -205,10 +233,13 @@ class ParticipantTestServer:
         return built, built[self.participant_key]
 
     async def stop(self) -> None:
-        """Stop serving; the app's clean-up closes the participant (and its log)."""
+        """Stop serving; the app's clean-up (or lifespan) closes the participant (and its log)."""
         client, self._client = self._client, None
         if client is not None:
             await client.close()
+        asgi, self._asgi = self._asgi, None
+        if asgi is not None:
+            await asgi.stop()
 
     async def restart(self, **options: Any) -> Self:
         """Stop, then start a new participant on the same data and at the same address."""
@@ -224,16 +255,21 @@ class ParticipantTestServer:
     # -- what is running -------------------------------------------------------------
 
     @property
-    def http(self) -> TestClient[web.Request, web.Application]:
-        """The HTTP client of the running server: paths are relative to its root."""
+    def http(self) -> TestClient[web.Request, web.Application] | aiohttp.ClientSession:
+        """The HTTP client of the running server: paths are relative to its root
+        (``post``, ``get``, ``request`` as aiohttp's)."""
+        if self._asgi is not None:
+            return self._asgi.http
         if self._client is None:
             raise RuntimeError(f"the test server of {self.name} is not started")
         return self._client
 
     @property
     def app(self) -> web.Application:
-        """The application being served."""
-        return self.http.app
+        """The aiohttp application being served (not for ``mount="asgi"``)."""
+        if self._client is None:
+            raise RuntimeError(f"the test server of {self.name} serves no aiohttp application")
+        return self._client.app
 
     @property
     def participant(self) -> Participant:
@@ -250,7 +286,11 @@ class ParticipantTestServer:
     @property
     def url(self) -> str:
         """Where the protocol is served, as a coordinator would be told."""
-        return str(self.http.make_url(self.prefix))
+        if self._asgi is not None:
+            return f"http://127.0.0.1:{self._asgi.port}{self.prefix}"
+        if self._client is None:
+            raise RuntimeError(f"the test server of {self.name} is not started")
+        return str(self._client.make_url(self.prefix))
 
     # -- protocol calls --------------------------------------------------------------
 
@@ -298,6 +338,47 @@ class ParticipantTestServer:
         return str(body["status"])
 
 
+class _AsgiServer:
+    """A participant's ASGI application mounted under ``prefix`` in Starlette, served by
+    uvicorn in this event loop; the participant starts and stops with its lifespan."""
+
+    def __init__(self, participant: Participant, prefix: str, port: int | None) -> None:
+        # Imported here: only a test of the ASGI mount needs them (the asgi extra).
+        import uvicorn
+        from starlette.applications import Starlette
+        from starlette.routing import Mount
+
+        app = Starlette(routes=[Mount(prefix, app=participant.asgi())], lifespan=participant.lifespan)
+        config = uvicorn.Config(app, host="127.0.0.1", port=port or 0, lifespan="on", log_config=None, access_log=False)
+        self._server = uvicorn.Server(config)
+        self._task: asyncio.Task[None] | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        server = self._server
+        self._task = task = asyncio.create_task(server.serve(), name="uvicorn")
+        await wait_until(lambda: server.started or task.done(), message="uvicorn serving")
+        if not server.started:
+            await task  # raises what stopped it
+            raise RuntimeError("uvicorn stopped before serving (the participant did not start?)")
+        self.port = server.servers[0].sockets[0].getsockname()[1]
+        self._session = aiohttp.ClientSession(base_url=f"http://127.0.0.1:{self.port}")
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("the ASGI test server is not started")
+        return self._session
+
+    async def stop(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+        self._server.should_exit = True
+        if self._task is not None:
+            await self._task
+
+
 class StubCoordinator:
     """Answers ``GET /v1/transactions/{gtid}`` the way a test says, and nothing else.
 
@@ -305,7 +386,9 @@ class StubCoordinator:
     (``None`` is undecided) and, if given, the branch names the view lists (a real
     coordinator always lists them; a participant whose branch is missing from a
     committed view aborts it). A gtid never decided is answered 404, as by a
-    coordinator that has no record of it. ``unavailable = True`` answers 503 to everything.
+    coordinator that has no record of it. ``unavailable = True`` answers 503 to everything;
+    ``refuse_signature = "why"`` answers 401 ``invalid_signature`` with that message, as a
+    coordinator that does not accept the participant's name or secret.
     ``POST /v1/transactions/{gtid}/participants`` (an early-prepared branch enlisting)
     is recorded in ``enlisted``, or answered 409 for a gtid in ``refuse_enlist``.
     ``inquiries`` lists the gtids asked about, in order. :meth:`serve` runs it on a
@@ -318,6 +401,7 @@ class StubCoordinator:
         self.enlisted: dict[str, list[dict[str, Any]]] = {}
         self.refuse_enlist: set[str] = set()
         self.unavailable = False
+        self.refuse_signature: str | None = None
         self.inquiries: list[str] = []
 
     def decide(self, gtid: str, outcome: str | None, branches: list[str] | None = None) -> None:
@@ -346,6 +430,8 @@ class StubCoordinator:
         gtid = request.match_info["gtid"]
         if self.unavailable:
             return _json(error_body("not_ready", "stub unavailable"), 503)
+        if self.refuse_signature is not None:
+            return _json(error_body("invalid_signature", self.refuse_signature), 401)
         if gtid in self.refuse_enlist:
             return _json(error_body("wrong_state", f"cannot enlist in {gtid}"), 409)
         body = orjson.loads(await request.read())
@@ -357,6 +443,8 @@ class StubCoordinator:
         self.inquiries.append(gtid)
         if self.unavailable:
             return _json(error_body("not_ready", "stub unavailable"), 503)
+        if self.refuse_signature is not None:
+            return _json(error_body("invalid_signature", self.refuse_signature), 401)
         if gtid not in self.outcomes:
             return _json(error_body("not_found", f"no transaction {gtid}"), 404)
         outcome = self.outcomes[gtid]

@@ -11,7 +11,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The distributions behind each extra, by the module they install.
-EXTRA_MODULES = {"postgres": ["psycopg"], "kafka": ["aiokafka"], "cli": ["typer", "rich", "matplotlib"]}
+EXTRA_MODULES = {
+    "postgres": ["psycopg"],
+    "kafka": ["aiokafka"],
+    "cli": ["typer", "rich", "matplotlib"],
+    "asgi": ["starlette", "uvicorn", "fastapi"],
+}
 
 
 def project() -> dict[str, object]:
@@ -52,11 +57,14 @@ def test_each_adapter_and_the_command_line_have_an_extra_and_all_has_every_one()
     assert isinstance(extras, dict)
     for extra, modules in EXTRA_MODULES.items():
         assert set(modules) <= requirement_names(extras[extra]), f"[{extra}] lacks {modules}"
-    assert extras["all"] == ["twopc[postgres,kafka,cli]"]
+    assert extras["all"] == ["twopc[postgres,kafka,cli,asgi]"]
 
 
 def test_the_sdk_and_the_coordinator_run_on_the_core_install_alone() -> None:
-    statement = "import participant_sdk, participant_sdk.testing, coordinator.api, adapters.mockqueue"
+    # The ASGI mount included: it is plain ASGI, no framework needed to build it.
+    statement = (
+        "import participant_sdk, participant_sdk.testing, participant_sdk._asgi, coordinator.api, adapters.mockqueue"
+    )
     result = runs_without(statement, all_but())
     assert result.returncode == 0, result.stderr
 

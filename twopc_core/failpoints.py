@@ -4,7 +4,8 @@ A failpoint stands at a step that matters (``coordinator.after_decision_logged``
 and does nothing unless configured. The configuration is a ``;``-separated list of
 ``name=spec`` where spec is ``[P%][N*]action``:
 
-- ``crash``: ``os._exit`` at once, as abrupt as SIGKILL (no cleanup, no flush);
+- ``crash``: ``os._exit`` at once, as abrupt as SIGKILL (no cleanup, no flush), after
+  one log line naming the failpoint (so an operator reading the log sees why);
 - ``error``: raise :class:`FailpointError`;
 - ``delay(ms)``: sleep that long;
 - ``hang``: never return;
@@ -35,6 +36,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import structlog
+
 __all__ = [
     "CRASH_EXIT_CODE",
     "ENV_VAR",
@@ -51,6 +54,7 @@ __all__ = [
 ENV_VAR = "TWOPC_FAILPOINTS"
 FILE_ENV_VAR = "TWOPC_FAILPOINTS_FILE"
 CRASH_EXIT_CODE = 77
+
 
 _SPEC = re.compile(
     r"^(?:(?P<pct>\d+(?:\.\d+)?)%)?(?:(?P<count>\d+)\*)?"
@@ -123,12 +127,22 @@ def active() -> dict[str, Failpoint]:
     return dict(_active)
 
 
+def _log_crash(name: str) -> None:
+    """The one line a crash leaves: in the process's log format, on stderr whatever
+    structlog writes to, flushed (every other buffer is lost, as in a kill)."""
+    processors = structlog.get_config()["processors"]
+    crash_log = structlog.wrap_logger(structlog.PrintLogger(sys.stderr), processors=processors)
+    crash_log.critical("failpoint fired: crashing", failpoint=name, exit_code=CRASH_EXIT_CODE)
+    sys.stderr.flush()
+
+
 async def hit(name: str) -> None:
     """Pass the failpoint ``name``: usually nothing, else its configured action."""
     point = _active.get(name)
     if point is None or not point.should_fire():
         return
     if point.action == "crash":
+        _log_crash(name)
         os._exit(CRASH_EXIT_CODE)
     if point.action == "error":
         raise FailpointError(f"failpoint {name} fired")

@@ -84,12 +84,12 @@ def build_app(
     """
     resource = KafkaResource(KafkaSettings(bootstrap_servers=bootstrap, participant=name, **kafka_options))
     participant = Participant(
-        name,
-        resource,
-        secret,
-        coordinator_url,
-        Path(data_dir) / "participant.db",
-        inquiry_interval,
+        name=name,
+        resource=resource,
+        secret=secret,
+        coordinator_url=coordinator_url,
+        log_path=Path(data_dir) / "participant.db",
+        inquiry_interval=inquiry_interval,
         retention=retention,
         coordinator_ssl=coordinator_ssl,
         metrics=metrics,

@@ -49,6 +49,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from adapters.kafka.clients import stop_quietly
 from participant_sdk.client import CoordinatorClient, CoordinatorError
+from participant_sdk.models import Began
 from twopc_core import failpoints
 
 __all__ = ["BatchOutcome", "KafkaSource", "SourceBatch", "SourceRecord", "intent_metadata", "parse_intent"]
@@ -340,8 +341,8 @@ class KafkaSource:
         except Exception as exc:
             logger.warning("could not begin the batch's transaction", key=batch.idempotency_key, error=repr(exc))
             return await self._settle(batch, None)
-        batch.gtid = begun["gtid"]
-        if begun.get("replayed"):
+        batch.gtid = begun.gtid
+        if begun.replayed:
             # Another process began this very batch: it is not ours to run.
             return await self._settle(batch, batch.gtid)
         try:
@@ -358,15 +359,16 @@ class KafkaSource:
         except Exception as exc:
             logger.warning("batch failed", gtid=batch.gtid, key=batch.idempotency_key, error=repr(exc))
             return await self._settle(batch, batch.gtid)
-        if view.get("outcome") in _FINAL:
-            branches: list[dict[str, Any]] = view.get("branches", [])
-            kafka_branch = next((b for b in branches if b.get("name") == self.kafka_participant), {})
+        if view.outcome in _FINAL:
+            kafka_branch = next((b for b in view.branches if b.name == self.kafka_participant), None)
             # Acknowledged by the Kafka participant: its offsets are committed already.
-            batch.offsets_committed = kafka_branch.get("state") == "committed" and not kafka_branch.get("pending")
-            return str(view["outcome"])
+            batch.offsets_committed = (
+                kafka_branch is not None and kafka_branch.state == "committed" and not kafka_branch.pending
+            )
+            return str(view.outcome)
         return await self._settle(batch, batch.gtid)
 
-    async def _begin(self, batch: SourceBatch) -> dict[str, Any]:
+    async def _begin(self, batch: SourceBatch) -> Began:
         return await self.coordinator.begin(
             timeout_ms=self.transaction_timeout_ms, metadata=batch.metadata(), idempotency_key=batch.idempotency_key
         )
@@ -378,12 +380,12 @@ class KafkaSource:
         while True:
             try:
                 if gtid is None:
-                    gtid = (await self._begin(batch))["gtid"]
+                    gtid = (await self._begin(batch)).gtid
                 view = await self.coordinator.get(gtid)
-                if view["state"] == "active":
+                if view.state == "active":
                     view = await self.coordinator.abort(gtid)
-                if view["state"] in _FINAL:
-                    return str(view["state"])
+                if view.state in _FINAL:
+                    return view.state
             except CoordinatorError as exc:
                 if exc.status == 404:
                     gtid = None  # forgotten; begin it again (it had no effect) and abort it

@@ -59,12 +59,12 @@ def build_app(
     store = QueueStore(data / "queue.db")
     resource = MockQueueResource(store, switch)
     participant = Participant(
-        name,
-        resource,
-        secret,
-        coordinator_url,
-        data / "participant.db",
-        inquiry_interval,
+        name=name,
+        resource=resource,
+        secret=secret,
+        coordinator_url=coordinator_url,
+        log_path=data / "participant.db",
+        inquiry_interval=inquiry_interval,
         retention=retention,
         coordinator_ssl=coordinator_ssl,
         metrics=metrics,

@@ -42,6 +42,7 @@ from participant_sdk import (
     CoordinatorClient,
     Participant,
     PrepareResult,
+    Transaction,
     Vote,
 )
 from twopc_core.http import DomainErrors, HttpError, error_middleware, invalid_body, json_response
@@ -161,7 +162,7 @@ async def transfer(
     *,
     idempotency_key: str | None = None,
     timeout_ms: int | None = None,
-) -> dict[str, Any]:
+) -> Transaction:
     """Move ``amount`` from ``(bank, account)`` to ``(bank, account)`` in one global
     transaction (work at prepare at both banks); returns the coordinator's answer."""
     if amount <= 0:
@@ -197,12 +198,12 @@ def build_app(
     """
     resource = PostgresResource(dsn, name, handler=bank_handler, pool_size=pool_size)
     participant = Participant(
-        name,
-        resource,
-        secret,
-        coordinator_url,
-        Path(data_dir) / "participant.db",
-        inquiry_interval,
+        name=name,
+        resource=resource,
+        secret=secret,
+        coordinator_url=coordinator_url,
+        log_path=Path(data_dir) / "participant.db",
+        inquiry_interval=inquiry_interval,
         sweep_interval=sweep_interval,
         coordinator_ssl=coordinator_ssl,
         metrics=metrics,

@@ -25,7 +25,7 @@ def postgres_participant(
     lock_timeout_ms: int = 5000,
     **participant_options: Any,
 ) -> Participant:
-    """``Participant(name, PostgresResource(dsn, ...), ...)``; ``coordinator_url`` is the
+    """``Participant(name=name, resource=PostgresResource(dsn, ...), ...)``; ``coordinator_url`` is the
     coordinator's base URL, or every replica's.
 
     Work at prepare goes through ``handler``; early prepare through
@@ -43,4 +43,11 @@ def postgres_participant(
         pool_size=pool_size,
         lock_timeout_ms=lock_timeout_ms,
     )
-    return Participant(name, resource, secret, coordinator_url, log_path, **participant_options)
+    return Participant(
+        name=name,
+        resource=resource,
+        secret=secret,
+        coordinator_url=coordinator_url,
+        log_path=log_path,
+        **participant_options,
+    )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import aiohttp
 import psycopg
@@ -23,6 +23,7 @@ from adapters.postgres.gids import GidScheme
 from adapters.postgres.prepared import PreparedBranch, list_prepared
 from participant_sdk import CoordinatorClient, CoordinatorError, Outcome, outcome_for_branch
 from participant_sdk.client import describe_failure
+from participant_sdk.models import Transaction
 
 __all__ = ["Action", "Resolution", "resolve_orphans"]
 
@@ -90,7 +91,7 @@ async def _settle(
         return answer("coordinator_unreachable", describe_failure(exc))
     outcome = outcome_for_branch(view, branch.branch)
     if outcome is None:
-        return answer("undecided", f"transaction is {view.get('state') if view else 'unknown'}")
+        return answer("undecided", f"transaction is {view.state if view else 'unknown'}")
     why = _why(view, outcome)
     if dry_run:
         return answer("would_commit" if outcome is Outcome.COMMITTED else "would_roll_back", why)
@@ -106,9 +107,9 @@ async def _settle(
     return answer("committed" if outcome is Outcome.COMMITTED else "rolled_back", why)
 
 
-def _why(view: dict[str, Any] | None, outcome: Outcome) -> str:
+def _why(view: Transaction | None, outcome: Outcome) -> str:
     if view is None:
         return "the coordinator has no record of it: presumed abort"
-    if outcome is Outcome.ABORTED and view.get("outcome") == "committed":
+    if outcome is Outcome.ABORTED and view.outcome is Outcome.COMMITTED:
         return "committed without this branch"
-    return f"the coordinator's outcome: {view.get('outcome')}"
+    return f"the coordinator's outcome: {view.outcome}"

@@ -51,7 +51,7 @@ async def replica(outcomes: dict[str, str]) -> AsyncIterator[str]:
         gtid = request.match_info["gtid"]
         if gtid not in outcomes:
             return web.json_response({"error": {"code": "not_found", "message": gtid}}, status=404)
-        return web.json_response({"gtid": gtid, "outcome": outcomes[gtid]})
+        return web.json_response({"gtid": gtid, "state": outcomes[gtid], "outcome": outcomes[gtid]})
 
     app = web.Application()
     app.router.add_get("/v1/transactions/{gtid}", get)

@@ -23,7 +23,14 @@ LIMIT = 4096
 @pytest.fixture
 async def limited(tmp_path: Path, coordinator: tuple[StubCoordinator, str]) -> AsyncIterator[ParticipantTestServer]:
     def service(**options: Any) -> web.Application:
-        participant = Participant(BRANCH, InMemoryResource(), SECRET, coordinator[1], tmp_path / "p.db", **options)
+        participant = Participant(
+            name=BRANCH,
+            resource=InMemoryResource(),
+            secret=SECRET,
+            coordinator_url=coordinator[1],
+            log_path=tmp_path / "p.db",
+            **options,
+        )
         # The embedding app takes far more: the protocol's own bound must hold.
         app = web.Application(client_max_size=64 * LIMIT)
         app[PARTICIPANT] = participant

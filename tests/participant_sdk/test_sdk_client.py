@@ -3,7 +3,9 @@ into CoordinatorError."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -11,6 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from participant_sdk import Outcome, Transaction
 from participant_sdk.client import CoordinatorClient, CoordinatorError
 
 
@@ -19,7 +22,9 @@ class Recorder:
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
-        self.reply: tuple[int, bytes] = (200, b'{"ok": true}')
+        # Valid as any of the client's answers (a transaction, a begin, a page).
+        self.reply: tuple[int, bytes] = (200, b'{"gtid": "g1", "state": "active", "transactions": []}')
+        self.replies: list[tuple[int, bytes]] = []  # answered first, in turn, before ``reply``
         self.headers: dict[str, str] = {}
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -33,7 +38,7 @@ class Recorder:
                 "body": orjson.loads(raw) if raw else None,
             }
         )
-        status, body = self.reply
+        status, body = self.replies.pop(0) if self.replies else self.reply
         return web.Response(status=status, body=body, content_type="application/json", headers=self.headers)
 
     @property
@@ -76,7 +81,10 @@ async def test_begin_says_when_its_idempotency_key_had_begun_the_transaction_bef
     recorder.reply = (200, b'{"gtid": "g1", "state": "committed", "deadline": "2030-01-01T00:00:00Z"}')
     recorder.headers = {"Idempotent-Replayed": "true"}
     answer = await client.begin(idempotency_key="k1")
-    assert answer == {"gtid": "g1", "state": "committed", "deadline": "2030-01-01T00:00:00Z", "replayed": True}
+    assert answer.replayed is True
+    assert answer.deadline == datetime(2030, 1, 1, tzinfo=UTC)
+    # Read as the JSON it was, too (for code written when the client returned dicts).
+    assert (answer["gtid"], answer["deadline"], answer["replayed"]) == ("g1", "2030-01-01T00:00:00Z", True)
 
 
 async def test_enlist_sends_only_the_fields_given(rest: tuple[Recorder, CoordinatorClient]) -> None:
@@ -155,3 +163,75 @@ async def test_error_without_a_json_body_keeps_the_status(rest: tuple[Recorder, 
 
     assert caught.value.status == 502
     assert caught.value.code == "http_502"
+
+
+def _view(state: str, outcome: str | None, *pending: str) -> bytes:
+    branches = [{"name": "a", "state": "committed", "pending": False}]
+    branches += [{"name": name, "state": "prepared", "pending": True} for name in pending]
+    return orjson.dumps({"gtid": "g1", "state": state, "outcome": outcome, "branches": branches})
+
+
+async def test_a_transaction_is_typed_as_the_coordinator_describes_it(rest: tuple[Recorder, CoordinatorClient]) -> None:
+    recorder, client = rest
+    recorder.reply = (200, _view("committing", "committed", "b"))
+    view = await client.get("g1")
+
+    assert isinstance(view, Transaction)
+    assert view.outcome is Outcome.COMMITTED
+    assert [branch.name for branch in view.branches] == ["a", "b"]
+    assert view.pending == ["b"]
+    assert not view.done
+
+
+async def test_an_answer_that_is_not_a_transaction_is_a_coordinator_error(
+    rest: tuple[Recorder, CoordinatorClient],
+) -> None:
+    recorder, client = rest
+    recorder.reply = (200, b'{"state": 7}')
+    with pytest.raises(CoordinatorError) as caught:
+        await client.get("g1")
+
+    assert caught.value.code == "invalid_response"
+    assert "gtid" in caught.value.message
+
+
+async def test_wait_returns_once_every_branch_acknowledged_phase_two(rest: tuple[Recorder, CoordinatorClient]) -> None:
+    recorder, client = rest
+    recorder.replies = [(200, _view("committing", "committed", "b")), (200, _view("committing", "committed", "b"))]
+    recorder.reply = (200, _view("committed", "committed"))
+    view = await client.wait("g1", timeout=10, poll_interval=0.01)
+
+    assert view.done
+    assert len(recorder.requests) == 3
+
+
+async def test_wait_times_out_naming_the_branches_still_pending(rest: tuple[Recorder, CoordinatorClient]) -> None:
+    recorder, client = rest
+    recorder.reply = (200, _view("committing", "committed", "b"))
+    with pytest.raises(TimeoutError, match="waiting for b"):
+        await client.wait("g1", timeout=0.05, poll_interval=0.01)
+
+
+async def test_commit_wait_done_waits_out_a_commit_that_answered_pending(
+    rest: tuple[Recorder, CoordinatorClient],
+) -> None:
+    recorder, client = rest
+    recorder.replies = [(200, _view("committing", "committed", "b"))]  # the commit's answer
+    recorder.reply = (200, _view("committed", "committed"))
+    view = await client.commit("g1", wait="done", timeout=10)
+
+    assert view.done
+    assert [(r["method"], r["path"]) for r in recorder.requests] == [
+        ("POST", "/v1/transactions/g1/commit"),
+        ("GET", "/v1/transactions/g1"),
+    ]
+    assert recorder.requests[0]["query"] == {}  # the coordinator's own wait first
+
+
+def test_every_public_method_of_the_client_says_what_it_does() -> None:
+    undocumented = [
+        name
+        for name, member in inspect.getmembers(CoordinatorClient)
+        if not name.startswith("_") and callable(member) and not inspect.getdoc(member)
+    ]
+    assert undocumented == []

@@ -75,7 +75,13 @@ async def test_the_participant_inquires_over_the_tls_it_is_given(tls_files: TlsF
     resource = InMemoryResource()
     async with https_stub(tls_files) as (stub, url):
         participant = Participant(
-            "p1", resource, "s", url, tmp_path / "p.db", 60.0, coordinator_ssl=client_context(tls_files.ca)
+            name="p1",
+            resource=resource,
+            secret="s",
+            coordinator_url=url,
+            log_path=tmp_path / "p.db",
+            inquiry_interval=60.0,
+            coordinator_ssl=client_context(tls_files.ca),
         )
         async with participant:
             await participant.resource.prepare("g1", "p1", None)

@@ -7,10 +7,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from sdk_harness import participant_server
+from structlog.testing import capture_logs
 
 from participant_sdk import CoordinatorUnreachable, EnlistFailed
 from participant_sdk.testing import InMemoryResource, ParticipantTestServer, StubCoordinator
@@ -29,11 +30,12 @@ class BranchingResource(InMemoryResource):
 
 
 @pytest.fixture
-def on_replicas(tmp_path: Path) -> Callable[[list[str]], ParticipantTestServer]:
-    """A participant not yet started, on these coordinator URLs, with early prepare."""
+def on_replicas(tmp_path: Path, mount: Literal["aiohttp", "asgi"]) -> Callable[[list[str]], ParticipantTestServer]:
+    """A participant not yet started, on these coordinator URLs, with early prepare, on
+    each mount in turn."""
 
     def make(urls: list[str]) -> ParticipantTestServer:
-        return participant_server(tmp_path, urls, BranchingResource())
+        return participant_server(tmp_path, urls, BranchingResource(), mount=mount)
 
     return make
 
@@ -155,3 +157,15 @@ async def test_an_early_branch_stays_in_doubt_when_no_replica_can_be_reached(
 
     assert status == "prepared"
     assert prepared_work(h) == {("g1", "p1"): ["w"]}
+
+
+async def test_the_coordinator_refusing_an_enlistment_is_logged_with_its_reason(
+    harness: ParticipantTestServer, stub: StubCoordinator
+) -> None:
+    stub.refuse_signature = "no participant named 'p1' is registered"
+    with capture_logs() as logs, pytest.raises(EnlistFailed):
+        await early_branch(harness, "g1", "w")
+
+    (line,) = [line for line in logs if line["event"] == "coordinator refused the participant's enlistment"]
+    assert line["reason"] == "invalid_signature: no participant named 'p1' is registered"
+    assert line["gtid"] == "g1"

@@ -14,7 +14,9 @@ from participant_sdk.testing import InMemoryResource
 
 async def test_mounted_sub_app_starts_and_closes_the_participant(tmp_path: Path) -> None:
     resource = InMemoryResource()
-    participant = Participant("p1", resource, "s", "http://127.0.0.1:9", tmp_path / "p.db")
+    participant = Participant(
+        name="p1", resource=resource, secret="s", coordinator_url="http://127.0.0.1:9", log_path=tmp_path / "p.db"
+    )
     app = web.Application()
     app.add_subapp("/twopc", participant.app())
 
@@ -29,13 +31,21 @@ async def test_mounted_sub_app_starts_and_closes_the_participant(tmp_path: Path)
 
 async def test_participant_can_be_used_as_an_async_context_manager(tmp_path: Path) -> None:
     resource = InMemoryResource()
-    async with Participant("p1", resource, "s", "http://127.0.0.1:9", tmp_path / "p.db"):
+    async with Participant(
+        name="p1", resource=resource, secret="s", coordinator_url="http://127.0.0.1:9", log_path=tmp_path / "p.db"
+    ):
         assert resource.started
     assert resource.closed
 
 
 async def test_starting_twice_is_refused(tmp_path: Path) -> None:
-    participant = Participant("p1", InMemoryResource(), "s", "http://127.0.0.1:9", tmp_path / "p.db")
+    participant = Participant(
+        name="p1",
+        resource=InMemoryResource(),
+        secret="s",
+        coordinator_url="http://127.0.0.1:9",
+        log_path=tmp_path / "p.db",
+    )
     async with participant:
         with pytest.raises(RuntimeError, match="already started"):
             await participant.start()
@@ -63,7 +73,9 @@ class _TwoStep(Resource):
 async def test_a_start_that_fails_leaves_nothing_open_and_can_be_tried_again(tmp_path: Path) -> None:
     resource = InMemoryResource()
     resource.errors["recover"] = RuntimeError("resource not ready")
-    participant = Participant("p1", resource, "s", "http://127.0.0.1:9", tmp_path / "p.db")
+    participant = Participant(
+        name="p1", resource=resource, secret="s", coordinator_url="http://127.0.0.1:9", log_path=tmp_path / "p.db"
+    )
 
     with pytest.raises(RuntimeError, match="not ready"):
         await participant.start()

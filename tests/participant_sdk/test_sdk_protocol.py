@@ -9,6 +9,7 @@ import sqlite3
 import pytest
 from sdk_harness import branch_body
 
+from participant_sdk import MAX_BODY_BYTES
 from participant_sdk.testing import ParticipantTestServer
 from twopc_core.protocol import Vote
 from twopc_core.testing import wait_until
@@ -224,7 +225,7 @@ async def test_status_reports_what_the_log_knows(harness: ParticipantTestServer)
 
 
 async def test_a_body_too_large_is_a_413_body_too_large(harness: ParticipantTestServer) -> None:
-    status, body = await harness.call("prepare", b"{" + b" " * (2 * 1024 * 1024) + b"}")
+    status, body = await harness.call("prepare", b"{" + b" " * MAX_BODY_BYTES + b"}")
 
     assert status == 413
     assert body["error"]["code"] == "body_too_large"

@@ -33,7 +33,12 @@ class Bare:
 
     def __call__(self, **options: Any) -> Participant:
         participant = Participant(
-            NAME, self.resource, SECRET, self.coordinator_url, self.log_path, **{**self.fixed, **options}
+            name=NAME,
+            resource=self.resource,
+            secret=SECRET,
+            coordinator_url=self.coordinator_url,
+            log_path=self.log_path,
+            **{**self.fixed, **options},
         )
         self.built.append(participant)
         return participant

@@ -248,6 +248,13 @@ def test_hit_crash_exits_the_process_at_once() -> None:
     assert "buffered" not in result.stdout
 
 
+def test_a_crash_logs_the_failpoint_it_fired_before_it_exits() -> None:
+    result = _run(_CRASH_SCRIPT)
+    assert result.returncode == CRASH_EXIT_CODE
+    (line,) = [line for line in result.stderr.splitlines() if "failpoint fired" in line]
+    assert "coordinator.after_decision_logged" in line
+
+
 def test_crash_configured_from_the_environment_exits_the_process() -> None:
     script = (
         "import asyncio\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -92,9 +92,9 @@ def transfer(
 ) -> None:
     """Move money between two banks in one global transaction; print the outcome."""
     from adapters.postgres.bank import transfer as run_transfer
-    from participant_sdk import CoordinatorClient
+    from participant_sdk import CoordinatorClient, Transaction
 
-    async def go() -> dict[str, Any]:
+    async def go() -> Transaction:
         async with CoordinatorClient(
             coordinator or [DEFAULT_COORDINATOR], token=token, ca_file=coordinator_ca
         ) as client:
@@ -103,8 +103,8 @@ def transfer(
             )
 
     answer = asyncio.run(go())
-    typer.echo(json.dumps({k: answer.get(k) for k in ("gtid", "outcome", "reason")}))
-    if answer.get("outcome") != "committed":
+    typer.echo(json.dumps({"gtid": answer.gtid, "outcome": answer.outcome, "reason": answer.reason}))
+    if answer.outcome != "committed":
         raise typer.Exit(1)
 
 

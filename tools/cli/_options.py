@@ -1,6 +1,11 @@
 """Command-line options every participant service shares (``twopc KIND serve``), and the
 coordinator's URLs that every command talking to the coordinator takes.
 
+The coordinator: every command that talks to one takes ``--coordinator URL`` (repeated,
+or comma-separated, for replicas), and without it ``TWOPC_COORDINATOR`` (the same
+format); the participant services require one of the two, the client commands
+(``twopc txn ...``, ``twopc cluster status``, ...) fall back on :data:`DEFAULT_COORDINATOR`.
+
 TLS, the same for every service: ``--tls-cert``/``--tls-key`` serve HTTPS (with
 ``--tls-client-ca``, clients such as the coordinator must present a certificate that CA
 signed); ``--coordinator-ca`` trusts that CA for an https coordinator, and
@@ -62,8 +67,11 @@ def _urls_or_default(values: list[str] | None) -> list[str]:
 
 Name = Annotated[str, typer.Option(help="the participant's name, as registered with the coordinator")]
 Port = Annotated[int, typer.Option(help="port to listen on")]
-#: Required: a participant service must know where its coordinator is.
-CoordinatorUrls = Annotated[list[str], typer.Option("--coordinator", help=_COORDINATOR_HELP, callback=coordinator_urls)]
+#: Required (the option or TWOPC_COORDINATOR): a participant service must know where its coordinator is.
+CoordinatorUrls = Annotated[
+    list[str],
+    typer.Option("--coordinator", envvar="TWOPC_COORDINATOR", help=_COORDINATOR_HELP, callback=coordinator_urls),
+]
 #: For commands that talk to a coordinator: the local one unless told (or TWOPC_COORDINATOR).
 OptionalCoordinatorUrls = Annotated[
     list[str] | None,

@@ -16,6 +16,8 @@ from rich.table import Table
 from tools.cli._options import DEFAULT_COORDINATOR, CoordinatorCa, OptionalCoordinatorUrls, Token
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from participant_sdk.client import CoordinatorClient
 
 __all__ = ["abandon", "app", "audit", "list_transactions", "show"]
@@ -38,15 +40,15 @@ def _ask(
     coordinator: list[str] | None,
     token: str | None,
     ca_file: Path | None,
-    call: Callable[[CoordinatorClient], Awaitable[dict[str, Any]]],
+    call: Callable[[CoordinatorClient], Awaitable[BaseModel]],
 ) -> Any:
     """``call`` with a client of the coordinator (the local one unless told), its
-    failures said for people."""
+    failures said for people; the answer as JSON (what ``--json`` prints)."""
     from participant_sdk.client import CoordinatorClient
 
     async def run() -> dict[str, Any]:
         async with CoordinatorClient(coordinator or [DEFAULT_COORDINATOR], token=token, ca_file=ca_file) as client:
-            return await call(client)
+            return (await call(client)).model_dump(mode="json")
 
     return _call(run)
 

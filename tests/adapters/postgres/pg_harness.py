@@ -77,7 +77,14 @@ class PgService(ParticipantTestServer):
 
         def participant(**options: Any) -> Participant:
             resource = PostgresResource(dsn, NAME, **resource_options)
-            return Participant(NAME, resource, SECRET, coordinator_url, self.log_path, **options)
+            return Participant(
+                name=NAME,
+                resource=resource,
+                secret=SECRET,
+                coordinator_url=coordinator_url,
+                log_path=self.log_path,
+                **options,
+            )
 
         super().__init__(participant, NAME, SECRET, options={"inquiry_interval": 60.0})
 

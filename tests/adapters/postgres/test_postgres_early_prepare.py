@@ -98,7 +98,9 @@ async def test_a_resource_without_early_prepare_says_so(tmp_path, coordinator) -
     from participant_sdk import Participant
     from participant_sdk.testing import InMemoryResource
 
-    participant = Participant("mem", InMemoryResource(), "s", coordinator[1], tmp_path / "p.db")
+    participant = Participant(
+        name="mem", resource=InMemoryResource(), secret="s", coordinator_url=coordinator[1], log_path=tmp_path / "p.db"
+    )
     async with participant:
         with pytest.raises(NotImplementedError, match="early prepare"):
             async with participant.branch("g1"):

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 import adapters.kafka.events
 import adapters.mockqueue.service
 import adapters.postgres.bank
+from participant_sdk import Outcome, Transaction
 from participant_sdk.testing import StubCoordinator
 from tools.cli._app import app
 from twopc_core import telemetry
@@ -107,7 +108,31 @@ def test_a_service_refuses_a_coordinator_that_is_not_a_url_naming_it(served: lis
     assert served == []
 
 
-def test_a_service_without_a_coordinator_is_refused(served: list[dict[str, Any]]) -> None:
+@pytest.mark.parametrize("kind", list(SERVE))
+def test_a_service_takes_its_coordinators_from_twopc_coordinator(
+    served: list[dict[str, Any]], kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TWOPC_COORDINATOR", f"{A},{B}")
+    result = CliRunner().invoke(app, SERVE[kind][0])
+
+    assert result.exit_code == 0, result.output
+    assert [call["coordinator_url"] for call in served] == [[A, B]]
+
+
+def test_the_coordinator_option_wins_over_twopc_coordinator(
+    served: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TWOPC_COORDINATOR", A)
+    result = CliRunner().invoke(app, [*SERVE["mockqueue"][0], "--coordinator", C])
+
+    assert result.exit_code == 0, result.output
+    assert served[0]["coordinator_url"] == [C]
+
+
+def test_a_service_without_a_coordinator_is_refused(
+    served: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TWOPC_COORDINATOR", raising=False)
     result = CliRunner().invoke(app, SERVE["mockqueue"][0])
 
     assert result.exit_code == 2
@@ -152,9 +177,9 @@ def test_bank_transfer_goes_through_the_coordinators_given(
 ) -> None:
     seen: list[tuple[str, ...]] = []
 
-    async def transfer(client: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    async def transfer(client: Any, *args: Any, **kwargs: Any) -> Transaction:
         seen.append(client.urls)
-        return {"gtid": "c1-g1", "outcome": "committed"}
+        return Transaction(gtid="c1-g1", state="committed", outcome=Outcome.COMMITTED)
 
     monkeypatch.delenv("TWOPC_COORDINATOR", raising=False)
     monkeypatch.setattr(adapters.postgres.bank, "transfer", transfer)
