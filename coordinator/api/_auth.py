@@ -22,6 +22,7 @@ from coordinator.api._sessions import SESSION_COOKIE, SESSION_ID, Sessions
 from coordinator.auth import Authenticator, Principal, Unauthenticated
 from coordinator.engine import NotFound
 from twopc_core.http import Handler, HttpError, Middleware, error_body, json_response
+from twopc_core.rejections import RateLimitedWarnings
 from twopc_core.signing import PARTICIPANT_HEADER
 
 __all__ = ["ACCESS", "PRINCIPAL", "Access", "auth_middleware", "check_transaction", "principal_of"]
@@ -112,6 +113,10 @@ def auth_middleware(authenticator: Authenticator, sessions: Sessions, *, public_
     if public_metrics:
         access["metrics"] = PUBLIC
 
+    # A client or participant with a wrong token, secret or clock retries for ever: its
+    # operator, and this one, see the reason once a minute, not once a call.
+    refusals = RateLimitedWarnings(log)
+
     @web.middleware
     async def authorize(request: web.Request, handler: Handler) -> web.StreamResponse:
         route = request.match_info.route
@@ -135,7 +140,7 @@ def auth_middleware(authenticator: Authenticator, sessions: Sessions, *, public_
         try:
             principal = authenticator.authenticate(request.headers, request.method, request.raw_path, body)
         except Unauthenticated as exc:
-            log.info("refused a call", reason=str(exc), path=request.path, remote=request.remote)
+            refusals.refused("refused a call", str(exc), code=exc.code, path=request.path, remote=request.remote)
             return json_response(
                 error_body(exc.code, str(exc)), 401, headers={"WWW-Authenticate": 'Bearer realm="twopc"'}
             )

@@ -7,6 +7,7 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from structlog.testing import capture_logs
 
 from coordinator.api import build_app
 from coordinator.api._auth import ACCESS
@@ -247,3 +248,14 @@ async def test_a_405_names_the_methods_the_path_takes(harness: Harness) -> None:
     response = await harness.client.request("DELETE", "/v1/transactions")
     assert response.status == 405
     assert set(response.headers["Allow"].split(",")) == {"GET", "HEAD", "POST"}
+
+
+async def test_refused_calls_are_warned_of_with_their_reason_once_per_interval(harness: Harness) -> None:
+    with capture_logs() as logs:
+        for _ in range(3):
+            response = await harness.client.get("/v1/transactions", headers={"Authorization": "Bearer not-a-token"})
+            assert response.status == 401
+    (line,) = [line for line in logs if line["event"] == "refused a call"]
+    assert line["log_level"] == "warning"
+    assert line["code"] == "invalid_token" and "not one this coordinator accepts" in line["reason"]
+    assert line["path"] == "/v1/transactions"
