@@ -679,7 +679,14 @@ class Coordinator:
         try:
             await failpoints.hit("coordinator.before_decision_logged")
             started = time.perf_counter()
-            with tracer.start_as_current_span("coordinator.force_decision", attributes={"twopc.gtid": tx.gtid}):
+            # A span only when something records it: making one that records nothing
+            # cost about 1 % of the coordinator's CPU under load.
+            span: contextlib.AbstractContextManager[Any] = (
+                tracer.start_as_current_span("coordinator.force_decision", attributes={"twopc.gtid": tx.gtid})
+                if telemetry.recording()
+                else contextlib.nullcontext()
+            )
+            with span:
                 await self._log.force(tx.decision_record())
             self.metrics.phase_seconds["decision"].observe(time.perf_counter() - started)
             self.decisions_logged += 1
