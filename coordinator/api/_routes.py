@@ -90,7 +90,8 @@ def _json(model: BaseModel, status: int = 200, headers: dict[str, str] | None = 
 
 async def _body(request: web.Request, model: type[M], allow_empty: bool = False) -> tuple[M, bytes]:
     raw = await request.read()
-    if not raw.strip():
+    # Only a body of no bytes at all is absent; whitespace is a body, and not JSON.
+    if not raw:
         if allow_empty:
             return model(), raw
         raise HttpError(400, "empty_body", "the request needs a JSON body")

@@ -13,6 +13,17 @@ async def test_malformed_json_is_400_invalid_json(harness: Harness) -> None:
     assert body["error"]["code"] == "invalid_json"
 
 
+async def test_a_whitespace_body_is_400_invalid_json_even_where_the_body_is_optional(harness: Harness) -> None:
+    status, body = await harness.call("POST", "/v1/transactions", data=b"\t")
+    assert status == 400
+    assert body["error"]["code"] == "invalid_json"
+
+
+async def test_no_body_at_all_begins_with_the_defaults_where_the_body_is_optional(harness: Harness) -> None:
+    status, body = await harness.call("POST", "/v1/transactions", data=b"")
+    assert status == 201 and body["state"] == "active"
+
+
 async def test_a_json_array_body_is_400(harness: Harness) -> None:
     status, body = await harness.call("POST", "/v1/transactions", data=b"[1, 2]")
     assert status == 400 and "object" in body["error"]["message"]
