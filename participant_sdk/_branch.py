@@ -87,6 +87,7 @@ __all__ = [
     "reconcile",
     "resolve",
     "resource_failed",
+    "row_from_resource",
     "status",
     "vote_answer",
     "yes_not_logged",
@@ -177,6 +178,18 @@ _LOG_OF_VOTE: Mapping[Vote, LogVote] = {
     Vote.YES: LogVote(Vote.YES, RecordState.PREPARED, durable=True, drop_staged=False),
     Vote.READ_ONLY: LogVote(Vote.READ_ONLY, RecordState.READ_ONLY, durable=False, drop_staged=False),
     Vote.NO: LogVote(Vote.NO, RecordState.ABORTED, durable=False, drop_staged=True),
+}
+#: The same, at a resource that holds its branches' state: its prepare made the YES
+#: durable, so the log's row of it is a cache, written lazily.
+_LOG_OF_VOTE_HELD: Mapping[Vote, LogVote] = {
+    **_LOG_OF_VOTE,
+    Vote.YES: LogVote(Vote.YES, RecordState.PREPARED, durable=False, drop_staged=False),
+}
+#: A branch's status at a resource that holds it, as the log row it stands for.
+_STATE_OF_STATUS: Mapping[BranchStatus, RecordState] = {
+    BranchStatus.PREPARED: RecordState.PREPARED,
+    BranchStatus.COMMITTED: RecordState.COMMITTED,
+    BranchStatus.ABORTED: RecordState.ABORTED,
 }
 _APPLY_COMMIT = Apply(
     Outcome.COMMITTED, RecordState.COMMITTED, durable=False, heuristic=False, reason=None, answer=_COMMITTED
@@ -303,9 +316,12 @@ def counted_vote(result: PrepareResult) -> PrepareResult:
     return result
 
 
-def log_of_vote(vote: Vote) -> LogVote:
-    """How a counted vote is logged."""
-    return _LOG_OF_VOTE[vote]
+def log_of_vote(vote: Vote, held_by_resource: bool = False) -> LogVote:
+    """How a counted vote is logged: a YES durably before it leaves, unless the resource
+    holds the branch's state (``held_by_resource``): then its own prepare made the YES
+    durable, :meth:`~participant_sdk.Resource.recover` lists it after a crash, and the
+    row only caches it."""
+    return (_LOG_OF_VOTE_HELD if held_by_resource else _LOG_OF_VOTE)[vote]
 
 
 def yes_not_logged() -> PrepareResult:
@@ -471,9 +487,10 @@ def coordinator_has_no_record(status: int) -> bool:
 # -- early prepare ------------------------------------------------------------------------
 
 
-def early_branch(row: BranchRecord | None, gtid: str, branch: str) -> LogVote:
+def early_branch(row: BranchRecord | None, gtid: str, branch: str, held_by_resource: bool = False) -> LogVote:
     """An early branch (the application's work, done before any prepare): how its YES
-    is logged once the resource has prepared it (durably, before anyone hears it).
+    is logged once the resource has prepared it (durably, before anyone hears it, unless
+    the resource holds the branch's state: see :func:`log_of_vote`).
 
     Raises :class:`BranchExists` for a branch the log knows.
     """
@@ -482,7 +499,7 @@ def early_branch(row: BranchRecord | None, gtid: str, branch: str) -> LogVote:
             f"branch {branch} of {gtid} is already {row.status.value} here",
             {"gtid": gtid, "branch": branch, "status": row.status.value},
         )
-    return _LOG_OF_VOTE[Vote.YES]
+    return log_of_vote(Vote.YES, held_by_resource)
 
 
 def early_yes_not_logged(gtid: str, branch: str, exc: BaseException) -> LogWriteFailed:
@@ -517,6 +534,21 @@ def coordinator_unreachable(gtid: str, branch: str, error: str) -> CoordinatorUn
 
 
 # -- start-up ------------------------------------------------------------------------------
+
+
+def row_from_resource(gtid: str, branch: str, status: BranchStatus, now: float) -> BranchRecord | None:
+    """The row a branch the log does not know stands for, from what a resource that
+    holds its branches' state says of it (``None``: unknown there too).
+
+    The log lost it in a crash (its row was written lazily); the resource's word is the
+    durable one. Like an adopted row, it carries no vote, so a repeated prepare is not
+    compared with its work.
+    """
+    state = _STATE_OF_STATUS.get(status)
+    if state is None:
+        return None
+    reason = ADOPTED_REASON if state is RecordState.PREPARED else None
+    return BranchRecord(gtid, branch, state, None, reason, None, now, now)
 
 
 def reconcile(row: BranchRecord | None) -> Reconcile:

@@ -23,7 +23,7 @@ from participant_sdk._branch import Apply, LogVote, PrepareAtResource, Reconcile
 from participant_sdk._locks import KeyedLocks
 from participant_sdk._metrics import ParticipantMetrics
 from participant_sdk.errors import ParticipantError
-from participant_sdk.log import ParticipantLog, RecordState
+from participant_sdk.log import BranchRecord, ParticipantLog, RecordState
 from participant_sdk.resource import PrepareResult, Resource
 from twopc_core import failpoints
 from twopc_core.failpoints import FailpointError
@@ -62,6 +62,20 @@ class BranchHandler:
         self.log = log
         self.locks = KeyedLocks()
         self.metrics = metrics if metrics is not None else ParticipantMetrics("", enabled=False)
+        #: The resource keeps its branches' state: votes are durable there, not in the log.
+        self.held_by_resource = resource.holds_branch_state
+
+    async def _row(self, gtid: str, branch: str, deadline: float | None = None) -> BranchRecord | None:
+        """The branch's row from the log; for a resource that holds its branches' state,
+        from the resource when the log has none and the transaction is not live (a row
+        written lazily and lost in a crash)."""
+        row = await self.log.lookup(gtid, branch, deadline)
+        if row is None and self.held_by_resource and not self.log.live(deadline):
+            status = await self.resource.branch_status(gtid, branch)
+            row = rules.row_from_resource(gtid, branch, status, self.log.now())
+            if row is not None:
+                self.log.cache(row)
+        return row
 
     # -- prepare -------------------------------------------------------------------
 
@@ -75,7 +89,7 @@ class BranchHandler:
         gtid, branch = req.gtid, req.branch
         digest = rules.payload_hash(req.payload)
         async with self.locks.hold((gtid, branch)):
-            step = rules.prepare(await self.log.lookup(gtid, branch, req.deadline), digest)
+            step = rules.prepare(await self._row(gtid, branch, req.deadline), digest)
             if isinstance(step, PrepareResponse):
                 return step
             return await self._prepare_new(gtid, branch, req.payload, digest, req.deadline)
@@ -90,7 +104,7 @@ class BranchHandler:
             vote = rules.failed_prepare(exc)
         vote = rules.counted_vote(vote)
         self.metrics.votes[vote.vote.value] += 1
-        step = rules.log_of_vote(vote.vote)
+        step = rules.log_of_vote(vote.vote, self.held_by_resource)
         if step.durable:
             try:
                 await self._log_vote(gtid, branch, step, vote, digest, deadline)
@@ -104,6 +118,8 @@ class BranchHandler:
         if step.drop_staged:
             await self._drop_quietly(gtid, branch)
         await self._log_vote(gtid, branch, step, vote, digest, deadline)
+        if step.state is RecordState.PREPARED:  # a YES durable at the resource, which holds the branch's state
+            await failpoints.hit("participant.after_prepare_before_reply")
         return rules.vote_answer(vote)
 
     async def _log_vote(
@@ -132,7 +148,7 @@ class BranchHandler:
     async def _commit(self, req: CommitRequest) -> OutcomeResponse:
         gtid, branch = req.gtid, req.branch
         async with self.locks.hold((gtid, branch)):
-            step = rules.commit(await self.log.lookup(gtid, branch), gtid, branch)
+            step = rules.commit(await self._row(gtid, branch), gtid, branch)
             if isinstance(step, OutcomeResponse):
                 return step
             await self._apply(gtid, branch, step)
@@ -146,7 +162,7 @@ class BranchHandler:
         digest = rules.payload_hash(req.payload)
         async with self.locks.hold((gtid, branch)):
             # Reads the disk only without a live deadline (a retry after it, an old caller).
-            step = rules.commit_one_phase(await self.log.lookup(gtid, branch, req.deadline), digest)
+            step = rules.commit_one_phase(await self._row(gtid, branch, req.deadline), digest)
             if isinstance(step, PrepareAtResource):
                 step = rules.one_phase_voted(await self._prepare_new(gtid, branch, req.payload, digest, req.deadline))
             if isinstance(step, OutcomeResponse):
@@ -166,7 +182,7 @@ class BranchHandler:
     async def _abort(self, req: AbortRequest) -> OutcomeResponse:
         gtid, branch = req.gtid, req.branch
         async with self.locks.hold((gtid, branch)):
-            step = rules.abort(await self.log.lookup(gtid, branch), gtid, branch)
+            step = rules.abort(await self._row(gtid, branch), gtid, branch)
             if isinstance(step, OutcomeResponse):
                 return step
             if isinstance(step, Apply):
@@ -178,7 +194,7 @@ class BranchHandler:
     # -- status --------------------------------------------------------------------
 
     async def status(self, req: StatusRequest) -> StatusResponse:
-        return rules.status(await self.log.lookup(req.gtid, req.branch))
+        return rules.status(await self._row(req.gtid, req.branch))
 
     # -- batch ---------------------------------------------------------------------
 
@@ -294,7 +310,7 @@ class BranchHandler:
         cannot be logged.
         """
         async with self.locks.hold((gtid, branch)):
-            step = rules.early_branch(await self.log.lookup(gtid, branch), gtid, branch)
+            step = rules.early_branch(await self.log.lookup(gtid, branch), gtid, branch, self.held_by_resource)
             async with self.resource.branch(gtid, branch) as handle:
                 yield handle
             try:
@@ -319,7 +335,9 @@ class BranchHandler:
                 step = rules.reconcile(await self.log.lookup(gtid, branch))
                 if step is Reconcile.ADOPT:
                     found += 1
-                    await self.log.record(gtid, branch, RecordState.PREPARED, durable=True, reason=rules.ADOPTED_REASON)
+                    durable = not self.held_by_resource  # else the resource's listing is the record
+                    reason = rules.ADOPTED_REASON
+                    await self.log.record(gtid, branch, RecordState.PREPARED, durable=durable, reason=reason)
                 elif step is Reconcile.COMMIT_AGAIN:
                     await self.resource.commit(gtid, branch)
                 elif step is Reconcile.ABORT_AGAIN:

@@ -140,7 +140,7 @@ class ParticipantLog:
         live transactions are never dropped from memory: no read is needed.
         """
         row = self.get(gtid, branch)
-        if row is not None or (deadline is not None and deadline >= self._clock()):
+        if row is not None or self.live(deadline):
             return row
         self.disk_reads += 1
         found = await self._require_open().run(_select_one, gtid, branch)
@@ -149,6 +149,21 @@ class ParticipantLog:
         row = _from_row(found)
         self._remember(row)  # the next lookup of a repeated call is served from memory
         return row
+
+    @property
+    def durable_writes(self) -> int:
+        """Writes somebody waited to see on disk since the log opened (a figure for
+        benchmarks and tests: a vote at a resource holding its branches' state makes none)."""
+        return self._writer.stats.durable_writes if self._writer is not None else 0
+
+    def now(self) -> float:
+        """The log's clock: the time its rows are written at."""
+        return self._clock()
+
+    def live(self, deadline: float | None) -> bool:
+        """Whether a transaction with this deadline is live: a row of it missing from
+        memory was never written (see :meth:`lookup`)."""
+        return deadline is not None and deadline >= self._clock()
 
     def __iter__(self) -> Iterator[BranchRecord]:
         """The rows in memory."""
@@ -210,18 +225,7 @@ class ParticipantLog:
             old.heuristic if heuristic is _UNSET else heuristic,
             old.deadline if deadline is _UNSET else deadline,
         )
-        params = (
-            row.gtid,
-            row.branch,
-            row.status.value,
-            row.vote.value if row.vote else None,
-            row.reason,
-            row.payload_hash,
-            row.created_at,
-            row.updated_at,
-            int(row.heuristic),
-            row.deadline,
-        )
+        params = _params(row)
         if durable:
             # Only what is on disk may be answered from memory.
             await writer.write_durable(_UPSERT, params)
@@ -230,6 +234,12 @@ class ParticipantLog:
         self._remember(row)
         self._evict(now, _EVICTION_STEP)
         return row
+
+    def cache(self, row: BranchRecord) -> None:
+        """Take in a row learnt elsewhere (from a resource that holds its branches'
+        state), as it is; written lazily, since the resource has it durably."""
+        self._require_open().write(_UPSERT, _params(row))
+        self._remember(row)
 
     def _remember(self, row: BranchRecord) -> None:
         key = row.key
@@ -285,6 +295,21 @@ class ParticipantLog:
         if self._writer is None:
             raise RuntimeError("participant log is not open")
         return self._writer
+
+
+def _params(row: BranchRecord) -> tuple[Any, ...]:
+    return (
+        row.gtid,
+        row.branch,
+        row.status.value,
+        row.vote.value if row.vote else None,
+        row.reason,
+        row.payload_hash,
+        row.created_at,
+        row.updated_at,
+        int(row.heuristic),
+        row.deadline,
+    )
 
 
 def _select_one(conn: sqlite3.Connection, gtid: str, branch: str) -> tuple[Any, ...] | None:

@@ -149,6 +149,11 @@ class Participant:
             raise ParticipantConfigError(
                 f"invalid participant settings: resource: must be a participant_sdk.Resource, not {resource!r}"
             )
+        if resource.holds_branch_state and type(resource).branch_status is Resource.branch_status:
+            raise ParticipantConfigError(
+                f"invalid participant settings: resource: {type(resource).__name__} says it holds its "
+                "branches' state (holds_branch_state) but does not implement branch_status()"
+            )
         #: The settings it runs with, validated.
         self.settings = settings
         self.name = name = settings.name

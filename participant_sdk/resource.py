@@ -2,6 +2,12 @@
 
 The SDK owns the protocol (signatures, idempotency, the participant log, in-doubt
 recovery); a resource only has to stage, apply and drop one branch's work.
+
+A resource whose prepare is durable and recoverable on its own, and which can tell
+what became of a branch (:attr:`Resource.holds_branch_state`), keeps the branch's
+protocol state itself, in the same local transaction as the work: the SDK then makes
+no durable write of its own for a vote, and its participant log is a cache of what the
+resource holds.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from twopc_core.protocol import Vote
+from twopc_core.protocol import BranchStatus, Vote
 
 __all__ = ["PrepareResult", "Resource"]
 
@@ -46,6 +52,12 @@ class Resource(abc.ABC):
     ``docs/embedding.md``.
     """
 
+    #: True when :meth:`prepare` leaves the branch durable and listed by :meth:`recover`,
+    #: and :meth:`branch_status` tells a committed branch from an unknown one, for as
+    #: long as the participant log keeps finished rows: the SDK then writes its own
+    #: row of a vote lazily, and asks the resource about a branch its log lost in a crash.
+    holds_branch_state: bool = False
+
     async def start(self) -> None:
         """Open connections, files, ...; called before the participant serves."""
 
@@ -79,6 +91,13 @@ class Resource(abc.ABC):
         Called at start (after a restart) and then periodically, to find branches
         prepared here that the participant log does not know.
         """
+
+    async def branch_status(self, gtid: str, branch: str) -> BranchStatus:
+        """What the resource holds of a branch, for a resource that :attr:`holds_branch_state`:
+        ``PREPARED`` while its work is staged, ``COMMITTED`` once its commit is durable,
+        ``ABORTED`` if the resource remembers dropping it, else ``UNKNOWN`` (never staged
+        here, or dropped). Asked only about a branch the participant log does not know."""
+        raise NotImplementedError(f"{type(self).__name__} does not hold its branches' state")
 
     def branch(self, gtid: str, branch: str) -> AbstractAsyncContextManager[Any]:
         """Early prepare (optional): the context in which the application does a

@@ -35,7 +35,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from participant_sdk.resource import PrepareResult, Resource
 from twopc_core.http import error_body
-from twopc_core.protocol import Vote
+from twopc_core.protocol import BranchStatus, Vote
 from twopc_core.signing import signed_headers
 from twopc_core.testing import wait_until
 
@@ -52,10 +52,13 @@ class InMemoryResource(Resource):
     makes ``op`` ("prepare", "commit", "abort", "recover") raise, and ``gate``, when
     set, holds every prepare until the event is set. The state is plain Python, so
     handing the same instance to a new participant simulates a durable resource
-    surviving a restart.
+    surviving a restart. ``holds_branch_state=True`` makes it answer
+    :meth:`branch_status` from those dicts and the participant rely on it, as a
+    resource that holds its branches' state does (the mock queue, PostgreSQL, Kafka).
     """
 
-    def __init__(self, vote: Vote = Vote.YES, reason: str | None = None) -> None:
+    def __init__(self, vote: Vote = Vote.YES, reason: str | None = None, *, holds_branch_state: bool = False) -> None:
+        self.holds_branch_state = holds_branch_state
         self.vote = vote
         self.reason = reason
         self.errors: dict[str, BaseException] = {}
@@ -108,6 +111,15 @@ class InMemoryResource(Resource):
     async def recover(self) -> list[tuple[str, str]]:
         self._maybe_fail("recover")
         return list(self.prepared)
+
+    async def branch_status(self, gtid: str, branch: str) -> BranchStatus:
+        self.calls.append(("branch_status", gtid, branch))
+        key = (gtid, branch)
+        if key in self.prepared:
+            return BranchStatus.PREPARED
+        if key in self.committed:
+            return BranchStatus.COMMITTED
+        return BranchStatus.ABORTED if key in self.aborted else BranchStatus.UNKNOWN
 
 
 async def call_participant(

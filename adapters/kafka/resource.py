@@ -16,6 +16,10 @@
   committed to their group in the commit's Kafka transaction, dropped by an abort.
 - abort: an ABORTED marker; nothing ever reached the target topics.
 - markers older than the retention are tombstoned (forgotten) in the background.
+
+The stage holds each branch's state (prepared, then its marker), staged in the same
+Kafka transaction as its work: a vote costs one durable write, and the participant
+log only caches it (``holds_branch_state``).
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from adapters.kafka.offsets import GroupOffsets, PartitionOffset, check_offsets
 from adapters.kafka.settings import KafkaSettings
 from adapters.kafka.shard import Shard
 from adapters.kafka.stage import BranchEntry, StageEntryState, chunk_records, digest_of
-from participant_sdk import PrepareResult, Resource, Vote
+from participant_sdk import BranchStatus, PrepareResult, Resource, Vote
 
 __all__ = ["KafkaResource", "MessageBatch"]
 
@@ -50,6 +54,12 @@ tracer = trace.get_tracer("adapters.kafka")
 _RECORD_OVERHEAD = 1024
 #: Markers forgotten per Kafka transaction.
 _FORGET_BATCH = 1000
+
+_STATUS_OF_ENTRY = {
+    StageEntryState.PREPARED: BranchStatus.PREPARED,
+    StageEntryState.COMMITTED: BranchStatus.COMMITTED,
+    StageEntryState.ABORTED: BranchStatus.ABORTED,
+}
 
 
 class MessageBatch:
@@ -84,6 +94,8 @@ class MessageBatch:
 
 
 class KafkaResource(Resource):
+    holds_branch_state = True
+
     def __init__(self, settings: KafkaSettings, *, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.shards: list[Shard] = []
@@ -282,6 +294,12 @@ class KafkaResource(Resource):
 
     async def recover(self) -> list[tuple[str, str]]:
         return self._prepared()
+
+    async def branch_status(self, gtid: str, branch: str) -> BranchStatus:
+        _, entry = self._find(gtid, branch)
+        if entry is None:
+            return BranchStatus.UNKNOWN
+        return _STATUS_OF_ENTRY[entry.state]
 
     @contextlib.contextmanager
     def _span(

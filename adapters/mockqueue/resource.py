@@ -1,4 +1,9 @@
-"""The mock queue as a 2PC resource: prepare stages items, commit appends them."""
+"""The mock queue as a 2PC resource: prepare stages items, commit appends them.
+
+The queue holds its branches' state in its own database: a branch is prepared while
+its items are staged and committed once they are in the queue, each written in one
+SQLite transaction with the work, so a vote costs the participant one durable write.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 
 from adapters.mockqueue.faults import FaultSwitch
 from adapters.mockqueue.store import QueueStore
-from participant_sdk import PrepareResult, Resource
+from participant_sdk import BranchStatus, PrepareResult, Resource
 
 __all__ = ["MockQueueResource", "validate_payload"]
 
@@ -31,6 +36,8 @@ def validate_payload(payload: Any) -> list[Any]:
 
 
 class MockQueueResource(Resource):
+    holds_branch_state = True
+
     def __init__(self, store: QueueStore, faults: FaultSwitch | None = None) -> None:
         self.store = store
         self.faults = faults or FaultSwitch()
@@ -68,6 +75,13 @@ class MockQueueResource(Resource):
 
     async def recover(self) -> list[tuple[str, str]]:
         return self.store.staged()
+
+    async def branch_status(self, gtid: str, branch: str) -> BranchStatus:
+        if self.store.is_staged(gtid, branch):
+            return BranchStatus.PREPARED
+        if await self.store.was_committed(gtid, branch):
+            return BranchStatus.COMMITTED
+        return BranchStatus.UNKNOWN
 
     def metric_families(self) -> Iterator[Metric]:
         """The queue's own figures, for the service's ``/metrics``."""

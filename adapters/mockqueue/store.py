@@ -47,6 +47,7 @@ _PUBLISH = (
     "SELECT gtid, branch, idx, value FROM staged WHERE gtid = ? AND branch = ? ORDER BY idx"
 )
 _DROP = "DELETE FROM staged WHERE gtid = ? AND branch = ?"
+_WAS_COMMITTED = "SELECT 1 FROM items WHERE gtid = ? AND branch = ? LIMIT 1"
 #: Rows per INSERT statement when staging (4 parameters a row, far below SQLite's limit).
 _ROWS_PER_STATEMENT = 1000
 
@@ -143,6 +144,13 @@ class QueueStore:
         """Forget the branch's staged items."""
         await self._durably([(_DROP, (gtid, branch))])
         self._staged.pop((gtid, branch), None)
+
+    async def was_committed(self, gtid: str, branch: str) -> bool:
+        """Whether the branch's items are in the queue (its commit is on disk)."""
+        if self._reader is None:
+            raise RuntimeError("queue store is not open")
+        async with self._reader.execute(_WAS_COMMITTED, (gtid, branch)) as cursor:
+            return await cursor.fetchone() is not None
 
     async def items(self, after: int = 0, limit: int | None = None) -> list[QueueItem]:
         """Committed items with a sequence number above ``after``, in queue order."""

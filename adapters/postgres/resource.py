@@ -15,6 +15,11 @@ The branch's own statements are plain SQL on an autocommit connection rather tha
 psycopg's ``tpc_begin``/``tpc_prepare``, so that the mark and PREPARE TRANSACTION go to
 the server as one query: a round trip is the largest cost of a branch on the client.
 
+The branch's state is PostgreSQL's: prepared while ``pg_prepared_xacts`` lists its gid,
+committed once the mark is visible, both written by the branch's own transaction, so a
+vote costs one durable write (PREPARE TRANSACTION) and the participant log only caches
+it (``holds_branch_state``).
+
 Two pools: branch connections run one branch at a time, control connections (also
 autocommit) run phase 2, recovery and the application's reads.
 """
@@ -44,7 +49,7 @@ from adapters.postgres.prepared import (
     list_prepared,
     prepared_stats,
 )
-from participant_sdk import PrepareResult, Resource, Vote
+from participant_sdk import BranchStatus, PrepareResult, Resource, Vote
 
 __all__ = ["MARKS_TABLE", "PostgresResource", "PrepareHandler"]
 
@@ -69,6 +74,10 @@ CREATE TABLE IF NOT EXISTS {MARKS_TABLE} (
 _MARK_AND_PREPARE = f"INSERT INTO {MARKS_TABLE} (gid) VALUES (%b); PREPARE TRANSACTION %b".encode()
 _MARK_AND_COMMIT = f"INSERT INTO {MARKS_TABLE} (gid) VALUES (%b); COMMIT".encode()
 _IS_MARKED = f"SELECT 1 FROM {MARKS_TABLE} WHERE gid = %s"
+_STATUS_OF_GID = (
+    "SELECT EXISTS (SELECT 1 FROM pg_prepared_xacts WHERE gid = %s AND database = current_database()), "
+    f"EXISTS (SELECT 1 FROM {MARKS_TABLE} WHERE gid = %s)"
+)
 _PRUNE_MARKS = f"DELETE FROM {MARKS_TABLE} WHERE written_at < now() - make_interval(secs => %s)"
 #: Any constant serialises concurrent creators of the marks table (IF NOT EXISTS alone races).
 _SCHEMA_LOCK = 0x7470_6300
@@ -97,6 +106,8 @@ class PostgresResource(Resource):
     databases in opposite orders cannot wait for each other forever. ``mark_retention``:
     how long the committed-branch marks are kept (seconds).
     """
+
+    holds_branch_state = True
 
     def __init__(
         self,
@@ -322,6 +333,17 @@ class PostgresResource(Resource):
             found = await list_prepared(conn, self.gids)
             await self._prune_marks(conn)
         return [(b.gtid, b.branch) for b in found]
+
+    async def branch_status(self, gtid: str, branch: str) -> BranchStatus:
+        gid = self.gids.gid(gtid, branch)
+        async with self._control.connection() as conn:
+            cursor = await conn.execute(_STATUS_OF_GID, [gid, gid])
+            row = await cursor.fetchone()
+        prepared, marked = row if row is not None else (False, False)
+        if prepared:
+            return BranchStatus.PREPARED
+        # A mark is visible only once its transaction committed.
+        return BranchStatus.COMMITTED if marked else BranchStatus.UNKNOWN
 
     # -- health ------------------------------------------------------------------------
 

@@ -99,6 +99,17 @@ def test_a_yes_is_logged_prepared_and_durably() -> None:
     assert rules.log_of_vote(Vote.YES) == LogVote(Vote.YES, RecordState.PREPARED, durable=True, drop_staged=False)
 
 
+def test_a_yes_at_a_resource_holding_the_branch_state_is_logged_lazily() -> None:
+    step = rules.log_of_vote(Vote.YES, held_by_resource=True)
+
+    assert step == LogVote(Vote.YES, RecordState.PREPARED, durable=False, drop_staged=False)
+
+
+@pytest.mark.parametrize("vote", [Vote.NO, Vote.READ_ONLY])
+def test_a_no_or_read_only_is_logged_alike_wherever_the_branch_state_is_held(vote: Vote) -> None:
+    assert rules.log_of_vote(vote, held_by_resource=True) == rules.log_of_vote(vote)
+
+
 def test_a_no_drops_what_was_staged_and_is_logged_lazily() -> None:
     assert rules.log_of_vote(Vote.NO) == LogVote(Vote.NO, RecordState.ABORTED, durable=False, drop_staged=True)
 
@@ -336,6 +347,10 @@ def test_an_early_branch_logs_its_yes_durably() -> None:
     assert rules.early_branch(None, G, B) == rules.log_of_vote(Vote.YES)
 
 
+def test_an_early_branch_at_a_resource_holding_the_branch_state_logs_its_yes_lazily() -> None:
+    assert rules.early_branch(None, G, B, held_by_resource=True).durable is False
+
+
 def test_an_early_branch_the_log_knows_is_refused() -> None:
     with pytest.raises(BranchExists) as refused:
         rules.early_branch(row(RecordState.ABORTED), G, B)
@@ -382,6 +397,42 @@ def test_a_branch_the_resource_holds_at_start_is_lined_up_with_its_row(
     state: RecordState | None, step: Reconcile
 ) -> None:
     assert rules.reconcile(None if state is None else row(state)) is step
+
+
+@pytest.mark.parametrize(
+    ("status", "state"),
+    [
+        (BranchStatus.PREPARED, RecordState.PREPARED),
+        (BranchStatus.COMMITTED, RecordState.COMMITTED),
+        (BranchStatus.ABORTED, RecordState.ABORTED),
+    ],
+)
+def test_a_branch_the_log_lost_stands_for_what_the_resource_holds(status: BranchStatus, state: RecordState) -> None:
+    found = rules.row_from_resource(G, B, status, now=5.0)
+
+    assert found is not None
+    assert (found.key, found.status, found.vote, found.updated_at) == ((G, B), state, None, 5.0)
+
+
+def test_a_branch_unknown_to_the_resource_has_no_row() -> None:
+    assert rules.row_from_resource(G, B, BranchStatus.UNKNOWN, now=5.0) is None
+
+
+def test_a_branch_found_prepared_in_the_resource_answers_a_repeated_prepare_of_any_work_yes() -> None:
+    found = rules.row_from_resource(G, B, BranchStatus.PREPARED, now=5.0)
+
+    assert rules.prepare(found, rules.payload_hash({"other": 2})) == PrepareResponse(vote=Vote.YES)
+
+
+def test_a_branch_found_committed_in_the_resource_answers_a_repeated_commit_committed() -> None:
+    found = rules.row_from_resource(G, B, BranchStatus.COMMITTED, now=5.0)
+
+    assert rules.commit(found, G, B) == OutcomeResponse(status=Outcome.COMMITTED)
+
+
+def test_a_branch_found_committed_in_the_resource_refuses_an_abort() -> None:
+    with pytest.raises(AlreadyCommitted):
+        rules.abort(rules.row_from_resource(G, B, BranchStatus.COMMITTED, now=5.0), G, B)
 
 
 # -- helpers --------------------------------------------------------------------------------

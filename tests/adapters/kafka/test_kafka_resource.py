@@ -17,6 +17,7 @@ from adapters.kafka.testing import committed_offsets, create_topic, publish, rea
 from compose.supervisor import free_port
 from participant_sdk.testing import StubCoordinator
 from twopc_core import failpoints
+from twopc_core.protocol import BranchStatus
 from twopc_core.testing import wait_until
 
 
@@ -36,6 +37,25 @@ async def test_commit_publishes_every_message_exactly_once(events: EventsService
     assert await events.commit("g1") == (200, {"status": "committed", "reason": None})  # repeated: answered the same
     assert sorted(v["order"] for v in await values(kafka, topic)) == [1, 2]
     assert events.resource.entry("g1", events.name).state is StageEntryState.COMMITTED
+
+
+async def test_the_stage_holds_the_branch_state_prepared_then_committed(events: EventsService, topic: str) -> None:
+    resource = events.resource
+    assert resource.holds_branch_state
+    assert await resource.branch_status("g1", events.name) is BranchStatus.UNKNOWN
+
+    assert await events.vote("g1", [order(1, topic)]) == "yes"
+    assert await resource.branch_status("g1", events.name) is BranchStatus.PREPARED
+
+    await events.commit("g1")
+    assert await resource.branch_status("g1", events.name) is BranchStatus.COMMITTED
+
+
+async def test_an_aborted_kafka_branch_is_remembered_aborted_by_the_stage(events: EventsService, topic: str) -> None:
+    assert await events.vote("g1", [order(1, topic)]) == "yes"
+    await events.abort("g1")
+
+    assert await events.resource.branch_status("g1", events.name) is BranchStatus.ABORTED
 
 
 async def test_keys_headers_partitions_and_byte_values_arrive_as_given(

@@ -10,7 +10,7 @@ import pytest
 
 from adapters.mockqueue import Faults, FaultSwitch, MockQueueResource, QueueStore
 from twopc_core.failpoints import CRASH_EXIT_CODE
-from twopc_core.protocol import Vote
+from twopc_core.protocol import BranchStatus, Vote
 
 
 class Crashed(Exception):
@@ -109,3 +109,36 @@ async def test_crash_on_commit_exits_once_the_items_are_committed(resource: Mock
 
     assert exits.codes == [CRASH_EXIT_CODE]
     assert [i.value for i in await resource.store.items()] == [1]
+
+
+async def test_the_queue_holds_its_branches_state_staged_then_committed(resource: MockQueueResource) -> None:
+    assert resource.holds_branch_state
+    assert await resource.branch_status("g1", "q") is BranchStatus.UNKNOWN
+
+    await resource.prepare("g1", "q", {"items": [1, 2]})
+    assert await resource.branch_status("g1", "q") is BranchStatus.PREPARED
+
+    await resource.commit("g1", "q")
+    assert await resource.branch_status("g1", "q") is BranchStatus.COMMITTED
+
+
+async def test_an_aborted_queue_branch_is_unknown_to_the_queue(resource: MockQueueResource) -> None:
+    await resource.prepare("g1", "q", {"items": [1]})
+    await resource.abort("g1", "q")
+
+    assert await resource.branch_status("g1", "q") is BranchStatus.UNKNOWN
+
+
+async def test_a_committed_queue_branch_is_known_after_a_reopen(tmp_path: Path) -> None:
+    first = MockQueueResource(QueueStore(tmp_path / "queue.db"))
+    await first.start()
+    await first.prepare("g1", "q", {"items": ["x"]})
+    await first.commit("g1", "q")
+    await first.close()
+
+    reopened = MockQueueResource(QueueStore(tmp_path / "queue.db"))
+    await reopened.start()
+    try:
+        assert await reopened.branch_status("g1", "q") is BranchStatus.COMMITTED
+    finally:
+        await reopened.close()

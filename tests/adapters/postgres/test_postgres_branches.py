@@ -10,6 +10,7 @@ import pytest
 from pg_harness import NAME, PgService, items_handler, prepare_by_hand, prepared_gids, rows
 
 from adapters.postgres import MARKS_TABLE, BranchLost, BranchTransactionEnded, PostgresResource
+from twopc_core.protocol import BranchStatus
 
 
 async def test_prepare_holds_the_work_in_a_prepared_transaction_and_commit_applies_it(
@@ -202,3 +203,22 @@ async def test_a_gid_prefix_with_a_backslash_is_quoted_not_interpreted(database:
     assert held == [f"{prefix}g1:{NAME}"]
     assert again.vote == "no" and "already committed" in (again.reason or "")
     assert await rows(database) == {"q": "quoted"}
+
+
+async def test_the_database_holds_the_branch_state_prepared_then_committed(service: PgService, database: str) -> None:
+    resource = service.resource
+    assert resource.holds_branch_state
+    assert await resource.branch_status("g1", NAME) is BranchStatus.UNKNOWN
+
+    await service.prepare("g1", {"id": "a", "note": "x"})
+    assert await resource.branch_status("g1", NAME) is BranchStatus.PREPARED
+
+    await service.commit("g1")
+    assert await resource.branch_status("g1", NAME) is BranchStatus.COMMITTED
+
+
+async def test_a_rolled_back_branch_is_unknown_to_the_database(service: PgService, database: str) -> None:
+    await service.prepare("g1", {"id": "a", "note": "x"})
+    await service.abort("g1")
+
+    assert await service.resource.branch_status("g1", NAME) is BranchStatus.UNKNOWN
