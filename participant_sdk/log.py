@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from participant_sdk._records import BranchRecord, RecordState
-from twopc_core.groupcommit import GroupCommitter, open_sqlite
+from twopc_core.groupcommit import GroupCommitter, acquire_shared, open_sqlite, release_shared
 from twopc_core.protocol import Vote
 
 __all__ = ["BranchRecord", "ParticipantLog", "RecordState"]
@@ -116,13 +116,12 @@ class ParticipantLog:
             await conn.close()
         for row in sorted(map(_from_row, rows), key=lambda r: r.updated_at):
             self._remember(row)
-        self._writer = GroupCommitter(str(self.path))
-        await self._writer.start()
+        self._writer = await acquire_shared(self.path)
 
     async def close(self) -> None:
         """Write what is queued, then close the database."""
         if self._writer is not None:
-            await self._writer.close()
+            await release_shared(self._writer)
             self._writer = None
 
     # -- reading -----------------------------------------------------------------------

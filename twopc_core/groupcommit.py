@@ -15,6 +15,10 @@ the forced writes. The wait is set on a :class:`Timer`, the event loop's ``call_
 unless another is given (a test gives :class:`twopc_core.testing.ManualTimer`, and fires
 it when it chooses).
 
+Users of one database file in one process share its writer (:func:`acquire_shared`):
+the mock queue's items and its participant log's rows then commit in one SQLite
+transaction, with one fsync, instead of one per file.
+
 The writer has its own connection on a thread of its own, and a whole batch —
 BEGIN, the statements, COMMIT — is one trip to that thread: every trip costs a
 wake-up on both sides, and under load those wake-ups were a large share of the CPU.
@@ -24,17 +28,28 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import aiosqlite
 import structlog
 
-__all__ = ["Cancellable", "CommitObserver", "GroupCommitStats", "GroupCommitter", "Timer", "open_sqlite"]
+__all__ = [
+    "Cancellable",
+    "CommitObserver",
+    "GroupCommitStats",
+    "GroupCommitter",
+    "Timer",
+    "acquire_shared",
+    "open_sqlite",
+    "release_shared",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -289,3 +304,40 @@ class GroupCommitter:
                 write.waiter.set_result(None)
             else:
                 write.waiter.set_exception(error)
+
+
+#: The shared writers of this process, by event loop and database file, with their users.
+_shared: dict[tuple[int, str], tuple[GroupCommitter, int]] = {}
+
+
+def _file_key(path: str | Path) -> str:
+    # A string operation (and a getcwd): nothing that waits on the disk.
+    return os.path.abspath(path)
+
+
+async def acquire_shared(path: str | Path) -> GroupCommitter:
+    """The writer of the database at ``path`` shared by every user in this process (and
+    event loop): started by the first, closed when the last calls :func:`release_shared`."""
+    key = (id(asyncio.get_running_loop()), _file_key(path))
+    entry = _shared.get(key)
+    if entry is not None:
+        _shared[key] = (entry[0], entry[1] + 1)
+        return entry[0]
+    writer = GroupCommitter(str(path))
+    await writer.start()
+    _shared[key] = (writer, 1)
+    return writer
+
+
+async def release_shared(writer: GroupCommitter) -> None:
+    """One user is done with a writer from :func:`acquire_shared`; the last one closes it
+    (committing what is queued)."""
+    for key, (shared, users) in list(_shared.items()):
+        if shared is writer:
+            if users > 1:
+                _shared[key] = (shared, users - 1)
+                await writer.flush()  # what this user queued is on disk when it is done, as with close()
+                return
+            del _shared[key]
+            break
+    await writer.close()

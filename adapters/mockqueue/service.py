@@ -1,8 +1,10 @@
 """The mock queue service: the participant protocol at ``/twopc``, the queue's consumer
 API at ``/queue/items``, fault switches at ``/queue/faults`` and ``/healthz``.
 
-Files in the data directory: ``queue.db`` (staged and committed items) and
-``participant.db`` (the participant log).
+One file in the data directory, ``queue.db``: the staged and committed items and the
+participant log's rows, written through one writer, so that a branch's items and its
+row commit together. (A data directory an older version left with the participant log
+in ``participant.db`` keeps using that file.)
 
 A body over ``max_body_bytes`` is answered 413 (JSON). :func:`run` serves HTTPS with an
 SSL context, and reaches an https coordinator with ``coordinator_ssl``.
@@ -63,7 +65,7 @@ def build_app(
         resource=resource,
         secret=secret,
         coordinator_url=coordinator_url,
-        log_path=data / "participant.db",
+        log_path=_participant_log_path(data),
         inquiry_interval=inquiry_interval,
         retention=retention,
         coordinator_ssl=coordinator_ssl,
@@ -84,6 +86,13 @@ def build_app(
     protocol = participant.app(middlewares=[garbage_middleware(switch)], max_body_bytes=max_body_bytes)
     app.add_subapp("/twopc", protocol)
     return app
+
+
+def _participant_log_path(data: Path) -> Path:
+    """Where the participant log lives: in the queue's own database, unless an older
+    version of the service left it in a file of its own."""
+    legacy = data / "participant.db"
+    return legacy if legacy.exists() else data / "queue.db"
 
 
 async def _healthz(request: web.Request) -> web.Response:

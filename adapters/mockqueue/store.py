@@ -16,7 +16,7 @@ from typing import Any
 import aiosqlite
 import orjson
 
-from twopc_core.groupcommit import GroupCommitter, open_sqlite
+from twopc_core.groupcommit import GroupCommitter, acquire_shared, open_sqlite, release_shared
 
 __all__ = ["QueueItem", "QueueStore", "encode_items"]
 
@@ -93,8 +93,7 @@ class QueueStore:
                 self._staged[(gtid, branch)] = count
         finally:
             await conn.close()
-        self._writer = GroupCommitter(str(self.path))
-        await self._writer.start()
+        self._writer = await acquire_shared(self.path)
         # Reads get their own connection: on the writer's they could see a group
         # commit's rows before it is committed (or after it is rolled back).
         self._reader = await aiosqlite.connect(str(self.path))
@@ -102,7 +101,7 @@ class QueueStore:
 
     async def close(self) -> None:
         if self._writer is not None:
-            await self._writer.close()
+            await release_shared(self._writer)
             self._writer = None
         if self._reader is not None:
             await self._reader.close()

@@ -10,7 +10,7 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from twopc_core.groupcommit import GroupCommitter, open_sqlite
+from twopc_core.groupcommit import GroupCommitter, acquire_shared, open_sqlite, release_shared
 from twopc_core.testing import ManualTimer, ScheduledCall, wait_until
 
 SCHEMA = "CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT NOT NULL)"
@@ -285,3 +285,35 @@ async def test_flush_waits_for_a_batch_already_being_committed(committer: GroupC
         assert await rows(db) == [(1, "a")]
     finally:
         await blocker.close()
+
+
+async def test_users_of_one_file_share_its_writer_and_commit_together(db: str) -> None:
+    first = await acquire_shared(db)
+    second = await acquire_shared(db)
+    try:
+        assert first is second
+        first.write(INSERT, (1, "lazy, from one user"))
+        await second.write_durable(INSERT, (2, "forced, from the other"))
+
+        assert await rows(db) == [(1, "lazy, from one user"), (2, "forced, from the other")]
+        assert first.stats.commits == 1
+    finally:
+        await release_shared(first)
+        await release_shared(second)
+
+
+async def test_a_shared_writer_stays_open_until_its_last_user_is_done(db: str) -> None:
+    first = await acquire_shared(db)
+    second = await acquire_shared(db)
+    second.write(INSERT, (1, "queued by the user that leaves"))
+
+    await release_shared(second)
+
+    assert await rows(db) == [(1, "queued by the user that leaves")]  # flushed when it left
+    await first.write_durable(INSERT, (2, "still served"))
+    await release_shared(first)
+    with pytest.raises(RuntimeError):
+        first.write(INSERT, (3, "after the last user"))
+    later = await acquire_shared(db)
+    await release_shared(later)
+    assert later is not first  # a later user gets a writer of its own

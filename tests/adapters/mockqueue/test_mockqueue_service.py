@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 
 from mockqueue_harness import NAME, QueueService
 
 from adapters.mockqueue.faults import GARBAGE
+from participant_sdk.log import ParticipantLog, RecordState
 from participant_sdk.testing import StubCoordinator
+from twopc_core.protocol import Vote
 
 
 async def test_healthz_answers_ok(queue: QueueService) -> None:
@@ -180,3 +183,37 @@ async def test_a_queue_given_two_coordinator_replicas_settles_an_in_doubt_branch
     assert [(i["gtid"], i["value"]) for i in items] == [("g1", "a")]
     assert status == "committed"
     assert stub.inquiries == ["g1"]
+
+
+async def test_a_branchs_items_and_its_log_row_live_in_one_database(
+    tmp_path: Path, coordinator: tuple[StubCoordinator, str]
+) -> None:
+    service = await QueueService(tmp_path / "q", coordinator[1]).start()
+    try:
+        assert (await service.prepare("g1", ["a"]))[1]["vote"] == "yes"
+        await service.participant.log.flush()
+    finally:
+        await service.stop()
+
+    assert not (tmp_path / "q" / "participant.db").exists()
+    with sqlite3.connect(tmp_path / "q" / "queue.db") as db:
+        assert db.execute("SELECT gtid, status FROM branches").fetchall() == [("g1", "prepared")]
+        assert db.execute("SELECT gtid FROM staged").fetchall() == [("g1",)]
+
+
+async def test_a_participant_log_an_older_version_left_in_its_own_file_stays_in_use(
+    tmp_path: Path, coordinator: tuple[StubCoordinator, str]
+) -> None:
+    legacy = tmp_path / "q" / "participant.db"
+    legacy.parent.mkdir()
+    log = ParticipantLog(legacy)
+    await log.open()
+    await log.record("g-old", NAME, RecordState.COMMITTED, durable=True, vote=Vote.YES)
+    await log.close()
+
+    service = await QueueService(tmp_path / "q", coordinator[1]).start()
+    try:
+        assert service.participant.log.path == legacy
+        assert (await service.status("g-old")) == "committed"  # the queue itself knows nothing of it
+    finally:
+        await service.stop()
