@@ -26,6 +26,8 @@ __all__ = ["THIS_CHECKOUT", "ServiceCode", "build_ref", "check_command_line"]
 #: Wide enough that no option name in a --help is wrapped or cut.
 _HELP_ENV = {"COLUMNS": "400", "NO_COLOR": "1", "TERM": "dumb"}
 _HELP_TIMEOUT = 60.0
+#: What ``python -m tools.cli`` runs, in a ref's tree.
+_ENTRY_POINT = "tools/cli/__main__.py"
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,13 @@ def build_ref(ref: str, into: Path, progress: Progress, repository: Path | None 
     commit = resolve_ref(ref, root)
     progress(f"--compare-ref: exporting {commit.ref} ({commit.sha}) from {root} ...")
     tree = export_tree(commit, root, into / "tree")
+    # Checked here, not left to the interpreter: with this environment's packages (below),
+    # a tools.cli missing from the tree would be found in this checkout's own install.
+    if not (tree / _ENTRY_POINT).is_file():
+        raise BenchSetupError(
+            f"{commit.label} has no {_ENTRY_POINT}: its services cannot be started as `python -m tools.cli`, "
+            "as this bench starts them (it is older than that layout); compare with a later ref"
+        )
     lock = tree / "requirements.lock"
     if lock.is_file():
         progress(f"--compare-ref: a venv for {commit.label} with its requirements.lock (hashes required) ...")
@@ -76,7 +85,7 @@ def build_ref(ref: str, into: Path, progress: Progress, repository: Path | None 
 
 
 def check_command_line(code: ServiceCode, argvs: Iterable[Sequence[str]]) -> None:
-    """Fail clearly, before anything starts, when ``code``'s twopc lacks a subcommand or
+    """Fail clearly, before its services start, when ``code``'s twopc lacks a subcommand or
     an option these command lines use (another version's may be older): each subcommand's
     ``--help`` must name every option given to it."""
     wanted: dict[tuple[str, ...], set[str]] = {}

@@ -55,19 +55,36 @@ def test_this_checkouts_own_twopc_takes_what_a_local_cluster_starts_it_with(tmp_
         check_command_line(code, [*argvs, [*code.command, "serve", "--no-such-option"]])
 
 
-def test_a_ref_without_a_lock_runs_its_tree_on_this_environments_packages(tmp_path: Path) -> None:
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    (repo / "README.md").write_text("no lock here\n")
+def _repository(where: Path, files: dict[str, str]) -> Path:
+    """A repository of one commit holding ``files`` (path: text)."""
+    where.mkdir()
+    for name, text in files.items():
+        (where / name).parent.mkdir(parents=True, exist_ok=True)
+        (where / name).write_text(text)
     identity = ["-c", "user.name=bench test", "-c", "user.email=bench@test.invalid", "-c", "commit.gpgsign=false"]
-    for args in (["init", "--quiet"], ["add", "README.md"], ["commit", "--quiet", "-m", "before the locks"]):
-        subprocess.run(["git", "-C", str(repo), *identity, *args], check=True, capture_output=True)
+    for args in (["init", "--quiet"], ["add", "."], ["commit", "--quiet", "-m", "one"]):
+        subprocess.run(["git", "-C", str(where), *identity, *args], check=True, capture_output=True)
+    return where
+
+
+def test_a_ref_without_a_lock_runs_its_tree_on_this_environments_packages(tmp_path: Path) -> None:
+    repo = _repository(tmp_path / "repo", {"tools/cli/__main__.py": "", "tools/__init__.py": ""})
     lines: list[str] = []
 
     code = build_ref("HEAD", tmp_path / "ref", lines.append, repository=repo)
 
     assert code.command == (sys.executable, "-P", "-m", "tools.cli")
     assert code.env == {"PYTHONPATH": str(tmp_path / "ref" / "tree")}
-    assert (tmp_path / "ref" / "tree" / "README.md").is_file() and not (tmp_path / "ref" / "venv").exists()
+    assert (tmp_path / "ref" / "tree" / "tools" / "cli" / "__main__.py").is_file()
+    assert not (tmp_path / "ref" / "venv").exists()
     assert "no requirements.lock" in code.packages
     assert any("has no requirements.lock" in line for line in lines)
+
+
+def test_a_ref_older_than_the_tools_cli_layout_is_refused_before_any_venv_is_built(tmp_path: Path) -> None:
+    """Else this environment's own install would answer for the tools.cli the ref lacks."""
+    repo = _repository(tmp_path / "repo", {"twopc/cli/__main__.py": "", "requirements.lock": ""})
+
+    with pytest.raises(BenchSetupError, match=r"HEAD \(\w+\) has no tools/cli/__main__.py"):
+        build_ref("HEAD", tmp_path / "ref", print, repository=repo)
+    assert not (tmp_path / "ref" / "venv").exists()
