@@ -129,8 +129,10 @@ class ClusterWorkload(Workload):
                 # Another version may refuse this checkout's configuration: say so, with
                 # what it said, rather than a stack trace.
                 exited = [node for node in self.cluster.nodes.values() if node.starts and not node.running]
+                # Its log is quoted: the run's directory may be gone by the time this is read.
+                reason = str(exc).partition("; see ")[0]
                 raise BenchSetupError(
-                    f"{code.label}'s services did not start as this checkout's bench configures them: {exc}"
+                    f"{code.label}'s services did not start as this checkout's bench configures them: {reason}"
                     + "".join(_log_tail(node) for node in exited)
                 ) from None
             await self.populate(progress)
@@ -260,4 +262,4 @@ class ClusterWorkload(Workload):
 
 def _log_tail(node: Node) -> str:
     lines = node.log_text().strip().splitlines()[-_LOG_TAIL_LINES:]
-    return f"\n--- the end of {node.log_path}:\n" + "\n".join(lines)
+    return f"\n--- the end of {node.name}'s log:\n" + "\n".join(lines)
