@@ -28,17 +28,29 @@ class Service:
     args: tuple[str, ...] = ()
 
     def argv(
-        self, port: int, data_dir: Path, coordinator_urls: str | Sequence[str], secret: str, inquiry_interval: float
+        self,
+        port: int,
+        data_dir: Path,
+        coordinator_urls: str | Sequence[str],
+        secret: str,
+        inquiry_interval: float,
+        command: Sequence[str] = (),
     ) -> list[str]:
         """The command that serves it; ``coordinator_urls``: the coordinator's URL, or every
-        replica's (one ``--coordinator`` each)."""
+        replica's (one ``--coordinator`` each). ``command`` runs twopc (default: the
+        ``twopc`` command beside this interpreter)."""
         urls = [coordinator_urls] if isinstance(coordinator_urls, str) else list(coordinator_urls)
         coordinators = [arg for url in urls for arg in ("--coordinator", url)]
-        return twopc_command(
+        return _twopc(
+            command,
             self.kind, "serve", "--name", self.name, "--port", str(port), "--data", str(data_dir),
             *coordinators, "--secret", secret, "--inquiry-interval", str(inquiry_interval),
             *self.args,
         )  # fmt: skip
+
+
+def _twopc(command: Sequence[str], *args: str) -> list[str]:
+    return [*command, *args] if command else twopc_command(*args)
 
 
 #: The tokens a local cluster makes, by name, with their roles; the name is also the
@@ -124,6 +136,11 @@ class LocalCluster:
     log_dsn: str | None = None
     #: The replicas' lease (``[cluster] lease_ms``), when not the default.
     lease_ms: int | None = None
+    #: What runs twopc for every node, with the environment it needs, when not the
+    #: ``twopc`` command beside this interpreter: another version of the code (the bench's
+    #: ``--compare-ref``), e.g. ``python -P -m tools.cli`` with its tree on PYTHONPATH.
+    command: Sequence[str] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
     nodes: dict[str, Node] = field(default_factory=dict, init=False)
     ports: dict[str, int] = field(default_factory=dict, init=False)
     #: Bearer tokens the coordinator accepts, by name (``client``, ``reader``,
@@ -155,9 +172,11 @@ class LocalCluster:
                     self.coordinator_urls,
                     self.secret,
                     self.inquiry_interval,
+                    self.command,
                 ),
                 ready_url=f"{self.url(service.name)}/healthz",
                 log_path=self.directory / f"{service.name}.log",
+                env=dict(self.env),
             )
         for number, name in enumerate(self.replica_names, start=1):
             node_id = f"c{number}"
@@ -177,9 +196,10 @@ class LocalCluster:
             )
             self.nodes[name] = Node(
                 name,
-                twopc_command("serve", "--config", str(config_path)),
+                _twopc(self.command, "serve", "--config", str(config_path)),
                 ready_url=f"{self.url(name)}/readyz",
                 log_path=self.directory / f"{name}.log",
+                env=dict(self.env),
             )
         self.config_path = self.directory / ("twopc.toml" if self.replicas == 1 else "c1.toml")
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import tempfile
 from collections.abc import Coroutine, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tools.bench._compare import comparison, print_comparison
+from tools.bench._code import THIS_CHECKOUT, ServiceCode, build_ref
+from tools.bench._compare import comparison, print_comparison, print_ref_comparison, ref_comparison
 from tools.bench._coordinators import LOGS, Coordinators, summed
 from tools.bench._kafka import KafkaWorkload
 from tools.bench._load import LoadResult, run_load
@@ -98,6 +100,8 @@ def run_bench(
     metrics: Sequence[bool] = (True,),
     events: int = 3000,
     max_batch: int = 100,
+    compare_ref: str | None = None,
+    repository: Path | None = None,
 ) -> dict[str, Any]:
     """Run one workload through the coordinator and as its baseline; print and return the report.
 
@@ -109,22 +113,35 @@ def run_bench(
     for every log). ``metrics``: measure with the latency histograms observed (True)
     and/or not (False), each as a set of its own. With one set of coordinators the report is its own; with several it
     holds each one's report under ``runs`` and their throughput ratios to the first.
+    ``compare_ref``: a git ref whose coordinator and participant services are measured
+    beside this checkout's (one set of coordinators only), with their ratios, head/ref;
+    it is looked up in ``repository`` (default: the git checkout this code runs from).
 
     The pipeline workload drains a backlog of ``events`` in batches of ``max_batch`` (the
     other options do not apply to it); see :mod:`tools.bench._pipeline`.
     """
     if workload == "pipeline":
+        if compare_ref is not None:
+            raise ValueError("compare_ref applies to the transaction workloads, not to pipeline")
         return _bench_pipeline(events, max_batch, output, plot_path, directory, progress, postgres_dsn, kafka_bootstrap)
     counts = [replicas] if isinstance(replicas, int) else list(replicas)
     setups = [Coordinators(log, count, postgres_dsn, on) for log in logs for count in counts for on in metrics]
     if not setups:
         raise ValueError("at least one log to measure")
+    if compare_ref is not None and len(setups) > 1:
+        raise ValueError("compare_ref compares one set of coordinators: one log, one number of replicas, one metrics")
+    ref_code: ServiceCode | None = None
+    # The ref's tree and venv live in the run's temporary directory, removed with it.
     with tempfile.TemporaryDirectory(prefix="twopc-bench-") as tmp:
+        if compare_ref is not None:
+            ref_code = build_ref(compare_ref, Path(tmp) / "ref", progress, repository)
+            # This checkout first: the baseline (measured once) uses its participants.
+            setups = [replace(setups[0], code=THIS_CHECKOUT), replace(setups[0], code=ref_code)]
         root = directory or Path(tmp)
         loads = [
             _workload(
                 workload,
-                root if len(setups) == 1 else root / setup.label.replace(" ", "-"),
+                root if len(setups) == 1 else root / _directory_name(setup.label),
                 participants,
                 postgres_dsn,
                 kafka_bootstrap,
@@ -134,7 +151,10 @@ def run_bench(
         ]
         runs = _event_loop_run(_bench_all(loads, setups, concurrency, duration, warmup, sweep, progress))
     reports = [report for report, _ in runs]
-    report = reports[0] if len(runs) == 1 else comparison(reports)
+    if ref_code is not None:
+        report = ref_comparison(reports[0], reports[1], _ref_description(ref_code))
+    else:
+        report = reports[0] if len(runs) == 1 else comparison(reports)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(report, indent=2) + "\n")
@@ -151,9 +171,21 @@ def run_bench(
         report["plot"] = str(plot_path)
     for run_report in reports:
         print_report(run_report)
-    if len(reports) > 1:
+    if ref_code is not None:
+        print_ref_comparison(report)
+    elif len(reports) > 1:
         print_comparison(report)
     return report
+
+
+def _directory_name(label: str) -> str:
+    """A label as a directory name: ``HEAD~1 (1a2b3c4), sqlite`` -> ``HEAD-1-1a2b3c4-sqlite``."""
+    return re.sub(r"[^A-Za-z0-9._]+", "-", label).strip("-")
+
+
+def _ref_description(code: ServiceCode) -> dict[str, str]:
+    assert code.commit is not None
+    return {"ref": code.commit.ref, "sha": code.commit.sha, "label": code.label, "packages": code.packages}
 
 
 def _bench_pipeline(
@@ -246,6 +278,7 @@ def _report(
     return {
         "workload": load.name,
         "run_id": load.run_id,
+        **({} if setup.code is None else {"code": setup.code.label}),
         "log": setup.log,
         "replicas": setup.replicas,
         "metrics": setup.metrics,

@@ -18,7 +18,10 @@ import orjson
 import psycopg
 
 from compose.localcluster import LocalCluster, Service
+from compose.supervisor import Node
+from tools.bench._code import THIS_CHECKOUT, check_command_line
 from tools.bench._coordinators import Coordinators
+from tools.bench._resources import BenchSetupError
 from tools.bench._workload import Progress, Workload
 from twopc_core.metrics import totals
 from twopc_core.signing import signed_headers
@@ -31,6 +34,8 @@ Branch = tuple[str, Any]
 #: Far in the future: the baseline has no coordinator to set a prepare deadline.
 _NO_DEADLINE = 4e9
 _START_TIMEOUT = 60.0
+#: Lines of a service's log quoted when it did not start.
+_LOG_TAIL_LINES = 12
 
 
 class ClusterWorkload(Workload):
@@ -91,6 +96,7 @@ class ClusterWorkload(Workload):
             queues, services = await self.provision(self._cleanup, progress)
             log_dsn = await self._cleanup.enter_async_context(self.coordinators.log_database(self.run_id, progress))
             self._log_dsn = log_dsn
+            code = self.coordinators.code or THIS_CHECKOUT
             self.cluster = LocalCluster(
                 self.directory,
                 queues=queues,
@@ -98,17 +104,37 @@ class ClusterWorkload(Workload):
                 coordinator_toml=self.coordinator_toml + self.coordinators.coordinator_toml,
                 replicas=self.coordinators.replicas,
                 log_dsn=log_dsn,
+                command=code.command,
+                env=code.env,
             )
             if not self.coordinators.metrics:
                 for name in self.participant_names:
                     self.cluster.nodes[name].env["TWOPC_METRICS"] = "false"
+            if code.commit is not None:
+                progress(f"checking that {code.label}'s services take the options this bench starts them with ...")
+                await asyncio.to_thread(check_command_line, code, [node.argv for node in self.cluster.nodes.values()])
             # Registered last, so the processes stop before what they use is removed.
             self._cleanup.push_async_callback(asyncio.to_thread, self.cluster.stop)
             progress(
                 f"starting {', '.join(self.cluster.replica_names)} ({self.coordinators.log} log) and "
-                f"{', '.join(self.participant_names)} in {self.directory} ..."
+                f"{', '.join(self.participant_names)}"
+                + ("" if self.coordinators.code is None else f" ({code.label})")
+                + f" in {self.directory} ..."
             )
-            await asyncio.to_thread(self.cluster.start, _START_TIMEOUT)
+            try:
+                await asyncio.to_thread(self.cluster.start, _START_TIMEOUT)
+            except (RuntimeError, TimeoutError) as exc:
+                if code.commit is None:
+                    raise
+                # Another version may refuse this checkout's configuration: say so, with
+                # what it said, rather than a stack trace.
+                exited = [node for node in self.cluster.nodes.values() if node.starts and not node.running]
+                # Its log is quoted: the run's directory may be gone by the time this is read.
+                reason = str(exc).partition("; see ")[0]
+                raise BenchSetupError(
+                    f"{code.label}'s services did not start as this checkout's bench configures them: {reason}"
+                    + "".join(_log_tail(node) for node in exited)
+                ) from None
             await self.populate(progress)
         except BaseException:
             await self.stop()
@@ -232,3 +258,8 @@ class ClusterWorkload(Workload):
         if r.status != 200:
             raise RuntimeError(f"{participant} answered {r.status} to {operation}: {answer}")
         return answer
+
+
+def _log_tail(node: Node) -> str:
+    lines = node.log_text().strip().splitlines()[-_LOG_TAIL_LINES:]
+    return f"\n--- the end of {node.name}'s log:\n" + "\n".join(lines)

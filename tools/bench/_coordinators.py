@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from tools.bench._code import ServiceCode
 from tools.bench._resources import postgres_server, run_database
 from tools.bench._workload import Progress
 
@@ -29,6 +30,9 @@ class Coordinators:
     postgres_dsn: str | None = None
     #: Whether the coordinators and participants observe their latency histograms.
     metrics: bool = True
+    #: Whose code the coordinators and participants run, when two versions are compared
+    #: (None: this checkout's, and no comparison of versions).
+    code: ServiceCode | None = None
 
     def __post_init__(self) -> None:
         if self.log not in LOGS:
@@ -41,9 +45,10 @@ class Coordinators:
     @property
     def label(self) -> str:
         """How the report names these coordinators: ``sqlite``, ``postgres``, ``postgres x2``,
-        ``sqlite, metrics off``."""
+        ``sqlite, metrics off``, ``HEAD~1 (1a2b3c4), sqlite``."""
         label = self.log if self.replicas == 1 else f"{self.log} x{self.replicas}"
-        return label if self.metrics else f"{label}, metrics off"
+        label = label if self.metrics else f"{label}, metrics off"
+        return label if self.code is None else f"{self.code.label}, {label}"
 
     @property
     def coordinator_toml(self) -> str:

@@ -86,11 +86,13 @@ class Series:
 
 
 def coordinators_label(report: dict[str, Any]) -> str:
-    """``1 coordinator, sqlite log``, ``2 replicas (c1, c2), postgres log``."""
+    """``1 coordinator, sqlite log``, ``2 replicas (c1, c2), postgres log``,
+    ``HEAD~1 (1a2b3c4): 1 coordinator, sqlite log``."""
     replicas = report.get("replicas", 1)
     who = "1 coordinator" if replicas == 1 else f"{replicas} replicas ({', '.join(report['replica_names'])})"
     label = f"{who}, {report.get('log', 'sqlite')} log"
-    return label if report.get("metrics", True) else f"{label}, metrics off"
+    label = label if report.get("metrics", True) else f"{label}, metrics off"
+    return label if "code" not in report else f"{report['code']}: {label}"
 
 
 def print_report(report: dict[str, Any], console: Console | None = None) -> None:

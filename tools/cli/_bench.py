@@ -91,6 +91,15 @@ def bench(
     ] = None,
     events: Annotated[int, typer.Option(min=1, help="pipeline: the backlog of input events each run drains")] = 3000,
     max_batch: Annotated[int, typer.Option(min=1, help="pipeline: events per batch (one global transaction)")] = 100,
+    compare_ref: Annotated[
+        str | None,
+        typer.Option(
+            metavar="GIT_REF",
+            help="also measure this git ref's coordinator and participant services (a branch, a tag, HEAD~1, a sha; "
+            "exported, in a temporary venv with its requirements.lock) in this run, and print this checkout's "
+            "figures over its",
+        ),
+    ] = None,
 ) -> None:
     """Measure committed transactions per second and latency percentiles, and the baseline:
     the same participant work without a coordinator.
@@ -112,6 +121,9 @@ def bench(
             "several replicas share one decision log: use --log postgres (SQLite is one replica's own file)",
             param_hint="--replicas",
         )
+    switches = _metrics_switches(metrics)
+    if compare_ref is not None:
+        _check_compare_ref(workload, len(logs) * len(counts) * len(switches))
     try:
         run_bench(
             workload.value,
@@ -127,9 +139,10 @@ def bench(
             kafka_bootstrap=kafka_bootstrap,
             logs=[name.value for name in logs],
             replicas=counts,
-            metrics=_metrics_switches(metrics),
+            metrics=switches,
             events=events,
             max_batch=max_batch,
+            compare_ref=compare_ref,
         )
     except BenchSetupError as exc:
         typer.echo(f"twopc bench: {exc}", err=True)
@@ -145,6 +158,16 @@ def _logs(option: str) -> list[LogName]:
     if not logs or len(set(logs)) != len(logs):
         raise typer.BadParameter(f"{option!r}: each log once, at least one", param_hint="--log")
     return logs
+
+
+def _check_compare_ref(workload: WorkloadName, setups: int) -> None:
+    if workload is WorkloadName.pipeline:
+        raise typer.BadParameter("the pipeline workload cannot compare versions", param_hint="--compare-ref")
+    if setups > 1:
+        raise typer.BadParameter(
+            "it compares one set of coordinators: give one --log, one --replicas and one --metrics with it",
+            param_hint="--compare-ref",
+        )
 
 
 def _metrics_switches(option: str) -> list[bool]:

@@ -1,6 +1,6 @@
 """Short smoke runs of `twopc bench`: the figures it promises are there and sensible, for
 mock queues, PostgreSQL banks and Kafka, for coordinator replicas over a PostgreSQL log,
-and a run leaves nothing behind.
+for another version of the code beside this checkout, and a run leaves nothing behind.
 
 The PostgreSQL and Kafka runs use the test servers (see adapters/*/testing.py): without
 one they fail, saying how to get it; they never skip.
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from adapters.kafka.testing import bootstrap_servers
 from adapters.postgres.testing import server_dsn
 from compose.supervisor import twopc_command
+from tools.bench import run_bench
+from tools.bench._git import checkout_root
 from tools.bench._load import percentile
 from tools.bench._postgres import ACCOUNTS, OPENING_BALANCE, PostgresWorkload
 
@@ -202,3 +205,62 @@ def test_a_short_pipeline_bench_drains_both_backlogs_and_removes_what_it_made(tm
             "SELECT datname FROM pg_database WHERE datname LIKE %s", [f"twopc_bench_{report['run_id']}_%"]
         ).fetchall()
     assert left == []
+
+
+#: What the ref under test prints first in every process it runs, and this checkout never does.
+REF_MARKER = "the ref under test is running"
+
+
+@pytest.mark.slow
+def test_a_ref_is_built_and_measured_beside_this_checkout_and_its_tree_and_venv_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ref: this checkout's HEAD in a clone, plus a commit that marks its processes."""
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "--quiet", str(checkout_root()), str(clone)], check=True, capture_output=True)
+    main = clone / "tools" / "cli" / "__main__.py"
+    main.write_text(f"print({REF_MARKER!r}, flush=True)\n" + main.read_text())
+    identity = ["-c", "user.name=bench test", "-c", "user.email=bench@test.invalid", "-c", "commit.gpgsign=false"]
+    subprocess.run(["git", "-C", str(clone), *identity, "commit", "--quiet", "-am", "mark"], check=True)
+    sha, short = subprocess.run(
+        ["git", "-C", str(clone), "rev-parse", "HEAD", "--short", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    # The run's temporary directory (where the ref's tree and venv go) made where it can be seen.
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    output, lines = tmp_path / "versions.json", []
+
+    report = run_bench(
+        "mock",
+        concurrency=4,
+        duration=1.0,
+        warmup=0.3,
+        sweep=[],
+        output=output,
+        directory=tmp_path / "run",
+        progress=lines.append,
+        compare_ref="HEAD",
+        repository=clone,
+    )
+
+    assert report == {**json.loads(output.read_text()), "plot": str(output.with_suffix(".png"))}
+    compared = report["compare_ref"]
+    assert (compared["ref"], compared["sha"], compared["packages"]) == ("HEAD", sha, "its requirements.lock")
+    head, ref = report["runs"]
+    assert (head["code"], ref["code"]) == ("this checkout", f"HEAD ({short})") == ("this checkout", compared["label"])
+    for run in (head, ref):
+        assert run["committed"] > 0 and run["errors"] == 0, run["error_samples"]
+    assert report["ratios"]["throughput_tps"] == pytest.approx(head["throughput_tps"] / ref["throughput_tps"])
+    cpu_ratios = report["ratios"]["cpu_ms_per_transaction"]
+    assert set(cpu_ratios) == {"coordinator", "participants", "load_generator"}
+    for role, ratio in cpu_ratios.items():
+        ms = head["cpu_ms_per_transaction"][role], ref["cpu_ms_per_transaction"][role]
+        assert ratio == pytest.approx(ms[0] / ms[1])
+    # The ref's coordinator and queues ran the ref's code; this checkout's did not.
+    ref_dir, head_dir = tmp_path / "run" / f"HEAD-{short}-sqlite", tmp_path / "run" / "this-checkout-sqlite"
+    for name in ("coordinator", "queue-a", "queue-b"):
+        assert REF_MARKER in (ref_dir / f"{name}.log").read_text()
+        assert REF_MARKER not in (head_dir / f"{name}.log").read_text()
+    assert any("the venv is ready" in line for line in lines)
+    assert list(temporary.iterdir()) == []
