@@ -2,7 +2,7 @@
 
 - :class:`PostgresResource`: branches as prepared transactions (BEGIN … PREPARE
   TRANSACTION; phase 2 with ``tpc_commit`` / ``tpc_rollback`` by gid), work at
-  prepare through a handler, early prepare through ``Participant.branch(gtid)``,
+  prepare through a handler or as one statement (one round trip), early prepare through ``Participant.branch(gtid)``,
   recovery from ``pg_prepared_xacts`` by gid prefix and database.
 - :func:`postgres_participant`: the resource wrapped in a :class:`~participant_sdk.Participant`.
 - :func:`resolve_orphans`: the operator's recovery (``twopc pg recover``), for when the
@@ -14,7 +14,7 @@ from adapters.postgres.gids import MAX_GID_LENGTH, GidScheme
 from adapters.postgres.participant import postgres_participant
 from adapters.postgres.prepared import PreparedBranch, PreparedStats, check_prepared_capacity, list_prepared
 from adapters.postgres.recovery import Resolution, resolve_orphans
-from adapters.postgres.resource import MARKS_TABLE, PostgresResource, PrepareHandler
+from adapters.postgres.resource import MARKS_TABLE, PostgresResource, PrepareHandler, PrepareStatement
 
 __all__ = [
     "MARKS_TABLE",
@@ -26,6 +26,7 @@ __all__ = [
     "PostgresResource",
     "PostgresSetupError",
     "PrepareHandler",
+    "PrepareStatement",
     "PreparedBranch",
     "PreparedStats",
     "Resolution",

@@ -52,6 +52,7 @@ from twopc_core.runtime import run_service
 from twopc_core.serving import ServerLimits
 
 __all__ = [
+    "APPLY_FUNCTION",
     "SCHEMA",
     "EarlyEntry",
     "Entry",
@@ -59,6 +60,7 @@ __all__ = [
     "VotedNo",
     "apply_entry",
     "bank_handler",
+    "bank_statement",
     "build_app",
     "create_schema",
     "run",
@@ -79,6 +81,38 @@ CREATE TABLE IF NOT EXISTS applied_transfers (
     applied_at timestamptz NOT NULL DEFAULT now()
 );
 """
+#: One side of a transfer, in the database: applied once per gtid, never below zero or
+#: past a bigint, each refusal raised with the reason the bank votes no with. One call is
+#: the whole branch's work, so a prepare is one round trip (see ``PrepareStatement``).
+APPLY_FUNCTION = """
+CREATE OR REPLACE FUNCTION twopc_bank_apply(p_gtid text, p_account text, p_delta bigint)
+RETURNS bigint LANGUAGE plpgsql AS $fn$
+DECLARE
+    new_balance bigint;
+    old_balance bigint;
+BEGIN
+    INSERT INTO applied_transfers (gtid, account, delta) VALUES (p_gtid, p_account, p_delta)
+        ON CONFLICT (gtid) DO NOTHING;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'transfer % was already applied here', p_gtid;
+    END IF;
+    UPDATE accounts SET balance = balance + p_delta
+        WHERE id = p_account AND balance::numeric + p_delta BETWEEN 0 AND 9223372036854775807
+        RETURNING balance INTO new_balance;
+    IF FOUND THEN
+        RETURN new_balance;
+    END IF;
+    SELECT balance INTO old_balance FROM accounts WHERE id = p_account;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no account %', quote_literal(p_account);
+    ELSIF old_balance::numeric + p_delta < 0 THEN
+        RAISE EXCEPTION 'insufficient funds in account %', quote_literal(p_account);
+    END IF;
+    RAISE EXCEPTION 'the balance of account % would overflow', quote_literal(p_account);
+END
+$fn$
+"""
+_APPLY = "SELECT twopc_bank_apply(%s, %s, %s)"
 _ACCOUNT = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
 _BIGINT = 2**63 - 1
 #: Any constant: serialises banks creating their tables in one database at once.
@@ -114,40 +148,43 @@ class NewAccount(_Body):
 async def apply_entry(conn: psycopg.AsyncConnection, gtid: str, entry: Entry) -> PrepareResult:
     """Apply ``entry`` for transfer ``gtid`` on ``conn`` (inside the branch); YES, or NO
     with the reason (the caller then rolls the branch back)."""
-    cursor = await conn.execute(
-        "INSERT INTO applied_transfers (gtid, account, delta) VALUES (%s, %s, %s) "
-        "ON CONFLICT (gtid) DO NOTHING RETURNING gtid",
-        [gtid, entry.account, entry.delta],
-    )
-    if await cursor.fetchone() is None:
-        return PrepareResult.no(f"transfer {gtid} was already applied here")
     try:
-        cursor = await conn.execute(
-            "UPDATE accounts SET balance = balance + %s WHERE id = %s RETURNING balance",
-            [entry.delta, entry.account],
-        )
-    except pg_errors.CheckViolation:
-        return PrepareResult.no(f"insufficient funds in account {entry.account!r}")
-    except pg_errors.NumericValueOutOfRange:
-        return PrepareResult.no(f"the balance of account {entry.account!r} would overflow")
-    if await cursor.fetchone() is None:
-        return PrepareResult.no(f"no account {entry.account!r}")
+        await conn.execute(_APPLY, [gtid, entry.account, entry.delta])
+    except pg_errors.RaiseException as exc:
+        return PrepareResult.no(exc.diag.message_primary or str(exc))
     return PrepareResult.yes()
 
 
+def bank_statement(gtid: str, branch: str, payload: Any) -> tuple[str, Sequence[Any]] | PrepareResult:
+    """Work at prepare, as one statement: the payload is an :class:`Entry`."""
+    entry = _entry(payload)
+    if isinstance(entry, PrepareResult):
+        return entry
+    return _APPLY, (gtid, entry.account, entry.delta)
+
+
 async def bank_handler(conn: psycopg.AsyncConnection, gtid: str, branch: str, payload: Any) -> PrepareResult:
-    """Work at prepare: the payload is an :class:`Entry`."""
+    """Work at prepare, statement by statement (the bank itself prepares with
+    :func:`bank_statement`, in one round trip): the payload is an :class:`Entry`."""
+    entry = _entry(payload)
+    if isinstance(entry, PrepareResult):
+        return entry
+    return await apply_entry(conn, gtid, entry)
+
+
+def _entry(payload: Any) -> Entry | PrepareResult:
+    """The payload as an entry, or the NO vote naming what is wrong with it."""
     try:
-        entry = Entry.model_validate(payload)
+        return Entry.model_validate(payload)
     except ValidationError as exc:
         return PrepareResult.no(f'payload must be {{"account": str, "delta": int}}: {_describe(exc)}')
-    return await apply_entry(conn, gtid, entry)
 
 
 async def create_schema(dsn: str) -> None:
     async with await psycopg.AsyncConnection.connect(dsn) as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", [_SCHEMA_LOCK])
         await conn.execute(SCHEMA)
+        await conn.execute(APPLY_FUNCTION)
         await conn.execute(LEDGER_SCHEMA)
 
 
@@ -196,7 +233,7 @@ def build_app(
     ``coordinator_url``: the coordinator's base URL, or every replica's;
     ``coordinator_ssl``: the TLS of an https one.
     """
-    resource = PostgresResource(dsn, name, handler=bank_handler, pool_size=pool_size)
+    resource = PostgresResource(dsn, name, statement=bank_statement, pool_size=pool_size)
     participant = Participant(
         name=name,
         resource=resource,

@@ -27,7 +27,7 @@ autocommit) run phase 2, recovery and the application's reads.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
 from typing import Any, Literal
 
@@ -51,7 +51,7 @@ from adapters.postgres.prepared import (
 )
 from participant_sdk import BranchStatus, PrepareResult, Resource, Vote
 
-__all__ = ["MARKS_TABLE", "PostgresResource", "PrepareHandler"]
+__all__ = ["MARKS_TABLE", "PostgresResource", "PrepareHandler", "PrepareStatement"]
 
 logger = structlog.get_logger("adapters.postgres")
 tracer = trace.get_tracer("adapters.postgres")
@@ -60,6 +60,15 @@ tracer = trace.get_tracer("adapters.postgres")
 #: ``conn`` (inside the branch's transaction, which it must not end) and votes;
 #: ``None`` means YES.
 PrepareHandler = Callable[[psycopg.AsyncConnection, str, str, Any], Awaitable[PrepareResult | None]]
+
+#: Work at prepare as one SQL statement: ``statement(gtid, branch, payload)`` returns the
+#: statement and its parameters (``%s`` placeholders, bound client-side by psycopg), or
+#: the vote (NO or READ_ONLY) for a payload that needs no database. The resource sends
+#: BEGIN, the statement, the mark and PREPARE TRANSACTION as one query: one round trip
+#: where a handler takes one per statement and one more each to begin and prepare. An
+#: error the statement raises (a constraint, a plpgsql RAISE) is a NO vote with the
+#: server's message as its reason.
+PrepareStatement = Callable[[str, str, Any], "tuple[str, Sequence[Any]] | PrepareResult"]
 
 MARKS_TABLE = "twopc_committed_branches"
 _CREATE_MARKS = f"""
@@ -79,6 +88,8 @@ _STATUS_OF_GID = (
     f"EXISTS (SELECT 1 FROM {MARKS_TABLE} WHERE gid = %s)"
 )
 _PRUNE_MARKS = f"DELETE FROM {MARKS_TABLE} WHERE written_at < now() - make_interval(secs => %s)"
+#: How often a branch's session checks, while a query runs, that its client is still there.
+_CLIENT_CHECK = "250ms"
 #: Any constant serialises concurrent creators of the marks table (IF NOT EXISTS alone races).
 _SCHEMA_LOCK = 0x7470_6300
 
@@ -98,7 +109,8 @@ class _Dropped(Exception):
 class PostgresResource(Resource):
     """Branches of one participant in one PostgreSQL database.
 
-    ``handler``: the work at prepare (without one, only early prepare is possible).
+    ``handler``: the work at prepare (without one, only early prepare is possible), or
+    ``statement``: the same as one SQL statement, prepared in one round trip.
     ``gid_prefix``: defaults to ``twopc:{participant}:``. ``pool_size``: branch
     connections, hence branches in their first phase at once; the server must allow at
     least that many prepared transactions. ``lock_timeout_ms``: a branch waiting longer
@@ -115,6 +127,7 @@ class PostgresResource(Resource):
         participant: str,
         *,
         handler: PrepareHandler | None = None,
+        statement: PrepareStatement | None = None,
         gid_prefix: str | None = None,
         pool_size: int = 10,
         control_pool_size: int = 4,
@@ -124,9 +137,12 @@ class PostgresResource(Resource):
     ) -> None:
         if pool_size < 1 or control_pool_size < 1:
             raise ValueError("pool sizes must be at least 1")
+        if handler is not None and statement is not None:
+            raise ValueError("give the work at prepare as a handler or as a statement, not both")
         self.dsn = dsn
         self.participant = participant
         self.handler = handler
+        self.statement = statement
         self.gids = GidScheme(gid_prefix) if gid_prefix else GidScheme.for_participant(participant)
         self.pool_size = pool_size
         self.lock_timeout_ms = lock_timeout_ms
@@ -191,6 +207,11 @@ class PostgresResource(Resource):
     async def _configure_branch_connection(self, conn: psycopg.AsyncConnection) -> None:
         # Session-wide, so it costs nothing per branch.
         await conn.execute("SELECT set_config('lock_timeout', %s, false)", [f"{self.lock_timeout_ms}ms"])
+        if conn.info.server_version >= 140000:
+            # A prepare sent as one query runs on after its client died (killed while it
+            # waited for a lock, say), and would prepare a branch nobody voted for; the
+            # server checks for its client while the query runs, and cancels it instead.
+            await conn.execute("SELECT set_config('client_connection_check_interval', %s, false)", [_CLIENT_CHECK])
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
@@ -291,6 +312,8 @@ class PostgresResource(Resource):
     # -- the Resource interface ----------------------------------------------------------
 
     async def prepare(self, gtid: str, branch: str, payload: Any) -> PrepareResult:
+        if self.statement is not None:
+            return await self._prepare_statement(gtid, branch, payload, self.statement)
         try:
             async with self._local_transaction(gtid, branch, "prepare") as conn:
                 await self._run_handler(conn, gtid, branch, payload)
@@ -298,6 +321,38 @@ class PostgresResource(Resource):
             return dropped.result
         except BranchAlreadyCommitted as exc:
             return PrepareResult.no(str(exc))
+        return PrepareResult.yes()
+
+    async def _prepare_statement(
+        self, gtid: str, branch: str, payload: Any, statement: PrepareStatement
+    ) -> PrepareResult:
+        """BEGIN, the statement, the mark and PREPARE TRANSACTION in one query."""
+        work = statement(gtid, branch, payload)
+        if isinstance(work, PrepareResult):
+            if work.vote is Vote.YES:
+                raise TypeError("a prepare statement votes YES by giving its SQL, not PrepareResult.yes()")
+            return work
+        query, params = work
+        gid = self.gids.gid(gtid, branch)
+        conn = await self._branches.getconn()
+        try:
+            bound = psycopg.AsyncClientCursor(conn).mogrify(query, params).encode()
+            literal = _quoted(conn, gid)
+            text = b"BEGIN; " + bound + b"; " + _MARK_AND_PREPARE % (literal, literal)
+            try:
+                with self._statement(conn, gtid, branch, "PREPARE TRANSACTION", f"BEGIN; {query}; {_PREPARE_TEXT}"):
+                    await conn.execute(text)
+            except psycopg.Error as exc:
+                if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    with suppress(psycopg.Error):
+                        await conn.execute("ROLLBACK")
+                if isinstance(exc, psycopg.OperationalError):
+                    raise  # the database, not the work: the SDK votes no with it
+                if await _is_marked_quietly(conn, gid):
+                    return PrepareResult.no(f"branch {branch} of {gtid} was already committed here ({gid})")
+                return PrepareResult.no(_server_message(exc))
+        finally:
+            await self._branches.putconn(conn)
         return PrepareResult.yes()
 
     async def commit(self, gtid: str, branch: str) -> None:
@@ -455,6 +510,12 @@ async def _is_marked_quietly(conn: psycopg.AsyncConnection, gid: str) -> bool:
         return await _is_marked(conn, gid)
     except psycopg.Error:
         return False
+
+
+def _server_message(exc: psycopg.Error) -> str:
+    """The server's own words for an error (a RAISE's message, a constraint's)."""
+    message = exc.diag.message_primary if isinstance(exc, psycopg.DatabaseError) else None
+    return message or str(exc) or type(exc).__name__
 
 
 def _redacted(dsn: str) -> str:

@@ -1,6 +1,6 @@
 """The postgres workload: transfers between two banks, each a bank service on a database
-of its own; the baseline runs the same statements on the two databases directly, with
-PostgreSQL's own two-phase commit and no coordinator."""
+of its own; the baseline runs the same work on the two databases directly, in the same
+queries the banks send, with PostgreSQL's own two-phase commit and no coordinator."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ from pathlib import Path
 
 import aiohttp
 import psycopg
+from psycopg.pq import Escaping
 from psycopg_pool import AsyncConnectionPool
 
-from adapters.postgres.bank import Entry, apply_entry
+from adapters.postgres.bank import Entry, bank_statement
 from compose.localcluster import LocalCluster, Service
+from participant_sdk import PrepareResult
 from tools.bench._cluster import Branch, ClusterWorkload
 from tools.bench._coordinators import Coordinators
 from tools.bench._resources import postgres_server, run_database
@@ -83,9 +85,10 @@ class Banks:
 class PostgresWorkload(ClusterWorkload):
     name = "postgres"
     baseline_description = (
-        "the same transfer straight on the two databases: on each, BEGIN, the bank's insert into "
-        "applied_transfers and its UPDATE of the balance, PREPARE TRANSACTION; then COMMIT PREPARED on both "
-        "(psycopg, a pool per database with a connection per client)"
+        "the same transfer straight on the two databases: on each, BEGIN, the bank's work "
+        "(twopc_bank_apply: its insert into applied_transfers and its UPDATE of the balance) and PREPARE "
+        "TRANSACTION in one query, as the bank sends them; then COMMIT PREPARED on both (psycopg, a pool "
+        "per database with a connection per client)"
     )
 
     def __init__(
@@ -112,7 +115,13 @@ class PostgresWorkload(ClusterWorkload):
         await super().open(concurrency)
         for bank, dsn in self.banks.dsns.items():
             pool = AsyncConnectionPool(
-                dsn, min_size=concurrency, max_size=concurrency, open=False, configure=_configure, name=bank
+                dsn,
+                min_size=concurrency,
+                max_size=concurrency,
+                open=False,
+                kwargs={"autocommit": True},
+                configure=_configure,
+                name=bank,
             )
             self._pools[bank] = pool
             await pool.open(wait=True, timeout=60)
@@ -129,8 +138,6 @@ class PostgresWorkload(ClusterWorkload):
         async with AsyncExitStack() as held:
             conns = {}
             for bank in entries:
-                # Not pool.connection(): its exit commits, which psycopg refuses on a
-                # connection that ran a two-phase transaction.
                 conns[bank] = conn = await self._pools[bank].getconn()
                 held.push_async_callback(self._pools[bank].putconn, conn)
             votes = await asyncio.gather(
@@ -138,9 +145,9 @@ class PostgresWorkload(ClusterWorkload):
             )
             prepared = [bank for bank, vote in zip(entries, votes, strict=True) if vote is True]
             if len(prepared) == len(entries):
-                await asyncio.gather(*(conns[bank].tpc_commit() for bank in prepared))
+                await asyncio.gather(*(_finish(conns[bank], gtid, bank, "COMMIT") for bank in prepared))
                 return True
-            await asyncio.gather(*(conns[bank].tpc_rollback() for bank in prepared))
+            await asyncio.gather(*(_finish(conns[bank], gtid, bank, "ROLLBACK") for bank in prepared))
         for vote in votes:
             if isinstance(vote, BaseException):
                 raise vote
@@ -149,20 +156,30 @@ class PostgresWorkload(ClusterWorkload):
 
 async def _configure(conn: psycopg.AsyncConnection) -> None:
     await conn.execute("SELECT set_config('lock_timeout', %s, false)", [_LOCK_TIMEOUT])
-    await conn.commit()
+
+
+def _gid(conn: psycopg.AsyncConnection, gtid: str, bank: str) -> str:
+    # Prepared transaction ids are server-wide, not per database.
+    return Escaping(conn.pgconn).escape_literal(f"{gtid}:{bank}".encode()).decode()
 
 
 async def _prepare(conn: psycopg.AsyncConnection, gtid: str, bank: str, entry: Entry) -> bool:
-    """BEGIN, the bank's statements, PREPARE TRANSACTION; False (rolled back) where the bank would vote no."""
-    await conn.tpc_begin(f"{gtid}:{bank}")  # prepared transaction ids are server-wide, not per database
+    """BEGIN, the bank's work and PREPARE TRANSACTION in one query, as the bank sends
+    them; False (rolled back) where the bank would vote no."""
+    work = bank_statement(gtid, bank, entry.model_dump())
+    assert not isinstance(work, PrepareResult), "the bench's entries are valid"
+    query, params = work
+    bound = psycopg.AsyncClientCursor(conn).mogrify(query, params)
     try:
-        result = await apply_entry(conn, gtid, entry)
-    except BaseException:
+        await conn.execute(f"BEGIN; {bound}; PREPARE TRANSACTION {_gid(conn, gtid, bank)}".encode())
+    except BaseException as exc:
         with suppress(psycopg.Error):
-            await conn.tpc_rollback()  # not prepared yet: a plain ROLLBACK
+            await conn.execute("ROLLBACK")
+        if isinstance(exc, psycopg.errors.RaiseException):
+            return False  # the bank's refusal: a no vote
         raise
-    if result.vote != "yes":
-        await conn.tpc_rollback()
-        return False
-    await conn.tpc_prepare()
     return True
+
+
+async def _finish(conn: psycopg.AsyncConnection, gtid: str, bank: str, action: str) -> None:
+    await conn.execute(f"{action} PREPARED {_gid(conn, gtid, bank)}".encode())

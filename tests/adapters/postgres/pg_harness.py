@@ -4,6 +4,7 @@ at the database behind its back."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -33,6 +34,15 @@ async def items_handler(conn: psycopg.AsyncConnection, gtid: str, branch: str, p
         return None
     await conn.execute("INSERT INTO items (id, note) VALUES (%(id)s, %(note)s)", payload)
     return None
+
+
+def items_statement(gtid: str, branch: str, payload: Any) -> tuple[str, Sequence[Any]] | PrepareResult:
+    """The same work as :func:`items_handler`, as one statement (``PrepareStatement``)."""
+    if payload.get("vote") == "no":
+        return PrepareResult.no("asked to vote no")
+    if "update" in payload:
+        return "UPDATE items SET note = %s WHERE id = %s", [gtid, payload["update"]]
+    return "INSERT INTO items (id, note) VALUES (%s, %s)", [payload["id"], payload["note"]]
 
 
 async def rows(dsn: str) -> dict[str, str]:
