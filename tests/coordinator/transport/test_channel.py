@@ -10,11 +10,15 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from coordinator.config import ParticipantSettings
 from coordinator.transport import Backoff, Transport
 from participant_sdk import Participant
 from participant_sdk.testing import InMemoryResource, ParticipantTestServer
+from twopc_core.http import Handler
 from twopc_core.protocol import Outcome, Vote
 from twopc_core.testing import wait_until
 
@@ -41,10 +45,14 @@ class CountingServer(ParticipantTestServer):
 
     def __init__(self, tmp_path: Path, mount: str = "aiohttp") -> None:
         self.http_calls: list[str] = []
+        #: The participant's spans.
+        self.spans = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(self.spans))
         self.shared_resource = GatedResource()
 
         @web.middleware
-        async def count(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+        async def count(request: web.Request, handler: Handler) -> web.StreamResponse:
             self.http_calls.append(f"{request.method} {request.path}")
             return await handler(request)
 
@@ -56,6 +64,7 @@ class CountingServer(ParticipantTestServer):
                 coordinator_url="http://127.0.0.1:9",
                 log_path=tmp_path / "participant.db",
                 inquiry_interval=60.0,
+                tracer_provider=provider,
             )
             if mount == "asgi":
                 return participant
@@ -109,6 +118,23 @@ async def test_calls_go_as_frames_once_the_channel_is_open(server: CountingServe
     assert (counts.exchanges, counts.channel_exchanges, counts.channel_open) == (3, 3, True)
     assert server.posts == []
     assert server.http_calls == ["GET /twopc/channel"]
+
+
+async def test_a_call_over_the_channel_carries_its_transactions_trace_context(server: CountingServer) -> None:
+    transport = await transport_to(server.url)
+    transactions = TracerProvider().get_tracer("transactions")
+    try:
+        await wait_until(lambda: channel_of(transport).open, message="the channel open")
+        with transactions.start_as_current_span("transaction g1") as transaction:
+            await transport.prepare(NAME, "g1", None, deadline=4e9, timeout=5)
+    finally:
+        await transport.close()
+
+    (prepare,) = [span for span in server.spans.get_finished_spans() if span.name == "twopc.participant.prepare"]
+    assert prepare.context is not None and prepare.parent is not None
+    assert prepare.context.trace_id == transaction.get_span_context().trace_id
+    assert prepare.attributes is not None and prepare.attributes["twopc.gtid"] == "g1"
+    assert server.posts == []
 
 
 async def test_calls_of_one_turn_share_a_frame_as_a_batch(server: CountingServer) -> None:
