@@ -234,6 +234,9 @@ class ParticipantSettings(_ClientTls):
     max_connections: int = Field(64, gt=0)
     #: Most exchanges in flight to it at once; calls queued meanwhile go as one batch.
     max_inflight_exchanges: int = Field(4, gt=0)
+    #: Exchange frames over one WebSocket when the participant offers it (the SDK does),
+    #: which costs both sides far less than HTTP; plain HTTP otherwise, or when false.
+    channel: bool = True
 
     @field_validator("url")
     @classmethod

@@ -39,6 +39,7 @@ from participant_sdk.errors import (
     PayloadMismatch,
     ResourceFailed,
 )
+from twopc_core.channel import channel_operation
 from twopc_core.failpoints import FailpointError
 from twopc_core.http import (
     DomainErrors,
@@ -59,7 +60,14 @@ from twopc_core.protocol import (
     StatusRequest,
     StatusResponse,
 )
-from twopc_core.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureError, verify
+from twopc_core.signing import (
+    NONCE_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    ReplayGuard,
+    SignatureError,
+    verify,
+)
 
 __all__ = [
     "JSON_TYPE",
@@ -147,6 +155,9 @@ class Call:
     headers: Mapping[str, str]
     #: The HTTP server attributes of OpenTelemetry's semantic conventions, for the span.
     http_attributes: dict[str, Any] = field(default_factory=dict)
+    #: What the signature covers besides the body, when not the operation alone (a
+    #: channel's frame, see :func:`twopc_core.channel.frame_operation`).
+    signed_as: str | None = None
 
 
 class Sink(Protocol):
@@ -197,6 +208,8 @@ class ProtocolEdge:
         self.max_body_bytes = max_body_bytes
         self._clock = clock
         self._tracer = tracer
+        #: Channel handshakes' nonces: each opens one channel, once.
+        self._handshakes = ReplayGuard()
         self._calls: dict[str, tuple[type[BaseModel], Callable[[Any], Awaitable[BaseModel]]]] = {
             "prepare": (PrepareRequest, handler.prepare),
             "commit": (CommitRequest, handler.commit),
@@ -342,11 +355,32 @@ class ProtocolEdge:
         await work
         await sink.chunk(_ndjson(ready), last=True)  # the last lines and the end in one write
 
+    def open_channel(self, headers: Mapping[str, str], peer: str) -> str:
+        """Check a channel's handshake (signed, fresh, its nonce never seen); return
+        the nonce its frames' signatures name. A refusal is a 401, logged."""
+        nonce = headers.get(NONCE_HEADER) or ""
+        try:
+            verify(
+                self._secret,
+                channel_operation(nonce),
+                b"",
+                headers.get(TIMESTAMP_HEADER),
+                headers.get(SIGNATURE_HEADER),
+                now=self._clock(),
+            )
+            if not nonce:
+                raise SignatureError("the channel's handshake has no nonce")
+            self._handshakes.check(nonce, now=self._clock())
+        except SignatureError as exc:
+            self._rejections.refused("protocol channel refused", str(exc), operation="channel", peer=peer)
+            raise HttpError(401, "unauthorized", str(exc)) from None
+        return nonce
+
     def _verify(self, call: Call) -> None:
         try:
             verify(
                 self._secret,
-                call.operation,
+                call.signed_as or call.operation,
                 call.body,
                 call.headers.get(TIMESTAMP_HEADER),
                 call.headers.get(SIGNATURE_HEADER),

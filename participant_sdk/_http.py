@@ -2,7 +2,8 @@
 
 Everything the protocol does over HTTP is :mod:`participant_sdk._edge`'s; this module
 only reads an aiohttp request into a :class:`~participant_sdk._edge.Call` and writes
-the edge's answer back. Errors reach :func:`twopc_core.http.error_middleware` with
+the edge's answer back; ``GET {prefix}/channel`` serves the same calls as frames
+(:mod:`participant_sdk._channel`). Errors reach :func:`twopc_core.http.error_middleware` with
 :data:`PARTICIPANT_ERRORS` (through the application's own middlewares, as exceptions).
 """
 
@@ -13,7 +14,9 @@ from typing import Any
 
 from aiohttp import web
 
+from participant_sdk._channel import Channels
 from participant_sdk._edge import OPERATIONS, PARTICIPANT_ERRORS, Call, ProtocolEdge
+from twopc_core.channel import CHANNEL_PATH
 from twopc_core.http import Middleware, error_middleware, read_body
 
 __all__ = ["protocol_app"]
@@ -75,4 +78,8 @@ def protocol_app(edge: ProtocolEdge, middlewares: Iterable[Middleware] = ()) -> 
     app = web.Application(middlewares=[error_middleware(PARTICIPANT_ERRORS, service="the participant"), *middlewares])
     for operation in OPERATIONS:
         app.router.add_post(f"/{operation}", _route(edge, operation))
+    # The same operations as frames over one WebSocket, for a coordinator that asks.
+    channels = Channels(edge)
+    app.router.add_get(f"/{CHANNEL_PATH}", channels.handle)
+    app.on_shutdown.append(channels.close)
     return app

@@ -72,7 +72,17 @@ def _participant_families(coordinator: Coordinator, now: float) -> Iterator[Metr
         "twopc_participant_calls", "Protocol calls made to each participant.", labels=["participant"]
     )
     exchanges = CounterMetricFamily(
-        "twopc_participant_exchanges", "HTTP exchanges that carried those calls.", labels=["participant"]
+        "twopc_participant_exchanges", "Exchanges (HTTP or channel) that carried those calls.", labels=["participant"]
+    )
+    over_channel = CounterMetricFamily(
+        "twopc_participant_channel_exchanges",
+        "Of those exchanges, the ones sent as frames over the participant's channel.",
+        labels=["participant"],
+    )
+    channel_open = GaugeMetricFamily(
+        "twopc_participant_channel_open",
+        "Whether the channel to the participant is open (1) or its calls go over HTTP (0).",
+        labels=["participant"],
     )
     failed = CounterMetricFamily(
         "twopc_participant_exchange_failures",
@@ -100,6 +110,8 @@ def _participant_families(coordinator: Coordinator, now: float) -> Iterator[Metr
     for name, counts in coordinator.endpoint_counts().items():
         calls.add_metric([name], counts.calls)
         exchanges.add_metric([name], counts.exchanges)
+        over_channel.add_metric([name], counts.channel_exchanges)
+        channel_open.add_metric([name], 1.0 if counts.channel_open else 0.0)
         failed.add_metric([name], counts.failed_exchanges)
         retries.add_metric([name], counts.phase_two_retries)
         seen = coordinator.participant_health(name)
@@ -108,7 +120,7 @@ def _participant_families(coordinator: Coordinator, now: float) -> Iterator[Metr
         if seen["checked_at"] is not None:
             up.add_metric([name], 1.0 if seen["status"] == "ok" else 0.0)
             since.add_metric([name], max(0.0, now - seen["checked_at"]))
-    yield from (calls, exchanges, failed, retries, up, health, since)
+    yield from (calls, exchanges, over_channel, channel_open, failed, retries, up, health, since)
 
 
 def _replica_families(coordinator: Coordinator) -> Iterator[Metric]:

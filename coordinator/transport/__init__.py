@@ -1,6 +1,7 @@
 """The coordinator's HTTP client to participants.
 
-Pooled keep-alive connections (one pool per participant), a deadline on every call,
+Pooled keep-alive connections (one pool per participant) or, with a participant that
+offers it, one WebSocket channel carrying the same exchanges as frames; a deadline on every call,
 a signature and a ``traceparent`` on every request (a lone call's is its transaction's
 trace; a batch exchange has a trace of its own, linked to each transaction's, and each
 traced op carries its own), calls to one participant coalesced into batch exchanges
@@ -50,6 +51,9 @@ class EndpointCounts:
     exchanges: int
     failed_exchanges: int
     phase_two_retries: int
+    #: Of the exchanges, those sent over the participant's channel; and whether it is open now.
+    channel_exchanges: int = 0
+    channel_open: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,8 @@ class Transport:
         self._endpoints = {
             name: Endpoint(s, s.max_inflight_exchanges, self._metrics) for name, s in self._settings.items()
         }
+        for endpoint in self._endpoints.values():
+            endpoint.start()
 
     async def close(self) -> None:
         await asyncio.gather(*(e.close() for e in self._endpoints.values()))
@@ -144,7 +150,14 @@ class Transport:
     def endpoint_counts(self) -> dict[str, EndpointCounts]:
         """Each participant's counts since start, by name."""
         return {
-            name: EndpointCounts(e.calls, e.exchanges, e.failed_exchanges, e.phase_two_retries)
+            name: EndpointCounts(
+                e.calls,
+                e.exchanges,
+                e.failed_exchanges,
+                e.phase_two_retries,
+                e.channel_exchanges,
+                e.channel is not None and e.channel.open,
+            )
             for name, e in self._endpoints.items()
         }
 

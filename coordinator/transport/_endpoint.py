@@ -1,4 +1,4 @@
-"""One participant's endpoint: pooled keep-alive HTTP, signed calls, coalesced into batches.
+"""One participant's endpoint: pooled keep-alive HTTP or a channel, signed calls, coalesced into batches.
 
 Calls bound for one participant wait in a queue. Up to ``max_inflight`` exchanges run
 at once; whatever is queued when a slot frees up goes in the next exchange — alone as
@@ -6,6 +6,9 @@ its own operation, or several together as one ``batch``. The queue is looked at 
 per turn of the event loop, so calls made in one turn share an exchange. An idle
 system therefore sends each call at once, with no timer, and a loaded one sends few,
 large exchanges: one HTTP round trip and one signature for many transactions.
+
+An exchange goes over the participant's channel (one WebSocket, see ``_channel``)
+while one is open, else over HTTP; it is the same exchange either way, answered alike.
 
 There are two such queues, two lanes: one for the work (prepare, and a one-phase
 commit), one for phase 2 and inquiries. A batch is answered only once all of it is done,
@@ -18,9 +21,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -32,6 +35,7 @@ from pydantic import BaseModel, ValidationError
 
 from coordinator.config import ParticipantSettings
 from coordinator.metrics import CoordinatorMetrics
+from coordinator.transport._channel import Channel, ChannelClosed
 from twopc_core import telemetry
 from twopc_core.metrics import Observer
 from twopc_core.signing import signed_headers
@@ -47,6 +51,21 @@ NDJSON = "application/x-ndjson"
 
 #: Most operations one batch exchange carries.
 MAX_BATCH = 512
+
+
+class _Response(Protocol):
+    """What an exchange's answer is read through: an HTTP response, or a channel's frames."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def content_type(self) -> str: ...
+
+    @property
+    def content(self) -> AsyncIterable[bytes]: ...
+
+    async def read(self) -> bytes: ...
 
 
 class CallFailed(Exception):
@@ -138,7 +157,10 @@ class Endpoint:
             limit=settings.max_connections, enable_cleanup_closed=True, ssl=settings.client_ssl() or True
         )
         self.session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
+        #: The WebSocket channel exchanges go over while it is open (HTTP otherwise).
+        self.channel = Channel(settings, self.session) if settings.channel else None
         self.exchanges = 0
+        self.channel_exchanges = 0
         self.calls = 0
         #: Exchanges that got no usable answer, and phase-2 calls sent again after one.
         self.failed_exchanges = 0
@@ -146,7 +168,14 @@ class Endpoint:
         #: The last exchange's result, for operators: (unix time, error or None).
         self.last_exchange: tuple[float, str | None] | None = None
 
+    def start(self) -> None:
+        """Ask for the channel now, so that the first calls find it open."""
+        if self.channel is not None:
+            self.channel.ensure()
+
     async def close(self) -> None:
+        if self.channel is not None:
+            await self.channel.close()
         tasks = self._work.tasks | self._finish.tasks
         for task in tasks:
             task.cancel()
@@ -239,11 +268,10 @@ class Endpoint:
         accept: str = "application/json",
         links: Sequence[Link] = (),
         attributes: dict[str, Any] | None = None,
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
+    ) -> AsyncIterator[_Response]:
         """POST a signed operation, in a CLIENT span under ``parent`` (the current
         context when ``None``); failures to get an answer become :class:`CallFailed`."""
         headers = {"Content-Type": "application/json", "Accept": accept}
-        headers.update(signed_headers(self.settings.secret, operation, body))
         url = f"{self.settings.url}/{operation}"
         recording = telemetry.records_root_spans() or trace.get_current_span(parent).is_recording()
         if recording or links:
@@ -258,15 +286,29 @@ class Endpoint:
             span = contextlib.nullcontext()
         with span as current:
             propagate.inject(headers, context=None if current is not None else parent)
+            channel = self.channel
+            if channel is not None and channel.open:
+                self.channel_exchanges += 1
+                try:
+                    async with asyncio.timeout(timeout):
+                        async with channel.request(operation, body, headers.get("traceparent"), accept) as answer:
+                            _answered(current, answer.status)
+                            yield answer
+                except TimeoutError:
+                    _failed(current, "timeout")
+                    raise CallFailed(f"no answer within {timeout:.3g}s") from None
+                except ChannelClosed as exc:
+                    _failed(current, "channel_closed")
+                    raise CallFailed(f"unreachable: {exc}") from None
+                return
+            if channel is not None:
+                channel.ensure()  # for the exchanges after this one
+            headers.update(signed_headers(self.settings.secret, operation, body))
             try:
                 async with self.session.post(
                     url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
                 ) as response:
-                    if current is not None:
-                        current.set_attribute("http.response.status_code", response.status)
-                        if response.status >= 400:
-                            current.set_status(trace.StatusCode.ERROR)
-                            current.set_attribute("error.type", str(response.status))
+                    _answered(current, response.status)
                     yield response
             except TimeoutError:
                 _failed(current, "timeout")
@@ -331,6 +373,14 @@ def _annotate(span: trace.Span, operation: str, answer: Any) -> None:
         span.set_attribute("twopc.outcome", str(answer["status"]))
     elif operation == "status" and "status" in answer:
         span.set_attribute("twopc.status", str(answer["status"]))
+
+
+def _answered(span: trace.Span | None, status: int) -> None:
+    if span is not None:
+        span.set_attribute("http.response.status_code", status)
+        if status >= 400:
+            span.set_status(trace.StatusCode.ERROR)
+            span.set_attribute("error.type", str(status))
 
 
 def _failed(span: trace.Span | None, error_type: str) -> None:
