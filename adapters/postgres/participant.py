@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from adapters.postgres.resource import PostgresResource, PrepareHandler
+from adapters.postgres.resource import PostgresResource, PrepareHandler, PrepareStatement
 from participant_sdk import Participant
 
 __all__ = ["postgres_participant"]
@@ -20,6 +20,7 @@ def postgres_participant(
     log_path: str | Path,
     *,
     handler: PrepareHandler | None = None,
+    statement: PrepareStatement | None = None,
     gid_prefix: str | None = None,
     pool_size: int = 10,
     lock_timeout_ms: int = 5000,
@@ -28,7 +29,8 @@ def postgres_participant(
     """``Participant(name=name, resource=PostgresResource(dsn, ...), ...)``; ``coordinator_url`` is the
     coordinator's base URL, or every replica's.
 
-    Work at prepare goes through ``handler``; early prepare through
+    Work at prepare goes through ``handler`` (or ``statement``, the same as one SQL
+    statement, prepared in one round trip); early prepare through
     ``participant.branch(gtid)``, which yields a psycopg connection inside the branch::
 
         pg = postgres_participant("bank-a", dsn, secret, coordinator_url, "var/bank-a.db")
@@ -39,6 +41,7 @@ def postgres_participant(
         dsn,
         name,
         handler=handler,
+        statement=statement,
         gid_prefix=gid_prefix,
         pool_size=pool_size,
         lock_timeout_ms=lock_timeout_ms,
