@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import re
 import tempfile
@@ -358,7 +359,14 @@ def _point(concurrency: int, result: LoadResult) -> dict[str, Any]:
 
 
 def _event_loop_run(coro: Coroutine[Any, Any, T]) -> T:
-    # The load generator allocates like a service does: the same loop, the same collector.
+    # The load generator allocates like a service does: the same loop, the same collector;
+    # and leaves the collector as it found it, for a caller that goes on (a test, say).
+    thresholds, frozen = gc.get_threshold(), gc.get_freeze_count()
     tune_garbage_collector()
-    with asyncio.Runner(loop_factory=new_event_loop) as runner:
-        return runner.run(coro)
+    try:
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            return runner.run(coro)
+    finally:
+        if not frozen:
+            gc.unfreeze()
+        gc.set_threshold(*thresholds)
