@@ -20,7 +20,8 @@ call. Nothing here awaits, reads a clock or touches a disk or a socket, so each 
 can be tested on its own; the answers that never vary are built once.
 
 The rules (DESIGN.md, "Participant protocol"): a call answers as the first for its
-branch did; a YES is on disk before it leaves; a branch that voted YES waits for the
+branch did; a YES is on disk before it leaves (in the participant log, or in the
+resource itself where it holds its branches' state); a branch that voted YES waits for the
 coordinator (phase 2, or its answer to an inquiry) and never decides on its own,
 unless an operator forces a heuristic outcome, which is logged durably and reported;
 an abort of a branch never prepared here is remembered, so a late prepare votes no; a

@@ -16,19 +16,13 @@ import pytest
 
 from compose.localcluster import LocalCluster
 from participant_sdk.client import CoordinatorClient
-from tests.e2e.conftest import QUEUES, gtids_at, settle
+from tests.e2e.conftest import FAST, QUEUES, gtids_at, settle
 from twopc_core.testing import wait_until
 
 #: A prepare's own deadline far beyond the test's patience: only the dropped channel
 #: can fail it in time.
-SLOW_DEADLINES = """
-[transactions]
-prepare_timeout_ms = 60000
-phase_two_timeout_ms = 1000
-commit_wait_ms = 2000
-retry_base_ms = 20
-retry_cap_ms = 300
-"""
+SLOW_DEADLINES = FAST.replace("prepare_timeout_ms = 3000", "prepare_timeout_ms = 60000")
+assert SLOW_DEADLINES != FAST, "the e2e timeouts changed: set this prepare timeout anew"
 
 
 @pytest.fixture
